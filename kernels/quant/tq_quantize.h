@@ -53,9 +53,10 @@ struct TqSpec {
   int group_size = 128;    // G: a power of two in [16, 1024]
   int rotation_block = 0;  // B: 0 or G = full WHT; a power of two < G = block-diagonal (§1.6)
   GainMode gain = GainMode::kNormCorrected;
-  // Lanes of torch's vectorized float reduction that the plugin's norms went through:
-  // 16 on an AVX-512 CPU, 8 on AVX2. Only affects the last bit of norms.
-  int torch_norm_lanes = 16;
+  // Accumulator lanes of torch's vectorized float L2 norm that the plugin's norms go through.
+  // 8 reproduces torch 2.11 bit for bit (measured on the GPU machine's AVX-512 Xeon: its
+  // linalg.norm reduction runs 8-wide there too). Only affects the last bit of norms.
+  int torch_norm_lanes = 8;
 
   int block() const { return rotation_block == 0 ? group_size : rotation_block; }
   int bytes_per_group() const { return group_size * bits / 8; }
