@@ -143,6 +143,24 @@ std::string JoinPath(absl::string_view a, absl::string_view b) {
   return absl::StrCat(a, "/", b);
 }
 
+absl::StatusOr<std::string> LocalPathFromUri(absl::string_view uri) {
+  if (uri.empty()) return absl::InvalidArgumentError("empty path");
+  if (uri.substr(0, 7) == "file://") {
+    const absl::string_view rest = uri.substr(7);
+    if (rest.empty() || rest.front() != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("file URI '", uri, "' must be absolute: file:///path"));
+    }
+    return std::string(rest);
+  }
+  const size_t scheme = uri.find("://");
+  if (scheme != absl::string_view::npos) {
+    return absl::UnimplementedError(absl::StrCat("'", uri.substr(0, scheme),
+                                                 "://' storage is not supported by this build"));
+  }
+  return std::string(uri);
+}
+
 std::string Basename(absl::string_view path) {
   const size_t slash = path.find_last_of('/');
   return std::string(slash == absl::string_view::npos ? path : path.substr(slash + 1));

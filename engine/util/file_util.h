@@ -34,6 +34,10 @@ absl::Status RemoveFile(const std::string& path);  // OK if already gone
 absl::Status RenameFile(const std::string& from, const std::string& to);
 
 std::string JoinPath(absl::string_view a, absl::string_view b);
+
+// "file:///abs/dir" or a plain path -> the local path. Other schemes (s3://) are Unimplemented
+// until an object store handles them.
+absl::StatusOr<std::string> LocalPathFromUri(absl::string_view uri);
 std::string Basename(absl::string_view path);
 
 // Maps errno to a Status: ENOSPC/EDQUOT -> ResourceExhausted, ENOENT -> NotFound,

@@ -1,0 +1,40 @@
+// tqctl: the tqserve command-line client.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/checkpoint/manifest.h"
+#include "services/tqctl/commands.h"
+
+namespace {
+
+const char kUsage[] =
+    "usage: tqctl COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  compress SRC DST   compress a Hugging Face checkpoint into a TQ checkpoint\n"
+    "  inspect CKPT       show what a TQ checkpoint holds (and its error vs --source)\n"
+    "  version            print the version\n"
+    "\n"
+    "Run 'tqctl COMMAND --help' for the options of a command.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "compress") return tq::tqctl::RunCompress(args);
+  if (cmd == "inspect") return tq::tqctl::RunInspect(args);
+  if (cmd == "version" || cmd == "--version") {
+    std::printf("tqctl %s\n", tq::kTqserveVersion);
+    return 0;
+  }
+  std::fprintf(stderr, "tqctl: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+  return 2;
+}
