@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -414,14 +415,36 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
   CompressResult result;
   result.threads = threads;
   result.kernel_isa = quant::QuantKernelIsa();
-  std::vector<uint8_t> packed;
-  std::vector<float> norms;
+  // Two buffer sets: tensor i is quantized into one while tensor i-1's output is written from
+  // the other by an I/O task, so the threads never wait for the kernel's page-cache copies.
+  struct Slot {
+    std::vector<uint8_t> packed;
+    std::vector<float> norms;
+    std::future<absl::Status> write;
+  };
+  Slot slots[2];
+  auto wait_all = [&]() -> absl::Status {
+    absl::Status st;
+    for (Slot& s : slots) {
+      if (s.write.valid()) {
+        absl::Status w = s.write.get();
+        if (st.ok()) st = w;
+      }
+    }
+    return st;
+  };
   report("compress");
   for (size_t i = 0; i < tensors.size(); ++i) {
-    TQ_RETURN_IF_ERROR(CheckCancelled(opt));
+    absl::Status cancelled = CheckCancelled(opt);
+    if (!cancelled.ok()) {
+      (void)wait_all();
+      return cancelled;
+    }
     const SourceTensor& t = tensors[i];
     const TensorInfo& info = *t.info;
     const TensorDecision& d = plan.decisions[i];
+    Slot& slot = slots[i % 2];
+    if (slot.write.valid()) TQ_RETURN_IF_ERROR(slot.write.get());
     prog.current = info.name;
     TensorReport rep;
     rep.name = info.name;
@@ -437,8 +460,10 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
       TQ_ASSIGN_OR_RETURN(const quant::TqQuantizer* q, quantizer_for(d));
       const int64_t cols = info.shape.back();
       const int64_t rows = cols > 0 ? info.numel() / cols : 0;
-      packed.resize(q->PackedSize(rows, cols));
-      norms.resize(q->GainsSize(rows, cols));
+      slot.packed.resize(q->PackedSize(rows, cols));
+      slot.norms.resize(q->GainsSize(rows, cols));
+      uint8_t* packed = slot.packed.data();
+      float* norms = slot.norms.data();
       const int64_t ngr = q->GroupsPerRow(cols);
       const int64_t bpg = q->spec().bytes_per_group();
       std::mutex mu;
@@ -464,49 +489,61 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
             if (err.ok()) err = st;
             return;
           }
-          q->QuantizeRows(buf.data(), re - r, cols, packed.data() + r * ngr * bpg,
-                          norms.data() + r * ngr);
+          q->QuantizeRows(buf.data(), re - r, cols, packed + r * ngr * bpg, norms + r * ngr);
         }
       });
-      TQ_RETURN_IF_ERROR(err);
-      const auto& outs = plan.outputs_of[i];
-      TQ_RETURN_IF_ERROR(writer.Write(plan.outputs[outs[0]], 0, packed.data(), packed.size()));
-      TQ_RETURN_IF_ERROR(
-          writer.Write(plan.outputs[outs[1]], 0, norms.data(), norms.size() * sizeof(float)));
-      rep.bytes_out = packed.size() + norms.size() * sizeof(float);
+      if (!err.ok()) {
+        (void)wait_all();
+        return err;
+      }
+      t.file->Release(info);
+      const OutTensor* po = &plan.outputs[plan.outputs_of[i][0]];
+      const OutTensor* no = &plan.outputs[plan.outputs_of[i][1]];
+      slot.write = std::async(std::launch::async, [&writer, &slot, po, no]() -> absl::Status {
+        TQ_RETURN_IF_ERROR(writer.Write(*po, 0, slot.packed.data(), slot.packed.size()));
+        return writer.Write(*no, 0, slot.norms.data(), slot.norms.size() * sizeof(float));
+      });
+      rep.bytes_out = slot.packed.size() + slot.norms.size() * sizeof(float);
       result.quantized++;
     } else {
-      const OutTensor& o = plan.outputs[plan.outputs_of[i][0]];
-      const absl::string_view data = t.data();
-      if (o.spec.dtype == info.dtype) {
-        const size_t step = 8 << 20;
-        for (size_t off = 0; off < data.size(); off += step) {
-          TQ_RETURN_IF_ERROR(
-              writer.Write(o, off, data.data() + off, std::min(step, data.size() - off)));
+      const OutTensor* o = &plan.outputs[plan.outputs_of[i][0]];
+      const SourceTensor src_t = t;
+      slot.write = std::async(std::launch::async, [&writer, o, src_t]() -> absl::Status {
+        const TensorInfo& in = *src_t.info;
+        const absl::string_view data = src_t.data();
+        absl::Status st;
+        if (o->spec.dtype == in.dtype) {
+          const size_t step = 8 << 20;
+          for (size_t off = 0; off < data.size() && st.ok(); off += step) {
+            st = writer.Write(*o, off, data.data() + off, std::min(step, data.size() - off));
+          }
+        } else {
+          // The plugin's `.half()` of a floating-point tensor.
+          const int64_t n = in.numel();
+          const int64_t step = 1 << 20;
+          std::vector<float> f(step);
+          std::vector<uint16_t> h(step);
+          for (int64_t b = 0; b < n && st.ok(); b += step) {
+            const int64_t e = std::min(n, b + step);
+            st = RowsToFloat(src_t, 1, b, e, f.data());
+            if (!st.ok()) break;
+            for (int64_t k = 0; k < e - b; ++k) h[k] = FloatToF16(f[k]);
+            st = writer.Write(*o, static_cast<uint64_t>(b) * 2, h.data(), (e - b) * 2);
+          }
         }
-      } else {
-        // The plugin's `.half()` of a floating-point tensor.
-        const int64_t n = info.numel();
-        const int64_t step = 1 << 20;
-        std::vector<float> f(step);
-        std::vector<uint16_t> h(step);
-        for (int64_t b = 0; b < n; b += step) {
-          const int64_t e = std::min(n, b + step);
-          TQ_RETURN_IF_ERROR(RowsToFloat(t, 1, b, e, f.data()));
-          for (int64_t k = 0; k < e - b; ++k) h[k] = FloatToF16(f[k]);
-          TQ_RETURN_IF_ERROR(writer.Write(o, static_cast<uint64_t>(b) * 2, h.data(), (e - b) * 2));
-        }
-      }
-      rep.bytes_out = o.spec.nbytes();
+        src_t.file->Release(in);
+        return st;
+      });
+      rep.bytes_out = o->spec.nbytes();
       result.passthrough++;
     }
-    t.file->Release(info);
     prog.tensors_done = static_cast<int>(i) + 1;
     prog.bytes_in_done += info.nbytes();
     prog.bytes_out_done += rep.bytes_out;
     result.tensors.push_back(std::move(rep));
     report("compress");
   }
+  TQ_RETURN_IF_ERROR(wait_all());
   TQ_RETURN_IF_ERROR(CheckCancelled(opt));
   report("publish");
   TQ_RETURN_IF_ERROR(writer.Finish());
