@@ -97,6 +97,9 @@ TEST(TensorPolicyTest, TqRulesKeepSensitiveTensorsInSourceDtype) {
   p.rotation_block = 64;
   EXPECT_EQ(d("model.layers.0.self_attn.o_proj.weight", {256, 256}).rotation_block, 64);
   EXPECT_EQ(d("model.layers.0.mlp.experts.3.down_proj.weight", {256, 256}).rotation_block, 0);
+  p.rotation_block_include = {"q_proj", "k_proj"};
+  EXPECT_EQ(d("model.layers.0.self_attn.q_proj.weight", {256, 256}).rotation_block, 64);
+  EXPECT_EQ(d("model.layers.0.self_attn.o_proj.weight", {256, 256}).rotation_block, 0);
 }
 
 TEST(TensorPolicyTest, Kurtosis) {

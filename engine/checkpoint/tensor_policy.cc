@@ -70,7 +70,9 @@ TensorDecision DecideTensor(const PolicyOptions& opt, const std::string& name, D
   d.quantize = true;
   d.bits = opt.bits;
   const bool expert = absl::StrContains(lower, "expert");
-  d.rotation_block = (!plugin && nd == 2 && !expert) ? opt.rotation_block : 0;
+  bool selected = opt.rotation_block_include.empty();
+  for (const std::string& inc : opt.rotation_block_include) selected |= absl::StrContains(name, inc);
+  d.rotation_block = (!plugin && nd == 2 && !expert && selected) ? opt.rotation_block : 0;
   d.reason = is_expert_3d ? "3-D expert tensor" : "2-D weight";
   return d;
 }

@@ -54,6 +54,9 @@ struct PolicyOptions {
   CheckpointFormat format = CheckpointFormat::kTq;
   int bits = 3;
   int rotation_block = 0;  // kTq only: block-diagonal WHT for dense 2-D weights
+  // When non-empty, the block-diagonal rotation applies only to tensors whose name contains
+  // one of these substrings (per-tensor selection); otherwise to every dense 2-D weight.
+  std::vector<std::string> rotation_block_include;
   BitPolicy policy = BitPolicy::kUniform;
   KurtosisThresholds thresholds;
 };

@@ -171,6 +171,7 @@ absl::StatusOr<Plan> MakePlan(const CompressOptions& opt, const SourceCheckpoint
   popt.format = opt.format;
   popt.bits = opt.bits;
   popt.rotation_block = opt.rotation_block;
+  popt.rotation_block_include = opt.rotation_block_include;
   popt.policy = opt.policy;
   popt.thresholds = opt.thresholds;
   Plan plan;
@@ -527,7 +528,7 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
             const int64_t e = std::min(n, b + step);
             st = RowsToFloat(src_t, 1, b, e, f.data());
             if (!st.ok()) break;
-            for (int64_t k = 0; k < e - b; ++k) h[k] = FloatToF16(f[k]);
+            FloatToF16Array(f.data(), e - b, h.data());
             st = writer.Write(*o, static_cast<uint64_t>(b) * 2, h.data(), (e - b) * 2);
           }
         }

@@ -53,6 +53,7 @@ struct CompressOptions {
   BitPolicy policy = BitPolicy::kUniform;
   KurtosisThresholds thresholds;
   int rotation_block = 0;  // kTq only
+  std::vector<std::string> rotation_block_include;  // see PolicyOptions
   int threads = 0;         // 0 = all hardware threads
   uint64_t max_shard_bytes = kDefaultMaxShardBytes;
   // Recorded as tq_config.json's "original_model"; default: `source` as given.

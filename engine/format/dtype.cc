@@ -2,6 +2,10 @@
 
 #include <cmath>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 
 namespace tq {
@@ -98,6 +102,38 @@ uint16_t FloatToF16(float f) {
   const uint32_t rem = abs & 0x1fffu;
   if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // may carry into the exponent: fine
   return sign | static_cast<uint16_t>(h);
+}
+
+namespace {
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,f16c"))) void FloatToF16ArrayF16c(const float* src, int64_t n,
+                                                                uint16_t* dst) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(src + i);
+    const __m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+    // NaN payloads: keep the scalar rule (quiet NaN 0x7e00 with the sign).
+    if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)) != 0) {
+      for (int k = 0; k < 8; ++k) dst[i + k] = FloatToF16(src[i + k]);
+    }
+  }
+  for (; i < n; ++i) dst[i] = FloatToF16(src[i]);
+}
+#endif
+
+}  // namespace
+
+void FloatToF16Array(const float* src, int64_t n, uint16_t* dst) {
+#if defined(__x86_64__)
+  static const bool f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  if (f16c) {
+    FloatToF16ArrayF16c(src, n, dst);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = FloatToF16(src[i]);
 }
 
 absl::Status ConvertToFloat(DType t, const void* src, int64_t n, float* dst) {

@@ -48,6 +48,9 @@ uint16_t FloatToBf16(float f);
 
 float F16ToFloat(uint16_t h);
 
+// FloatToF16 over an array (F16C instructions where the CPU has them; same results).
+void FloatToF16Array(const float* src, int64_t n, uint16_t* dst);
+
 // IEEE binary16, round to nearest even, overflow to infinity, subnormals kept: what torch's
 // `.half()` does.
 uint16_t FloatToF16(float f);

@@ -1,7 +1,9 @@
 #include "engine/format/dtype.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -62,6 +64,21 @@ TEST(DTypeTest, F16RoundingMatchesIeee) {
     EXPECT_LE(std::fabs(back - f), std::fabs(up - f)) << f;
     EXPECT_LE(std::fabs(back - f), std::fabs(down - f)) << f;
   }
+}
+
+TEST(DTypeTest, F16ArrayEqualsScalar) {
+  std::vector<float> x;
+  uint32_t state = 99;
+  for (int i = 0; i < 100003; ++i) {
+    state = state * 1664525u + 1013904223u;
+    float f;
+    std::memcpy(&f, &state, 4);  // every bit pattern class: normals, subnormals, inf, NaN
+    x.push_back(f);
+  }
+  for (float f : {0.0f, -0.0f, 65504.0f, 65520.0f, 1e-8f, -1e-7f, INFINITY, -INFINITY, NAN}) x.push_back(f);
+  std::vector<uint16_t> got(x.size());
+  FloatToF16Array(x.data(), x.size(), got.data());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], FloatToF16(x[i])) << x[i];
 }
 
 TEST(DTypeTest, Bf16) {

@@ -5,6 +5,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "kernels/quant/packing.h"
 #include "kernels/quant/tq_quantize_lanes.h"
 
@@ -39,6 +43,43 @@ inline void FwhtTile(Tile& t, int group, int block) {
       }
     }
   }
+}
+
+// t[i][g] = src[g][i] for g < count, 0 for the unused lanes.
+inline void LoadTransposed(const float* const* src, int count, int group, Tile& t) {
+  static const float kZeros[kMaxGroup] = {};
+  const float* rows[W];
+  for (int g = 0; g < W; ++g) rows[g] = g < count ? src[g] : kZeros;
+#if defined(__AVX2__)
+  // 8x8 blocks transposed in registers (pure data movement: same values as the loop below).
+  for (int i = 0; i < group; i += 8) {
+    __m256 r0 = _mm256_loadu_ps(rows[0] + i), r1 = _mm256_loadu_ps(rows[1] + i);
+    __m256 r2 = _mm256_loadu_ps(rows[2] + i), r3 = _mm256_loadu_ps(rows[3] + i);
+    __m256 r4 = _mm256_loadu_ps(rows[4] + i), r5 = _mm256_loadu_ps(rows[5] + i);
+    __m256 r6 = _mm256_loadu_ps(rows[6] + i), r7 = _mm256_loadu_ps(rows[7] + i);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_store_ps(t[i + 0], _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_store_ps(t[i + 1], _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_store_ps(t[i + 2], _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_store_ps(t[i + 3], _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_store_ps(t[i + 4], _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_store_ps(t[i + 5], _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_store_ps(t[i + 6], _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_store_ps(t[i + 7], _mm256_permute2f128_ps(u3, u7, 0x31));
+  }
+#else
+  for (int g = 0; g < W; ++g) {
+    const float* r = rows[g];
+    for (int i = 0; i < group; ++i) t[i][g] = r[i];
+  }
+#endif
 }
 
 // torch's float32 L2 norm over the last dim (ReduceOpsKernel.cpp, vectorized path): `lanes`
@@ -79,9 +120,7 @@ void QuantizeGroups(const GroupKernelParams& p, const float* const* src, int cou
   alignas(64) static thread_local int32_t idx[kMaxGroup][W];
   const int G = p.group;
 
-  for (int i = 0; i < G; ++i) {
-    for (int g = 0; g < W; ++g) t[i][g] = g < count ? src[g][i] : 0.0f;
-  }
+  LoadTransposed(src, count, G, t);
 
   float norm[W], safe[W];
   TorchNormTile(t, G, p.norm_lanes, norm);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/quant/error_stats.h"
 #include "kernels/quant/packing.h"
 #include "kernels/quant/tq_quantize_lanes.h"
 
@@ -208,33 +209,11 @@ TEST(TqQuantizeTest, CountNonFinite) {
 
 // ---- Error on i.i.d. Gaussian rows (ALGORITHMS.md §5, plugin pipeline, G = 128) ----
 
-struct ErrorStats {
-  double nmse;
-  double mean_cosine;
-};
-
 ErrorStats MeasureError(int bits, GainMode gain, int64_t rows) {
-  const int64_t cols = 128;
-  auto q = TqQuantizer::Create({.bits = bits, .group_size = 128, .gain = gain});
-  EXPECT_TRUE(q.ok());
-  std::vector<float> w = RandomMatrix(rows, cols, 2024);
-  Quantized got = Quantize(*q, w, rows, cols);
-  std::vector<float> back(w.size());
-  q->DequantizeRows(got.packed.data(), got.gains.data(), rows, cols, back.data());
-  double err = 0, ref = 0, cos_sum = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    double dot = 0, a2 = 0, b2 = 0;
-    for (int64_t c = 0; c < cols; ++c) {
-      const double a = w[r * cols + c], b = back[r * cols + c];
-      err += (a - b) * (a - b);
-      ref += a * a;
-      dot += a * b;
-      a2 += a * a;
-      b2 += b * b;
-    }
-    cos_sum += dot / std::sqrt(a2 * b2);
-  }
-  return {err / ref, cos_sum / rows};
+  TqSpec spec;
+  spec.bits = bits;
+  spec.gain = gain;
+  return MeasureGaussianError(spec, rows, 2024);
 }
 
 constexpr int64_t kGaussianRows = 65536;

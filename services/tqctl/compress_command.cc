@@ -34,6 +34,8 @@ int RunCompress(const std::vector<std::string>& args) {
                        "default ls for tq, nc for plugin");
   p.Option("format", "tq", "tq (ours, with manifest) or plugin (turboquant-plus-vllm bytes)");
   p.Option("rotation-block", "0", "block-diagonal WHT block for dense 2-D weights (tq format), 0 = full");
+  p.Option("rotation-block-include", "",
+           "comma-separated name substrings: apply --rotation-block only to matching tensors");
   p.Option("threads", "0", "worker threads, 0 = all cores");
   p.Option("max-shard-size", "5GiB", "largest output shard");
   p.Option("original-model", "", "name recorded as the source (default: SRC as given)");
@@ -81,6 +83,9 @@ int RunCompress(const std::vector<std::string>& args) {
   auto block = p.GetInt("rotation-block", 0, 1 << 20);
   if (!block.ok()) return Fail(block.status());
   opt.rotation_block = *block;
+  for (absl::string_view inc : absl::StrSplit(p.Get("rotation-block-include"), ',', absl::SkipEmpty())) {
+    opt.rotation_block_include.emplace_back(inc);
+  }
   auto threads = p.GetInt("threads", 0, 4096);
   if (!threads.ok()) return Fail(threads.status());
   opt.threads = *threads;
