@@ -276,11 +276,14 @@ class ShardWriter {
     return files_[o.shard]->WriteAt(8 + l.header.size() + t->begin + offset, data, n);
   }
 
-  // Syncs, closes and renames every shard to its final name.
-  absl::Status Finish() {
-    for (size_t s = 0; s < files_.size(); ++s) {
-      TQ_RETURN_IF_ERROR(files_[s]->Close());
-    }
+  // Syncs and closes every shard (still under its ".partial" name).
+  absl::Status Sync() {
+    for (auto& f : files_) TQ_RETURN_IF_ERROR(f->Close());
+    return absl::OkStatus();
+  }
+
+  // Renames every synced shard to its final name.
+  absl::Status Publish() {
     for (size_t s = 0; s < files_.size(); ++s) {
       const std::string final_path = JoinPath(dir_, plan_.shard_names[s]);
       TQ_RETURN_IF_ERROR(RenameFile(final_path + kPartialSuffix, final_path));
@@ -547,7 +550,23 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
   TQ_RETURN_IF_ERROR(wait_all());
   TQ_RETURN_IF_ERROR(CheckCancelled(opt));
   report("publish");
-  TQ_RETURN_IF_ERROR(writer.Finish());
+  // The shards' bytes are final: hash them (tq format) while their pages are flushed to disk.
+  std::vector<std::future<absl::StatusOr<FileDigest>>> shard_digests;
+  if (opt.format == CheckpointFormat::kTq) {
+    for (const std::string& name : plan.shard_names) {
+      const std::string path = JoinPath(opt.destination, name + kPartialSuffix);
+      shard_digests.push_back(std::async(std::launch::async, [path] { return Sha256File(path); }));
+    }
+  }
+  absl::Status finished = writer.Sync();
+  std::map<std::string, FileDigest> digests;
+  for (size_t s = 0; s < shard_digests.size(); ++s) {
+    auto d = shard_digests[s].get();
+    if (finished.ok() && !d.ok()) finished = d.status();
+    if (d.ok()) digests[plan.shard_names[s]] = *d;
+  }
+  TQ_RETURN_IF_ERROR(finished);
+  TQ_RETURN_IF_ERROR(writer.Publish());
   std::vector<std::string> written = plan.shard_names;
 
   if (plan.shard_names.size() > 1) {
@@ -631,6 +650,11 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
       m.tensors.push_back(std::move(mt));
     }
     for (const std::string& f : written) {
+      auto known = digests.find(f);
+      if (known != digests.end()) {
+        m.files.push_back({f, known->second.size, known->second.sha256});
+        continue;
+      }
       TQ_ASSIGN_OR_RETURN(FileDigest fd, Sha256File(JoinPath(opt.destination, f)));
       m.files.push_back({f, fd.size, fd.sha256});
     }
