@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/util/file_util.h"
 #include "nlohmann/json.hpp"
 
 namespace tq {
@@ -239,23 +240,10 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsBuffer(absl::string_view file,
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    const std::string msg = absl::StrCat("cannot open ", path, ": ", std::strerror(err));
-    return err == ENOENT ? absl::NotFoundError(msg) : absl::PermissionDeniedError(msg);
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return absl::InternalError(absl::StrCat("fstat ", path, ": ", std::strerror(err)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  auto opened = OpenRegularFileForRead(path);
+  if (!opened.ok()) return opened.status();
+  const int fd = opened->fd;
+  const uint64_t size = opened->size;
   if (size < 8) {
     ::close(fd);
     return Bad(path, absl::StrCat("truncated: ", size, " bytes, need at least 8 for the header length"));

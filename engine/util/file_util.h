@@ -17,6 +17,13 @@ namespace tq {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
+// A read-only descriptor of a regular file (the caller closes it) and the file's size.
+struct OpenedFile {
+  int fd = -1;
+  uint64_t size = 0;
+};
+absl::StatusOr<OpenedFile> OpenRegularFileForRead(const std::string& path);
+
 // Writes `contents` to `path` atomically: a temporary file in the same directory, fsync,
 // rename over the destination.
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view contents);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/util/file_util.h"
 
 namespace tq {
 
@@ -49,23 +50,15 @@ std::string Sha256Hex(absl::string_view data) {
 }
 
 absl::StatusOr<FileDigest> Sha256File(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    const std::string msg = absl::StrCat("cannot open ", path, ": ", std::strerror(err));
-    return err == ENOENT ? absl::NotFoundError(msg) : absl::PermissionDeniedError(msg);
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
-  }
+  auto opened = OpenRegularFileForRead(path);
+  if (!opened.ok()) return opened.status();
+  const int fd = opened->fd;
   // Hash straight from the page cache through a sliding mapping: no copy into user buffers,
   // and at most one window resident.
   constexpr uint64_t kWindow = uint64_t{64} << 20;
   Sha256 h;
   FileDigest d;
-  d.size = static_cast<uint64_t>(st.st_size);
+  d.size = opened->size;
   for (uint64_t off = 0; off < d.size; off += kWindow) {
     const size_t len = static_cast<size_t>(std::min(kWindow, d.size - off));
     void* p = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, static_cast<off_t>(off));

@@ -36,6 +36,18 @@ GroupKernelParams MakeParams(const TqSpec& spec, const Codebook& cb) {
   return p;
 }
 
+// Where group k of a row-major [rows, cols] matrix lives: the offset of its first element and
+// how many of its G columns are real (the rest is zero padding).
+struct GroupSpan {
+  int64_t offset;
+  int64_t valid;
+};
+
+inline GroupSpan LocateGroup(int64_t k, int64_t groups_per_row, int64_t cols, int group) {
+  const int64_t r = k / groups_per_row, j = k % groups_per_row;
+  return {r * cols + j * group, std::min<int64_t>(group, cols - j * group)};
+}
+
 }  // namespace
 
 const char* GainModeName(GainMode m) {
@@ -102,16 +114,13 @@ void TqQuantizer::QuantizeRows(const float* w, int64_t rows, int64_t cols, uint8
   for (int64_t k0 = 0; k0 < total; k0 += kLanes) {
     const int count = static_cast<int>(std::min<int64_t>(kLanes, total - k0));
     for (int g = 0; g < count; ++g) {
-      const int64_t k = k0 + g;
-      const int64_t r = k / ngr, j = k % ngr;
-      const float* base = w + r * cols + j * G;
-      const int64_t valid = std::min<int64_t>(G, cols - j * G);
-      if (valid == G) {
-        src[g] = base;
+      const GroupSpan at = LocateGroup(k0 + g, ngr, cols, G);
+      if (at.valid == G) {
+        src[g] = w + at.offset;
       } else {
         float* dstp = pad.data() + static_cast<size_t>(g) * G;
-        std::memcpy(dstp, base, valid * sizeof(float));
-        std::fill(dstp + valid, dstp + G, 0.0f);
+        std::memcpy(dstp, w + at.offset, at.valid * sizeof(float));
+        std::fill(dstp + at.valid, dstp + G, 0.0f);
         src[g] = dstp;
       }
     }
@@ -136,10 +145,8 @@ void TqQuantizer::DequantizeRows(const uint8_t* packed, const float* gains, int6
   for (int64_t k0 = 0; k0 < total; k0 += kLanes) {
     const int count = static_cast<int>(std::min<int64_t>(kLanes, total - k0));
     for (int g = 0; g < count; ++g) {
-      const int64_t k = k0 + g;
-      const int64_t r = k / ngr, j = k % ngr;
-      const int64_t valid = std::min<int64_t>(G, cols - j * G);
-      dst[g] = valid == G ? out + r * cols + j * G : pad.data() + static_cast<size_t>(g) * G;
+      const GroupSpan at = LocateGroup(k0 + g, ngr, cols, G);
+      dst[g] = at.valid == G ? out + at.offset : pad.data() + static_cast<size_t>(g) * G;
     }
     if (avx2) {
       avx2::DequantizeGroups(p, packed + k0 * bpg, gains + k0, count, dst);
@@ -147,10 +154,8 @@ void TqQuantizer::DequantizeRows(const uint8_t* packed, const float* gains, int6
       portable::DequantizeGroups(p, packed + k0 * bpg, gains + k0, count, dst);
     }
     for (int g = 0; g < count; ++g) {
-      const int64_t k = k0 + g;
-      const int64_t r = k / ngr, j = k % ngr;
-      const int64_t valid = std::min<int64_t>(G, cols - j * G);
-      if (valid != G) std::memcpy(out + r * cols + j * G, dst[g], valid * sizeof(float));
+      const GroupSpan at = LocateGroup(k0 + g, ngr, cols, G);
+      if (at.valid != G) std::memcpy(out + at.offset, dst[g], at.valid * sizeof(float));
     }
   }
 }

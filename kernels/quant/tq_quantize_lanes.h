@@ -19,7 +19,7 @@ struct GroupKernelParams {
   int block = 0;        // rotation block B
   int bits = 0;
   int gain_mode = 0;    // GainMode as int
-  int norm_lanes = 16;  // torch reduction lanes
+  int norm_lanes = 8;  // torch reduction lanes (TqSpec::torch_norm_lanes)
   float divisor = 1;    // RotationDivisor(B)
   const float* signs1 = nullptr;
   const float* signs2 = nullptr;
