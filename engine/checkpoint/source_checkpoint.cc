@@ -29,8 +29,13 @@ bool IsSideFile(const std::string& name) {
   return false;
 }
 
-// Validates the index against the shards; returns the shard names it references.
-absl::StatusOr<std::vector<std::string>> ReadIndex(const std::string& dir) {
+// The parsed index: tensor -> shard, and the distinct shard names it references.
+struct Index {
+  std::map<std::string, std::string> weight_map;
+  std::vector<std::string> shards;
+};
+
+absl::StatusOr<Index> ReadIndex(const std::string& dir) {
   const std::string path = JoinPath(dir, kIndexName);
   TQ_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   json index;
@@ -42,6 +47,7 @@ absl::StatusOr<std::vector<std::string>> ReadIndex(const std::string& dir) {
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": no \"weight_map\" object"));
   }
+  Index out;
   std::set<std::string> files;
   for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
     if (!it.value().is_string()) {
@@ -54,9 +60,11 @@ absl::StatusOr<std::vector<std::string>> ReadIndex(const std::string& dir) {
           absl::StrCat(path, ": weight_map names an invalid file \"", f, "\""));
     }
     files.insert(f);
+    out.weight_map[it.key()] = f;
   }
   if (files.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": empty weight_map"));
-  return std::vector<std::string>(files.begin(), files.end());
+  out.shards.assign(files.begin(), files.end());
+  return out;
 }
 
 }  // namespace
@@ -70,8 +78,10 @@ absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(const s
   TQ_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir));
   const bool has_index = std::find(names.begin(), names.end(), kIndexName) != names.end();
   std::vector<std::string> shard_names;
+  Index index;
   if (has_index) {
-    TQ_ASSIGN_OR_RETURN(shard_names, ReadIndex(dir));
+    TQ_ASSIGN_OR_RETURN(index, ReadIndex(dir));
+    shard_names = index.shards;
   } else {
     for (const std::string& n : names) {
       if (absl::EndsWith(n, ".safetensors")) shard_names.push_back(n);
@@ -100,18 +110,17 @@ absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(const s
     ckpt->shards_.push_back(std::move(*f));
   }
   if (has_index) {
-    // Every tensor the index names must be in the shard it names.
+    // Every tensor the index names must be in the shard it names, and no other.
     const std::string path = JoinPath(dir, kIndexName);
-    json index = json::parse(*ReadFile(path));
-    for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-      auto o = owner.find(it.key());
-      if (o == owner.end() || o->second != it.value().get<std::string>()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ": tensor \"", it.key(), "\" is not in ", it.value().get<std::string>()));
+    for (const auto& [tensor, shard] : index.weight_map) {
+      auto o = owner.find(tensor);
+      if (o == owner.end() || o->second != shard) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": tensor \"", tensor, "\" is not in ", shard));
       }
     }
-    if (owner.size() != index["weight_map"].size()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, " lists ", index["weight_map"].size(),
+    if (owner.size() != index.weight_map.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " lists ", index.weight_map.size(),
                                                      " tensors but the shards hold ", owner.size()));
     }
   }

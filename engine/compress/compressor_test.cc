@@ -1,6 +1,9 @@
 #include "engine/compress/compressor.h"
 
+#include <sys/resource.h>
+
 #include <cmath>
+#include <csignal>
 #include <random>
 #include <set>
 
@@ -265,6 +268,25 @@ TEST(CompressorTest, CancelLeavesNoManifest) {
   });
   EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(PathExists(JoinPath(dst, kManifestName)));
+  const std::vector<std::string> listing = *ListDirectory(dst);
+  for (const std::string& f : listing) ADD_FAILURE() << "left behind: " << f;
+}
+
+// A full disk (simulated with a file-size limit: writes past it fail with EFBIG) fails the job
+// with RESOURCE_EXHAUSTED, and nothing of it is left behind.
+TEST(CompressorTest, FullDiskFailsCleanly) {
+  const std::string dst = MakeTempDir("full");
+  struct rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 1 << 20;  // 1 MiB per file: the 6 MB shard cannot be reserved
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto r = Compress(Options(kTiny, dst));
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_NE(r.status().message().find("model.safetensors"), std::string::npos) << r.status();
   const std::vector<std::string> listing = *ListDirectory(dst);
   for (const std::string& f : listing) ADD_FAILURE() << "left behind: " << f;
 }

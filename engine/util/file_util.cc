@@ -21,6 +21,7 @@ absl::Status ErrnoToStatus(int err, absl::string_view what) {
   switch (err) {
     case ENOSPC:
     case EDQUOT:
+    case EFBIG:
       return absl::ResourceExhaustedError(msg);
     case ENOENT:
     case ENOTDIR:

@@ -47,7 +47,7 @@ std::string JoinPath(absl::string_view a, absl::string_view b);
 absl::StatusOr<std::string> LocalPathFromUri(absl::string_view uri);
 std::string Basename(absl::string_view path);
 
-// Maps errno to a Status: ENOSPC/EDQUOT -> ResourceExhausted, ENOENT -> NotFound,
+// Maps errno to a Status: ENOSPC/EDQUOT/EFBIG -> ResourceExhausted, ENOENT -> NotFound,
 // EACCES/EPERM/EROFS -> PermissionDenied, else Internal.
 absl::Status ErrnoToStatus(int err, absl::string_view what);
 
