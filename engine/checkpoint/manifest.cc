@@ -4,7 +4,6 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "engine/format/dtype.h"
 #include "engine/util/sha256.h"
 #include "nlohmann/json.hpp"
@@ -89,14 +88,6 @@ absl::StatusOr<std::vector<ManifestFile>> ParseFiles(const Reader& reader, const
 }
 
 }  // namespace
-
-bool IsSafeRelativeName(absl::string_view name) {
-  if (name.empty() || name.front() == '/' || name.size() > 4096) return false;
-  for (absl::string_view part : absl::StrSplit(name, '/')) {
-    if (part.empty() || part == "." || part == "..") return false;
-  }
-  return name.find('\0') == absl::string_view::npos;
-}
 
 const ManifestTensor* Manifest::FindTensor(absl::string_view name) const {
   for (const auto& t : tensors) {

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/util/file_util.h"  // IsSafeRelativeName
 
 namespace tq {
 
@@ -80,9 +81,6 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view json, absl::string_view
 
 // sha256 over "name size sha256\n" lines sorted by name: the digest of a set of files.
 std::string DigestOfFiles(std::vector<ManifestFile> files);
-
-// A checkpoint-relative file name that stays inside the checkpoint.
-bool IsSafeRelativeName(absl::string_view name);
 
 }  // namespace tq
 

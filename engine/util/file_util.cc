@@ -13,6 +13,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace tq {
 
@@ -176,6 +177,14 @@ absl::StatusOr<std::string> LocalPathFromUri(absl::string_view uri) {
                                                  "://' storage is not supported by this build"));
   }
   return std::string(uri);
+}
+
+bool IsSafeRelativeName(absl::string_view name) {
+  if (name.empty() || name.front() == '/' || name.size() > 4096) return false;
+  for (absl::string_view part : absl::StrSplit(name, '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+  }
+  return name.find('\0') == absl::string_view::npos;
 }
 
 std::string Basename(absl::string_view path) {

@@ -47,6 +47,9 @@ std::string JoinPath(absl::string_view a, absl::string_view b);
 absl::StatusOr<std::string> LocalPathFromUri(absl::string_view uri);
 std::string Basename(absl::string_view path);
 
+// A relative name that stays inside its root: no leading '/', no empty, "." or ".." components.
+bool IsSafeRelativeName(absl::string_view name);
+
 // Maps errno to a Status: ENOSPC/EDQUOT/EFBIG -> ResourceExhausted, ENOENT -> NotFound,
 // EACCES/EPERM/EROFS -> PermissionDenied, else Internal.
 absl::Status ErrnoToStatus(int err, absl::string_view what);
