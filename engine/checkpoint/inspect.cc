@@ -27,6 +27,7 @@ absl::StatusOr<double> MeasureNmse(const TqTensor& t, const SourceTensor& s, Thr
         " vs ", t.rows, "x", t.cols, ")"));
   }
   TQ_ASSIGN_OR_RETURN(quant::TqQuantizer q, quant::TqQuantizer::Create(t.spec));
+  TQ_ASSIGN_OR_RETURN(TensorBytes src_bytes, s.Fetch());
   const int64_t ngr = q.GroupsPerRow(cols);
   const int64_t bpg = t.spec.bytes_per_group();
   const auto* packed = reinterpret_cast<const uint8_t*>(t.packed.data().data());
@@ -45,8 +46,8 @@ absl::StatusOr<double> MeasureNmse(const TqTensor& t, const SourceTensor& s, Thr
       dec.resize(n);
       gains.resize((re - r) * ngr);
       std::memcpy(gains.data(), norms + r * ngr * sizeof(float), gains.size() * sizeof(float));
-      absl::Status st = ConvertToFloat(si.dtype, s.data().data() + r * cols * DTypeSize(si.dtype), n,
-                                       ref.data());
+      absl::Status st = ConvertToFloat(
+          si.dtype, src_bytes.data().data() + r * cols * DTypeSize(si.dtype), n, ref.data());
       if (!st.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         status = st;
@@ -72,19 +73,21 @@ absl::StatusOr<double> MeasureNmse(const TqTensor& t, const SourceTensor& s, Thr
 
 absl::StatusOr<CheckpointReport> InspectCheckpoint(const std::string& dir,
                                                    const std::string& source_dir, int threads) {
+  CheckpointReport rep;
   TQ_ASSIGN_OR_RETURN(auto ck, TqCheckpoint::Open(dir, VerifyLevel::kSizes));
+  rep.dir = ck->uri();
   std::unique_ptr<SourceCheckpoint> src;
   if (!source_dir.empty()) {
     TQ_ASSIGN_OR_RETURN(src, SourceCheckpoint::Open(source_dir));
   }
   ThreadPool pool(threads > 0 ? threads : ThreadPool::HardwareThreads());
-  CheckpointReport rep;
-  rep.dir = dir;
+
   rep.mode = ck->mode() == TqCheckpointMode::kTq ? "tq" : "plugin";
   rep.file_bytes = ck->file_bytes();
   if (ck->manifest().has_value()) {
     const Manifest& m = *ck->manifest();
-    TQ_ASSIGN_OR_RETURN(std::string text, ReadFile(JoinPath(dir, kManifestName)));
+    TQ_ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenObjectStore(dir));
+    TQ_ASSIGN_OR_RETURN(std::string text, ReadObject(*store, kManifestName));
     rep.manifest_sha256 = Sha256Hex(text);
     rep.source_uri = m.source_uri;
     rep.source_digest = m.source_digest;
@@ -137,7 +140,7 @@ absl::StatusOr<CheckpointReport> InspectCheckpoint(const std::string& dir,
         s.nmse = nmse;
         err_sum += nmse * energy;
         energy_sum += energy;
-        it->second->file->Release(*it->second->info);
+        it->second->shard->Release(*it->second->info);
       }
     } else {
       s.dtype = std::string(DTypeName(t.data.info->dtype));

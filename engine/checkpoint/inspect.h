@@ -58,7 +58,8 @@ struct CheckpointReport {
   }
 };
 
-// `source_dir` may be empty. `threads` parallelizes the error measurement (0 = all).
+// `dir` and `source_dir` are directories or URIs; `source_dir` may be empty. `threads`
+// parallelizes the error measurement (0 = all).
 absl::StatusOr<CheckpointReport> InspectCheckpoint(const std::string& dir,
                                                    const std::string& source_dir, int threads);
 

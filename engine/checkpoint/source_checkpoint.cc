@@ -35,9 +35,9 @@ struct Index {
   std::vector<std::string> shards;
 };
 
-absl::StatusOr<Index> ReadIndex(const std::string& dir) {
-  const std::string path = JoinPath(dir, kIndexName);
-  TQ_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+absl::StatusOr<Index> ReadIndex(ObjectStore& store) {
+  const std::string path = store.Uri(kIndexName);
+  TQ_ASSIGN_OR_RETURN(std::string text, ReadObject(store, kIndexName));
   json index;
   try {
     index = json::parse(text);
@@ -67,20 +67,83 @@ absl::StatusOr<Index> ReadIndex(const std::string& dir) {
   return out;
 }
 
+absl::StatusOr<std::string> ReadRange(ObjectStore& store, const std::string& key, uint64_t off,
+                                      uint64_t len) {
+  std::string out;
+  out.reserve(len);
+  TQ_RETURN_IF_ERROR(store.Read(key, off, len, [&](absl::string_view c) {
+    out.append(c.data(), c.size());
+    return absl::OkStatus();
+  }));
+  if (out.size() != len) {
+    return absl::DataLossError(absl::StrCat(store.Uri(key), ": short read of ", len, " bytes at ",
+                                            off, " (got ", out.size(), ")"));
+  }
+  return out;
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(const std::string& dir) {
-  if (!IsDirectory(dir)) {
-    return absl::NotFoundError(absl::StrCat("source checkpoint ", dir, " is not a directory"));
+absl::StatusOr<std::unique_ptr<SourceShard>> SourceShard::Open(ObjectStore& store,
+                                                               const std::string& key) {
+  auto shard = std::unique_ptr<SourceShard>(new SourceShard());
+  shard->store_ = &store;
+  shard->key_ = key;
+  if (auto local = store.LocalPath(key)) {
+    TQ_ASSIGN_OR_RETURN(shard->mapped_, SafetensorsFile::Open(*local));
+    shard->size_ = shard->mapped_->file_size();
+    shard->header_ = shard->mapped_->header();
+    return shard;
   }
+  TQ_ASSIGN_OR_RETURN(ObjectInfo info, store.Head(key));
+  shard->size_ = info.size;
+  const std::string uri = store.Uri(key);
+  std::string first8;
+  if (info.size >= 8) {
+    TQ_ASSIGN_OR_RETURN(first8, ReadRange(store, key, 0, 8));
+  }
+  TQ_ASSIGN_OR_RETURN(uint64_t n, ParseSafetensorsHeaderLength(first8, info.size, uri));
+  TQ_ASSIGN_OR_RETURN(std::string json, ReadRange(store, key, 8, n));
+  TQ_ASSIGN_OR_RETURN(shard->header_, ParseSafetensorsHeader(json, info.size - 8 - n, uri));
+  return shard;
+}
+
+absl::StatusOr<TensorBytes> SourceShard::Fetch(const TensorInfo& t) const {
+  if (mapped_) return TensorBytes::View(mapped_->Data(t));
+  TQ_ASSIGN_OR_RETURN(std::string bytes,
+                      ReadRange(*store_, key_, header_.data_start() + t.begin, t.nbytes()));
+  return TensorBytes::Own(std::move(bytes));
+}
+
+void SourceShard::Release(const TensorInfo& t) const {
+  if (mapped_) mapped_->Release(t);
+}
+
+absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(const std::string& uri,
+                                                                         const StoreOptions& options) {
+  TQ_ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenObjectStore(uri, options));
+  if (auto local = store->LocalPath("x"); local && !IsDirectory(local->substr(0, local->size() - 2))) {
+    return absl::NotFoundError(absl::StrCat("source checkpoint ", uri, " is not a directory"));
+  }
+  ObjectStore& ref = *store;
+  TQ_ASSIGN_OR_RETURN(std::unique_ptr<SourceCheckpoint> ckpt, Open(ref));
+  ckpt->owned_store_ = std::move(store);
+  return ckpt;
+}
+
+absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(ObjectStore& store) {
   auto ckpt = std::unique_ptr<SourceCheckpoint>(new SourceCheckpoint());
-  ckpt->dir_ = dir;
-  TQ_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir));
+  ckpt->store_ = &store;
+  TQ_ASSIGN_OR_RETURN(std::vector<ObjectInfo> objects, ListAll(store, ""));
+  std::vector<std::string> names;  // top-level objects only
+  for (const ObjectInfo& o : objects) {
+    if (o.key.find('/') == std::string::npos) names.push_back(o.key);
+  }
   const bool has_index = std::find(names.begin(), names.end(), kIndexName) != names.end();
   std::vector<std::string> shard_names;
   Index index;
   if (has_index) {
-    TQ_ASSIGN_OR_RETURN(index, ReadIndex(dir));
+    TQ_ASSIGN_OR_RETURN(index, ReadIndex(store));
     shard_names = index.shards;
   } else {
     for (const std::string& n : names) {
@@ -88,15 +151,15 @@ absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(const s
     }
   }
   if (shard_names.empty()) {
-    return absl::NotFoundError(absl::StrCat("no .safetensors files in ", dir));
+    return absl::NotFoundError(absl::StrCat("no .safetensors files in ", store.Uri()));
   }
   std::map<std::string, std::string> owner;  // tensor -> shard
   for (const std::string& s : shard_names) {
-    auto f = SafetensorsFile::Open(JoinPath(dir, s));
+    auto f = SourceShard::Open(store, s);
     if (!f.ok()) {
       if (f.status().code() == absl::StatusCode::kNotFound && has_index) {
         return absl::NotFoundError(absl::StrCat(kIndexName, " names shard ", s,
-                                                " which is missing from ", dir));
+                                                " which is missing from ", store.Uri()));
       }
       return f.status();
     }
@@ -111,7 +174,7 @@ absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(const s
   }
   if (has_index) {
     // Every tensor the index names must be in the shard it names, and no other.
-    const std::string path = JoinPath(dir, kIndexName);
+    const std::string path = store.Uri(kIndexName);
     for (const auto& [tensor, shard] : index.weight_map) {
       auto o = owner.find(tensor);
       if (o == owner.end() || o->second != shard) {
@@ -135,10 +198,10 @@ absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(const s
     }
   }
   for (const std::string& n : names) {
-    if (IsSideFile(n) && !IsDirectory(JoinPath(dir, n))) ckpt->side_files_.push_back(n);
+    if (IsSideFile(n)) ckpt->side_files_.push_back(n);
   }
   if (std::find(names.begin(), names.end(), "config.json") != names.end()) {
-    TQ_ASSIGN_OR_RETURN(ckpt->config_json_, ReadFile(JoinPath(dir, "config.json")));
+    TQ_ASSIGN_OR_RETURN(ckpt->config_json_, ReadObject(store, "config.json"));
   }
   return ckpt;
 }

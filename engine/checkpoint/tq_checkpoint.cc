@@ -18,6 +18,7 @@ namespace {
 
 using json = nlohmann::json;
 
+
 constexpr char kIndexName[] = "model.safetensors.index.json";
 constexpr char kPackedSuffix[] = ".tq_packed";
 constexpr char kNormsSuffix[] = ".tq_norms";
@@ -26,15 +27,16 @@ absl::Status Bad(const std::string& dir, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(dir, ": invalid TQ checkpoint: ", what));
 }
 
-absl::StatusOr<std::vector<std::string>> ShardNames(const std::string& dir) {
-  const std::string index_path = JoinPath(dir, kIndexName);
-  if (!PathExists(index_path)) {
-    if (!PathExists(JoinPath(dir, "model.safetensors"))) {
+absl::StatusOr<std::vector<std::string>> ShardNames(ObjectStore& store) {
+  const std::string dir = store.Uri();
+  auto text_or = ReadObject(store, kIndexName);
+  if (text_or.status().code() == absl::StatusCode::kNotFound) {
+    if (!store.Head("model.safetensors").ok()) {
       return absl::NotFoundError(absl::StrCat(dir, " has neither model.safetensors nor ", kIndexName));
     }
     return std::vector<std::string>{"model.safetensors"};
   }
-  TQ_ASSIGN_OR_RETURN(std::string text, ReadFile(index_path));
+  TQ_ASSIGN_OR_RETURN(std::string text, std::move(text_or));
   json index;
   try {
     index = json::parse(text);
@@ -71,6 +73,33 @@ absl::Status CheckQuantizedLayout(const std::string& dir, const TqTensor& t) {
   return absl::OkStatus();
 }
 
+// Streams an object through sha256, optionally keeping its bytes, and compares with `want`.
+absl::Status VerifyObject(ObjectStore& store, const ManifestFile& want, std::string* keep,
+                          StorageObserver* observer) {
+  Sha256 h;
+  uint64_t size = 0;
+  if (keep != nullptr) keep->reserve(want.size);
+  absl::Status st = store.Read(want.name, 0, ObjectStore::kToEnd, [&](absl::string_view c) {
+    h.Update(c);
+    size += c.size();
+    if (keep != nullptr) keep->append(c.data(), c.size());
+    return absl::OkStatus();
+  });
+  if (st.code() == absl::StatusCode::kNotFound) {
+    if (observer != nullptr) observer->OnChecksumFailure();
+    return absl::DataLossError(absl::StrCat(store.Uri(want.name), ": listed in the manifest but missing"));
+  }
+  TQ_RETURN_IF_ERROR(st);
+  const std::string got = h.HexDigest();
+  if (size != want.size || got != want.sha256) {
+    if (observer != nullptr) observer->OnChecksumFailure();
+    return absl::DataLossError(absl::StrCat(store.Uri(want.name), ": does not match the manifest (size ",
+                                            size, " vs ", want.size, ", sha256 ", got, " vs ",
+                                            want.sha256, ")"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 const TqTensor* TqCheckpoint::Find(absl::string_view name) const {
@@ -80,13 +109,26 @@ const TqTensor* TqCheckpoint::Find(absl::string_view name) const {
   return nullptr;
 }
 
-absl::StatusOr<std::unique_ptr<TqCheckpoint>> TqCheckpoint::Open(const std::string& dir,
-                                                                 VerifyLevel verify) {
-  if (!IsDirectory(dir)) return absl::NotFoundError(absl::StrCat(dir, " is not a directory"));
+absl::StatusOr<std::unique_ptr<TqCheckpoint>> TqCheckpoint::Open(const std::string& uri,
+                                                                 VerifyLevel verify,
+                                                                 const StoreOptions& options) {
+  TQ_ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenObjectStore(uri, options));
+  if (auto local = store->LocalPath("x"); local && !IsDirectory(local->substr(0, local->size() - 2))) {
+    return absl::NotFoundError(absl::StrCat(uri, " is not a directory"));
+  }
+  ObjectStore& ref = *store;
+  TQ_ASSIGN_OR_RETURN(std::unique_ptr<TqCheckpoint> ck, Open(ref, verify, options.observer));
+  ck->owned_store_ = std::move(store);
+  return ck;
+}
+
+absl::StatusOr<std::unique_ptr<TqCheckpoint>> TqCheckpoint::Open(ObjectStore& store,
+                                                                 VerifyLevel verify,
+                                                                 StorageObserver* observer) {
   auto ck = std::unique_ptr<TqCheckpoint>(new TqCheckpoint());
-  ck->dir_ = dir;
-  const std::string cfg_path = JoinPath(dir, kTqConfigName);
-  auto cfg_text = ReadFile(cfg_path);
+  const std::string dir = store.Uri();
+  ck->uri_ = dir;
+  auto cfg_text = ReadObject(store, kTqConfigName);
   if (!cfg_text.ok()) {
     if (cfg_text.status().code() == absl::StatusCode::kNotFound) {
       return absl::NotFoundError(absl::StrCat("not a TQ checkpoint: ", dir, " has no ", kTqConfigName));
@@ -114,8 +156,7 @@ absl::StatusOr<std::unique_ptr<TqCheckpoint>> TqCheckpoint::Open(const std::stri
   ck->mode_ = tq_mode ? TqCheckpointMode::kTq : TqCheckpointMode::kPlugin;
 
   if (tq_mode) {
-    const std::string mpath = JoinPath(dir, kManifestName);
-    auto text = ReadFile(mpath);
+    auto text = ReadObject(store, kManifestName);
     if (!text.ok()) {
       if (text.status().code() == absl::StatusCode::kNotFound) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -124,34 +165,47 @@ absl::StatusOr<std::unique_ptr<TqCheckpoint>> TqCheckpoint::Open(const std::stri
       }
       return text.status();
     }
-    TQ_ASSIGN_OR_RETURN(Manifest m, ParseManifest(*text, mpath));
+    TQ_ASSIGN_OR_RETURN(Manifest m, ParseManifest(*text, store.Uri(kManifestName)));
     if (verify != VerifyLevel::kNone) {
       for (const ManifestFile& f : m.files) {
-        const std::string p = JoinPath(dir, f.name);
-        struct stat st;
-        if (::stat(p.c_str(), &st) != 0) {
+        auto info = store.Head(f.name);
+        if (!info.ok()) {
+          if (observer != nullptr) observer->OnChecksumFailure();
           return absl::DataLossError(absl::StrCat(dir, ": file ", f.name, " listed in the manifest is missing"));
         }
-        if (static_cast<uint64_t>(st.st_size) != f.size) {
-          return absl::DataLossError(absl::StrCat(dir, ": file ", f.name, " is ", st.st_size,
+        if (info->size != f.size) {
+          if (observer != nullptr) observer->OnChecksumFailure();
+          return absl::DataLossError(absl::StrCat(dir, ": file ", f.name, " is ", info->size,
                                                   " bytes, the manifest says ", f.size));
         }
-        if (verify == VerifyLevel::kChecksums) {
-          TQ_ASSIGN_OR_RETURN(FileDigest d, Sha256File(p));
-          if (d.sha256 != f.sha256) {
-            return absl::DataLossError(absl::StrCat(dir, ": sha256 mismatch for ", f.name,
-                                                    ": manifest ", f.sha256, ", file ", d.sha256));
-          }
+        if (verify == VerifyLevel::kChecksums && store.LocalPath(f.name)) {
+          TQ_RETURN_IF_ERROR(VerifyObject(store, f, nullptr, observer));
         }
       }
     }
     ck->manifest_ = std::move(m);
   }
 
-  TQ_ASSIGN_OR_RETURN(std::vector<std::string> shard_names, ShardNames(dir));
+  TQ_ASSIGN_OR_RETURN(std::vector<std::string> shard_names, ShardNames(store));
   std::map<std::string, StoredTensor> stored;
   for (const std::string& s : shard_names) {
-    TQ_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(JoinPath(dir, s)));
+    std::unique_ptr<SafetensorsFile> f;
+    if (auto local = store.LocalPath(s)) {
+      TQ_ASSIGN_OR_RETURN(f, SafetensorsFile::Open(*local));
+    } else {
+      // Remote: download, verifying against the manifest while streaming.
+      std::string bytes;
+      const ManifestFile* want = ck->manifest_ ? ck->manifest_->FindFile(s) : nullptr;
+      if (ck->manifest_ && want == nullptr) {
+        return Bad(dir, absl::StrCat("shard ", s, " is not listed in the manifest"));
+      }
+      if (want != nullptr) {
+        TQ_RETURN_IF_ERROR(VerifyObject(store, *want, &bytes, observer));
+      } else {
+        TQ_ASSIGN_OR_RETURN(bytes, ReadObject(store, s));
+      }
+      TQ_ASSIGN_OR_RETURN(f, SafetensorsFile::FromBuffer(store.Uri(s), std::move(bytes)));
+    }
     ck->file_bytes_ += f->file_size();
     for (const TensorInfo& t : f->header().tensors) {
       if (!stored.emplace(t.name, StoredTensor{f.get(), &t}).second) {
@@ -259,6 +313,31 @@ absl::StatusOr<std::vector<float>> TqCheckpoint::Dequantize(const TqTensor& t) c
   q.DequantizeRows(reinterpret_cast<const uint8_t*>(t.packed.data().data()), norms.data(), t.rows,
                    t.cols, out.data());
   return out;
+}
+
+}  // namespace tq
+
+namespace tq {
+
+absl::StatusOr<VerifyReport> VerifyCheckpoint(ObjectStore& store, StorageObserver* observer) {
+  auto text = ReadObject(store, kManifestName);
+  if (text.status().code() == absl::StatusCode::kNotFound) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        store.Uri(), " has no ", kManifestName, ": not a complete tq-format checkpoint"));
+  }
+  TQ_RETURN_IF_ERROR(text.status());
+  TQ_ASSIGN_OR_RETURN(Manifest m, ParseManifest(*text, store.Uri(kManifestName)));
+  VerifyReport report;
+  for (const ManifestFile& f : m.files) {
+    absl::Status st = VerifyObject(store, f, nullptr, observer);
+    report.files_checked++;
+    report.bytes_checked += f.size;
+    if (!st.ok()) {
+      if (st.code() != absl::StatusCode::kDataLoss) return st;  // e.g. the store is unreachable
+      report.problems.push_back(std::string(st.message()));
+    }
+  }
+  return report;
 }
 
 }  // namespace tq

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "engine/checkpoint/manifest.h"
 #include "engine/format/safetensors.h"
+#include "engine/storage/object_store.h"
 #include "kernels/quant/tq_quantize.h"
 
 namespace tq {
@@ -65,11 +66,18 @@ struct TqTensor {
 
 class TqCheckpoint {
  public:
-  static absl::StatusOr<std::unique_ptr<TqCheckpoint>> Open(const std::string& dir,
-                                                            VerifyLevel verify);
+  // Opens a checkpoint at a directory or URI. Local shards are memory-mapped (and hashed with
+  // kChecksums); remote shards are downloaded into memory and always stream-verified against the
+  // manifest: a mismatch is DATA_LOSS naming the file, counted by the observer.
+  static absl::StatusOr<std::unique_ptr<TqCheckpoint>> Open(const std::string& uri,
+                                                            VerifyLevel verify,
+                                                            const StoreOptions& options = {});
+  // The same over an open store, which must outlive the checkpoint.
+  static absl::StatusOr<std::unique_ptr<TqCheckpoint>> Open(ObjectStore& store, VerifyLevel verify,
+                                                            StorageObserver* observer = nullptr);
 
   TqCheckpointMode mode() const { return mode_; }
-  const std::string& dir() const { return dir_; }
+  const std::string& uri() const { return uri_; }
   const std::vector<TqTensor>& tensors() const { return tensors_; }
   const TqTensor* Find(absl::string_view name) const;
   // tq mode only.
@@ -82,7 +90,8 @@ class TqCheckpoint {
   absl::StatusOr<std::vector<float>> Dequantize(const TqTensor& t) const;
 
  private:
-  std::string dir_;
+  std::unique_ptr<ObjectStore> owned_store_;
+  std::string uri_;
   TqCheckpointMode mode_ = TqCheckpointMode::kPlugin;
   int bits_ = 0;
   int group_size_ = 0;
@@ -91,6 +100,17 @@ class TqCheckpoint {
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::vector<TqTensor> tensors_;
 };
+
+// Checks every file a tq-format checkpoint's manifest lists (exists, size, sha256), streaming.
+struct VerifyReport {
+  int files_checked = 0;
+  uint64_t bytes_checked = 0;
+  std::vector<std::string> problems;  // one line per bad file, naming it
+  bool ok() const { return problems.empty(); }
+};
+// Errors when the manifest itself is missing (FAILED_PRECONDITION) or invalid; a report
+// otherwise.
+absl::StatusOr<VerifyReport> VerifyCheckpoint(ObjectStore& store, StorageObserver* observer = nullptr);
 
 }  // namespace tq
 

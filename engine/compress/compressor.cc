@@ -21,6 +21,7 @@
 #include "engine/checkpoint/manifest.h"
 #include "engine/checkpoint/source_checkpoint.h"
 #include "engine/format/safetensors.h"
+#include "engine/storage/object_store.h"
 #include "engine/util/file_util.h"
 #include "engine/util/sha256.h"
 #include "engine/util/thread_pool.h"
@@ -34,7 +35,6 @@ using ojson = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kIndexName[] = "model.safetensors.index.json";
-constexpr char kPartialSuffix[] = ".partial";
 
 // One tensor of the output, in the order the plugin adds them to shards.
 struct OutTensor {
@@ -101,23 +101,19 @@ absl::Status ValidateOptions(const CompressOptions& opt) {
     spec.bits = opt.bits + 1;
     TQ_RETURN_IF_ERROR(quant::ValidateSpec(spec));
   }
-  char a[PATH_MAX], b[PATH_MAX];
-  if (realpath(opt.source.c_str(), a) != nullptr && realpath(opt.destination.c_str(), b) != nullptr &&
-      std::string(a) == std::string(b)) {
-    return absl::InvalidArgumentError("destination must differ from the source directory");
-  }
   return absl::OkStatus();
 }
 
-// Converts rows [r0, r1) of a row-major source tensor with `cols` columns to float.
-absl::Status RowsToFloat(const SourceTensor& t, int64_t cols, int64_t r0, int64_t r1, float* out) {
-  const int esz = DTypeSize(t.info->dtype);
-  const char* base = t.data().data() + static_cast<uint64_t>(r0) * cols * esz;
-  return ConvertToFloat(t.info->dtype, base, (r1 - r0) * cols, out);
+// Converts rows [r0, r1) of a row-major tensor (bytes of `dtype`, `cols` columns) to float.
+absl::Status RowsToFloat(const TensorBytes& b, DType dtype, int64_t cols, int64_t r0, int64_t r1,
+                         float* out) {
+  const char* base = b.data().data() + static_cast<uint64_t>(r0) * cols * DTypeSize(dtype);
+  return ConvertToFloat(dtype, base, (r1 - r0) * cols, out);
 }
 
 // Excess kurtosis of a floating-point tensor, two passes over float chunks.
 absl::StatusOr<double> TensorKurtosis(const SourceTensor& t, ThreadPool& pool) {
+  TQ_ASSIGN_OR_RETURN(TensorBytes bytes, t.Fetch());
   const int64_t n = t.info->numel();
   if (n == 0) return 0.0;
   const int64_t chunk = 1 << 16;
@@ -130,7 +126,7 @@ absl::StatusOr<double> TensorKurtosis(const SourceTensor& t, ThreadPool& pool) {
       std::vector<float> buf(chunk);
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t b = c * chunk, e = std::min(n, b + chunk);
-        absl::Status st = RowsToFloat(t, 1, b, e, buf.data());
+        absl::Status st = RowsToFloat(bytes, t.info->dtype, 1, b, e, buf.data());
         if (!st.ok()) {
           std::lock_guard<std::mutex> lock(mu);
           err = st;
@@ -185,7 +181,7 @@ absl::StatusOr<Plan> MakePlan(const CompressOptions& opt, const SourceCheckpoint
       TQ_ASSIGN_OR_RETURN(double k, TensorKurtosis(tensors[i], pool));
       kurt = k;
       ApplyKurtosis(popt, k, info.dtype, &d);
-      tensors[i].file->Release(info);
+      tensors[i].shard->Release(info);
       if (on_analyzed) on_analyzed(static_cast<int>(i));
       TQ_RETURN_IF_ERROR(CheckCancelled(opt));
     }
@@ -245,66 +241,63 @@ absl::StatusOr<Plan> MakePlan(const CompressOptions& opt, const SourceCheckpoint
   return plan;
 }
 
-// Open output shard files, header written, data filled in as tensors arrive.
+// The output shards: one random-access object writer each (a ".partial" file renamed on commit,
+// or an S3 multipart upload), headers written first, tensor data filled in as it is produced.
 class ShardWriter {
  public:
-  ShardWriter(std::string dir, const Plan& plan) : dir_(std::move(dir)), plan_(plan) {}
-  ~ShardWriter() { Abort(); }
+  ShardWriter(ObjectStore& store, const Plan& plan) : store_(store), plan_(plan) {}
 
   absl::Status Open() {
     for (size_t s = 0; s < plan_.shard_names.size(); ++s) {
       const SafetensorsLayout& l = plan_.layouts[s];
-      const std::string path = JoinPath(dir_, plan_.shard_names[s] + kPartialSuffix);
-      TQ_ASSIGN_OR_RETURN(auto f, RandomAccessOutputFile::Create(path, l.file_size()));
+      TQ_ASSIGN_OR_RETURN(auto w, store_.NewRandomAccessWriter(plan_.shard_names[s], l.file_size()));
       char len[8];
       const uint64_t n = l.header.size();
       for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-      TQ_RETURN_IF_ERROR(f->WriteAt(0, len, 8));
-      TQ_RETURN_IF_ERROR(f->WriteAt(8, l.header.data(), l.header.size()));
-      files_.push_back(std::move(f));
+      TQ_RETURN_IF_ERROR(w->WriteAt(0, absl::string_view(len, 8)));
+      TQ_RETURN_IF_ERROR(w->WriteAt(8, l.header));
+      writers_.push_back(std::move(w));
     }
     return absl::OkStatus();
   }
 
-  // Writes `n` bytes at `offset` within output tensor `k`'s data.
+  // Writes `n` bytes at `offset` within output tensor `o`'s data. Thread-safe.
   absl::Status Write(const OutTensor& o, uint64_t offset, const void* data, size_t n) {
     const SafetensorsLayout& l = plan_.layouts[o.shard];
     const TensorInfo* t = l.Find(o.spec.name);
     if (t == nullptr || offset + n > t->nbytes()) {
       return absl::InternalError(absl::StrCat("shard writer: bad write to ", o.spec.name));
     }
-    return files_[o.shard]->WriteAt(8 + l.header.size() + t->begin + offset, data, n);
+    return writers_[o.shard]->WriteAt(8 + l.header.size() + t->begin + offset,
+                                      absl::string_view(static_cast<const char*>(data), n));
   }
 
-  // Syncs and closes every shard (still under its ".partial" name).
-  absl::Status Sync() {
-    for (auto& f : files_) TQ_RETURN_IF_ERROR(f->Close());
+  // Commits every shard (durable and visible under its final name).
+  absl::Status Commit() {
+    for (auto& w : writers_) TQ_RETURN_IF_ERROR(w->Commit());
+    writers_.clear();
     return absl::OkStatus();
-  }
-
-  // Renames every synced shard to its final name.
-  absl::Status Publish() {
-    for (size_t s = 0; s < files_.size(); ++s) {
-      const std::string final_path = JoinPath(dir_, plan_.shard_names[s]);
-      TQ_RETURN_IF_ERROR(RenameFile(final_path + kPartialSuffix, final_path));
-    }
-    files_.clear();
-    return absl::OkStatus();
-  }
-
-  // Removes partial files (idempotent).
-  void Abort() {
-    for (size_t s = 0; s < plan_.shard_names.size() && !files_.empty(); ++s) {
-      (void)RemoveFile(JoinPath(dir_, plan_.shard_names[s] + kPartialSuffix));
-    }
-    files_.clear();
   }
 
  private:
-  std::string dir_;
+  ObjectStore& store_;
   const Plan& plan_;
-  std::vector<std::unique_ptr<RandomAccessOutputFile>> files_;
+  std::vector<std::unique_ptr<RandomAccessObjectWriter>> writers_;  // abort when destroyed
 };
+
+// sha256 and size of an object: through the page cache for local files, streamed otherwise.
+absl::StatusOr<FileDigest> DigestObject(ObjectStore& store, const std::string& key) {
+  if (auto local = store.LocalPath(key)) return Sha256File(*local);
+  Sha256 h;
+  FileDigest d;
+  TQ_RETURN_IF_ERROR(store.Read(key, 0, ObjectStore::kToEnd, [&](absl::string_view c) {
+    h.Update(c);
+    d.size += c.size();
+    return absl::OkStatus();
+  }));
+  d.sha256 = h.HexDigest();
+  return d;
+}
 
 // Python's json.dump(obj, f, indent=2): what the plugin writes for the index and tq_config.
 std::string PythonJsonDump(const ojson& j) { return j.dump(2, ' ', /*ensure_ascii=*/true); }
@@ -312,12 +305,13 @@ std::string PythonJsonDump(const ojson& j) { return j.dump(2, ' ', /*ensure_asci
 // Hashes the source files on a background thread (for the manifest's source digest).
 class SourceHasher {
  public:
-  SourceHasher(const SourceCheckpoint& src) {
-    for (const auto& s : src.shards()) paths_.push_back(s->path());
-    for (const auto& f : src.side_files()) paths_.push_back(JoinPath(src.dir(), f));
+  explicit SourceHasher(const SourceCheckpoint& src) : store_(src.store()) {
+    for (const auto& s : src.shards()) keys_.push_back(s->key());
+    for (const auto& f : src.side_files()) keys_.push_back(f);
     thread_ = std::thread([this] { Run(); });
   }
   ~SourceHasher() {
+    stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
   absl::StatusOr<std::vector<ManifestFile>> Wait() {
@@ -328,18 +322,21 @@ class SourceHasher {
 
  private:
   void Run() {
-    for (const std::string& p : paths_) {
-      auto d = Sha256File(p);
+    for (const std::string& k : keys_) {
+      if (stop_) return;
+      auto d = DigestObject(store_, k);
       if (!d.ok()) {
         status_ = d.status();
         return;
       }
-      files_.push_back({Basename(p), d->size, d->sha256});
+      files_.push_back({k, d->size, d->sha256});
     }
   }
-  std::vector<std::string> paths_;
+  ObjectStore& store_;
+  std::vector<std::string> keys_;
   std::vector<ManifestFile> files_;
   absl::Status status_;
+  std::atomic<bool> stop_{false};
   std::thread thread_;
 };
 
@@ -351,19 +348,27 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
   const quant::GainMode gain = opt.gain.value_or(opt.format == CheckpointFormat::kPlugin
                                                      ? quant::GainMode::kNormCorrected
                                                      : quant::GainMode::kLeastSquares);
-  TQ_ASSIGN_OR_RETURN(std::unique_ptr<SourceCheckpoint> src, SourceCheckpoint::Open(opt.source));
+  StoreOptions store_options;
+  store_options.observer = opt.observer;
+  TQ_ASSIGN_OR_RETURN(std::unique_ptr<SourceCheckpoint> src,
+                      SourceCheckpoint::Open(opt.source, store_options));
+  TQ_ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> dst, OpenObjectStore(opt.destination, store_options));
+  if (src->store().Uri() == dst->Uri()) {
+    return absl::InvalidArgumentError("destination must differ from the source");
+  }
   if (!src->config_json().empty()) {
     try {
       const auto cfg = ojson::parse(src->config_json());
       if (cfg.is_object() && cfg.contains("quantization_config") &&
           !cfg["quantization_config"].is_null()) {
         return absl::FailedPreconditionError(absl::StrCat(
-            opt.source, "/config.json has a quantization_config: the source is already quantized; "
-                        "compress a BF16/FP16/FP32 checkpoint"));
+            src->store().Uri("config.json"),
+            " has a quantization_config: the source is already quantized; compress a "
+            "BF16/FP16/FP32 checkpoint"));
       }
     } catch (const ojson::exception& e) {
       return absl::InvalidArgumentError(
-          absl::StrCat(opt.source, "/config.json is not valid JSON: ", e.what()));
+          absl::StrCat(src->store().Uri("config.json"), " is not valid JSON: ", e.what()));
     }
   }
   const int threads = opt.threads > 0 ? opt.threads : ThreadPool::HardwareThreads();
@@ -390,13 +395,13 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
                       }));
   prog.bytes_out_total = plan.output_tensor_bytes;
 
-  // The destination: an existing manifest goes first, so that the directory never looks like a
-  // complete checkpoint while it is being rewritten.
-  TQ_RETURN_IF_ERROR(MakeDirs(opt.destination));
-  TQ_RETURN_IF_ERROR(RemoveFile(JoinPath(opt.destination, kManifestName)));
-  TQ_RETURN_IF_ERROR(RemoveFile(JoinPath(opt.destination, kTqConfigName)));
+  // The destination: an existing manifest goes first, so that the checkpoint never looks
+  // complete while it is being rewritten.
+  if (auto root = dst->LocalPath("x")) TQ_RETURN_IF_ERROR(MakeDirs(root->substr(0, root->size() - 2)));
+  TQ_RETURN_IF_ERROR(dst->Delete(kManifestName));
+  TQ_RETURN_IF_ERROR(dst->Delete(kTqConfigName));
 
-  ShardWriter writer(opt.destination, plan);
+  ShardWriter writer(*dst, plan);
   TQ_RETURN_IF_ERROR(writer.Open());
 
   std::map<int, quant::TqQuantizer> quantizers;  // by bits*4096 + rotation block
@@ -420,13 +425,14 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
   result.threads = threads;
   result.kernel_isa = quant::QuantKernelIsa();
   // Two buffer sets: tensor i is quantized into one while tensor i-1's output is written from
-  // the other by an I/O task, so the threads never wait for the kernel's page-cache copies.
+  // the other by an I/O task; and tensor i+1 is fetched while tensor i is quantized.
   struct Slot {
     std::vector<uint8_t> packed;
     std::vector<float> norms;
     std::future<absl::Status> write;
   };
   Slot slots[2];
+  std::future<absl::StatusOr<TensorBytes>> prefetch;
   auto wait_all = [&]() -> absl::Status {
     absl::Status st;
     for (Slot& s : slots) {
@@ -435,20 +441,32 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
         if (st.ok()) st = w;
       }
     }
+    if (prefetch.valid()) (void)prefetch.get();
+    return st;
+  };
+  auto fail = [&](absl::Status st) {
+    (void)wait_all();
     return st;
   };
   report("compress");
   for (size_t i = 0; i < tensors.size(); ++i) {
     absl::Status cancelled = CheckCancelled(opt);
-    if (!cancelled.ok()) {
-      (void)wait_all();
-      return cancelled;
-    }
+    if (!cancelled.ok()) return fail(cancelled);
     const SourceTensor& t = tensors[i];
     const TensorInfo& info = *t.info;
     const TensorDecision& d = plan.decisions[i];
     Slot& slot = slots[i % 2];
-    if (slot.write.valid()) TQ_RETURN_IF_ERROR(slot.write.get());
+    if (slot.write.valid()) {
+      absl::Status w = slot.write.get();
+      if (!w.ok()) return fail(w);
+    }
+    absl::StatusOr<TensorBytes> fetched = prefetch.valid() ? prefetch.get() : t.Fetch();
+    if (!fetched.ok()) return fail(fetched.status());
+    const TensorBytes bytes = std::move(*fetched);
+    if (i + 1 < tensors.size()) {
+      const SourceTensor next = tensors[i + 1];
+      prefetch = std::async(std::launch::async, [next] { return next.Fetch(); });
+    }
     prog.current = info.name;
     TensorReport rep;
     rep.name = info.name;
@@ -461,7 +479,9 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
     rep.kurtosis = plan.kurtosis[i];
     rep.reason = d.reason;
     if (d.quantize) {
-      TQ_ASSIGN_OR_RETURN(const quant::TqQuantizer* q, quantizer_for(d));
+      auto q_or = quantizer_for(d);
+      if (!q_or.ok()) return fail(q_or.status());
+      const quant::TqQuantizer* q = *q_or;
       const int64_t cols = info.shape.back();
       const int64_t rows = cols > 0 ? info.numel() / cols : 0;
       slot.packed.resize(q->PackedSize(rows, cols));
@@ -479,7 +499,7 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
         for (int64_t r = r0; r < r1; r += step) {
           const int64_t re = std::min(r1, r + step);
           buf.resize(static_cast<size_t>((re - r) * cols));
-          absl::Status st = RowsToFloat(t, cols, r, re, buf.data());
+          absl::Status st = RowsToFloat(bytes, info.dtype, cols, r, re, buf.data());
           if (st.ok()) {
             const int64_t bad = quant::CountNonFinite(buf.data(), (re - r) * cols);
             if (bad > 0) {
@@ -496,11 +516,8 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
           q->QuantizeRows(buf.data(), re - r, cols, packed + r * ngr * bpg, norms + r * ngr);
         }
       });
-      if (!err.ok()) {
-        (void)wait_all();
-        return err;
-      }
-      t.file->Release(info);
+      if (!err.ok()) return fail(err);
+      t.shard->Release(info);
       const OutTensor* po = &plan.outputs[plan.outputs_of[i][0]];
       const OutTensor* no = &plan.outputs[plan.outputs_of[i][1]];
       slot.write = std::async(std::launch::async, [&writer, &slot, po, no]() -> absl::Status {
@@ -512,9 +529,9 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
     } else {
       const OutTensor* o = &plan.outputs[plan.outputs_of[i][0]];
       const SourceTensor src_t = t;
-      slot.write = std::async(std::launch::async, [&writer, o, src_t]() -> absl::Status {
+      slot.write = std::async(std::launch::async, [&writer, o, src_t, bytes]() -> absl::Status {
         const TensorInfo& in = *src_t.info;
-        const absl::string_view data = src_t.data();
+        const absl::string_view data = bytes.data();
         absl::Status st;
         if (o->spec.dtype == in.dtype) {
           const size_t step = 8 << 20;
@@ -529,13 +546,13 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
           std::vector<uint16_t> h(step);
           for (int64_t b = 0; b < n && st.ok(); b += step) {
             const int64_t e = std::min(n, b + step);
-            st = RowsToFloat(src_t, 1, b, e, f.data());
+            st = RowsToFloat(bytes, in.dtype, 1, b, e, f.data());
             if (!st.ok()) break;
             FloatToF16Array(f.data(), e - b, h.data());
             st = writer.Write(*o, static_cast<uint64_t>(b) * 2, h.data(), (e - b) * 2);
           }
         }
-        src_t.file->Release(in);
+        src_t.shard->Release(in);
         return st;
       });
       rep.bytes_out = o->spec.nbytes();
@@ -550,56 +567,69 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
   TQ_RETURN_IF_ERROR(wait_all());
   TQ_RETURN_IF_ERROR(CheckCancelled(opt));
   report("publish");
-  // The shards' bytes are final: hash them (tq format) while their pages are flushed to disk.
+  TQ_RETURN_IF_ERROR(writer.Commit());
+  const bool plugin = opt.format == CheckpointFormat::kPlugin;
+  // The shards' digests (tq format) while the small files are written.
   std::vector<std::future<absl::StatusOr<FileDigest>>> shard_digests;
-  if (opt.format == CheckpointFormat::kTq) {
+  if (!plugin) {
     for (const std::string& name : plan.shard_names) {
-      const std::string path = JoinPath(opt.destination, name + kPartialSuffix);
-      shard_digests.push_back(std::async(std::launch::async, [path] { return Sha256File(path); }));
+      ObjectStore* store = dst.get();
+      shard_digests.push_back(
+          std::async(std::launch::async, [store, name] { return DigestObject(*store, name); }));
     }
   }
-  absl::Status finished = writer.Sync();
-  std::map<std::string, FileDigest> digests;
-  for (size_t s = 0; s < shard_digests.size(); ++s) {
-    auto d = shard_digests[s].get();
-    if (finished.ok() && !d.ok()) finished = d.status();
-    if (d.ok()) digests[plan.shard_names[s]] = *d;
-  }
-  TQ_RETURN_IF_ERROR(finished);
-  TQ_RETURN_IF_ERROR(writer.Publish());
+  auto collect_digests = [&]() -> absl::StatusOr<std::map<std::string, FileDigest>> {
+    std::map<std::string, FileDigest> out;
+    absl::Status st;
+    for (size_t s = 0; s < shard_digests.size(); ++s) {
+      auto d = shard_digests[s].get();
+      if (!d.ok() && st.ok()) st = d.status();
+      if (d.ok()) out[plan.shard_names[s]] = *d;
+    }
+    shard_digests.clear();
+    if (!st.ok()) return st;
+    return out;
+  };
+  auto publish_small = [&](std::vector<std::string>* written) -> absl::Status {
+    if (plan.shard_names.size() > 1) {
+      ojson index;
+      index["metadata"]["total_size"] = plan.output_tensor_bytes;
+      index["weight_map"] = ojson::object();
+      for (const OutTensor& o : plan.outputs) {
+        index["weight_map"][o.spec.name] = plan.shard_names[o.shard];
+      }
+      TQ_RETURN_IF_ERROR(WriteObject(*dst, kIndexName, PythonJsonDump(index)));
+      written->push_back(kIndexName);
+    }
+    for (const std::string& f : src->side_files()) {
+      TQ_ASSIGN_OR_RETURN(std::string contents, ReadObject(src->store(), f));
+      TQ_RETURN_IF_ERROR(WriteObject(*dst, f, contents));
+      written->push_back(f);
+    }
+    // Stale shards of an earlier run with a different shard count.
+    TQ_ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, ListAll(*dst, ""));
+    for (const ObjectInfo& o : existing) {
+      const std::string& f = o.key;
+      if (f.find('/') != std::string::npos) continue;
+      const bool ours = std::find(written->begin(), written->end(), f) != written->end();
+      if (!ours && ((absl::StartsWith(f, "model") && absl::EndsWith(f, ".safetensors")) ||
+                    f == kIndexName)) {
+        TQ_RETURN_IF_ERROR(dst->Delete(f));
+      }
+    }
+    return absl::OkStatus();
+  };
   std::vector<std::string> written = plan.shard_names;
-
-  if (plan.shard_names.size() > 1) {
-    ojson index;
-    index["metadata"]["total_size"] = plan.output_tensor_bytes;
-    index["weight_map"] = ojson::object();
-    for (const OutTensor& o : plan.outputs) {
-      index["weight_map"][o.spec.name] = plan.shard_names[o.shard];
-    }
-    TQ_RETURN_IF_ERROR(
-        WriteFileAtomic(JoinPath(opt.destination, kIndexName), PythonJsonDump(index)));
-    written.push_back(kIndexName);
-  }
-  for (const std::string& f : src->side_files()) {
-    TQ_ASSIGN_OR_RETURN(std::string contents, ReadFile(JoinPath(opt.source, f)));
-    TQ_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(opt.destination, f), contents));
-    written.push_back(f);
-  }
-  // Stale shards of an earlier run with a different shard count.
-  TQ_ASSIGN_OR_RETURN(std::vector<std::string> existing, ListDirectory(opt.destination));
-  for (const std::string& f : existing) {
-    const bool ours = std::find(written.begin(), written.end(), f) != written.end();
-    if (!ours && ((absl::StartsWith(f, "model") && absl::EndsWith(f, ".safetensors")) ||
-                  f == kIndexName)) {
-      TQ_RETURN_IF_ERROR(RemoveFile(JoinPath(opt.destination, f)));
-    }
+  absl::Status small = publish_small(&written);
+  if (!small.ok()) {
+    (void)collect_digests();
+    return small;
   }
 
   ojson tq_config;
-  const bool plugin = opt.format == CheckpointFormat::kPlugin;
   bool uniform = true;
   for (const auto& d : plan.decisions) uniform &= !d.quantize || (d.bits == opt.bits && d.rotation_block == 0);
-  // A tq-mode checkpoint the plugin can load as well keeps the plugin's format name.
+  // A tq-format checkpoint the plugin can load as well keeps the plugin's format name.
   tq_config["format"] = (plugin || (uniform && opt.group_size == 128)) ? "tq3_native" : "tqserve";
   tq_config["bits"] = opt.bits;
   tq_config["group_size"] = opt.group_size;
@@ -609,13 +639,18 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
   if (!plugin) {
     tq_config["tqserve"] = {{"mode", "tq"}, {"manifest", kManifestName}, {"version", kTqserveVersion}};
   }
-  TQ_RETURN_IF_ERROR(
-      WriteFileAtomic(JoinPath(opt.destination, kTqConfigName), PythonJsonDump(tq_config)));
+  const std::string tq_config_text = PythonJsonDump(tq_config);
+  absl::Status cfg_st = WriteObject(*dst, kTqConfigName, tq_config_text);
+  if (!cfg_st.ok()) {
+    (void)collect_digests();
+    return cfg_st;
+  }
   written.push_back(kTqConfigName);
 
   result.output_tensor_bytes = plan.output_tensor_bytes;
   result.source_tensor_bytes = src->tensor_bytes();
   if (!plugin) {
+    TQ_ASSIGN_OR_RETURN(auto digests, collect_digests());
     Manifest m;
     m.created_at = NowRfc3339();
     m.bits = opt.bits;
@@ -655,19 +690,24 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
         m.files.push_back({f, known->second.size, known->second.sha256});
         continue;
       }
-      TQ_ASSIGN_OR_RETURN(FileDigest fd, Sha256File(JoinPath(opt.destination, f)));
+      TQ_ASSIGN_OR_RETURN(FileDigest fd, DigestObject(*dst, f));
       m.files.push_back({f, fd.size, fd.sha256});
     }
     const std::string text = SerializeManifest(m);
-    TQ_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(opt.destination, kManifestName), text));
+    TQ_RETURN_IF_ERROR(CheckCancelled(opt));
+    TQ_RETURN_IF_ERROR(WriteObject(*dst, kManifestName, text));
     result.manifest_sha256 = Sha256Hex(text);
     written.push_back(kManifestName);
+    for (const ManifestFile& f : m.files) result.output_file_bytes += f.size;
+    result.output_file_bytes += text.size();
+  } else {
+    for (const std::string& f : written) {
+      auto info = dst->Head(f);
+      if (info.ok()) result.output_file_bytes += info->size;
+    }
   }
   result.files = written;
-  for (const std::string& f : written) {
-    struct stat st;
-    if (::stat(JoinPath(opt.destination, f).c_str(), &st) == 0) result.output_file_bytes += st.st_size;
-  }
+  result.destination_uri = dst->Uri();
   result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   report("done");
   return result;

@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "engine/checkpoint/tensor_policy.h"
 #include "engine/format/dtype.h"
+#include "engine/storage/object_store.h"
 #include "kernels/quant/tq_quantize.h"
 
 namespace tq {
@@ -43,8 +44,8 @@ namespace tq {
 inline constexpr uint64_t kDefaultMaxShardBytes = uint64_t{5} << 30;  // the plugin's 5 GiB
 
 struct CompressOptions {
-  std::string source;       // source checkpoint directory
-  std::string destination;  // output directory (created if missing)
+  std::string source;       // source checkpoint: a directory, file:// or s3:// URI
+  std::string destination;  // output: a directory (created if missing), file:// or s3:// URI
   CheckpointFormat format = CheckpointFormat::kTq;
   int bits = 3;
   int group_size = 128;
@@ -61,6 +62,8 @@ struct CompressOptions {
   int torch_norm_lanes = 8;
   // Checked between tensors; when it becomes true the job stops with CANCELLED and cleans up.
   const std::atomic<bool>* cancel = nullptr;
+  // Counts bytes and S3 errors of both stores (metrics); may be null.
+  StorageObserver* observer = nullptr;
 };
 
 struct CompressProgress {
@@ -98,6 +101,7 @@ struct CompressResult {
   int threads = 1;
   std::string kernel_isa;
   std::string manifest_sha256;  // kTq only
+  std::string destination_uri;
   std::vector<std::string> files;
   std::vector<TensorReport> tensors;
 

@@ -258,17 +258,32 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   f->path_ = path;
   f->base_ = static_cast<const char*>(base);
   f->size_ = size;
+  f->mapped_ = true;
   auto h = ParseSafetensorsBuffer(absl::string_view(f->base_, size), path);
   if (!h.ok()) return h.status();
   f->header_ = std::move(*h);
   return f;
 }
 
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBuffer(const std::string& name,
+                                                                             std::string bytes) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = name;
+  f->buffer_ = std::move(bytes);
+  f->base_ = f->buffer_.data();
+  f->size_ = f->buffer_.size();
+  auto h = ParseSafetensorsBuffer(f->buffer_, name);
+  if (!h.ok()) return h.status();
+  f->header_ = std::move(*h);
+  return f;
+}
+
 SafetensorsFile::~SafetensorsFile() {
-  if (base_ != nullptr) ::munmap(const_cast<char*>(base_), size_);
+  if (mapped_ && base_ != nullptr) ::munmap(const_cast<char*>(base_), size_);
 }
 
 void SafetensorsFile::Release(const TensorInfo& t) const {
+  if (!mapped_) return;
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   uint64_t lo = header_.data_start() + t.begin;
   uint64_t hi = header_.data_start() + t.end;

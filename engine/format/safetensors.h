@@ -82,6 +82,9 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsBuffer(absl::string_view file,
 class SafetensorsFile {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // A validated file held in memory (e.g. downloaded); `name` is used in errors.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBuffer(const std::string& name,
+                                                                     std::string bytes);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -102,6 +105,8 @@ class SafetensorsFile {
   std::string path_;
   const char* base_ = nullptr;
   uint64_t size_ = 0;
+  bool mapped_ = false;
+  std::string buffer_;  // FromBuffer
   SafetensorsHeader header_;
 };
 

@@ -234,10 +234,10 @@ class FileStore : public ObjectStore {
     for (const std::string& n : names) {
       const std::string key = rel.empty() ? n : absl::StrCat(rel, "/", n);
       const std::string path = JoinPath(root_, key);
-      struct stat st;
-      if (::lstat(path.c_str(), &st) != 0) continue;
+      struct stat st, lst;  // files behind symlinks count; symlinked directories are not followed
+      if (::stat(path.c_str(), &st) != 0 || ::lstat(path.c_str(), &lst) != 0) continue;
       if (S_ISDIR(st.st_mode)) {
-        TQ_RETURN_IF_ERROR(Walk(key, out));
+        if (!S_ISLNK(lst.st_mode)) TQ_RETURN_IF_ERROR(Walk(key, out));
       } else if (S_ISREG(st.st_mode) && !absl::EndsWith(n, kPartial) &&
                  n.find(".tmp-") == std::string::npos) {
         out->push_back({key, static_cast<uint64_t>(st.st_size), ""});

@@ -56,6 +56,8 @@ class StorageObserver {
   // ("SlowDown", "InternalError", "HTTP503", "ConnectionReset", "Timeout", ...).
   virtual void OnRequestError(absl::string_view code) = 0;
   virtual void OnRetry() = 0;
+  // A file whose bytes did not match its manifest's sha256 or size.
+  virtual void OnChecksumFailure() {}
 };
 
 // Sequential writer: Append..., then Commit. Destroying it uncommitted aborts the write.

@@ -24,7 +24,8 @@ int Fail(const absl::Status& st) {
 int RunCompress(const std::vector<std::string>& args) {
   ArgParser p("tqctl compress", "tqctl compress SRC DST [options]",
               "Compresses the Hugging Face checkpoint directory SRC (BF16/FP16/FP32 safetensors) "
-              "into a TQ checkpoint at DST.\nSRC and DST are paths or file:// URIs.");
+              "into a TQ checkpoint at DST.\nSRC and DST are paths, file:// or s3://bucket/prefix URIs "
+              "(AWS_* environment variables configure S3).");
   p.Option("bits", "3", "bit width of quantized weights: 2, 3 or 4");
   p.Option("group-size", "128", "weights per group (power of two; the plugin uses 128)");
   p.Option("policy", "uniform", "bit widths: uniform, or kurtosis (per-tensor; tq format only)");
@@ -51,12 +52,8 @@ int RunCompress(const std::vector<std::string>& args) {
     return 2;
   }
   CompressOptions opt;
-  auto src = LocalPathFromUri(p.positional()[0]);
-  if (!src.ok()) return Fail(src.status());
-  auto dst = LocalPathFromUri(p.positional()[1]);
-  if (!dst.ok()) return Fail(dst.status());
-  opt.source = *src;
-  opt.destination = *dst;
+  opt.source = p.positional()[0];
+  opt.destination = p.positional()[1];
   opt.original_model = p.IsSet("original-model") ? p.Get("original-model") : p.positional()[0];
   auto bits = p.GetInt("bits", 2, 4);
   if (!bits.ok()) return Fail(bits.status());
@@ -108,7 +105,7 @@ int RunCompress(const std::vector<std::string>& args) {
                HumanBytes(r.source_tensor_bytes), HumanBytes(r.output_tensor_bytes), r.ratio(),
                HumanBytes(r.source_tensor_bytes / r.seconds),
                HumanBytes(r.source_tensor_bytes / r.seconds / r.threads));
-  absl::PrintF("wrote %s: %s\n", opt.destination, absl::StrJoin(r.files, ", "));
+  absl::PrintF("wrote %s: %s\n", r.destination_uri, absl::StrJoin(r.files, ", "));
   if (!r.manifest_sha256.empty()) absl::PrintF("manifest sha256 %s\n", r.manifest_sha256);
   return 0;
 }

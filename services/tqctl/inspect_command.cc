@@ -78,17 +78,11 @@ int RunInspect(const std::vector<std::string>& args) {
     absl::FPrintF(stderr, "tqctl inspect: expected one checkpoint\n\n%s", p.Help());
     return 2;
   }
-  auto dir = LocalPathFromUri(p.positional()[0]);
-  if (!dir.ok()) return Fail(dir.status());
-  std::string source;
-  if (!p.Get("source").empty()) {
-    auto s = LocalPathFromUri(p.Get("source"));
-    if (!s.ok()) return Fail(s.status());
-    source = *s;
-  }
+  const std::string dir = p.positional()[0];
+  const std::string source = p.Get("source");
   auto threads = p.GetInt("threads", 0, 4096);
   if (!threads.ok()) return Fail(threads.status());
-  auto rep = InspectCheckpoint(*dir, source, *threads);
+  auto rep = InspectCheckpoint(dir, source, *threads);
   if (!rep.ok()) return Fail(rep.status());
   const CheckpointReport& r = *rep;
   if (p.GetSwitch("json")) {

@@ -29,7 +29,8 @@ if "$TQCTL" compress "$TINY" "$OUT/bad" --bits 5 2> "$TEST_TMPDIR/e.log"; then f
 grep -q "bits" "$TEST_TMPDIR/e.log" || fail "bits error message"
 if "$TQCTL" compress /nonexistent "$OUT/bad2" 2> "$TEST_TMPDIR/e.log"; then fail "missing source accepted"; fi
 grep -q "not a directory" "$TEST_TMPDIR/e.log" || fail "missing source message: $(cat "$TEST_TMPDIR/e.log")"
-if "$TQCTL" compress "$TINY" "s3://bucket/x" 2> /dev/null; then fail "s3 accepted"; fi
+if "$TQCTL" compress "$TINY" "gs://bucket/x" 2> "$TEST_TMPDIR/e.log"; then fail "gs accepted"; fi
+grep -q "unsupported store" "$TEST_TMPDIR/e.log" || fail "unsupported store message"
 if "$TQCTL" inspect "$TINY" 2> "$TEST_TMPDIR/e.log"; then fail "inspect of a non-TQ dir"; fi
 grep -q "not a TQ checkpoint" "$TEST_TMPDIR/e.log" || fail "inspect message"
 rm "$OUT/tq3/tq_manifest.json"
