@@ -356,6 +356,11 @@ absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const Progre
   if (src->store().Uri() == dst->Uri()) {
     return absl::InvalidArgumentError("destination must differ from the source");
   }
+  if (src->store().Head(kTqConfigName).ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        src->store().Uri(), " is already a TQ checkpoint (it has ", kTqConfigName,
+        "); compress the original BF16/FP16/FP32 checkpoint"));
+  }
   if (!src->config_json().empty()) {
     try {
       const auto cfg = ojson::parse(src->config_json());

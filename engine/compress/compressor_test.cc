@@ -333,6 +333,10 @@ TEST(CompressorTest, RejectsBadJobs) {
   o.source = src;
   o.destination = dst;
   EXPECT_EQ(Compress(o).status().code(), absl::StatusCode::kFailedPrecondition);
+  // A TQ checkpoint is not a source.
+  o = Options("testdata/golden/plugin/synthetic-tq3", MakeTempDir("again"));
+  auto again = Compress(o);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition) << again.status();
 }
 
 TEST(TqCheckpointTest, RefusesIncompleteOrCorruptCheckpoints) {
