@@ -72,7 +72,7 @@ absl::Status CheckCancelled(const CompressOptions& opt) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateOptions(const CompressOptions& opt) {
+absl::Status ValidateOptionsImpl(const CompressOptions& opt) {
   if (opt.source.empty()) return absl::InvalidArgumentError("no source checkpoint given");
   if (opt.destination.empty()) return absl::InvalidArgumentError("no destination given");
   if (opt.format == CheckpointFormat::kPlugin) {
@@ -342,9 +342,13 @@ class SourceHasher {
 
 }  // namespace
 
+absl::Status ValidateCompressOptions(const CompressOptions& options) {
+  return ValidateOptionsImpl(options);
+}
+
 absl::StatusOr<CompressResult> Compress(const CompressOptions& opt, const ProgressFn& progress) {
   const auto t0 = Clock::now();
-  TQ_RETURN_IF_ERROR(ValidateOptions(opt));
+  TQ_RETURN_IF_ERROR(ValidateCompressOptions(opt));
   const quant::GainMode gain = opt.gain.value_or(opt.format == CheckpointFormat::kPlugin
                                                      ? quant::GainMode::kNormCorrected
                                                      : quant::GainMode::kLeastSquares);

@@ -115,6 +115,10 @@ using ProgressFn = std::function<void(const CompressProgress&)>;
 absl::StatusOr<CompressResult> Compress(const CompressOptions& options,
                                         const ProgressFn& progress = nullptr);
 
+// The checks Compress makes on its options before touching any storage (bits, group size,
+// rotation block, format/policy combinations, thresholds, shard size).
+absl::Status ValidateCompressOptions(const CompressOptions& options);
+
 }  // namespace tq
 
 #endif  // TQSERVE_ENGINE_COMPRESS_COMPRESSOR_H_

@@ -1,0 +1,162 @@
+// tq-compression-server: the compression gRPC service (tq.compression.v1.Compression), with
+// grpc.health.v1, server reflection, Prometheus /metrics, optional TLS and bearer-token auth,
+// and a SIGTERM drain (stop accepting; running jobs finish within the grace period or are
+// cancelled with nothing half-published; exit 0).
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "engine/checkpoint/manifest.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "services/common/log.h"
+#include "services/compression/compression_service.h"
+#include "services/compression/job_manager.h"
+#include "services/compression/metrics.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC listen address HOST:PORT (port 0: any free port)");
+ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address of the Prometheus /metrics endpoint");
+ABSL_FLAG(int, metrics_port, 9092, "port of the Prometheus /metrics endpoint; -1 disables it, 0 picks one");
+ABSL_FLAG(int, max_concurrent_jobs, 1, "jobs compressed at the same time");
+ABSL_FLAG(int, max_queued_jobs, 8, "jobs waiting beyond the running ones; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, threads_per_job, 0, "quantization threads of a job that does not set them (0 = all cores)");
+ABSL_FLAG(int, drain_grace_seconds, 30, "on SIGTERM, how long running jobs may take before they are cancelled");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key serves TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, auth_token, "", "require 'authorization: Bearer <token>' on every RPC");
+ABSL_FLAG(std::string, auth_token_file, "", "read the bearer token from this file instead");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports here (\"grpc metrics\")");
+
+namespace {
+
+using tq::LogError;
+using tq::LogInfo;
+
+absl::StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+int Fail(const std::string& msg) {
+  LogError(msg);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "tq-compression-server: compresses Hugging Face checkpoints into TQ checkpoints in object "
+      "storage (file:// or s3://) over gRPC.\nUsage: tq-compression-server [--listen HOST:PORT] "
+      "[--metrics_port N] [--max_concurrent_jobs N] [--tls_cert F --tls_key F] [--auth_token T]");
+  absl::ParseCommandLine(argc, argv);
+
+  // Signals go to one thread (sigwait below); block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::string token = absl::GetFlag(FLAGS_auth_token);
+  if (!absl::GetFlag(FLAGS_auth_token_file).empty()) {
+    auto t = ReadText(absl::GetFlag(FLAGS_auth_token_file));
+    if (!t.ok()) return Fail(std::string(t.status().message()));
+    token = *t;
+  }
+  if (absl::GetFlag(FLAGS_max_concurrent_jobs) < 1 || absl::GetFlag(FLAGS_max_queued_jobs) < 0) {
+    return Fail("--max_concurrent_jobs must be >= 1 and --max_queued_jobs >= 0");
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  tq::compression::CompressionMetrics metrics(*registry);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  int metrics_port = -1;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(
+          absl::StrCat(absl::GetFlag(FLAGS_metrics_host), ":", absl::GetFlag(FLAGS_metrics_port)));
+    } catch (const std::exception& e) {
+      return Fail(absl::StrCat("cannot serve /metrics: ", e.what()));
+    }
+    exposer->RegisterCollectable(registry);
+    auto ports = exposer->GetListeningPorts();
+    metrics_port = ports.empty() ? -1 : ports[0];
+  }
+
+  tq::compression::JobManagerOptions jopt;
+  jopt.max_running = absl::GetFlag(FLAGS_max_concurrent_jobs);
+  jopt.max_queued = absl::GetFlag(FLAGS_max_queued_jobs);
+  jopt.threads_per_job = absl::GetFlag(FLAGS_threads_per_job);
+  tq::compression::JobManager jobs(jopt, &metrics);
+  tq::compression::ServiceOptions sopt;
+  sopt.auth_token = token;
+  sopt.observer = &metrics;
+  tq::compression::CompressionService service(&jobs, sopt);
+
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty();
+  if (tls) {
+    auto cert = ReadText(absl::GetFlag(FLAGS_tls_cert));
+    auto key = ReadText(absl::GetFlag(FLAGS_tls_key));
+    if (!cert.ok() || !key.ok()) return Fail("--tls_cert and --tls_key must both name readable PEM files");
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key + "\n", *cert + "\n"});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), creds, &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen)));
+  }
+  auto* health = server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus("tq.compression.v1.Compression", true);
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    const std::string path = absl::GetFlag(FLAGS_port_file);
+    std::ofstream(path + ".tmp") << port << " " << metrics_port << "\n";
+    std::rename((path + ".tmp").c_str(), path.c_str());
+  }
+  LogInfo("serving", {{"grpc_port", absl::StrCat(port)}, {"metrics_port", absl::StrCat(metrics_port)},
+                      {"tls", tls ? "on" : "off"}, {"auth", token.empty() ? "off" : "bearer"},
+                      {"version", tq::kTqserveVersion},
+                      {"max_concurrent_jobs", absl::StrCat(jopt.max_running)},
+                      {"max_queued_jobs", absl::StrCat(jopt.max_queued)}});
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  const auto grace = std::chrono::seconds(absl::GetFlag(FLAGS_drain_grace_seconds));
+  LogInfo("draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"},
+                       {"running", absl::StrCat(jobs.running())}, {"queued", absl::StrCat(jobs.queued())},
+                       {"grace_seconds", absl::StrCat(grace.count())}});
+  health->SetServingStatus(false);
+  const int cancelled = jobs.Drain(grace);
+  // Streams of finished jobs end by themselves; give them a moment, then stop.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  LogInfo("stopped", {{"jobs_cancelled", absl::StrCat(cancelled)}});
+  return 0;
+}
