@@ -85,9 +85,11 @@ absl::StatusOr<std::string> ReadRange(ObjectStore& store, const std::string& key
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SourceShard>> SourceShard::Open(ObjectStore& store,
-                                                               const std::string& key) {
+                                                               const std::string& key,
+                                                               StorageObserver* observer) {
   auto shard = std::unique_ptr<SourceShard>(new SourceShard());
   shard->store_ = &store;
+  shard->observer_ = observer;
   shard->key_ = key;
   if (auto local = store.LocalPath(key)) {
     TQ_ASSIGN_OR_RETURN(shard->mapped_, SafetensorsFile::Open(*local));
@@ -109,7 +111,10 @@ absl::StatusOr<std::unique_ptr<SourceShard>> SourceShard::Open(ObjectStore& stor
 }
 
 absl::StatusOr<TensorBytes> SourceShard::Fetch(const TensorInfo& t) const {
-  if (mapped_) return TensorBytes::View(mapped_->Data(t));
+  if (mapped_) {
+    if (observer_ != nullptr) observer_->OnBytesRead(t.nbytes());
+    return TensorBytes::View(mapped_->Data(t));
+  }
   TQ_ASSIGN_OR_RETURN(std::string bytes,
                       ReadRange(*store_, key_, header_.data_start() + t.begin, t.nbytes()));
   return TensorBytes::Own(std::move(bytes));
@@ -126,12 +131,13 @@ absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(const s
     return absl::NotFoundError(absl::StrCat("source checkpoint ", uri, " is not a directory"));
   }
   ObjectStore& ref = *store;
-  TQ_ASSIGN_OR_RETURN(std::unique_ptr<SourceCheckpoint> ckpt, Open(ref));
+  TQ_ASSIGN_OR_RETURN(std::unique_ptr<SourceCheckpoint> ckpt, Open(ref, options.observer));
   ckpt->owned_store_ = std::move(store);
   return ckpt;
 }
 
-absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(ObjectStore& store) {
+absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(ObjectStore& store,
+                                                                         StorageObserver* observer) {
   auto ckpt = std::unique_ptr<SourceCheckpoint>(new SourceCheckpoint());
   ckpt->store_ = &store;
   TQ_ASSIGN_OR_RETURN(std::vector<ObjectInfo> objects, ListAll(store, ""));
@@ -155,7 +161,7 @@ absl::StatusOr<std::unique_ptr<SourceCheckpoint>> SourceCheckpoint::Open(ObjectS
   }
   std::map<std::string, std::string> owner;  // tensor -> shard
   for (const std::string& s : shard_names) {
-    auto f = SourceShard::Open(store, s);
+    auto f = SourceShard::Open(store, s, observer);
     if (!f.ok()) {
       if (f.status().code() == absl::StatusCode::kNotFound && has_index) {
         return absl::NotFoundError(absl::StrCat(kIndexName, " names shard ", s,

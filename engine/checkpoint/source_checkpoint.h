@@ -49,7 +49,9 @@ class TensorBytes {
 class SourceShard {
  public:
   // Memory-maps a local file, or reads the header of a remote object.
-  static absl::StatusOr<std::unique_ptr<SourceShard>> Open(ObjectStore& store, const std::string& key);
+  // `observer` (may be null) counts the bytes of memory-mapped tensors, which bypass the store.
+  static absl::StatusOr<std::unique_ptr<SourceShard>> Open(ObjectStore& store, const std::string& key,
+                                                           StorageObserver* observer = nullptr);
 
   const std::string& key() const { return key_; }
   uint64_t size() const { return size_; }
@@ -61,6 +63,7 @@ class SourceShard {
  private:
   SourceShard() = default;
   ObjectStore* store_ = nullptr;
+  StorageObserver* observer_ = nullptr;
   std::string key_;
   uint64_t size_ = 0;
   std::unique_ptr<SafetensorsFile> mapped_;  // local files
@@ -78,7 +81,8 @@ struct SourceTensor {
 class SourceCheckpoint {
  public:
   // `store` must outlive the checkpoint.
-  static absl::StatusOr<std::unique_ptr<SourceCheckpoint>> Open(ObjectStore& store);
+  static absl::StatusOr<std::unique_ptr<SourceCheckpoint>> Open(ObjectStore& store,
+                                                                StorageObserver* observer = nullptr);
   // Opens a directory or URI, owning its store.
   static absl::StatusOr<std::unique_ptr<SourceCheckpoint>> Open(const std::string& uri,
                                                                 const StoreOptions& options = {});

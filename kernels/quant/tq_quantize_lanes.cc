@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -112,12 +113,27 @@ inline void TorchNormTile(const Tile& t, int group, int lanes, float* out) {
   for (int g = 0; g < W; ++g) out[g] = std::sqrt(s[g]);
 }
 
+// Per-thread scratch on the heap: large thread_local arrays would enlarge every thread's static
+// TLS block (64+ KiB) and make thread creation with small stacks fail in any program linking
+// this library (seen with civetweb's worker threads).
+struct Scratch {
+  alignas(64) Tile t;
+  alignas(64) int32_t idx[kMaxGroup][W];
+};
+
+Scratch& ThreadScratch() {
+  thread_local std::unique_ptr<Scratch> scratch;
+  if (!scratch) scratch = std::make_unique<Scratch>();
+  return *scratch;
+}
+
 }  // namespace
 
 void QuantizeGroups(const GroupKernelParams& p, const float* const* src, int count,
                     uint8_t* packed, float* gains) {
-  alignas(64) static thread_local Tile t;
-  alignas(64) static thread_local int32_t idx[kMaxGroup][W];
+  Scratch& scratch = ThreadScratch();
+  Tile& t = scratch.t;
+  auto& idx = scratch.idx;
   const int G = p.group;
 
   LoadTransposed(src, count, G, t);
@@ -198,7 +214,7 @@ void QuantizeGroups(const GroupKernelParams& p, const float* const* src, int cou
 
 void DequantizeGroups(const GroupKernelParams& p, const uint8_t* packed, const float* gains,
                       int count, float* const* dst) {
-  alignas(64) static thread_local Tile t;
+  Tile& t = ThreadScratch().t;
   const int G = p.group;
   const int bpg = G * p.bits / 8;
   uint8_t row[kMaxGroup];

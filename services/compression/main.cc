@@ -5,7 +5,11 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -20,6 +24,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "engine/checkpoint/manifest.h"
+#include "CivetServer.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "services/common/log.h"
@@ -44,6 +49,7 @@ namespace {
 
 using tq::LogError;
 using tq::LogInfo;
+using tq::LogWarning;
 
 absl::StatusOr<std::string> ReadText(const std::string& path) {
   std::ifstream in(path);
@@ -54,6 +60,56 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   return s;
 }
+
+// civetweb (behind prometheus::Exposer) cannot bind port 0: ask the kernel for a free port.
+int PickFreePort(const std::string& host) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = 0;
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) addr.sin_addr.s_addr = INADDR_ANY;
+  socklen_t len = sizeof(addr);
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// Logs job transitions and forwards them to the metrics.
+class LoggingListener : public tq::compression::JobListener {
+ public:
+  explicit LoggingListener(tq::compression::CompressionMetrics* metrics) : metrics_(metrics) {}
+  void OnJobQueued(const tq::compression::JobSnapshot& j) override { metrics_->OnJobQueued(j); }
+  void OnJobStarted(const tq::compression::JobSnapshot& j) override {
+    LogInfo("job started", {{"job_id", j.id}, {"source", j.options.source},
+                            {"destination", j.options.destination}});
+    metrics_->OnJobStarted(j);
+  }
+  void OnJobFinished(const tq::compression::JobSnapshot& j) override {
+    tq::LogFields f = {{"job_id", j.id}, {"state", tq::compression::JobStateName(j.state)},
+                       {"tensors", absl::StrCat(j.progress.tensors_done)}};
+    if (j.result) {
+      f.push_back({"seconds", absl::StrCat(j.result->seconds)});
+      f.push_back({"ratio", absl::StrCat(j.result->ratio())});
+      f.push_back({"manifest_sha256", j.result->manifest_sha256});
+    }
+    if (!j.status.ok()) f.push_back({"error", j.status.ToString()});
+    if (j.state == tq::compression::JobState::kFailed) {
+      tq::LogError("job finished", f);
+    } else {
+      LogInfo("job finished", f);
+    }
+    metrics_->OnJobFinished(j);
+  }
+  tq::StorageObserver* storage_observer() override { return metrics_; }
+
+ private:
+  tq::compression::CompressionMetrics* metrics_;
+};
 
 int Fail(const std::string& msg) {
   LogError(msg);
@@ -91,9 +147,19 @@ int main(int argc, char** argv) {
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = -1;
   if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    int want = absl::GetFlag(FLAGS_metrics_port);
+    if (want == 0) want = PickFreePort(absl::GetFlag(FLAGS_metrics_host));
     try {
+      static CivetCallbacks callbacks = [] {
+        CivetCallbacks c{};
+        c.log_message = [](const mg_connection*, const char* message) {
+          LogWarning(absl::StrCat("metrics http server: ", message));
+          return 1;
+        };
+        return c;
+      }();
       exposer = std::make_unique<prometheus::Exposer>(
-          absl::StrCat(absl::GetFlag(FLAGS_metrics_host), ":", absl::GetFlag(FLAGS_metrics_port)));
+          absl::StrCat(absl::GetFlag(FLAGS_metrics_host), ":", want), 2, &callbacks);
     } catch (const std::exception& e) {
       return Fail(absl::StrCat("cannot serve /metrics: ", e.what()));
     }
@@ -106,7 +172,8 @@ int main(int argc, char** argv) {
   jopt.max_running = absl::GetFlag(FLAGS_max_concurrent_jobs);
   jopt.max_queued = absl::GetFlag(FLAGS_max_queued_jobs);
   jopt.threads_per_job = absl::GetFlag(FLAGS_threads_per_job);
-  tq::compression::JobManager jobs(jopt, &metrics);
+  LoggingListener listener(&metrics);
+  tq::compression::JobManager jobs(jopt, &listener);
   tq::compression::ServiceOptions sopt;
   sopt.auth_token = token;
   sopt.observer = &metrics;

@@ -12,6 +12,9 @@ namespace tq::tqctl {
 
 int RunCompress(const std::vector<std::string>& args);
 int RunInspect(const std::vector<std::string>& args);
+int RunVerify(const std::vector<std::string>& args);
+int RunList(const std::vector<std::string>& args);
+int RunJob(const std::vector<std::string>& args);
 
 }  // namespace tq::tqctl
 

@@ -10,6 +10,7 @@
 #include "services/tqctl/arg_parser.h"
 #include "services/tqctl/commands.h"
 #include "services/tqctl/progress_bar.h"
+#include "services/tqctl/remote_compress.h"
 
 namespace tq::tqctl {
 namespace {
@@ -41,6 +42,10 @@ int RunCompress(const std::vector<std::string>& args) {
   p.Option("max-shard-size", "5GiB", "largest output shard");
   p.Option("original-model", "", "name recorded as the source (default: SRC as given)");
   p.Switch("quiet", "no progress output");
+  p.Option("server", "", "run the job on a compression server HOST:PORT and follow its progress");
+  p.Option("token", "", "bearer token for --server (default $TQ_AUTH_TOKEN)");
+  p.Option("tls-ca", "", "CA certificates (PEM) to reach --server over TLS");
+  p.Switch("detach", "with --server: queue the job and return its id without following it");
   absl::Status st = p.Parse(args);
   if (!st.ok()) return Fail(st);
   if (p.help_requested()) {
@@ -90,6 +95,10 @@ int RunCompress(const std::vector<std::string>& args) {
   if (!shard.ok()) return Fail(shard.status());
   opt.max_shard_bytes = *shard;
 
+  if (!p.Get("server").empty()) {
+    return RunRemoteCompress({p.Get("server"), p.Get("tls-ca"), p.Get("token")}, opt,
+                             p.GetSwitch("quiet"), p.GetSwitch("detach"));
+  }
   ProgressBar bar(stderr);
   const bool quiet = p.GetSwitch("quiet");
   auto result = Compress(opt, [&](const CompressProgress& pr) {

@@ -14,7 +14,11 @@ const char kUsage[] =
     "\n"
     "commands:\n"
     "  compress SRC DST   compress a Hugging Face checkpoint into a TQ checkpoint\n"
+    "                     (in-process, or on a compression server with --server)\n"
     "  inspect CKPT       show what a TQ checkpoint holds (and its error vs --source)\n"
+    "  verify URI         check every file of a checkpoint against its manifest\n"
+    "  list PREFIX        list the TQ checkpoints under a storage prefix\n"
+    "  job get|cancel ID  show or cancel a job of a compression server\n"
     "  version            print the version\n"
     "\n"
     "Run 'tqctl COMMAND --help' for the options of a command.\n";
@@ -31,6 +35,9 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "compress") return tq::tqctl::RunCompress(args);
   if (cmd == "inspect") return tq::tqctl::RunInspect(args);
+  if (cmd == "verify") return tq::tqctl::RunVerify(args);
+  if (cmd == "list") return tq::tqctl::RunList(args);
+  if (cmd == "job") return tq::tqctl::RunJob(args);
   if (cmd == "version" || cmd == "--version") {
     std::printf("tqctl %s\n", tq::kTqserveVersion);
     return 0;
