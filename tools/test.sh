@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up the machine (tools/setup.sh) and runs the test suite with Bazel.
 #
-#   tools/test.sh            every test (about 3 minutes cold on 2 cores, seconds when cached)
-#   tools/test.sh --quick    skips tests tagged slow or fuzz
+#   tools/test.sh            every test (about 6 minutes cold on 2 cores, ~2 when cached)
+#   tools/test.sh --quick    skips tests tagged slow, fuzz or s3
+#   tools/test.sh --s3       only the s3 suite (starts a Ceph RGW on loopback)
 #   tools/test.sh //engine/...   any Bazel target patterns
 #
 # Ends with one line "N passed, N failed" (N = Bazel test targets); exits non-zero on failure.
@@ -16,7 +17,8 @@ filters=()
 targets=()
 for a in "$@"; do
   case "$a" in
-    --quick) filters+=(--test_tag_filters=-slow,-fuzz,-manual) ;;
+    --quick) filters+=(--test_tag_filters=-slow,-fuzz,-s3,-manual) ;;
+    --s3) filters+=(--test_tag_filters=s3) ;;
     *) targets+=("$a") ;;
   esac
 done

@@ -62,7 +62,7 @@ keyring = $dir/keyring
 mon_warn_on_pool_no_redundancy = false
 [osd.0]
 osd_objectstore = memstore
-memstore_device_bytes = 2147483648
+memstore_device_bytes = ${TQ_RGW_MEMSTORE_BYTES:-2147483648}
 osd_max_object_name_len = 460
 osd_max_object_namespace_len = 64
 [client.rgw.a]
