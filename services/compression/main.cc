@@ -22,6 +22,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/checkpoint/manifest.h"
 #include "CivetServer.h"
@@ -120,9 +122,15 @@ int Fail(const std::string& msg) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "tq-compression-server: compresses Hugging Face checkpoints into TQ checkpoints in object "
+      "compresses Hugging Face checkpoints into TQ checkpoints in object "
       "storage (file:// or s3://) over gRPC.\nUsage: tq-compression-server [--listen HOST:PORT] "
       "[--metrics_port N] [--max_concurrent_jobs N] [--tls_cert F --tls_key F] [--auth_token T]");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "services/compression/main.cc");
+  };
+  usage.version_string = [] { return absl::StrCat("tq-compression-server ", tq::kTqserveVersion, "\n"); };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 
   // Signals go to one thread (sigwait below); block them before any thread starts.

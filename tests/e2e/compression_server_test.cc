@@ -129,6 +129,14 @@ void PromtoolCheck(const std::string& metrics) {
   EXPECT_EQ(r.exit_code, 0) << r.output << "\n" << metrics;
 }
 
+TEST(CompressionServerTest, HelpListsTheFlags) {
+  CommandResult help = RunCommand(ServerBinary() + " --help");
+  for (const char* flag : {"--listen", "--metrics_port", "--max_concurrent_jobs", "--max_queued_jobs",
+                           "--drain_grace_seconds", "--tls_cert", "--auth_token"}) {
+    EXPECT_NE(help.output.find(flag), std::string::npos) << flag << "\n" << help.output;
+  }
+}
+
 TEST(CompressionServerTest, HealthReflectionAndMetrics) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
@@ -366,6 +374,9 @@ TEST(CompressionServerTest, SigtermLetsRunningJobFinish) {
   RunningJob a = StartRunning(*stub, Request(BigSource(), dst));
   ASSERT_FALSE(a.id.empty());
   server->Signal(SIGTERM);
+  for (int i = 0; i < 200 && server->Log().find("\"msg\":\"draining\"") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   // New jobs are refused while draining.
   StreamResult late = RunCompress(*stub, Request(Tiny(), dst + "-late"));
   EXPECT_EQ(late.status.error_code(), grpc::StatusCode::UNAVAILABLE) << late.status.error_message();
