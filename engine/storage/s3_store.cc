@@ -439,10 +439,115 @@ absl::Status S3Store::Execute(Call& c, HttpResponse* resp, const std::string& wh
   }
 }
 
+// A multipart upload with at most `upload_concurrency` parts in flight. Created on the first
+// part; aborted when destroyed uncompleted. Thread-safe.
+class MultipartUpload {
+ public:
+  MultipartUpload(S3Store* store, std::string key) : store_(store), key_(std::move(key)) {}
+  ~MultipartUpload() { Abort(); }
+
+  bool started() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !upload_id_.empty();
+  }
+
+  absl::Status AddPart(int number, std::string data) {
+    std::unique_lock<std::mutex> lock(mu_);
+    TQ_RETURN_IF_ERROR(error_);
+    if (upload_id_.empty()) {
+      auto id = store_->CreateUpload(key_);
+      if (!id.ok()) return Fail(id.status());
+      upload_id_ = *id;
+    }
+    while (static_cast<int>(inflight_.size()) >= store_->config().upload_concurrency) {
+      auto oldest = std::move(inflight_.front());
+      inflight_.erase(inflight_.begin());
+      lock.unlock();
+      auto etag = oldest.second.get();
+      lock.lock();
+      if (!etag.ok()) return Fail(etag.status());
+      etags_[oldest.first] = *etag;
+    }
+    const std::string id = upload_id_;
+    inflight_.push_back({number, std::async(std::launch::async, [this, number, id, d = std::move(data)] {
+                           return store_->UploadPart(key_, id, number, d);
+                         })});
+    return absl::OkStatus();
+  }
+
+  // Waits for every part; completes the upload when exactly `parts` parts made it.
+  absl::Status Complete(int parts) {
+    absl::Status st = WaitAll();
+    std::string id;
+    std::map<int, std::string> etags;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (st.ok()) st = error_;
+      if (st.ok() && static_cast<int>(etags_.size()) != parts) {
+        st = absl::FailedPreconditionError(absl::StrCat(store_->UriOfFull(key_), ": ", etags_.size(),
+                                                        " of ", parts, " parts uploaded"));
+      }
+      id = upload_id_;
+      etags = etags_;
+    }
+    if (st.ok()) st = store_->CompleteUpload(key_, id, etags);
+    if (st.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      upload_id_.clear();  // done: nothing to abort
+    } else {
+      Abort();
+    }
+    return st;
+  }
+
+  void Abort() {
+    (void)WaitAll();
+    std::string id;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      id.swap(upload_id_);
+    }
+    if (!id.empty()) store_->AbortUpload(key_, id);
+  }
+
+ private:
+  absl::Status WaitAll() {
+    std::vector<std::pair<int, std::future<absl::StatusOr<std::string>>>> inflight;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inflight.swap(inflight_);
+    }
+    absl::Status st;
+    for (auto& [part, fut] : inflight) {
+      auto etag = fut.get();
+      std::lock_guard<std::mutex> lock(mu_);
+      if (etag.ok()) {
+        etags_[part] = *etag;
+      } else if (st.ok()) {
+        st = etag.status();
+      }
+    }
+    return st;
+  }
+
+  absl::Status Fail(absl::Status st) {
+    if (error_.ok()) error_ = st;  // under mu_
+    return st;
+  }
+
+  S3Store* store_;
+  std::string key_;
+  mutable std::mutex mu_;
+  std::string upload_id_;
+  std::vector<std::pair<int, std::future<absl::StatusOr<std::string>>>> inflight_;
+  std::map<int, std::string> etags_;
+  absl::Status error_;
+};
+
 // Sequential writer: single PUT when small, multipart otherwise.
 class S3Writer : public ObjectWriter {
  public:
-  S3Writer(S3Store* store, std::string key) : store_(store), key_(std::move(key)) {}
+  S3Writer(S3Store* store, std::string key) : store_(store), key_(key), upload_(store, key) {}
   ~S3Writer() override { Abort(); }
 
   absl::Status Append(absl::string_view data) override {
@@ -450,69 +555,33 @@ class S3Writer : public ObjectWriter {
       const size_t take = std::min<size_t>(data.size(), store_->config().part_bytes - buf_.size());
       buf_.append(data.data(), take);
       data.remove_prefix(take);
-      if (buf_.size() == store_->config().part_bytes) TQ_RETURN_IF_ERROR(Flush());
+      if (buf_.size() == store_->config().part_bytes) {
+        TQ_RETURN_IF_ERROR(upload_.AddPart(++parts_, std::move(buf_)));
+        buf_.clear();
+      }
     }
     return absl::OkStatus();
   }
 
   absl::Status Commit() override {
     done_ = true;
-    if (upload_id_.empty()) return store_->PutObject(key_, buf_);
-    if (!buf_.empty()) TQ_RETURN_IF_ERROR(Flush());
-    absl::Status st = WaitAll();
-    if (st.ok()) st = store_->CompleteUpload(key_, upload_id_, etags_);
-    if (!st.ok()) store_->AbortUpload(key_, upload_id_);
-    return st;
+    if (!upload_.started()) return store_->PutObject(key_, buf_);
+    if (!buf_.empty()) TQ_RETURN_IF_ERROR(upload_.AddPart(++parts_, std::move(buf_)));
+    return upload_.Complete(parts_);
   }
 
   void Abort() override {
     if (done_) return;
     done_ = true;
-    (void)WaitAll();
-    if (!upload_id_.empty()) store_->AbortUpload(key_, upload_id_);
+    upload_.Abort();
   }
 
  private:
-  absl::Status Flush() {
-    if (upload_id_.empty()) {
-      TQ_ASSIGN_OR_RETURN(upload_id_, store_->CreateUpload(key_));
-    }
-    if (static_cast<int>(inflight_.size()) >= store_->config().upload_concurrency) {
-      TQ_RETURN_IF_ERROR(WaitOne());
-    }
-    const int part = ++parts_;
-    inflight_.push_back({part, std::async(std::launch::async, [this, part, data = std::move(buf_)] {
-                           return store_->UploadPart(key_, upload_id_, part, data);
-                         })});
-    buf_.clear();
-    return absl::OkStatus();
-  }
-
-  absl::Status WaitOne() {
-    auto [part, fut] = std::move(inflight_.front());
-    inflight_.erase(inflight_.begin());
-    auto etag = fut.get();
-    if (!etag.ok()) return etag.status();
-    etags_[part] = *etag;
-    return absl::OkStatus();
-  }
-
-  absl::Status WaitAll() {
-    absl::Status st;
-    while (!inflight_.empty()) {
-      absl::Status s = WaitOne();
-      if (st.ok()) st = s;
-    }
-    return st;
-  }
-
   S3Store* store_;
   std::string key_;
   std::string buf_;
-  std::string upload_id_;
   int parts_ = 0;
-  std::vector<std::pair<int, std::future<absl::StatusOr<std::string>>>> inflight_;
-  std::map<int, std::string> etags_;
+  MultipartUpload upload_;
   bool done_ = false;
 };
 
@@ -521,7 +590,7 @@ class S3Writer : public ObjectWriter {
 class S3RandomWriter : public RandomAccessObjectWriter {
  public:
   S3RandomWriter(S3Store* store, std::string key, uint64_t size)
-      : store_(store), key_(std::move(key)), size_(size) {
+      : store_(store), key_(key), size_(size), upload_(store, key) {
     part_ = std::max<uint64_t>(store->config().part_bytes, (size + kMaxS3Parts - 1) / kMaxS3Parts);
     nparts_ = size == 0 ? 0 : static_cast<int>((size + part_ - 1) / part_);
   }
@@ -538,7 +607,6 @@ class S3RandomWriter : public RandomAccessObjectWriter {
       std::string full;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        TQ_RETURN_IF_ERROR(error_);
         auto& buf = parts_[p];
         if (buf.data.empty()) buf.data.resize(PartLen(p));
         std::memcpy(buf.data.data() + in_part, data.data(), take);
@@ -547,9 +615,10 @@ class S3RandomWriter : public RandomAccessObjectWriter {
         if (buf.filled == PartLen(p)) {
           full = std::move(buf.data);
           parts_.erase(p);
+          if (nparts_ == 1) single_ = std::move(full);  // PUT at commit
         }
       }
-      if (!full.empty()) TQ_RETURN_IF_ERROR(Upload(p, std::move(full)));
+      if (!full.empty()) TQ_RETURN_IF_ERROR(upload_.AddPart(p + 1, std::move(full)));
       offset += take;
       data.remove_prefix(take);
     }
@@ -559,37 +628,29 @@ class S3RandomWriter : public RandomAccessObjectWriter {
   absl::Status Commit() override {
     done_ = true;
     if (nparts_ <= 1) {  // empty or single-part object: one PUT
-      std::string data;
-      if (nparts_ == 1) {
-        std::lock_guard<std::mutex> lock(upload_mu_);
-        if (single_.size() != size_) {
-          return absl::FailedPreconditionError(
-              absl::StrCat(store_->UriOfFull(key_), ": not every byte was written"));
-        }
-        data = std::move(single_);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (single_.size() != size_) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(store_->UriOfFull(key_), ": not every byte was written"));
       }
-      return store_->PutObject(key_, data);
+      return store_->PutObject(key_, single_);
     }
-    absl::Status st = WaitAll();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (st.ok()) st = error_;
-      if (st.ok() && (!parts_.empty() || static_cast<int>(etags_.size()) != nparts_)) {
-        st = absl::FailedPreconditionError(
-            absl::StrCat(store_->UriOfFull(key_), ": not every byte was written (", etags_.size(),
-                         " of ", nparts_, " parts)"));
+      if (!parts_.empty()) {
+        upload_.Abort();
+        return absl::FailedPreconditionError(absl::StrCat(
+            store_->UriOfFull(key_), ": not every byte was written (", parts_.size(),
+            " parts incomplete)"));
       }
     }
-    if (st.ok()) st = store_->CompleteUpload(key_, upload_id_, etags_);
-    if (!st.ok() && !upload_id_.empty()) store_->AbortUpload(key_, upload_id_);
-    return st;
+    return upload_.Complete(nparts_);
   }
 
   void Abort() override {
     if (done_) return;
     done_ = true;
-    (void)WaitAll();
-    if (!upload_id_.empty()) store_->AbortUpload(key_, upload_id_);
+    upload_.Abort();
   }
 
  private:
@@ -600,68 +661,15 @@ class S3RandomWriter : public RandomAccessObjectWriter {
 
   uint64_t PartLen(int p) const { return std::min<uint64_t>(part_, size_ - p * part_); }
 
-  absl::Status Upload(int p, std::string data) {
-    std::unique_lock<std::mutex> lock(upload_mu_);
-    if (nparts_ == 1) {  // single-part object: PUT it at commit
-      single_ = std::move(data);
-      return absl::OkStatus();
-    }
-    if (upload_id_.empty()) {
-      auto id = store_->CreateUpload(key_);
-      if (!id.ok()) return id.status();
-      upload_id_ = *id;
-    }
-    while (static_cast<int>(inflight_.size()) >= store_->config().upload_concurrency) {
-      auto [part, fut] = std::move(inflight_.front());
-      inflight_.erase(inflight_.begin());
-      lock.unlock();
-      auto etag = fut.get();
-      lock.lock();
-      if (!etag.ok()) return Fail(etag.status());
-      std::lock_guard<std::mutex> l2(mu_);
-      etags_[part] = *etag;
-    }
-    inflight_.push_back({p + 1, std::async(std::launch::async, [this, p, d = std::move(data)] {
-                           return store_->UploadPart(key_, upload_id_, p + 1, d);
-                         })});
-    return absl::OkStatus();
-  }
-
-  absl::Status WaitAll() {
-    std::lock_guard<std::mutex> lock(upload_mu_);
-    absl::Status st;
-    for (auto& [part, fut] : inflight_) {
-      auto etag = fut.get();
-      if (!etag.ok()) {
-        if (st.ok()) st = etag.status();
-        continue;
-      }
-      std::lock_guard<std::mutex> l2(mu_);
-      etags_[part] = *etag;
-    }
-    inflight_.clear();
-    return st;
-  }
-
-  absl::Status Fail(absl::Status st) {
-    std::lock_guard<std::mutex> l(mu_);
-    if (error_.ok()) error_ = st;
-    return st;
-  }
-
   S3Store* store_;
   std::string key_;
   uint64_t size_;
   uint64_t part_;
   int nparts_;
-  std::mutex mu_;  // parts_, etags_, error_
+  std::mutex mu_;  // parts_, single_
   std::map<int, PartBuffer> parts_;
-  std::map<int, std::string> etags_;
-  absl::Status error_;
-  std::mutex upload_mu_;  // upload_id_, inflight_, single_
-  std::string upload_id_;
   std::string single_;
-  std::vector<std::pair<int, std::future<absl::StatusOr<std::string>>>> inflight_;
+  MultipartUpload upload_;
   bool done_ = false;
 };
 

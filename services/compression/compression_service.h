@@ -18,11 +18,6 @@ struct ServiceOptions {
   StorageObserver* observer = nullptr;  // storage events of ListCheckpoints
 };
 
-// Engine options from a request; INVALID_ARGUMENT names the bad field.
-absl::StatusOr<CompressOptions> FromProto(const v1::CompressRequest& request);
-// The proto view of a job.
-v1::Job ToProto(const JobSnapshot& job);
-
 class CompressionService final : public v1::Compression::Service {
  public:
   CompressionService(JobManager* jobs, ServiceOptions options)

@@ -8,39 +8,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "proto/tq/compression/v1/compression.grpc.pb.h"
+#include "services/compression/proto_convert.h"
 #include "services/tqctl/progress_bar.h"
 
 namespace tq::tqctl {
 namespace {
 
 namespace v1 = ::tq::compression::v1;
-
-v1::CompressRequest ToRequest(const CompressOptions& o, bool detach) {
-  v1::CompressRequest r;
-  r.set_source_uri(o.source);
-  r.set_destination_uri(o.destination);
-  r.set_detach(detach);
-  auto* p = r.mutable_options();
-  p->set_bits(o.bits);
-  p->set_group_size(o.group_size);
-  p->set_format(o.format == CheckpointFormat::kPlugin ? v1::CompressOptions::FORMAT_PLUGIN
-                                                      : v1::CompressOptions::FORMAT_TQ);
-  if (o.gain.has_value()) {
-    p->set_gain(*o.gain == quant::GainMode::kNormCorrected  ? v1::CompressOptions::GAIN_NORM_CORRECTED
-                : *o.gain == quant::GainMode::kLeastSquares ? v1::CompressOptions::GAIN_LEAST_SQUARES
-                                                            : v1::CompressOptions::GAIN_RAW);
-  }
-  p->set_policy(o.policy == BitPolicy::kKurtosis ? v1::CompressOptions::POLICY_KURTOSIS
-                                                 : v1::CompressOptions::POLICY_UNIFORM);
-  p->set_kurtosis_plus_one(o.thresholds.plus_one);
-  p->set_kurtosis_keep(o.thresholds.keep);
-  p->set_rotation_block(o.rotation_block);
-  for (const auto& inc : o.rotation_block_include) p->add_rotation_block_include(inc);
-  p->set_max_shard_bytes(o.max_shard_bytes);
-  if (!o.original_model.empty()) p->set_original_model(o.original_model);
-  if (o.threads > 0) p->set_threads(o.threads);
-  return r;
-}
 
 CompressProgress FromProto(const v1::Progress& p) {
   CompressProgress c;
@@ -87,7 +61,7 @@ int RunRemoteCompress(const ServerTarget& target, const CompressOptions& options
     }
   });
 
-  auto stream = stub->Compress(&ctx, ToRequest(options, detach));
+  auto stream = stub->Compress(&ctx, compression::ToProtoRequest(options, detach));
   v1::CompressUpdate update;
   ProgressBar bar(stderr);
   v1::Job last;
