@@ -23,7 +23,8 @@ bool CpuHasAvx2Fma() {
 
 absl::Status ValidateTqLinearParams(const TqLinearParams& p) {
   if (p.bits < 2 || p.bits > 4) {
-    return absl::InvalidArgumentError(absl::StrCat("TQ linear: bits must be 2, 3 or 4, got ", p.bits));
+    return absl::InvalidArgumentError(
+        absl::StrCat("TQ linear: bits must be 2, 3 or 4, got ", p.bits));
   }
   if (!quant::IsPowerOfTwo(p.group_size) || p.group_size < 16 || p.group_size > 1024) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -36,7 +37,8 @@ absl::Status ValidateTqLinearParams(const TqLinearParams& p) {
         p.rotation_block));
   }
   if (p.n < 0 || p.k < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("TQ linear: negative shape n=", p.n, " k=", p.k));
+    return absl::InvalidArgumentError(
+        absl::StrCat("TQ linear: negative shape n=", p.n, " k=", p.k));
   }
   if (p.n > 0 && p.k > 0 && (p.packed == nullptr || p.gains == nullptr || p.codebook == nullptr)) {
     return absl::InvalidArgumentError("TQ linear: null packed, gains or codebook pointer");

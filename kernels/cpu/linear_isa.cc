@@ -10,15 +10,18 @@
 //   TqLinear m == 1 (AVX2) TqGemv: streams kRows weight rows at once (sharing the x_rot loads);
 //                   per group the codebook, scaled by the row's gain, sits in one register (two
 //                   for 4 bits) and the codes index it with vpermps.
-//   m > 1, and every m on the portable build: BlockedLinear. For each block of kKc columns and
-//                   kMc activation rows, kNr weight rows at a time are decoded (TQ) or converted
-//                   (BF16/F16; F32 is read in place) into a float32 tile, and a kMr × kNr
-//                   micro-kernel of dot products runs over the activation rows with the tile.
+//   m > 1, and every m on the portable build: BlockedLinear. The activation rows are packed in
+//                   blocks that fit half of L2; for each block, kNr weight rows at a time are
+//                   decoded (TQ) or converted (BF16/F16; F32 is read in place), kKc columns at a
+//                   time, into a float32 tile, and a kMr × kNr micro-kernel of dot products runs
+//                   over the block's activation rows with the tile. The next tile's weights are
+//                   prefetched meanwhile.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -42,7 +45,10 @@ namespace {
 constexpr int kMr = 4;         // activation rows per micro-kernel call
 constexpr int kNr = 3;         // weight rows per micro-kernel call (4 x 3 = 12 accumulators)
 constexpr int64_t kKc = 1024;  // columns per block: a multiple of every group size (<= 1024)
-constexpr int64_t kMc = 64;    // activation rows per block: 64 x 1024 floats = 256 KiB of x
+constexpr int64_t kXPanelBytes = 256 << 10;  // packed activation rows per block: half an L2
+// Row stride of the weight tile: one cache line more than kKc, so that its rows do not all fall
+// into the same L1 set.
+constexpr int64_t kTileStride = kKc + 16;
 
 // Weight rows the m == 1 AVX2 GEMVs stream at once (they share each x_rot load).
 constexpr int kGemvRows2Bit = 4;
@@ -199,7 +205,9 @@ void DecodeGroup(const uint8_t* src, int group, const GroupTable<kBits>& t, floa
   if constexpr (kBits == 3) {
     const __m256i sh = Shifts(0, 3), sh_last = Shifts(8, 3);
     const int chunks = group / 8;
-    for (int c = 0; c < chunks - 1; ++c) _mm256_storeu_ps(out + 8 * c, Lookup(t.lo, LoadU32(src + 3 * c), sh));
+    for (int c = 0; c < chunks - 1; ++c) {
+      _mm256_storeu_ps(out + 8 * c, Lookup(t.lo, LoadU32(src + 3 * c), sh));
+    }
     const int c = chunks - 1;
     _mm256_storeu_ps(out + 8 * c, Lookup(t.lo, LoadU32(src + 3 * c - 1), sh_last));
   } else if constexpr (kBits == 2) {
@@ -385,6 +393,12 @@ void DenseGemvSlice(const T* w, int64_t k, const float* x, float* y, int64_t n_b
 // ------------------------------------------------------------------------------------------------
 // m > 1 (all m on the portable build): tile sources and the blocked driver.
 
+// Hints that [p, p + bytes) is read soon (one prefetch per 64-byte line).
+inline void PrefetchBytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
+}
+
 // A weight source hands BlockedLinear float32 rows: Row(j, k0, len, buf) returns a pointer to
 // W[j, k0 .. k0 + len), either into W itself or decoded/converted into buf (kKc floats).
 
@@ -409,12 +423,21 @@ struct TqRows {
     }
     return buf;
   }
+
+  void Prefetch(int64_t j, int64_t k0, int64_t len) const {
+    const int G = p.group_size;
+    PrefetchBytes(p.packed + (j * groups + k0 / G) * bytes_per_group, len / G * bytes_per_group);
+    PrefetchBytes(p.gains + j * groups + k0 / G, len / G * int64_t{sizeof(float)});
+  }
 };
 
 struct F32Rows {
   const float* w;
   int64_t k;
   const float* Row(int64_t j, int64_t k0, int64_t, float*) const { return w + j * k + k0; }
+  void Prefetch(int64_t j, int64_t k0, int64_t len) const {
+    PrefetchBytes(w + j * k + k0, len * int64_t{sizeof(float)});
+  }
 };
 
 struct Bf16Rows {
@@ -428,6 +451,9 @@ struct Bf16Rows {
 #endif
     for (; t < len; ++t) buf[t] = Bf16ToFloat(src[t]);
     return buf;
+  }
+  void Prefetch(int64_t j, int64_t k0, int64_t len) const {
+    PrefetchBytes(w + j * k + k0, len * int64_t{sizeof(uint16_t)});
   }
 };
 
@@ -443,7 +469,32 @@ struct F16Rows {
     for (; t < len; ++t) buf[t] = HalfToFloat(src[t]);
     return buf;
   }
+  void Prefetch(int64_t j, int64_t k0, int64_t len) const {
+    PrefetchBytes(w + j * k + k0, len * int64_t{sizeof(uint16_t)});
+  }
 };
+
+// Row stride of the packed activation panel: `width` rounded up to 8 plus one cache line, so
+// that rows a power of two apart do not share L1 sets.
+inline int64_t XPanelStride(int64_t width) { return (width + 7) / 8 * 8 + 16; }
+
+// Activation rows per panel: as many as fit kXPanelBytes, a multiple of kMr, at least kMr.
+inline int64_t XPanelRows(int64_t width) {
+  const int64_t rows = kXPanelBytes / (XPanelStride(width) * int64_t{sizeof(float)});
+  return std::max<int64_t>(kMr, rows / kMr * kMr);
+}
+
+// The packed activation panel of BlockedLinear, per thread, grown on demand. On the heap: a
+// large thread_local array would enlarge every thread's static TLS block (see kernels/quant).
+float* ThreadXPanel(int64_t floats) {
+  thread_local std::unique_ptr<float[]> panel;
+  thread_local int64_t size = 0;
+  if (size < floats) {
+    panel.reset(new float[floats]);
+    size = floats;
+  }
+  return panel.get();
+}
 
 // y[i*ldy + r] (=, or += when `accumulate`) Σ_{t < len} x[i*ldx + t] · w[r][t], i < MR, r < NR.
 template <int MR, int NR>
@@ -524,23 +575,43 @@ constexpr MicroKernelFn kMicroKernels[kMr][kNr] = {
 
 // y[i, j] = Σ_{t < width} x[i, t] · W[j, t] for i < m, n_begin <= j < n_end, where W's rows
 // come from `rows` (see TqRows) and x has row stride ldx.
+// Loop order: blocks of activation rows (as many as fit kXPanelBytes), then kNr weight rows,
+// then kKc columns. Each weight row is read front to back in one pass per activation block, so
+// the weights stream from memory contiguously (a column-block-outer order touches each row in
+// short bursts and runs at DRAM latency, not bandwidth); the packed activations stay in L2 and
+// the tile in L1.
 template <class Rows>
 void BlockedLinear(const Rows& rows, int64_t width, const float* x, int64_t ldx, int64_t m,
                    float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
-  alignas(64) float tile[kNr][kKc];
-  for (int64_t k0 = 0; k0 < width; k0 += kKc) {
-    const int64_t len = std::min(kKc, width - k0);
-    const bool accumulate = k0 > 0;
-    for (int64_t i0 = 0; i0 < m; i0 += kMc) {
-      const int64_t i_end = std::min(m, i0 + kMc);
-      for (int64_t j = n_begin; j < n_end; j += kNr) {
-        const int nr = static_cast<int>(std::min<int64_t>(kNr, n_end - j));
+  alignas(64) float tile[kNr][kTileStride];
+  const int64_t stride = XPanelStride(width);
+  const int64_t mc = XPanelRows(width);
+  float* xpack = ThreadXPanel(mc * stride);
+  for (int64_t i0 = 0; i0 < m; i0 += mc) {
+    const int64_t i_end = std::min(m, i0 + mc);
+    for (int64_t i = i0; i < i_end; ++i) {
+      std::memcpy(xpack + (i - i0) * stride, x + i * ldx, width * sizeof(float));
+    }
+    for (int64_t j = n_begin; j < n_end; j += kNr) {
+      const int nr = static_cast<int>(std::min<int64_t>(kNr, n_end - j));
+      for (int64_t k0 = 0; k0 < width; k0 += kKc) {
+        const int64_t len = std::min(kKc, width - k0);
         const float* w[kNr];
         for (int r = 0; r < nr; ++r) w[r] = rows.Row(j + r, k0, len, tile[r]);
+        // Ask for the next block's weights now: the micro-kernels below hide the DRAM latency.
+        if (k0 + kKc < width) {
+          const int64_t next_len = std::min(kKc, width - k0 - kKc);
+          for (int r = 0; r < nr; ++r) rows.Prefetch(j + r, k0 + kKc, next_len);
+        } else {
+          const int64_t next_len = std::min(kKc, width);
+          for (int64_t r = j + kNr; r < std::min(n_end, j + 2 * kNr); ++r) {
+            rows.Prefetch(r, 0, next_len);
+          }
+        }
         for (int64_t i = i0; i < i_end; i += kMr) {
           const int mr = static_cast<int>(std::min<int64_t>(kMr, i_end - i));
-          kMicroKernels[mr - 1][nr - 1](w, x + i * ldx + k0, ldx, len, y + i * ldy + j, ldy,
-                                        accumulate);
+          kMicroKernels[mr - 1][nr - 1](w, xpack + (i - i0) * stride + k0, stride, len,
+                                        y + i * ldy + j, ldy, /*accumulate=*/k0 > 0);
         }
       }
     }
@@ -610,14 +681,18 @@ void DenseLinear(WeightType type, const void* w, int64_t n, int64_t k, const flo
     case WeightType::kBF16: {
       const auto* wb = static_cast<const uint16_t*>(w);
 #if TQ_LINEAR_AVX2
-      if (m == 1) return DenseGemvSlice<uint16_t, LoadBf16x8, Bf16ToFloat>(wb, k, x, y, n_begin, n_end);
+      if (m == 1) {
+        return DenseGemvSlice<uint16_t, LoadBf16x8, Bf16ToFloat>(wb, k, x, y, n_begin, n_end);
+      }
 #endif
       return BlockedLinear(Bf16Rows{wb, k}, k, x, ldx, m, y, ldy, n_begin, n_end);
     }
     case WeightType::kF16: {
       const auto* wh = static_cast<const uint16_t*>(w);
 #if TQ_LINEAR_AVX2
-      if (m == 1) return DenseGemvSlice<uint16_t, LoadF16x8, HalfToFloat>(wh, k, x, y, n_begin, n_end);
+      if (m == 1) {
+        return DenseGemvSlice<uint16_t, LoadF16x8, HalfToFloat>(wh, k, x, y, n_begin, n_end);
+      }
 #endif
       return BlockedLinear(F16Rows{wh, k}, k, x, ldx, m, y, ldy, n_begin, n_end);
     }

@@ -15,8 +15,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ostream>
 #include <random>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -118,7 +121,8 @@ Oracle MatmulF64(const float* w, int64_t n, int64_t k, const float* x, int64_t m
 struct GuardedY {
   int64_t m, n, ldy;
   std::vector<float> v;
-  GuardedY(int64_t rows, int64_t cols) : m(rows), n(cols), ldy(cols + 3), v((rows + 1) * ldy, kGuard) {}
+  GuardedY(int64_t rows, int64_t cols)
+      : m(rows), n(cols), ldy(cols + 3), v((rows + 1) * ldy, kGuard) {}
   float* data() { return v.data(); }
   float at(int64_t i, int64_t j) const { return v[i * ldy + j]; }
 
@@ -209,6 +213,10 @@ struct TqCase {
   int group_size;
   bool block_diagonal;  // rotation_block = G/4 instead of full
 };
+
+void PrintTo(const TqCase& c, std::ostream* os) {
+  *os << "TQ" << c.bits << " G=" << c.group_size << (c.block_diagonal ? " B=G/4" : " B=G");
+}
 
 std::string TqCaseName(const testing::TestParamInfo<TqCase>& info) {
   return "Tq" + std::to_string(info.param.bits) + "G" + std::to_string(info.param.group_size) +
@@ -305,8 +313,9 @@ TEST_P(TqLinearParityTest, MatchesDequantizedMatmulOnEveryBuild) {
       }
     }
   }
-  std::printf("%s: max normalized error kernels %.3g, float64 reference %.3g, between builds %.3g\n",
-              spec.DebugString().c_str(), worst_tq, worst_ref, worst_isa);
+  std::printf(
+      "%s: max normalized error kernels %.3g, float64 reference %.3g, between builds %.3g\n",
+      spec.DebugString().c_str(), worst_tq, worst_ref, worst_isa);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFormats, TqLinearParityTest,
@@ -350,8 +359,8 @@ TEST(TqLinearSliceTest, SlicesWriteOnlyTheirColumnsAndMatchTheFullProduct) {
   }
 }
 
-// Shapes that cross the m > 1 path's blocks: 70 activation rows (> 64 per block) and
-// Kp = 2176 columns (three 1024-column blocks, the last partial).
+// Shapes that cross the m > 1 path's blocks: 70 activation rows of Kp = 2176 columns (28 rows
+// fit a 256 KiB panel: blocks of 28, 28, 14) and three 1024-column tiles, the last partial.
 TEST(TqLinearBlockingTest, CrossesRowAndColumnBlocks) {
   const QuantizedWeights w = Quantize({.bits = 4, .group_size = 128}, 10, 2100, 5);
   const TqLinearParams p = w.Params();
@@ -488,7 +497,8 @@ TEST(DenseLinearSliceTest, SlicesWriteOnlyTheirColumnsAndMatchTheFullProduct) {
         const std::vector<float> x = Gaussian(m * k, 1.0f, 8);
         GuardedY full(m, n);
         isa.dense_linear(type, w.data(), n, k, x.data(), m, k, full.data(), full.ldy, 0, n);
-        for (auto [b, e] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {22, 23}, {2, 19}, {7, 11}}) {
+        for (auto [b, e] :
+             std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {22, 23}, {2, 19}, {7, 11}}) {
           GuardedY y(m, n);
           isa.dense_linear(type, w.data(), n, k, x.data(), m, k, y.data(), y.ldy, b, e);
           y.ExpectOnlyWrote(b, e);
@@ -501,17 +511,22 @@ TEST(DenseLinearSliceTest, SlicesWriteOnlyTheirColumnsAndMatchTheFullProduct) {
 }
 
 TEST(DenseLinearBlockingTest, CrossesRowAndColumnBlocks) {
-  const int64_t m = 70, n = 10, k = 2100;  // > 64 rows per block; 1024 + 1024 + 52 columns
-  for (WeightType type : {WeightType::kF32, WeightType::kBF16, WeightType::kF16}) {
-    const DenseWeights w = MakeDense(type, n, k, 6);
-    const std::vector<float> x = Gaussian(m * k, 1.0f, 10);
-    const Oracle oracle = MatmulF64(w.f32.data(), n, k, x.data(), m, k);
-    for (const Isa& isa : Isas()) {
-      SCOPED_TRACE(isa.name + " " + TypeName(type));
-      GuardedY y(m, n);
-      isa.dense_linear(type, w.data(), n, k, x.data(), m, k, y.data(), y.ldy, 0, n);
-      y.ExpectOnlyWrote(0, n);
-      EXPECT_LE(MaxNormalizedError(y, oracle), kMaxDenseErr);
+  // 70 rows of 2100 columns: panels of 28, 28 and 14 rows; tiles of 1024, 1024 and 52 columns.
+  // 9 rows of 70001 columns: one row is more than a panel (the panel grows, 4 rows per block).
+  for (auto [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{70, 10, 2100},
+                                                                           {9, 5, 70001}}) {
+    for (WeightType type : {WeightType::kF32, WeightType::kBF16, WeightType::kF16}) {
+      const DenseWeights w = MakeDense(type, n, k, 6);
+      const std::vector<float> x = Gaussian(m * k, 1.0f, 10);
+      const Oracle oracle = MatmulF64(w.f32.data(), n, k, x.data(), m, k);
+      for (const Isa& isa : Isas()) {
+        SCOPED_TRACE(isa.name + " " + TypeName(type) + " m=" + std::to_string(m) +
+                     " k=" + std::to_string(k));
+        GuardedY y(m, n);
+        isa.dense_linear(type, w.data(), n, k, x.data(), m, k, y.data(), y.ldy, 0, n);
+        y.ExpectOnlyWrote(0, n);
+        EXPECT_LE(MaxNormalizedError(y, oracle), kMaxDenseErr);
+      }
     }
   }
 }
