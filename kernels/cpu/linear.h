@@ -5,7 +5,8 @@
 // [n_begin, n_end) of output features on the calling thread (an engine parallelizes by giving
 // each thread its own slice) and know nothing of the engine. A column's value does not depend
 // on the slice it was computed in. The only allocation is a per-thread activation panel
-// (<= 256 KiB unless k is huge), made by the first m > 1 call on a thread and then reused.
+// (256 KiB, more when 8·k floats exceed that), made by the first m > 1 call on a thread and then
+// reused.
 //
 // TQ math (FWHT on the input, ALGORITHMS.md §3.1). A TQ row j is cut into groups of G = group_size
 // input columns (k zero-padded to Kp = TqPaddedK(k, G)); group g dequantizes to
@@ -31,13 +32,14 @@
 // Instruction sets. The kernels are compiled twice (BUILD.bazel): AVX2+FMA+F16C and portable
 // C++; the AVX2 build runs when the CPU has all three (LinearKernelIsa()). Both accumulate in
 // float32 in different orders, so results agree to float32 rounding, not bit for bit.
-//   m == 1 (decode GEMV), AVX2: each packed byte is read once; eight 3-bit codes come from one
-//     4-byte broadcast + variable shift and index an in-register codebook (vpermps; 4 bits use two
-//     tables and a blend), FMA'd against x_rot, with the gain folded into the table per group.
+//   m == 1 (decode GEMV), AVX2: each packed byte is read once, 4 rows at a time (2 for 4 bits)
+//     sharing the x_rot loads, the next rows prefetched meanwhile; eight 3-bit codes come from
+//     one 4-byte broadcast + variable shift and index an in-register codebook (vpermps; 4 bits
+//     use two tables and a blend), FMA'd against x_rot, the gain folded into the table per group.
 //   m > 1 (prefill, batched decode): activation rows are packed in blocks that fit half of L2
-//     (all of m for m·k <= 64 Ki floats); per block, 3 weight rows × 1024 columns at a time are
-//     decoded (or converted from BF16/F16) once into a float32 tile that a 4×3 register-blocked
-//     FMA kernel reuses for every activation row of the block.
+//     (at least 8 rows); per block, 3 weight rows x 1024 columns at a time are decoded (or
+//     converted from BF16/F16) once into a float32 tile that a 4x3 register-blocked FMA kernel
+//     reuses for every activation row of the block.
 //
 // Usage (one layer, one thread owning output features [n0, n1)):
 //   tq::cpu::TqLinearParams p{.packed = codes, .gains = norms,

@@ -61,6 +61,12 @@ constexpr int kDenseGemvRows = 4;
   std::abort();
 }
 
+// Hints that [p, p + bytes) is read soon (one prefetch per 64-byte line).
+inline void PrefetchBytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
+}
+
 inline uint32_t LoadU32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, sizeof(v));
@@ -278,7 +284,15 @@ void TqGemv(const TqLinearParams& p, const float* xr, int64_t j0, float* y) {
     acc0[r] = _mm256_setzero_ps();
     acc1[r] = _mm256_setzero_ps();
   }
+  // The kRows rows are adjacent in memory, and so are the next kRows: prefetch that next block
+  // spread over this block's groups (kRows * bpg bytes per group), since its rows are too short
+  // (k * bits / 8 bytes) for the hardware prefetcher to ramp up on its own.
+  const uint8_t* next_block = src[0] + kRows * groups * bpg;
+  const uint8_t* packed_end = p.packed + p.n * groups * bpg;
   for (int64_t g = 0; g < groups; ++g) {
+    if (next_block + (g + 1) * kRows * bpg <= packed_end) {
+      PrefetchBytes(next_block + g * kRows * bpg, kRows * bpg);
+    }
     const float* xg = xr + g * G;
     const uint8_t* s[kRows];
     __m256 lo[kRows], hi[kRows];
@@ -346,7 +360,7 @@ void TqGemvSlice(const TqLinearParams& p, const float* xr, float* y, int64_t n_b
 
 // Dense GEMV over kRows rows of W: y[r] = W[j0 + r] · x.
 template <class T, int kRows, __m256 (*Load8)(const T*), float (*ToFloat)(T)>
-void DenseGemv(const T* w, int64_t k, const float* x, int64_t j0, float* y) {
+void DenseGemv(const T* w, int64_t n, int64_t k, const float* x, int64_t j0, float* y) {
   const T* row[kRows];
   __m256 acc0[kRows], acc1[kRows];
   for (int r = 0; r < kRows; ++r) {
@@ -379,25 +393,19 @@ inline __m256 LoadF32x8(const float* p) { return _mm256_loadu_ps(p); }
 inline float F32ToFloat(float v) { return v; }
 
 template <class T, __m256 (*Load8)(const T*), float (*ToFloat)(T)>
-void DenseGemvSlice(const T* w, int64_t k, const float* x, float* y, int64_t n_begin,
+void DenseGemvSlice(const T* w, int64_t n, int64_t k, const float* x, float* y, int64_t n_begin,
                     int64_t n_end) {
   int64_t j = n_begin;
   for (; j + kDenseGemvRows <= n_end; j += kDenseGemvRows) {
-    DenseGemv<T, kDenseGemvRows, Load8, ToFloat>(w, k, x, j, y + j);
+    DenseGemv<T, kDenseGemvRows, Load8, ToFloat>(w, n, k, x, j, y + j);
   }
-  for (; j < n_end; ++j) DenseGemv<T, 1, Load8, ToFloat>(w, k, x, j, y + j);
+  for (; j < n_end; ++j) DenseGemv<T, 1, Load8, ToFloat>(w, n, k, x, j, y + j);
 }
 
 #endif  // TQ_LINEAR_AVX2
 
 // ------------------------------------------------------------------------------------------------
 // m > 1 (all m on the portable build): tile sources and the blocked driver.
-
-// Hints that [p, p + bytes) is read soon (one prefetch per 64-byte line).
-inline void PrefetchBytes(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
-}
 
 // A weight source hands BlockedLinear float32 rows: Row(j, k0, len, buf) returns a pointer to
 // W[j, k0 .. k0 + len), either into W itself or decoded/converted into buf (kKc floats).
@@ -478,10 +486,12 @@ struct F16Rows {
 // that rows a power of two apart do not share L1 sets.
 inline int64_t XPanelStride(int64_t width) { return (width + 7) / 8 * 8 + 16; }
 
-// Activation rows per panel: as many as fit kXPanelBytes, a multiple of kMr, at least kMr.
+// Activation rows per panel: as many as fit kXPanelBytes, a multiple of kMr, and at least 2·kMr
+// even when that overflows L2 (k > 8 Ki): a second pass over the weights (decode included)
+// costs more than reading the panel from L3.
 inline int64_t XPanelRows(int64_t width) {
   const int64_t rows = kXPanelBytes / (XPanelStride(width) * int64_t{sizeof(float)});
-  return std::max<int64_t>(kMr, rows / kMr * kMr);
+  return std::max<int64_t>(2 * kMr, rows / kMr * kMr);
 }
 
 // The packed activation panel of BlockedLinear, per thread, grown on demand. On the heap: a
@@ -668,13 +678,12 @@ void TqLinear(const TqLinearParams& p, const float* x_rot, int64_t m, float* y, 
 
 void DenseLinear(WeightType type, const void* w, int64_t n, int64_t k, const float* x, int64_t m,
                  int64_t ldx, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
-  (void)n;
   if (m <= 0 || n_begin >= n_end) return;
   switch (type) {
     case WeightType::kF32: {
       const auto* wf = static_cast<const float*>(w);
 #if TQ_LINEAR_AVX2
-      if (m == 1) return DenseGemvSlice<float, LoadF32x8, F32ToFloat>(wf, k, x, y, n_begin, n_end);
+      if (m == 1) return DenseGemvSlice<float, LoadF32x8, F32ToFloat>(wf, n, k, x, y, n_begin, n_end);
 #endif
       return BlockedLinear(F32Rows{wf, k}, k, x, ldx, m, y, ldy, n_begin, n_end);
     }
@@ -682,7 +691,7 @@ void DenseLinear(WeightType type, const void* w, int64_t n, int64_t k, const flo
       const auto* wb = static_cast<const uint16_t*>(w);
 #if TQ_LINEAR_AVX2
       if (m == 1) {
-        return DenseGemvSlice<uint16_t, LoadBf16x8, Bf16ToFloat>(wb, k, x, y, n_begin, n_end);
+        return DenseGemvSlice<uint16_t, LoadBf16x8, Bf16ToFloat>(wb, n, k, x, y, n_begin, n_end);
       }
 #endif
       return BlockedLinear(Bf16Rows{wb, k}, k, x, ldx, m, y, ldy, n_begin, n_end);
@@ -691,7 +700,7 @@ void DenseLinear(WeightType type, const void* w, int64_t n, int64_t k, const flo
       const auto* wh = static_cast<const uint16_t*>(w);
 #if TQ_LINEAR_AVX2
       if (m == 1) {
-        return DenseGemvSlice<uint16_t, LoadF16x8, HalfToFloat>(wh, k, x, y, n_begin, n_end);
+        return DenseGemvSlice<uint16_t, LoadF16x8, HalfToFloat>(wh, n, k, x, y, n_begin, n_end);
       }
 #endif
       return BlockedLinear(F16Rows{wh, k}, k, x, ldx, m, y, ldy, n_begin, n_end);

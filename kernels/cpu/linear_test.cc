@@ -512,7 +512,7 @@ TEST(DenseLinearSliceTest, SlicesWriteOnlyTheirColumnsAndMatchTheFullProduct) {
 
 TEST(DenseLinearBlockingTest, CrossesRowAndColumnBlocks) {
   // 70 rows of 2100 columns: panels of 28, 28 and 14 rows; tiles of 1024, 1024 and 52 columns.
-  // 9 rows of 70001 columns: one row is more than a panel (the panel grows, 4 rows per block).
+  // 9 rows of 70001 columns: 8 rows overflow the 256 KiB panel (it grows; blocks of 8 and 1).
   for (auto [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{70, 10, 2100},
                                                                            {9, 5, 70001}}) {
     for (WeightType type : {WeightType::kF32, WeightType::kBF16, WeightType::kF16}) {
