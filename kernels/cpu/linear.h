@@ -83,8 +83,9 @@ inline int64_t TqPaddedK(int64_t k, int group_size) {
 // [2, group_size]. The kernels themselves do not check (call this once when a model loads).
 absl::Status ValidateTqLinearParams(const TqLinearParams& p);
 
-// x: [m, k] with row stride ldx. x_rot: [m, TqPaddedK] (padding zero-filled). Rotates each group
-// forward: x_rot_g = D2 · H_B · D1 · x_g / sqrt(B), B = rotation_block (0 = group_size).
+// x: [m, k] with row stride ldx. x_rot: [m, TqPaddedK] (padding zero-filled), not overlapping x.
+// Rotates each group forward: x_rot_g = D2 · H_B · D1 · x_g / sqrt(B), B = rotation_block
+// (0 = group_size).
 void TqRotateInput(const float* x, int64_t m, int64_t k, int64_t ldx, int group_size,
                    int rotation_block, float* x_rot);
 

@@ -162,6 +162,36 @@ void BM_F32LinearInL2(benchmark::State& state) {
 }
 BENCHMARK(BM_F32LinearInL2)->ArgName("m")->Arg(8)->Arg(64)->Unit(benchmark::kMicrosecond);
 
+// The m = 1 decode rate by bit width: a 1024x4096 matrix whose codes stay in L2/L3, so only the
+// kernel's own instructions limit it (G = 128, full rotation, TqRotateInput included).
+void BM_TqGemvInCache(benchmark::State& state) {
+  const int bits = static_cast<int>(state.range(0));
+  const int64_t n = 1024, k = 4096;
+  auto q = quant::TqQuantizer::Create({.bits = bits, .group_size = kGroup});
+  const std::vector<float> w = Activations(n, k), x = Activations(1, k);
+  std::vector<uint8_t> packed(q->PackedSize(n, k));
+  std::vector<float> gains(q->GainsSize(n, k)), x_rot(TqPaddedK(k, kGroup)), y(n);
+  q->QuantizeRows(w.data(), n, k, packed.data(), gains.data());
+  const TqLinearParams p{.packed = packed.data(),
+                         .gains = gains.data(),
+                         .codebook = quant::GetCodebook(bits, kGroup).centroids.data(),
+                         .n = n,
+                         .k = k,
+                         .bits = bits,
+                         .group_size = kGroup};
+  for (auto _ : state) {
+    TqRotateInput(x.data(), 1, k, k, kGroup, 0, x_rot.data());
+    TqLinear(p, x_rot.data(), 1, y.data(), n, 0, n);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * (packed.size() + gains.size() * 4));
+  state.counters["weights/s"] = benchmark::Counter(static_cast<double>(n * k),
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(absl::StrCat("TQ", bits, " ", n, "x", k, " ", LinearKernelIsa()));
+}
+BENCHMARK(BM_TqGemvInCache)->ArgName("bits")->Arg(2)->Arg(3)->Arg(4)->Unit(benchmark::kMicrosecond);
+
 // Registered shape by shape so each shape's weights are built once.
 void RegisterAll() {
   for (int shape = 0; shape < 3; ++shape) {  // the Llama shapes, weights from DRAM

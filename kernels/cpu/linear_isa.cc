@@ -173,12 +173,11 @@ inline __m256 Lookup(__m256 table, uint32_t word, __m256i shifts) {
   return _mm256_permutevar8x32_ps(table, _mm256_srlv_epi32(_mm256_set1_epi32(word), shifts));
 }
 
-// 4 bits: bits 0..2 pick an entry of each 8-entry half, bit 3 (moved to the sign bit by
-// `sign_shifts`) picks the half.
-inline __m256 Lookup4(__m256 lo, __m256 hi, uint32_t word, __m256i shifts, __m256i sign_shifts) {
-  const __m256i w = _mm256_set1_epi32(word);
-  const __m256i idx = _mm256_srlv_epi32(w, shifts);
-  const __m256 sel = _mm256_castsi256_ps(_mm256_sllv_epi32(w, sign_shifts));
+// 4 bits: bits 0..2 pick an entry of each 8-entry half, bit 3 (moved to the sign bit, which
+// blendv reads) picks the half.
+inline __m256 Lookup4(__m256 lo, __m256 hi, uint32_t word, __m256i shifts) {
+  const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(word), shifts);
+  const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
   return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
                           sel);
 }
@@ -224,9 +223,9 @@ void DecodeGroup(const uint8_t* src, int group, const GroupTable<kBits>& t, floa
       _mm256_storeu_ps(out + 16 * q + 8, Lookup(t.lo, w, sh_hi));
     }
   } else {
-    const __m256i sh = Shifts(0, 4), sign_sh = Shifts(28, -4);
+    const __m256i sh = Shifts(0, 4);
     for (int c = 0; c < group / 8; ++c) {
-      _mm256_storeu_ps(out + 8 * c, Lookup4(t.lo, t.hi, LoadU32(src + 4 * c), sh, sign_sh));
+      _mm256_storeu_ps(out + 8 * c, Lookup4(t.lo, t.hi, LoadU32(src + 4 * c), sh));
     }
   }
 }
@@ -334,15 +333,14 @@ void TqGemv(const TqLinearParams& p, const float* xr, int64_t j0, float* y) {
         }
       }
     } else {
-      const __m256i sh = Shifts(0, 4), sign_sh = Shifts(28, -4);
+      const __m256i sh = Shifts(0, 4);
       for (int c = 0; c < G / 8; c += 2) {
         const __m256 x0 = _mm256_loadu_ps(xg + 8 * c), x1 = _mm256_loadu_ps(xg + 8 * c + 8);
 #pragma GCC unroll 4
         for (int r = 0; r < kRows; ++r) {
-          acc0[r] = _mm256_fmadd_ps(Lookup4(lo[r], hi[r], LoadU32(s[r] + 4 * c), sh, sign_sh), x0,
-                                    acc0[r]);
-          acc1[r] = _mm256_fmadd_ps(
-              Lookup4(lo[r], hi[r], LoadU32(s[r] + 4 * c + 4), sh, sign_sh), x1, acc1[r]);
+          acc0[r] = _mm256_fmadd_ps(Lookup4(lo[r], hi[r], LoadU32(s[r] + 4 * c), sh), x0, acc0[r]);
+          acc1[r] =
+              _mm256_fmadd_ps(Lookup4(lo[r], hi[r], LoadU32(s[r] + 4 * c + 4), sh), x1, acc1[r]);
         }
       }
     }
@@ -360,7 +358,7 @@ void TqGemvSlice(const TqLinearParams& p, const float* xr, float* y, int64_t n_b
 
 // Dense GEMV over kRows rows of W: y[r] = W[j0 + r] · x.
 template <class T, int kRows, __m256 (*Load8)(const T*), float (*ToFloat)(T)>
-void DenseGemv(const T* w, int64_t n, int64_t k, const float* x, int64_t j0, float* y) {
+void DenseGemv(const T* w, int64_t k, const float* x, int64_t j0, float* y) {
   const T* row[kRows];
   __m256 acc0[kRows], acc1[kRows];
   for (int r = 0; r < kRows; ++r) {
@@ -393,13 +391,13 @@ inline __m256 LoadF32x8(const float* p) { return _mm256_loadu_ps(p); }
 inline float F32ToFloat(float v) { return v; }
 
 template <class T, __m256 (*Load8)(const T*), float (*ToFloat)(T)>
-void DenseGemvSlice(const T* w, int64_t n, int64_t k, const float* x, float* y, int64_t n_begin,
+void DenseGemvSlice(const T* w, int64_t k, const float* x, float* y, int64_t n_begin,
                     int64_t n_end) {
   int64_t j = n_begin;
   for (; j + kDenseGemvRows <= n_end; j += kDenseGemvRows) {
-    DenseGemv<T, kDenseGemvRows, Load8, ToFloat>(w, n, k, x, j, y + j);
+    DenseGemv<T, kDenseGemvRows, Load8, ToFloat>(w, k, x, j, y + j);
   }
-  for (; j < n_end; ++j) DenseGemv<T, 1, Load8, ToFloat>(w, n, k, x, j, y + j);
+  for (; j < n_end; ++j) DenseGemv<T, 1, Load8, ToFloat>(w, k, x, j, y + j);
 }
 
 #endif  // TQ_LINEAR_AVX2
@@ -678,12 +676,13 @@ void TqLinear(const TqLinearParams& p, const float* x_rot, int64_t m, float* y, 
 
 void DenseLinear(WeightType type, const void* w, int64_t n, int64_t k, const float* x, int64_t m,
                  int64_t ldx, float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+  (void)n;  // rows are addressed by index; only [n_begin, n_end) is read
   if (m <= 0 || n_begin >= n_end) return;
   switch (type) {
     case WeightType::kF32: {
       const auto* wf = static_cast<const float*>(w);
 #if TQ_LINEAR_AVX2
-      if (m == 1) return DenseGemvSlice<float, LoadF32x8, F32ToFloat>(wf, n, k, x, y, n_begin, n_end);
+      if (m == 1) return DenseGemvSlice<float, LoadF32x8, F32ToFloat>(wf, k, x, y, n_begin, n_end);
 #endif
       return BlockedLinear(F32Rows{wf, k}, k, x, ldx, m, y, ldy, n_begin, n_end);
     }
@@ -691,7 +690,7 @@ void DenseLinear(WeightType type, const void* w, int64_t n, int64_t k, const flo
       const auto* wb = static_cast<const uint16_t*>(w);
 #if TQ_LINEAR_AVX2
       if (m == 1) {
-        return DenseGemvSlice<uint16_t, LoadBf16x8, Bf16ToFloat>(wb, n, k, x, y, n_begin, n_end);
+        return DenseGemvSlice<uint16_t, LoadBf16x8, Bf16ToFloat>(wb, k, x, y, n_begin, n_end);
       }
 #endif
       return BlockedLinear(Bf16Rows{wb, k}, k, x, ldx, m, y, ldy, n_begin, n_end);
@@ -700,7 +699,7 @@ void DenseLinear(WeightType type, const void* w, int64_t n, int64_t k, const flo
       const auto* wh = static_cast<const uint16_t*>(w);
 #if TQ_LINEAR_AVX2
       if (m == 1) {
-        return DenseGemvSlice<uint16_t, LoadF16x8, HalfToFloat>(wh, n, k, x, y, n_begin, n_end);
+        return DenseGemvSlice<uint16_t, LoadF16x8, HalfToFloat>(wh, k, x, y, n_begin, n_end);
       }
 #endif
       return BlockedLinear(F16Rows{wh, k}, k, x, ldx, m, y, ldy, n_begin, n_end);
