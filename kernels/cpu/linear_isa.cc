@@ -591,6 +591,10 @@ constexpr MicroKernelFn kMicroKernels[kMr][kNr] = {
 template <class Rows>
 void BlockedLinear(const Rows& rows, int64_t width, const float* x, int64_t ldx, int64_t m,
                    float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+  if (width == 0) {  // empty dot products
+    for (int64_t i = 0; i < m; ++i) std::fill(y + i * ldy + n_begin, y + i * ldy + n_end, 0.0f);
+    return;
+  }
   alignas(64) float tile[kNr][kTileStride];
   const int64_t stride = XPanelStride(width);
   const int64_t mc = XPanelRows(width);

@@ -531,6 +531,36 @@ TEST(DenseLinearBlockingTest, CrossesRowAndColumnBlocks) {
   }
 }
 
+TEST(LinearEdgeTest, EmptyInputDimensionWritesZeros) {
+  const std::vector<float> x(8, 1.0f);
+  const std::vector<float> w(4, 1.0f);
+  const float gains[2] = {1.0f, 1.0f};
+  const TqLinearParams p{.packed = reinterpret_cast<const uint8_t*>(w.data()),
+                         .gains = gains,
+                         .codebook = quant::GetCodebook(3, 64).centroids.data(),
+                         .n = 2,
+                         .k = 0,
+                         .bits = 3,
+                         .group_size = 64};
+  for (const Isa& isa : Isas()) {
+    for (int64_t m : {1, 3}) {
+      SCOPED_TRACE(isa.name + " m=" + std::to_string(m));
+      GuardedY dense(m, 2), tq(m, 2);
+      isa.dense_linear(WeightType::kF32, w.data(), 2, 0, x.data(), m, 0, dense.data(), dense.ldy,
+                       0, 2);
+      isa.tq_linear(p, x.data(), m, tq.data(), tq.ldy, 0, 2);
+      dense.ExpectOnlyWrote(0, 2);
+      tq.ExpectOnlyWrote(0, 2);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < 2; ++j) {
+          EXPECT_EQ(dense.at(i, j), 0.0f);
+          EXPECT_EQ(tq.at(i, j), 0.0f);
+        }
+      }
+    }
+  }
+}
+
 TEST(LinearKernelIsaTest, NamesTheDispatchedBuild) {
   const std::string isa = LinearKernelIsa();
   EXPECT_EQ(isa, CpuHasAvx2Fma() ? "avx2" : "portable");
