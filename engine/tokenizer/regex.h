@@ -1,0 +1,65 @@
+// File: engine/tokenizer/regex.h
+//
+// Regular expressions as Hugging Face tokenizers runs them (Oniguruma), compiled with PCRE2 in
+// UTF mode with Unicode properties (UCP) and JIT where available. The two dialects agree on
+// everything tokenizer patterns use (`(?i:...)`, `\p{L}`, `\p{N}`, lookahead, classes) except
+// `\s`, which in Oniguruma also matches U+0085 (NEL); the pattern is rewritten so that it does.
+// `^` matches at line starts, as in Oniguruma. Inside a character class, `\S` keeps PCRE2's
+// meaning (it differs only on U+0085).
+//
+// FindAll follows tokenizers' iteration: matches are searched left to right, and an empty match
+// right where the previous match ended is skipped (the search moves on one character).
+//
+//   TQ_ASSIGN_OR_RETURN(auto re, Regex::Compile(R"(\p{L}+|\p{N})", /*literal=*/false));
+//   std::vector<Regex::Match> matches;
+//   re->FindAll("abc 123", &matches);  // [0,3) [4,5) [5,6) [6,7)
+#ifndef TQSERVE_ENGINE_TOKENIZER_REGEX_H_
+#define TQSERVE_ENGINE_TOKENIZER_REGEX_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace tq {
+
+class Regex {
+ public:
+  struct Match {
+    size_t begin;
+    size_t end;
+  };
+
+  // `literal`: the pattern is a plain string to find, not a regular expression. A pattern that
+  // does not compile is InvalidArgument with PCRE2's message and offset.
+  static absl::StatusOr<std::unique_ptr<Regex>> Compile(absl::string_view pattern, bool literal);
+  ~Regex();
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+
+  // Appends the successive matches in `text`, which must be valid UTF-8. Should the matcher
+  // fail (a resource limit), the matches found so far are kept and the search stops.
+  void FindAll(absl::string_view text, std::vector<Match>* matches) const;
+
+  // Whether the pattern matches at the start of `text` (anchored).
+  bool MatchesAtStart(absl::string_view text) const;
+
+  const std::string& pattern() const { return pattern_; }
+
+ private:
+  Regex() = default;
+
+  std::string pattern_;
+  struct Code;
+  std::unique_ptr<Code> code_;
+};
+
+// The pattern rewritten from Oniguruma's dialect to PCRE2's (see the file comment).
+std::string TranslateOnigurumaPattern(absl::string_view pattern);
+
+}  // namespace tq
+
+#endif  // TQSERVE_ENGINE_TOKENIZER_REGEX_H_
