@@ -1,4 +1,5 @@
 // Unit tests of the tokenizer's parts: UTF-8 helpers, regex, pre-tokenizer, BPE, added tokens.
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -104,9 +105,10 @@ TEST(RegexTest, BadPatternIsAnError) {
 Strings PreTokenize(const json& config, const std::string& text) {
   auto pre = PreTokenizer::FromJson(config);
   EXPECT_TRUE(pre.ok()) << pre.status();
-  Strings words;
-  (*pre)->Split(text, &words);
-  return words;
+  std::vector<absl::string_view> words;
+  std::deque<std::string> storage;
+  (*pre)->Split(text, &words, &storage);
+  return Strings(words.begin(), words.end());
 }
 
 json ByteLevel(bool add_prefix_space, bool use_regex) {

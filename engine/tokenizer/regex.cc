@@ -118,6 +118,10 @@ int MatchOnce(const pcre2_code* code, absl::string_view text, size_t start, uint
 }  // namespace
 
 void Regex::FindAll(absl::string_view text, std::vector<Match>* matches) const {
+  ForEachMatch(text, [matches](Match m) { matches->push_back(m); });
+}
+
+void Regex::ForEachMatch(absl::string_view text, absl::FunctionRef<void(Match)> on_match) const {
   pcre2_match_data* data = pcre2_match_data_create_from_pattern(code_->code, nullptr);
   size_t search_from = 0;
   bool have_previous = false;
@@ -133,7 +137,7 @@ void Regex::FindAll(absl::string_view text, std::vector<Match>* matches) const {
       search_from += utf8::DecodeAt(text, search_from).length;
       continue;
     }
-    matches->push_back({begin, end});
+    on_match({begin, end});
     have_previous = true;
     previous_end = end;
     search_from = end;

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -40,8 +41,10 @@ class Regex {
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
 
-  // Appends the successive matches in `text`, which must be valid UTF-8. Should the matcher
-  // fail (a resource limit), the matches found so far are kept and the search stops.
+  // Calls `on_match` for the successive matches in `text`, which must be valid UTF-8. Should
+  // the matcher fail (a resource limit), the search stops there.
+  void ForEachMatch(absl::string_view text, absl::FunctionRef<void(Match)> on_match) const;
+  // The same, collected.
   void FindAll(absl::string_view text, std::vector<Match>* matches) const;
 
   // Whether the pattern matches at the start of `text` (anchored).

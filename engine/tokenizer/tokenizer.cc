@@ -1,6 +1,7 @@
 #include "engine/tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <deque>
 #include <limits>
 #include <utility>
 
@@ -302,9 +303,11 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text) const {
 }
 
 void Tokenizer::EncodeText(absl::string_view text, std::vector<int32_t>* ids) const {
-  std::vector<std::string> words;
-  pre_tokenizer_->Split(text, &words);
-  for (const std::string& word : words) bpe_->Tokenize(word, ids);
+  std::vector<absl::string_view> words;
+  words.reserve(text.size() / 4 + 1);
+  std::deque<std::string> storage;
+  pre_tokenizer_->Split(text, &words, &storage);
+  for (absl::string_view word : words) bpe_->Tokenize(word, ids);
 }
 
 const std::string* Tokenizer::TokenBytes(int32_t id) const {
