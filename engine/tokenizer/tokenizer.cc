@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/byte_level_bpe.h"
+#include "engine/tokenizer/nfc.h"
 #include "engine/tokenizer/pre_tokenizer.h"
 #include "engine/tokenizer/utf8.h"
 #include "engine/util/file_util.h"
@@ -213,10 +214,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
     TQ_ASSIGN_OR_RETURN(ModelConfig model, ParseModel(root));
     TQ_ASSIGN_OR_RETURN(std::vector<AddedToken> added, ParseAddedTokens(root));
     TQ_ASSIGN_OR_RETURN(const bool nfc, ParseNormalizer(root));
-    if (nfc) {
-      return absl::UnimplementedError(
-          "tokenizer.json: the NFC normalizer is not implemented yet");
-    }
+    tok->normalization_ = nfc ? Normalization::kNfc : Normalization::kNone;
     TQ_RETURN_IF_ERROR(CheckDecoder(root));
     auto pre = PreTokenizer::FromJson(root.contains("pre_tokenizer") ? root["pre_tokenizer"]
                                                                      : json());
@@ -260,7 +258,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
       tok->added_ids_[t.content] = t.id;
       tok->added_->Add(std::move(t));
     }
-    TQ_RETURN_IF_ERROR(tok->added_->Finalize(nullptr));
+    AddedVocabulary::Normalizer normalize;
+    if (tok->normalization_ == Normalization::kNfc) normalize = NfcNormalize;
+    TQ_RETURN_IF_ERROR(tok->added_->Finalize(normalize));
   } catch (const json::exception& e) {
     // Defensive: every access above checks types first.
     return Bad(absl::StrCat("unexpected structure: ", e.what()));
@@ -290,7 +290,12 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text) const {
       ids.push_back(raw.id);
       continue;
     }
-    const absl::string_view piece = text.substr(raw.begin, raw.end - raw.begin);
+    absl::string_view piece = text.substr(raw.begin, raw.end - raw.begin);
+    std::string normalized;
+    if (normalization_ == Normalization::kNfc) {
+      normalized = NfcNormalize(piece);
+      piece = normalized;
+    }
     for (const AddedVocabulary::Segment& s : added_->Split(piece, /*normalized_pass=*/true)) {
       if (s.id >= 0) {
         ids.push_back(s.id);

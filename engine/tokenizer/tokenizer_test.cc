@@ -233,6 +233,24 @@ TEST(IncrementalDecoderTest, HoldsBackAnUnfinishedEmoji) {
   EXPECT_EQ(stream.Push(tok.vocab_size()), "");
 }
 
+TEST(TokenizerTest, NfcNormalizerComposesBeforeEncoding) {
+  json j = json::parse(TokenizerJson());
+  const std::string composed = "caf\xC3\xA9 na\xC3\xAFve";
+  const std::string decomposed = "cafe\xCC\x81 nai\xCC\x88ve";
+  // Without a normalizer the two spellings tokenize differently.
+  EXPECT_NE(Tiny().Encode(composed), Tiny().Encode(decomposed));
+  for (const json& normalizer :
+       {json{{"type", "NFC"}},
+        json{{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFC"}}})}}}) {
+    j["normalizer"] = normalizer;
+    auto nfc = Tokenizer::FromJson(j.dump());
+    ASSERT_TRUE(nfc.ok()) << nfc.status();
+    EXPECT_EQ((*nfc)->Encode(decomposed), Tiny().Encode(composed));
+    EXPECT_EQ((*nfc)->Encode(composed), Tiny().Encode(composed));
+    EXPECT_EQ((*nfc)->Encode("e\xCC\x81<|endoftext|>"), Tiny().Encode("\xC3\xA9<|endoftext|>"));
+  }
+}
+
 // Malformed or unsupported tokenizer.json content gives a clear error.
 class MalformedJsonTest : public ::testing::Test {
  protected:
