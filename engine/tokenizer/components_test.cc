@@ -123,12 +123,27 @@ TEST(RegexTest, UnicodeClassesAndCaseInsensitiveGroups) {
   EXPECT_EQ(FindAll("a.c", "abc a.c", /*literal=*/true), (Strings{"a.c"}));
 }
 
-TEST(RegexTest, SpaceIncludesNelAsInOniguruma) {
+TEST(RegexTest, SpaceIsWhiteSpaceAsInOniguruma) {
+  // tokenizers' \s matches exactly the White_Space code points (checked with its Node binding
+  // over U+0000..U+30FF; none lies above).
+  auto re = Regex::Compile(R"(\s)", false);
+  ASSERT_TRUE(re.ok());
+  for (char32_t cp = 0; cp < 0x3100; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    std::string s;
+    utf8::AppendCodePoint(cp, &s);
+    std::vector<Regex::Match> m;
+    (*re)->FindAll(s, &m);
+    EXPECT_EQ(!m.empty(), utf8::IsWhiteSpace(cp)) << static_cast<uint32_t>(cp);
+  }
   EXPECT_EQ(FindAll(R"(\s+)", "a\xC2\x85\t b"), (Strings{"\xC2\x85\t "}));
   EXPECT_EQ(FindAll(R"([^\s\p{L}]+)", "a\xC2\x85!b"), (Strings{"!"}));
   EXPECT_EQ(FindAll(R"(\S+)", "a\xC2\x85" "b"), (Strings{"a", "b"}));
+  EXPECT_EQ(FindAll(R"(\s+)", "a\xE1\xA0\x8E" "b"), Strings{});  // U+180E is not a space
+  const std::string space = R"(\t-\r\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029})"
+                            R"(\x{202F}\x{205F}\x{3000})";
   EXPECT_EQ(TranslateOnigurumaPattern(R"(\s+(?!\S)|[\s\]x]|\\s)"),
-            R"([\s\x{85}]+(?![^\s\x{85}])|[\s\x{85}\]x]|\\s)");
+            "[" + space + "]+(?![^" + space + "])|[" + space + R"(\]x]|\\s)");
 }
 
 TEST(RegexTest, EmptyMatchesRightAfterAMatchAreSkipped) {

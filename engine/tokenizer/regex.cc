@@ -15,8 +15,11 @@ struct Regex::Code {
 
 namespace {
 
-// Oniguruma's `\s`: PCRE2's (with UCP: Zs, Zl, Zp, \t..\r) plus NEL.
-constexpr absl::string_view kSpaceClassBody = "\\s\\x{85}";
+// Oniguruma's `\s`, the White_Space property (checked against tokenizers code point by code
+// point). PCRE2's own `\s` differs: it lacks U+0085 (NEL) and has U+180E.
+constexpr absl::string_view kSpaceClassBody =
+    "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"
+    "\\x{205F}\\x{3000}";
 
 }  // namespace
 

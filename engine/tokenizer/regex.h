@@ -3,9 +3,10 @@
 // Regular expressions as Hugging Face tokenizers runs them (Oniguruma), compiled with PCRE2 in
 // UTF mode with Unicode properties (UCP) and JIT where available. The two dialects agree on
 // everything tokenizer patterns use (`(?i:...)`, `\p{L}`, `\p{N}`, lookahead, classes) except
-// `\s`, which in Oniguruma also matches U+0085 (NEL); the pattern is rewritten so that it does.
-// `^` matches at line starts, as in Oniguruma. Inside a character class, `\S` keeps PCRE2's
-// meaning (it differs only on U+0085).
+// `\s`: Oniguruma's is exactly the White_Space property (with U+0085 NEL, without U+180E), so
+// `\s` and `\S` are rewritten as that explicit class. `^` matches at line starts, as in
+// Oniguruma. Inside a character class, `\S` keeps PCRE2's meaning (it differs on U+0085 and
+// U+180E only).
 //
 // FindAll follows tokenizers' iteration: matches are searched left to right, and an empty match
 // right where the previous match ended is skipped (the search moves on one character).
