@@ -5,7 +5,7 @@
 //
 // For several variants of the tiny models' tokenizer.json (the base file, NFC normalizer,
 // GPT-2-style ByteLevel pre-tokenizer with add_prefix_space, Llama-3's split pattern with
-// ignore_merges, extra added tokens with lstrip/rstrip/single_word/normalized, legacy "a b"
+// ignore_merges, DeepSeek-V3's three split patterns, extra added tokens with lstrip/rstrip/single_word/normalized, legacy "a b"
 // merges, other Split behaviors) it encodes seeded random texts built from awkward pieces
 // (Unicode spaces, NEL, decomposed accents, emoji ZWJ sequences, Hangul jamo, digits,
 // contractions, special-token look-alikes) and decodes seeded random id sequences.
@@ -53,6 +53,11 @@ function randomText(next) {
 }
 
 const LLAMA3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const DEEPSEEK_V3 = [
+  '\\p{N}{1,3}',
+  '[一-龥\u3040-ゟ゠-ヿ]+',
+  '[!"#$%&\'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+',
+];
 const byteLevel = (addPrefixSpace, useRegex) =>
     ({ type: 'ByteLevel', add_prefix_space: addPrefixSpace, trim_offsets: false, use_regex: useRegex });
 const split = (pattern, behavior, invert) =>
@@ -84,6 +89,10 @@ const VARIANTS = [
       { id: 4100, content: '中文', single_word: true, lstrip: false, rstrip: false,
         normalized: false, special: false },
     ] }, model_patch: {}, legacy_merges: false },
+  { name: 'deepseek_v3_splits',
+    patch: { pre_tokenizer: { type: 'Sequence', pretokenizers: [
+      ...DEEPSEEK_V3.map((p) => split({ Regex: p }, 'Isolated', false)), byteLevel(false, false)] } },
+    model_patch: {}, legacy_merges: false },
   { name: 'split_behaviors',
     patch: { pre_tokenizer: { type: 'Sequence', pretokenizers: [
       split({ String: ' ' }, 'MergedWithNext', false),
