@@ -1,10 +1,13 @@
 #include "engine/tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -160,6 +163,66 @@ TEST(TokenizerTest, WikiTextMatchesReferenceTokenIds) {
               std::chrono::duration<double>(std::chrono::steady_clock::now() - warm_start)
                   .count());
   EXPECT_EQ(again, ids);
+}
+
+// Degenerate long inputs (one huge word, huge whitespace runs that the split pattern
+// backtracks over) still encode quickly and round-trip.
+TEST(TokenizerTest, LongDegenerateInputs) {
+  const Tokenizer& tok = Tiny();
+  std::string mixed;
+  for (int i = 0; i < 20000; ++i) mixed += i % 7 == 0 ? "\xF0\x9F\x98\x80" : "a \n";
+  const std::vector<std::pair<std::string, std::string>> inputs = {
+      {"300k letters", std::string(300000, 'a')},
+      {"300k spaces", std::string(300000, ' ')},
+      {"300k spaces then a letter", std::string(300000, ' ') + "x"},
+      {"100k CRLF", [] {
+         std::string s;
+         for (int i = 0; i < 100000; ++i) s += "\r\n";
+         return s;
+       }()},
+      {"50k combining marks", [] {
+         std::string s = "e";
+         for (int i = 0; i < 50000; ++i) s += "\xCC\x81";
+         return s;
+       }()},
+      {"300k punctuation", std::string(300000, '!')},
+      {"mixed", mixed},
+  };
+  for (const auto& [name, text] : inputs) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<int32_t> ids = tok.Encode(text);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%s: %zu bytes -> %zu tokens in %.3f s\n", name.c_str(), text.size(), ids.size(),
+                seconds);
+    EXPECT_EQ(*tok.Decode(ids), text) << name;
+  }
+}
+
+TEST(TokenizerTest, EncodesConcurrently) {
+  const Tokenizer& tok = Tiny();
+  const json cases = Cases();
+  std::vector<std::string> texts;
+  for (const json& c : cases["cases"]) texts.push_back(c["text"].get<std::string>());
+  std::vector<std::vector<int32_t>> expected;
+  for (const std::string& t : texts) expected.push_back(tok.Encode(t));
+  // A fresh tokenizer so that the threads fill its word cache together.
+  auto fresh = Tokenizer::FromJson(TokenizerJson());
+  ASSERT_TRUE(fresh.ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 50; ++round) {
+        for (size_t i = 0; i < texts.size(); ++i) {
+          const size_t k = (i + t * 7) % texts.size();
+          if ((*fresh)->Encode(texts[k]) != expected[k]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 std::string StreamAll(const Tokenizer& tok, const std::vector<int32_t>& ids,
