@@ -322,6 +322,7 @@ TEST(ByteLevelBpeTest, MissingBytesAreDroppedOrUnk) {
 TEST(ByteLevelBpeTest, RejectsBadVocabularies) {
   EXPECT_FALSE(ByteLevelBpe::Create({{"a", 0}, {"b", 0}}, {}, {}).ok());
   EXPECT_FALSE(ByteLevelBpe::Create({{"a", -1}}, {}, {}).ok());
+  EXPECT_FALSE(ByteLevelBpe::Create({{"a", kMaxTokenId + 1}}, {}, {}).ok());
   auto merge = ByteLevelBpe::Create({{"a", 0}, {"b", 1}}, {{"a", "b"}}, {});
   ASSERT_FALSE(merge.ok());
   EXPECT_NE(merge.status().message().find("\"ab\", which is not in the vocabulary"),

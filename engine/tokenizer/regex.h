@@ -6,7 +6,8 @@
 // `\s`: Oniguruma's is exactly the White_Space property (with U+0085 NEL, without U+180E), so
 // `\s` and `\S` are rewritten as that explicit class. `^` matches at line starts, as in
 // Oniguruma. Inside a character class, `\S` keeps PCRE2's meaning (it differs on U+0085 and
-// U+180E only).
+// U+180E only). Other Oniguruma-only syntax (`\h` as a hex digit) is passed through
+// unchanged, and a `\s` inside `\Q...\E` would be rewritten; tokenizer patterns use neither.
 //
 // FindAll follows tokenizers' iteration: matches are searched left to right, and an empty match
 // right where the previous match ended is skipped (the search moves on one character).

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <deque>
-#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -44,8 +43,8 @@ absl::StatusOr<bool> Bool(const json& object, const char* key, bool default_valu
 
 absl::StatusOr<int32_t> Id(const json& value, absl::string_view what) {
   if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
-      value.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-    return Bad(absl::StrCat(what, " is not a non-negative 32-bit integer id"));
+      value.get<int64_t>() > kMaxTokenId) {
+    return Bad(absl::StrCat(what, " is not an integer id in [0, ", kMaxTokenId, "]"));
   }
   return static_cast<int32_t>(value.get<int64_t>());
 }

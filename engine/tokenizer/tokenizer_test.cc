@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "engine/tokenizer/byte_level_bpe.h"
+#include "engine/tokenizer/utf8.h"
 #include "tests/util/testdata.h"
 
 namespace tq {
@@ -196,6 +197,28 @@ TEST(TokenizerTest, LongDegenerateInputs) {
     std::printf("%s: %zu bytes -> %zu tokens in %.3f s\n", name.c_str(), text.size(), ids.size(),
                 seconds);
     EXPECT_EQ(*tok.Decode(ids), text) << name;
+  }
+}
+
+// Random bytes (mostly ill-formed UTF-8): encoding never fails and decodes back to the input
+// with each ill-formed subpart replaced by U+FFFD.
+TEST(TokenizerTest, RandomBytesRoundTrip) {
+  const Tokenizer& tok = Tiny();
+  std::mt19937 rng(99);
+  const std::vector<std::string> pieces = {"<|endoftext|>", " ", "\n", "e\xCC\x81", "\xF0\x9F",
+                                           "\x98\x80", "'s", "1", "\xE2\x80\x85", "ab"};
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string text;
+    const int n = static_cast<int>(rng() % 24);
+    for (int i = 0; i < n; ++i) {
+      if (rng() % 2 == 0) {
+        text.push_back(static_cast<char>(rng() % 256));
+      } else {
+        text += pieces[rng() % pieces.size()];
+      }
+    }
+    const std::vector<int32_t> ids = tok.Encode(text);
+    EXPECT_EQ(*tok.Decode(ids), utf8::ToValidLossy(text)) << "seed 99 trial " << trial;
   }
 }
 
@@ -403,7 +426,11 @@ TEST_F(MalformedJsonTest, BadFieldTypes) {
 
   json negative = Base();
   negative["model"]["vocab"]["Ġ"] = -3;
-  ExpectError(Load(negative), absl::StatusCode::kInvalidArgument, "non-negative");
+  ExpectError(Load(negative), absl::StatusCode::kInvalidArgument, "not an integer id in [0, ");
+
+  json huge = Base();
+  huge["added_tokens"][0]["id"] = 2000000000;
+  ExpectError(Load(huge), absl::StatusCode::kInvalidArgument, "added_tokens[0] \"id\"");
 
   json added = Base();
   added["added_tokens"][0].erase("content");
