@@ -74,9 +74,9 @@ absl::StatusOr<std::unique_ptr<ByteLevelBpe>> ByteLevelBpe::Create(
 
   int32_t max_id = -1;
   for (const auto& [token, id] : vocab) {
-    if (id < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("vocabulary token \"", token, "\" has negative id ", id));
+    if (id < 0 || id > kMaxTokenId) {
+      return absl::InvalidArgumentError(absl::StrCat("vocabulary token \"", token, "\" has id ",
+                                                     id, ", outside [0, ", kMaxTokenId, "]"));
     }
     max_id = std::max(max_id, id);
   }

@@ -41,6 +41,9 @@ std::string ToByteLevel(absl::string_view bytes);
 // alphabet.
 std::optional<std::string> FromByteLevel(absl::string_view text);
 
+// Ids above this are refused (tables are indexed by id; real vocabularies stay below 2^18).
+inline constexpr int32_t kMaxTokenId = (1 << 24) - 1;
+
 class ByteLevelBpe {
  public:
   struct Options {
@@ -52,7 +55,7 @@ class ByteLevelBpe {
     bool fuse_unk = false;  // consecutive unknown bytes give one unk_id
   };
 
-  // `vocab`: (byte-level token string, id), ids >= 0 and unique. `merges`: pairs of token
+  // `vocab`: (byte-level token string, id), ids in [0, kMaxTokenId] and unique. `merges`: pairs of token
   // strings in rank order; both parts and their concatenation must be in `vocab`. A pair listed
   // twice keeps its last rank (as tokenizers does). Errors are InvalidArgument.
   static absl::StatusOr<std::unique_ptr<ByteLevelBpe>> Create(

@@ -1,12 +1,15 @@
 // Unit tests of the tokenizer's parts: UTF-8 helpers, regex, pre-tokenizer, BPE, added tokens.
+#include <deque>
 #include <string>
 #include <vector>
 
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/byte_level_bpe.h"
+#include "engine/tokenizer/nfc.h"
 #include "engine/tokenizer/pre_tokenizer.h"
 #include "engine/tokenizer/regex.h"
 #include "engine/tokenizer/utf8.h"
+#include "engine/util/sha256.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -54,6 +57,56 @@ TEST(Utf8Test, WhiteSpace) {
   }
 }
 
+TEST(NfcTest, Examples) {
+  EXPECT_EQ(NfcNormalize("e\xCC\x81"), "\xC3\xA9");                      // e + acute -> é
+  EXPECT_EQ(NfcNormalize("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"), "\xEA\xB0\x81");  // Hangul L V T
+  EXPECT_EQ(NfcNormalize("a\xCC\x82\xCC\xA3"), "\xE1\xBA\xAD");  // reordered, then composed
+  EXPECT_EQ(NfcNormalize("\xE2\x84\xAB"), "\xC3\x85");             // Angstrom sign -> Å
+  EXPECT_EQ(NfcNormalize("\xCD\x84"), "\xCC\x88\xCC\x81");         // excluded from composition
+  EXPECT_EQ(NfcNormalize("plain ASCII"), "plain ASCII");
+  EXPECT_EQ(NfcNormalize(""), "");
+  EXPECT_EQ(NfcUnicodeVersion(), "14.0.0");
+}
+
+// Hashes of Python's unicodedata.normalize("NFC", s) (Python 3.11, Unicode 14.0.0) over
+// generated strings; the loops below mirror the Python ones given in the comments.
+TEST(NfcTest, MatchesPythonOnEveryCodePoint) {
+  // for cp in range(0x110000) (no surrogates): h.update(normalize("NFC", chr(cp)).encode())
+  Sha256 h;
+  for (char32_t cp = 0; cp < 0x110000; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    std::string s;
+    utf8::AppendCodePoint(cp, &s);
+    h.Update(NfcNormalize(s));
+  }
+  EXPECT_EQ(h.HexDigest(), "1ffc8e6ce9e83df8e49fd62d6abb68f981775aed0b5101b88c213d4653e9b540");
+}
+
+TEST(NfcTest, MatchesPythonOnCombiningSequences) {
+  // chr(cp) + marks for cp in the ranges, marks in the list, in that order.
+  const std::vector<std::vector<char32_t>> marks = {
+      {0x301}, {0x323, 0x302}, {0x302, 0x323}, {0x308, 0x301}, {0x1161},
+      {0x11A8}, {0xCD5}, {0x3099}, {0x334, 0x301, 0x316}};
+  const std::vector<std::pair<char32_t, char32_t>> ranges = {
+      {0, 0x3000}, {0x1100, 0x1200}, {0xAC00, 0xAC40}, {0x3040, 0x3100}, {0x1D100, 0x1D1FF}};
+  Sha256 h;
+  int count = 0;
+  for (const auto& [first, last] : ranges) {
+    for (char32_t cp = first; cp < last; ++cp) {
+      if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+      for (const auto& m : marks) {
+        std::string s;
+        utf8::AppendCodePoint(cp, &s);
+        for (char32_t c : m) utf8::AppendCodePoint(c, &s);
+        h.Update(NfcNormalize(s));
+        ++count;
+      }
+    }
+  }
+  EXPECT_EQ(count, 117495);
+  EXPECT_EQ(h.HexDigest(), "5bd9350c30d130b51ef03166909b5a2a8f8fa9a48980bd1ef48031b929cbd09d");
+}
+
 Strings FindAll(const std::string& pattern, const std::string& text, bool literal = false) {
   auto re = Regex::Compile(pattern, literal);
   EXPECT_TRUE(re.ok()) << re.status();
@@ -70,12 +123,27 @@ TEST(RegexTest, UnicodeClassesAndCaseInsensitiveGroups) {
   EXPECT_EQ(FindAll("a.c", "abc a.c", /*literal=*/true), (Strings{"a.c"}));
 }
 
-TEST(RegexTest, SpaceIncludesNelAsInOniguruma) {
+TEST(RegexTest, SpaceIsWhiteSpaceAsInOniguruma) {
+  // tokenizers' \s matches exactly the White_Space code points (checked with its Node binding
+  // over U+0000..U+30FF; none lies above).
+  auto re = Regex::Compile(R"(\s)", false);
+  ASSERT_TRUE(re.ok());
+  for (char32_t cp = 0; cp < 0x3100; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    std::string s;
+    utf8::AppendCodePoint(cp, &s);
+    std::vector<Regex::Match> m;
+    (*re)->FindAll(s, &m);
+    EXPECT_EQ(!m.empty(), utf8::IsWhiteSpace(cp)) << static_cast<uint32_t>(cp);
+  }
   EXPECT_EQ(FindAll(R"(\s+)", "a\xC2\x85\t b"), (Strings{"\xC2\x85\t "}));
   EXPECT_EQ(FindAll(R"([^\s\p{L}]+)", "a\xC2\x85!b"), (Strings{"!"}));
   EXPECT_EQ(FindAll(R"(\S+)", "a\xC2\x85" "b"), (Strings{"a", "b"}));
+  EXPECT_EQ(FindAll(R"(\s+)", "a\xE1\xA0\x8E" "b"), Strings{});  // U+180E is not a space
+  const std::string space = R"(\t-\r\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029})"
+                            R"(\x{202F}\x{205F}\x{3000})";
   EXPECT_EQ(TranslateOnigurumaPattern(R"(\s+(?!\S)|[\s\]x]|\\s)"),
-            R"([\s\x{85}]+(?![^\s\x{85}])|[\s\x{85}\]x]|\\s)");
+            "[" + space + "]+(?![^" + space + "])|[" + space + R"(\]x]|\\s)");
 }
 
 TEST(RegexTest, EmptyMatchesRightAfterAMatchAreSkipped) {
@@ -104,9 +172,10 @@ TEST(RegexTest, BadPatternIsAnError) {
 Strings PreTokenize(const json& config, const std::string& text) {
   auto pre = PreTokenizer::FromJson(config);
   EXPECT_TRUE(pre.ok()) << pre.status();
-  Strings words;
-  (*pre)->Split(text, &words);
-  return words;
+  std::vector<absl::string_view> words;
+  std::deque<std::string> storage;
+  (*pre)->Split(text, &words, &storage);
+  return Strings(words.begin(), words.end());
 }
 
 json ByteLevel(bool add_prefix_space, bool use_regex) {
@@ -253,6 +322,7 @@ TEST(ByteLevelBpeTest, MissingBytesAreDroppedOrUnk) {
 TEST(ByteLevelBpeTest, RejectsBadVocabularies) {
   EXPECT_FALSE(ByteLevelBpe::Create({{"a", 0}, {"b", 0}}, {}, {}).ok());
   EXPECT_FALSE(ByteLevelBpe::Create({{"a", -1}}, {}, {}).ok());
+  EXPECT_FALSE(ByteLevelBpe::Create({{"a", kMaxTokenId + 1}}, {}, {}).ok());
   auto merge = ByteLevelBpe::Create({{"a", 0}, {"b", 1}}, {{"a", "b"}}, {});
   ASSERT_FALSE(merge.ok());
   EXPECT_NE(merge.status().message().find("\"ab\", which is not in the vocabulary"),

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/util/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -45,20 +46,17 @@ struct Span {
   bool is_match;
 };
 
-// The piece cut at the pattern's matches: gaps and matches alternate and cover it.
-std::vector<Span> FindSpans(const Regex& regex, absl::string_view piece, bool invert) {
-  std::vector<Regex::Match> matches;
-  regex.FindAll(piece, &matches);
-  std::vector<Span> spans;
-  spans.reserve(2 * matches.size() + 1);
+// The piece cut at the pattern's matches: gaps and matches alternate and cover it. `on_span`
+// gets them in order.
+void ForEachSpan(const Regex& regex, absl::string_view piece, bool invert,
+                 absl::FunctionRef<void(const Span&)> on_span) {
   size_t previous = 0;
-  for (const Regex::Match& m : matches) {
-    if (m.begin != previous) spans.push_back({previous, m.begin, invert});
-    spans.push_back({m.begin, m.end, !invert});
+  regex.ForEachMatch(piece, [&](Regex::Match m) {
+    if (m.begin != previous) on_span({previous, m.begin, invert});
+    on_span({m.begin, m.end, !invert});
     previous = m.end;
-  }
-  if (previous != piece.size()) spans.push_back({previous, piece.size(), invert});
-  return spans;
+  });
+  if (previous != piece.size()) on_span({previous, piece.size(), invert});
 }
 
 // Applies the Split behavior to the spans; the result's is_match flags are meaningless.
@@ -177,29 +175,52 @@ absl::Status PreTokenizer::AddSteps(const json& config, PreTokenizer* pre) {
 }
 
 void PreTokenizer::ApplySplit(const Step& step, absl::string_view piece,
-                              std::vector<std::string>* out) {
-  for (const Span& s : ApplyBehavior(FindSpans(*step.regex, piece, step.invert), step.behavior)) {
-    if (s.end > s.begin) out->emplace_back(piece.substr(s.begin, s.end - s.begin));
+                              std::vector<absl::string_view>* out) {
+  auto emit = [&](const Span& s) {
+    if (s.end > s.begin) out->push_back(piece.substr(s.begin, s.end - s.begin));
+  };
+  // Isolated and Removed pieces stream straight out; the merging behaviors need neighbours.
+  switch (step.behavior) {
+    case SplitBehavior::kIsolated:
+      ForEachSpan(*step.regex, piece, step.invert, emit);
+      return;
+    case SplitBehavior::kRemoved:
+      ForEachSpan(*step.regex, piece, step.invert, [&](const Span& s) {
+        if (!s.is_match) emit(s);
+      });
+      return;
+    default: {
+      std::vector<Span> spans;
+      ForEachSpan(*step.regex, piece, step.invert, [&](const Span& s) { spans.push_back(s); });
+      for (const Span& s : ApplyBehavior(std::move(spans), step.behavior)) emit(s);
+      return;
+    }
   }
 }
 
-void PreTokenizer::Split(absl::string_view text, std::vector<std::string>* words) const {
+void PreTokenizer::Split(absl::string_view text, std::vector<absl::string_view>* words,
+                         std::deque<std::string>* storage) const {
   if (text.empty()) return;
-  std::vector<std::string> pieces{std::string(text)};
-  std::vector<std::string> next;
-  for (const Step& step : steps_) {
-    next.clear();
-    for (std::string& piece : pieces) {
-      if (step.add_prefix_space && piece.front() != ' ') piece.insert(piece.begin(), ' ');
+  std::vector<absl::string_view> pieces{text};
+  std::vector<absl::string_view> next;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const Step& step = steps_[i];
+    // The last step writes straight to `words`.
+    std::vector<absl::string_view>* out = i + 1 == steps_.size() ? words : &next;
+    if (out == &next) next.clear();
+    for (absl::string_view piece : pieces) {
+      if (step.add_prefix_space && piece.front() != ' ') {
+        storage->push_back(absl::StrCat(" ", piece));
+        piece = storage->back();
+      }
       if (step.regex == nullptr) {
-        next.push_back(std::move(piece));
+        out->push_back(piece);
       } else {
-        ApplySplit(step, piece, &next);
+        ApplySplit(step, piece, out);
       }
     }
-    pieces.swap(next);
+    if (out == &next) pieces.swap(next);
   }
-  for (std::string& piece : pieces) words->push_back(std::move(piece));
 }
 
 }  // namespace tq

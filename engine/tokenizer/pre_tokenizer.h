@@ -11,15 +11,18 @@
 //       byte-level alphabet, which ByteLevelBpe does itself;
 //   {"type": "Sequence", "pretokenizers": [...]} of those.
 //
-// Words are returned as raw bytes (not yet in the byte-level alphabet). Empty pieces are
+// Words are returned as raw bytes (not yet in the byte-level alphabet), as views of the input
+// text or, where add_prefix_space added a space, of strings kept in `storage`. Empty pieces are
 // dropped, as tokenizers does.
 //
 //   TQ_ASSIGN_OR_RETURN(auto pre, PreTokenizer::FromJson(root["pre_tokenizer"]));
-//   std::vector<std::string> words;
-//   pre->Split("Hello world", &words);  // "Hello", " world" with GPT-2's pattern
+//   std::vector<absl::string_view> words;
+//   std::deque<std::string> storage;
+//   pre->Split("Hello world", &words, &storage);  // "Hello", " world" with GPT-2's pattern
 #ifndef TQSERVE_ENGINE_TOKENIZER_PRE_TOKENIZER_H_
 #define TQSERVE_ENGINE_TOKENIZER_PRE_TOKENIZER_H_
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,8 +50,9 @@ class PreTokenizer {
   static absl::StatusOr<std::unique_ptr<PreTokenizer>> FromJson(const nlohmann::json& config);
   ~PreTokenizer();
 
-  // Appends the words of `text` (valid UTF-8).
-  void Split(absl::string_view text, std::vector<std::string>* words) const;
+  // Appends the words of `text` (valid UTF-8). They stay valid while `text` and `storage` live.
+  void Split(absl::string_view text, std::vector<absl::string_view>* words,
+             std::deque<std::string>* storage) const;
 
  private:
   struct Step {
@@ -62,7 +66,7 @@ class PreTokenizer {
   PreTokenizer() = default;
   static absl::Status AddSteps(const nlohmann::json& config, PreTokenizer* pre);
   static void ApplySplit(const Step& step, absl::string_view piece,
-                         std::vector<std::string>* out);
+                         std::vector<absl::string_view>* out);
 
   std::vector<Step> steps_;
   bool has_byte_level_ = false;

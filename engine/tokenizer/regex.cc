@@ -15,8 +15,11 @@ struct Regex::Code {
 
 namespace {
 
-// Oniguruma's `\s`: PCRE2's (with UCP: Zs, Zl, Zp, \t..\r) plus NEL.
-constexpr absl::string_view kSpaceClassBody = "\\s\\x{85}";
+// Oniguruma's `\s`, the White_Space property (checked against tokenizers code point by code
+// point). PCRE2's own `\s` differs: it lacks U+0085 (NEL) and has U+180E.
+constexpr absl::string_view kSpaceClassBody =
+    "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"
+    "\\x{205F}\\x{3000}";
 
 }  // namespace
 
@@ -118,6 +121,10 @@ int MatchOnce(const pcre2_code* code, absl::string_view text, size_t start, uint
 }  // namespace
 
 void Regex::FindAll(absl::string_view text, std::vector<Match>* matches) const {
+  ForEachMatch(text, [matches](Match m) { matches->push_back(m); });
+}
+
+void Regex::ForEachMatch(absl::string_view text, absl::FunctionRef<void(Match)> on_match) const {
   pcre2_match_data* data = pcre2_match_data_create_from_pattern(code_->code, nullptr);
   size_t search_from = 0;
   bool have_previous = false;
@@ -133,7 +140,7 @@ void Regex::FindAll(absl::string_view text, std::vector<Match>* matches) const {
       search_from += utf8::DecodeAt(text, search_from).length;
       continue;
     }
-    matches->push_back({begin, end});
+    on_match({begin, end});
     have_previous = true;
     previous_end = end;
     search_from = end;

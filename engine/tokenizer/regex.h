@@ -3,9 +3,11 @@
 // Regular expressions as Hugging Face tokenizers runs them (Oniguruma), compiled with PCRE2 in
 // UTF mode with Unicode properties (UCP) and JIT where available. The two dialects agree on
 // everything tokenizer patterns use (`(?i:...)`, `\p{L}`, `\p{N}`, lookahead, classes) except
-// `\s`, which in Oniguruma also matches U+0085 (NEL); the pattern is rewritten so that it does.
-// `^` matches at line starts, as in Oniguruma. Inside a character class, `\S` keeps PCRE2's
-// meaning (it differs only on U+0085).
+// `\s`: Oniguruma's is exactly the White_Space property (with U+0085 NEL, without U+180E), so
+// `\s` and `\S` are rewritten as that explicit class. `^` matches at line starts, as in
+// Oniguruma. Inside a character class, `\S` keeps PCRE2's meaning (it differs on U+0085 and
+// U+180E only). Other Oniguruma-only syntax (`\h` as a hex digit) is passed through
+// unchanged, and a `\s` inside `\Q...\E` would be rewritten; tokenizer patterns use neither.
 //
 // FindAll follows tokenizers' iteration: matches are searched left to right, and an empty match
 // right where the previous match ended is skipped (the search moves on one character).
@@ -21,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -40,8 +43,10 @@ class Regex {
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
 
-  // Appends the successive matches in `text`, which must be valid UTF-8. Should the matcher
-  // fail (a resource limit), the matches found so far are kept and the search stops.
+  // Calls `on_match` for the successive matches in `text`, which must be valid UTF-8. Should
+  // the matcher fail (a resource limit), the search stops there.
+  void ForEachMatch(absl::string_view text, absl::FunctionRef<void(Match)> on_match) const;
+  // The same, collected.
   void FindAll(absl::string_view text, std::vector<Match>* matches) const;
 
   // Whether the pattern matches at the start of `text` (anchored).

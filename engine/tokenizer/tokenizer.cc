@@ -1,12 +1,13 @@
 #include "engine/tokenizer/tokenizer.h"
 
 #include <algorithm>
-#include <limits>
+#include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/byte_level_bpe.h"
+#include "engine/tokenizer/nfc.h"
 #include "engine/tokenizer/pre_tokenizer.h"
 #include "engine/tokenizer/utf8.h"
 #include "engine/util/file_util.h"
@@ -42,8 +43,8 @@ absl::StatusOr<bool> Bool(const json& object, const char* key, bool default_valu
 
 absl::StatusOr<int32_t> Id(const json& value, absl::string_view what) {
   if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
-      value.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-    return Bad(absl::StrCat(what, " is not a non-negative 32-bit integer id"));
+      value.get<int64_t>() > kMaxTokenId) {
+    return Bad(absl::StrCat(what, " is not an integer id in [0, ", kMaxTokenId, "]"));
   }
   return static_cast<int32_t>(value.get<int64_t>());
 }
@@ -212,10 +213,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
     TQ_ASSIGN_OR_RETURN(ModelConfig model, ParseModel(root));
     TQ_ASSIGN_OR_RETURN(std::vector<AddedToken> added, ParseAddedTokens(root));
     TQ_ASSIGN_OR_RETURN(const bool nfc, ParseNormalizer(root));
-    if (nfc) {
-      return absl::UnimplementedError(
-          "tokenizer.json: the NFC normalizer is not implemented yet");
-    }
+    tok->normalization_ = nfc ? Normalization::kNfc : Normalization::kNone;
     TQ_RETURN_IF_ERROR(CheckDecoder(root));
     auto pre = PreTokenizer::FromJson(root.contains("pre_tokenizer") ? root["pre_tokenizer"]
                                                                      : json());
@@ -259,7 +257,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
       tok->added_ids_[t.content] = t.id;
       tok->added_->Add(std::move(t));
     }
-    TQ_RETURN_IF_ERROR(tok->added_->Finalize(nullptr));
+    AddedVocabulary::Normalizer normalize;
+    if (tok->normalization_ == Normalization::kNfc) normalize = NfcNormalize;
+    TQ_RETURN_IF_ERROR(tok->added_->Finalize(normalize));
   } catch (const json::exception& e) {
     // Defensive: every access above checks types first.
     return Bad(absl::StrCat("unexpected structure: ", e.what()));
@@ -289,7 +289,12 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text) const {
       ids.push_back(raw.id);
       continue;
     }
-    const absl::string_view piece = text.substr(raw.begin, raw.end - raw.begin);
+    absl::string_view piece = text.substr(raw.begin, raw.end - raw.begin);
+    std::string normalized;
+    if (normalization_ == Normalization::kNfc) {
+      normalized = NfcNormalize(piece);
+      piece = normalized;
+    }
     for (const AddedVocabulary::Segment& s : added_->Split(piece, /*normalized_pass=*/true)) {
       if (s.id >= 0) {
         ids.push_back(s.id);
@@ -302,9 +307,11 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text) const {
 }
 
 void Tokenizer::EncodeText(absl::string_view text, std::vector<int32_t>* ids) const {
-  std::vector<std::string> words;
-  pre_tokenizer_->Split(text, &words);
-  for (const std::string& word : words) bpe_->Tokenize(word, ids);
+  std::vector<absl::string_view> words;
+  words.reserve(text.size() / 4 + 1);
+  std::deque<std::string> storage;
+  pre_tokenizer_->Split(text, &words, &storage);
+  for (absl::string_view word : words) bpe_->Tokenize(word, ids);
 }
 
 const std::string* Tokenizer::TokenBytes(int32_t id) const {

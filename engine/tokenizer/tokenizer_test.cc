@@ -1,15 +1,19 @@
 #include "engine/tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "engine/tokenizer/byte_level_bpe.h"
+#include "engine/tokenizer/utf8.h"
 #include "tests/util/testdata.h"
 
 namespace tq {
@@ -162,6 +166,88 @@ TEST(TokenizerTest, WikiTextMatchesReferenceTokenIds) {
   EXPECT_EQ(again, ids);
 }
 
+// Degenerate long inputs (one huge word, huge whitespace runs that the split pattern
+// backtracks over) still encode quickly and round-trip.
+TEST(TokenizerTest, LongDegenerateInputs) {
+  const Tokenizer& tok = Tiny();
+  std::string mixed;
+  for (int i = 0; i < 20000; ++i) mixed += i % 7 == 0 ? "\xF0\x9F\x98\x80" : "a \n";
+  const std::vector<std::pair<std::string, std::string>> inputs = {
+      {"300k letters", std::string(300000, 'a')},
+      {"300k spaces", std::string(300000, ' ')},
+      {"300k spaces then a letter", std::string(300000, ' ') + "x"},
+      {"100k CRLF", [] {
+         std::string s;
+         for (int i = 0; i < 100000; ++i) s += "\r\n";
+         return s;
+       }()},
+      {"50k combining marks", [] {
+         std::string s = "e";
+         for (int i = 0; i < 50000; ++i) s += "\xCC\x81";
+         return s;
+       }()},
+      {"300k punctuation", std::string(300000, '!')},
+      {"mixed", mixed},
+  };
+  for (const auto& [name, text] : inputs) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<int32_t> ids = tok.Encode(text);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%s: %zu bytes -> %zu tokens in %.3f s\n", name.c_str(), text.size(), ids.size(),
+                seconds);
+    EXPECT_EQ(*tok.Decode(ids), text) << name;
+  }
+}
+
+// Random bytes (mostly ill-formed UTF-8): encoding never fails and decodes back to the input
+// with each ill-formed subpart replaced by U+FFFD.
+TEST(TokenizerTest, RandomBytesRoundTrip) {
+  const Tokenizer& tok = Tiny();
+  std::mt19937 rng(99);
+  const std::vector<std::string> pieces = {"<|endoftext|>", " ", "\n", "e\xCC\x81", "\xF0\x9F",
+                                           "\x98\x80", "'s", "1", "\xE2\x80\x85", "ab"};
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string text;
+    const int n = static_cast<int>(rng() % 24);
+    for (int i = 0; i < n; ++i) {
+      if (rng() % 2 == 0) {
+        text.push_back(static_cast<char>(rng() % 256));
+      } else {
+        text += pieces[rng() % pieces.size()];
+      }
+    }
+    const std::vector<int32_t> ids = tok.Encode(text);
+    EXPECT_EQ(*tok.Decode(ids), utf8::ToValidLossy(text)) << "seed 99 trial " << trial;
+  }
+}
+
+TEST(TokenizerTest, EncodesConcurrently) {
+  const Tokenizer& tok = Tiny();
+  const json cases = Cases();
+  std::vector<std::string> texts;
+  for (const json& c : cases["cases"]) texts.push_back(c["text"].get<std::string>());
+  std::vector<std::vector<int32_t>> expected;
+  for (const std::string& t : texts) expected.push_back(tok.Encode(t));
+  // A fresh tokenizer so that the threads fill its word cache together.
+  auto fresh = Tokenizer::FromJson(TokenizerJson());
+  ASSERT_TRUE(fresh.ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 50; ++round) {
+        for (size_t i = 0; i < texts.size(); ++i) {
+          const size_t k = (i + t * 7) % texts.size();
+          if ((*fresh)->Encode(texts[k]) != expected[k]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
 std::string StreamAll(const Tokenizer& tok, const std::vector<int32_t>& ids,
                       std::vector<std::string>* pieces = nullptr) {
   IncrementalDecoder stream(tok);
@@ -231,6 +317,24 @@ TEST(IncrementalDecoderTest, HoldsBackAnUnfinishedEmoji) {
   // Ids without a token are ignored.
   EXPECT_EQ(stream.Push(-5), "");
   EXPECT_EQ(stream.Push(tok.vocab_size()), "");
+}
+
+TEST(TokenizerTest, NfcNormalizerComposesBeforeEncoding) {
+  json j = json::parse(TokenizerJson());
+  const std::string composed = "caf\xC3\xA9 na\xC3\xAFve";
+  const std::string decomposed = "cafe\xCC\x81 nai\xCC\x88ve";
+  // Without a normalizer the two spellings tokenize differently.
+  EXPECT_NE(Tiny().Encode(composed), Tiny().Encode(decomposed));
+  for (const json& normalizer :
+       {json{{"type", "NFC"}},
+        json{{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFC"}}})}}}) {
+    j["normalizer"] = normalizer;
+    auto nfc = Tokenizer::FromJson(j.dump());
+    ASSERT_TRUE(nfc.ok()) << nfc.status();
+    EXPECT_EQ((*nfc)->Encode(decomposed), Tiny().Encode(composed));
+    EXPECT_EQ((*nfc)->Encode(composed), Tiny().Encode(composed));
+    EXPECT_EQ((*nfc)->Encode("e\xCC\x81<|endoftext|>"), Tiny().Encode("\xC3\xA9<|endoftext|>"));
+  }
 }
 
 // Malformed or unsupported tokenizer.json content gives a clear error.
@@ -322,7 +426,11 @@ TEST_F(MalformedJsonTest, BadFieldTypes) {
 
   json negative = Base();
   negative["model"]["vocab"]["Ġ"] = -3;
-  ExpectError(Load(negative), absl::StatusCode::kInvalidArgument, "non-negative");
+  ExpectError(Load(negative), absl::StatusCode::kInvalidArgument, "not an integer id in [0, ");
+
+  json huge = Base();
+  huge["added_tokens"][0]["id"] = 2000000000;
+  ExpectError(Load(huge), absl::StatusCode::kInvalidArgument, "added_tokens[0] \"id\"");
 
   json added = Base();
   added["added_tokens"][0].erase("content");
