@@ -15,6 +15,8 @@ int RunInspect(const std::vector<std::string>& args);
 int RunVerify(const std::vector<std::string>& args);
 int RunList(const std::vector<std::string>& args);
 int RunJob(const std::vector<std::string>& args);
+int RunGenerate(const std::vector<std::string>& args);
+int RunEvalPpl(const std::vector<std::string>& args);
 
 }  // namespace tq::tqctl
 

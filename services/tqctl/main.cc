@@ -19,6 +19,8 @@ const char kUsage[] =
     "  verify URI         check every file of a checkpoint against its manifest\n"
     "  list PREFIX        list the TQ checkpoints under a storage prefix\n"
     "  job get|cancel ID  show or cancel a job of a compression server\n"
+    "  generate PROMPT    generate text with the in-process CPU engine (--model URI)\n"
+    "  eval-ppl           perplexity of a text file (--model URI --data FILE)\n"
     "  version            print the version\n"
     "\n"
     "Run 'tqctl COMMAND --help' for the options of a command.\n";
@@ -38,6 +40,8 @@ int main(int argc, char** argv) {
   if (cmd == "verify") return tq::tqctl::RunVerify(args);
   if (cmd == "list") return tq::tqctl::RunList(args);
   if (cmd == "job") return tq::tqctl::RunJob(args);
+  if (cmd == "generate") return tq::tqctl::RunGenerate(args);
+  if (cmd == "eval-ppl") return tq::tqctl::RunEvalPpl(args);
   if (cmd == "version" || cmd == "--version") {
     std::printf("tqctl %s\n", tq::kTqserveVersion);
     return 0;

@@ -1,0 +1,98 @@
+// File: engine/kv_cache/paged_kv_cache.h
+//
+// A paged KV cache: memory is a pool of fixed-size blocks of `block_size` token positions; a
+// free list hands blocks out and takes them back; each sequence owns a block table (its blocks
+// in position order), so sequences grow without copying and a finished or aborted sequence
+// returns all its blocks at once.
+//
+// Layout (per layer, for K and for V separately), bytes:
+//   [num_blocks, block_size, num_kv_heads, codec.BytesPerVector(head_dim)]
+// Position p of a sequence lives in block table[p / block_size], slot p % block_size.
+//
+// Not thread-safe for allocation (Reserve/Free/AddSequence run on the engine's step thread);
+// Write and Gather on distinct (sequence, layer, head) triples may run concurrently.
+//
+// Usage:
+//   TQ_ASSIGN_OR_RETURN(auto cache, PagedKvCache::Create(opts, std::move(codec)));
+//   SeqHandle s = cache->AddSequence();
+//   if (!cache->Reserve(s, prompt_len)) { ... wait or preempt ... }
+//   cache->Write(s, layer, pos, k, v);
+//   cache->Gather(s, layer, kv_head, 0, pos + 1, k_rows, v_rows);
+//   cache->FreeSequence(s);
+#ifndef TQSERVE_ENGINE_KV_CACHE_PAGED_KV_CACHE_H_
+#define TQSERVE_ENGINE_KV_CACHE_PAGED_KV_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/kv_cache/kv_codec.h"
+
+namespace tq {
+
+using SeqHandle = int64_t;
+
+struct KvCacheOptions {
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 16;
+  int64_t num_blocks = 0;
+};
+
+class PagedKvCache {
+ public:
+  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvCacheOptions& options,
+                                                             std::unique_ptr<KvCodec> codec);
+
+  const KvCacheOptions& options() const { return options_; }
+  const KvCodec& codec() const { return *codec_; }
+  int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size()); }
+  int64_t num_used_blocks() const { return options_.num_blocks - num_free_blocks(); }
+  int64_t BlocksForTokens(int64_t tokens) const {
+    return (tokens + options_.block_size - 1) / options_.block_size;
+  }
+  // Cache bytes one token position occupies over all layers, K and V.
+  int64_t bytes_per_token() const { return 2 * options_.num_layers * options_.num_kv_heads * vec_bytes_; }
+  // Bytes of one block over all layers (K and V).
+  int64_t bytes_per_block() const { return bytes_per_token() * options_.block_size; }
+
+  SeqHandle AddSequence();
+  // Makes room for `num_tokens` positions in total. All or nothing: false (and no change) if
+  // the free list is too short.
+  bool Reserve(SeqHandle seq, int64_t num_tokens);
+  // Positions the sequence has room for.
+  int64_t Capacity(SeqHandle seq) const;
+  // Returns every block of the sequence to the free list and forgets it.
+  void FreeSequence(SeqHandle seq);
+  int64_t num_sequences() const { return static_cast<int64_t>(tables_.size()); }
+
+  // Stores K and V (num_kv_heads * head_dim floats each) of position `pos` of `layer`.
+  void Write(SeqHandle seq, int layer, int64_t pos, const float* k, const float* v);
+  // Decodes positions [begin, end) of one KV head into fp32 rows of head_dim floats.
+  void Gather(SeqHandle seq, int layer, int kv_head, int64_t begin, int64_t end, float* k_out,
+              float* v_out) const;
+
+ private:
+  PagedKvCache() = default;
+  uint8_t* Slot(std::vector<uint8_t>& pool, int64_t block, int64_t slot, int head) {
+    return pool.data() + ((block * options_.block_size + slot) * options_.num_kv_heads + head) * vec_bytes_;
+  }
+  const uint8_t* Slot(const std::vector<uint8_t>& pool, int64_t block, int64_t slot, int head) const {
+    return pool.data() + ((block * options_.block_size + slot) * options_.num_kv_heads + head) * vec_bytes_;
+  }
+
+  KvCacheOptions options_;
+  std::unique_ptr<KvCodec> codec_;
+  int64_t vec_bytes_ = 0;
+  std::vector<std::vector<uint8_t>> k_pools_, v_pools_;  // per layer
+  std::vector<int64_t> free_;
+  std::unordered_map<SeqHandle, std::vector<int64_t>> tables_;
+  SeqHandle next_handle_ = 1;
+};
+
+}  // namespace tq
+
+#endif  // TQSERVE_ENGINE_KV_CACHE_PAGED_KV_CACHE_H_

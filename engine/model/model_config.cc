@@ -1,0 +1,379 @@
+#include "engine/model/model_config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+
+namespace tq {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status Bad(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat("config.json: ", field, ": ", why));
+}
+
+// Reads an optional number; `present` tells whether it was there and not null.
+absl::Status GetNumber(const json& j, const char* key, double* out, bool* present = nullptr) {
+  if (present) *present = false;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return Bad(key, "must be a number");
+  *out = it->get<double>();
+  if (!std::isfinite(*out)) return Bad(key, "must be finite");
+  if (present) *present = true;
+  return absl::OkStatus();
+}
+
+absl::Status GetInt(const json& j, const char* key, int64_t* out, bool required, int64_t min_value) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    if (required) return Bad(key, "missing");
+    return absl::OkStatus();
+  }
+  if (!it->is_number_integer()) return Bad(key, "must be an integer");
+  int64_t v = it->get<int64_t>();
+  if (v < min_value) return Bad(key, absl::StrCat("must be >= ", min_value, ", got ", v));
+  *out = v;
+  return absl::OkStatus();
+}
+
+absl::Status GetBool(const json& j, const char* key, bool* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_boolean()) return Bad(key, "must be true or false");
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
+// eos_token_id may be an integer or a list of integers.
+absl::Status GetTokenIds(const json& j, const char* key, std::vector<int32_t>* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  std::vector<int32_t> ids;
+  auto add = [&](const json& v) -> absl::Status {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX) {
+      return Bad(key, "must be a non-negative integer or a list of them");
+    }
+    ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+    return absl::OkStatus();
+  };
+  if (it->is_array()) {
+    for (const json& v : *it) {
+      absl::Status s = add(v);
+      if (!s.ok()) return s;
+    }
+  } else {
+    absl::Status s = add(*it);
+    if (!s.ok()) return s;
+  }
+  *out = std::move(ids);
+  return absl::OkStatus();
+}
+
+absl::Status ParseRope(const json& j, ModelConfig* cfg) {
+  RopeConfig& r = cfg->rope;
+  // transformers >= 5: rope_parameters holds everything; older: rope_theta + rope_scaling.
+  const json* params = nullptr;
+  json merged = json::object();
+  if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return Bad("rope_parameters", "must be an object");
+    if (it->contains("full_attention") || it->contains("sliding_attention")) {
+      return Bad("rope_parameters", "per-layer-type RoPE parameters are not supported");
+    }
+    merged = *it;
+    params = &merged;
+  } else {
+    if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+      if (!it->is_object()) return Bad("rope_scaling", "must be an object");
+      merged = *it;
+    }
+    if (auto it = j.find("rope_theta"); it != j.end() && !it->is_null()) merged["rope_theta"] = *it;
+    params = &merged;
+  }
+  const json& p = *params;
+  bool has_theta = false;
+  if (auto s = GetNumber(p, "rope_theta", &r.theta, &has_theta); !s.ok()) return s;
+  if (r.theta <= 1.0) return Bad("rope_theta", "must be > 1");
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"}) {
+    if (auto it = p.find(key); it != p.end() && !it->is_null()) {
+      if (!it->is_string()) return Bad(key, "must be a string");
+      type = it->get<std::string>();
+      break;
+    }
+  }
+  if (type == "default") {
+    r.type = RopeType::kDefault;
+  } else if (type == "linear") {
+    r.type = RopeType::kLinear;
+  } else if (type == "llama3") {
+    r.type = RopeType::kLlama3;
+  } else if (type == "yarn") {
+    r.type = RopeType::kYarn;
+  } else {
+    return Bad("rope type",
+               absl::StrCat("'", type, "' is not supported (supported: default, linear, llama3, yarn)"));
+  }
+  if (r.type != RopeType::kDefault) {
+    bool has_factor = false;
+    if (auto s = GetNumber(p, "factor", &r.factor, &has_factor); !s.ok()) return s;
+    if (!has_factor) return Bad("rope factor", absl::StrCat("missing for rope type ", type));
+    if (r.factor < 1.0) return Bad("rope factor", "must be >= 1");
+  }
+  int64_t orig = 0;
+  if (auto s = GetInt(p, "original_max_position_embeddings", &orig, false, 1); !s.ok()) return s;
+  r.original_max_position_embeddings = orig;
+  if (r.type == RopeType::kLlama3) {
+    bool a = false, b = false;
+    if (auto s = GetNumber(p, "low_freq_factor", &r.low_freq_factor, &a); !s.ok()) return s;
+    if (auto s = GetNumber(p, "high_freq_factor", &r.high_freq_factor, &b); !s.ok()) return s;
+    if (!a || !b || orig == 0) {
+      return Bad("rope llama3",
+                 "needs low_freq_factor, high_freq_factor and original_max_position_embeddings");
+    }
+    if (!(r.high_freq_factor > r.low_freq_factor)) {
+      return Bad("rope llama3", "high_freq_factor must exceed low_freq_factor");
+    }
+  }
+  if (r.type == RopeType::kYarn) {
+    if (auto s = GetNumber(p, "beta_fast", &r.beta_fast); !s.ok()) return s;
+    if (auto s = GetNumber(p, "beta_slow", &r.beta_slow); !s.ok()) return s;
+    if (auto s = GetNumber(p, "mscale", &r.mscale); !s.ok()) return s;
+    if (auto s = GetNumber(p, "mscale_all_dim", &r.mscale_all_dim); !s.ok()) return s;
+    if (auto s = GetNumber(p, "attention_factor", &r.attention_factor); !s.ok()) return s;
+    if (auto s = GetBool(p, "truncate", &r.truncate); !s.ok()) return s;
+  }
+  if (auto it = j.find("partial_rotary_factor"); it != j.end() && !it->is_null()) {
+    if (!it->is_number() || it->get<double>() != 1.0) {
+      return Bad("partial_rotary_factor", "only 1.0 is supported for this architecture");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* ModelArchName(ModelArch a) {
+  switch (a) {
+    case ModelArch::kLlama:
+      return "llama";
+    case ModelArch::kMistral:
+      return "mistral";
+    case ModelArch::kQwen2:
+      return "qwen2";
+    case ModelArch::kQwen3:
+      return "qwen3";
+  }
+  return "?";
+}
+
+const char* RopeTypeName(RopeType t) {
+  switch (t) {
+    case RopeType::kDefault:
+      return "default";
+    case RopeType::kLinear:
+      return "linear";
+    case RopeType::kLlama3:
+      return "llama3";
+    case RopeType::kYarn:
+      return "yarn";
+  }
+  return "?";
+}
+
+int64_t ModelConfig::ParameterCount() const {
+  const int64_t h = hidden_size;
+  int64_t attn = h * q_size() + 2 * h * kv_size() + q_size() * h;
+  if (attention_bias) attn += q_size() + 2 * kv_size();
+  if (attention_out_bias) attn += h;
+  if (qk_norm) attn += 2 * head_dim;
+  int64_t mlp = 3 * h * intermediate_size;
+  if (mlp_bias) mlp += 2 * intermediate_size + h;
+  const int64_t per_layer = attn + mlp + 2 * h;
+  return vocab_size * h * (tie_word_embeddings ? 1 : 2) + num_layers * per_layer + h;
+}
+
+std::string ModelConfig::DebugString() const {
+  return absl::StrCat(architecture, ": ", num_layers, " layers, hidden ", hidden_size, ", heads ",
+                      num_heads, "/", num_kv_heads, " x ", head_dim, ", mlp ", intermediate_size,
+                      ", vocab ", vocab_size, ", rope ", RopeTypeName(rope.type), " theta ",
+                      rope.theta, tie_word_embeddings ? ", tied embeddings" : "",
+                      attention_bias ? ", qkv bias" : "", qk_norm ? ", q/k norm" : "");
+}
+
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
+                                             absl::string_view generation_config_json) {
+  json j = json::parse(config_json.begin(), config_json.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("config.json: not a JSON object");
+  }
+  ModelConfig cfg;
+  // Architecture.
+  auto arch_it = j.find("architectures");
+  if (arch_it == j.end() || !arch_it->is_array() || arch_it->empty() || !(*arch_it)[0].is_string()) {
+    return Bad("architectures", "missing (expected e.g. [\"LlamaForCausalLM\"])");
+  }
+  cfg.architecture = (*arch_it)[0].get<std::string>();
+  if (cfg.architecture == "LlamaForCausalLM") {
+    cfg.arch = ModelArch::kLlama;
+  } else if (cfg.architecture == "MistralForCausalLM") {
+    cfg.arch = ModelArch::kMistral;
+  } else if (cfg.architecture == "Qwen2ForCausalLM") {
+    cfg.arch = ModelArch::kQwen2;
+  } else if (cfg.architecture == "Qwen3ForCausalLM") {
+    cfg.arch = ModelArch::kQwen3;
+  } else {
+    return Bad("architectures",
+               absl::StrCat("'", cfg.architecture,
+                            "' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
+                            "Qwen2ForCausalLM, Qwen3ForCausalLM)"));
+  }
+
+  int64_t v = 0;
+  if (auto s = GetInt(j, "vocab_size", &cfg.vocab_size, true, 1); !s.ok()) return s;
+  if (auto s = GetInt(j, "hidden_size", &cfg.hidden_size, true, 1); !s.ok()) return s;
+  if (auto s = GetInt(j, "intermediate_size", &cfg.intermediate_size, true, 1); !s.ok()) return s;
+  if (auto s = GetInt(j, "num_hidden_layers", &v, true, 1); !s.ok()) return s;
+  cfg.num_layers = static_cast<int>(v);
+  if (auto s = GetInt(j, "num_attention_heads", &v, true, 1); !s.ok()) return s;
+  cfg.num_heads = static_cast<int>(v);
+  v = cfg.num_heads;
+  if (auto s = GetInt(j, "num_key_value_heads", &v, false, 1); !s.ok()) return s;
+  cfg.num_kv_heads = static_cast<int>(v);
+  if (cfg.num_heads % cfg.num_kv_heads != 0) {
+    return Bad("num_key_value_heads",
+               absl::StrCat(cfg.num_kv_heads, " does not divide num_attention_heads ", cfg.num_heads));
+  }
+  if (cfg.hidden_size % cfg.num_heads != 0 && !j.contains("head_dim")) {
+    return Bad("head_dim", "missing and hidden_size is not a multiple of num_attention_heads");
+  }
+  v = cfg.hidden_size / cfg.num_heads;
+  if (auto s = GetInt(j, "head_dim", &v, false, 2); !s.ok()) return s;
+  if (v % 2 != 0) return Bad("head_dim", "must be even (RoPE rotates pairs)");
+  cfg.head_dim = static_cast<int>(v);
+  if (auto s = GetNumber(j, "rms_norm_eps", &cfg.rms_norm_eps); !s.ok()) return s;
+  if (!(cfg.rms_norm_eps > 0)) return Bad("rms_norm_eps", "must be > 0");
+  cfg.max_position_embeddings = 2048;
+  if (auto s = GetInt(j, "max_position_embeddings", &cfg.max_position_embeddings, false, 1); !s.ok()) {
+    return s;
+  }
+  if (auto s = GetBool(j, "tie_word_embeddings", &cfg.tie_word_embeddings); !s.ok()) return s;
+
+  // Activation.
+  for (const char* key : {"hidden_act", "hidden_activation"}) {
+    if (auto it = j.find(key); it != j.end() && !it->is_null()) {
+      if (!it->is_string() || (it->get<std::string>() != "silu" && it->get<std::string>() != "swish")) {
+        return Bad(key, "only silu (SwiGLU) is supported");
+      }
+    }
+  }
+
+  // Biases and norms by architecture.
+  switch (cfg.arch) {
+    case ModelArch::kLlama: {
+      bool b = false;
+      if (auto s = GetBool(j, "attention_bias", &b); !s.ok()) return s;
+      cfg.attention_bias = cfg.attention_out_bias = b;
+      if (auto s = GetBool(j, "mlp_bias", &cfg.mlp_bias); !s.ok()) return s;
+      if (auto it = j.find("pretraining_tp"); it != j.end() && it->is_number_integer() &&
+                                              it->get<int64_t>() != 1) {
+        return Bad("pretraining_tp", "only 1 is supported");
+      }
+      break;
+    }
+    case ModelArch::kMistral:
+      break;
+    case ModelArch::kQwen2:
+      cfg.attention_bias = true;
+      break;
+    case ModelArch::kQwen3: {
+      bool b = false;
+      if (auto s = GetBool(j, "attention_bias", &b); !s.ok()) return s;
+      cfg.attention_bias = cfg.attention_out_bias = b;
+      cfg.qk_norm = true;
+      break;
+    }
+  }
+
+  if (auto s = ParseRope(j, &cfg); !s.ok()) return s;
+  if (cfg.rope.original_max_position_embeddings == 0) {
+    cfg.rope.original_max_position_embeddings = cfg.max_position_embeddings;
+  }
+
+  // Sliding windows. Mistral: `sliding_window` applies to every layer when set. Qwen2/Qwen3:
+  // only with use_sliding_window, on layers >= max_window_layers, unless `layer_types` says
+  // explicitly which layers slide.
+  cfg.sliding_window.assign(cfg.num_layers, 0);
+  int64_t window = 0;
+  if (auto s = GetInt(j, "sliding_window", &window, false, 1); !s.ok()) return s;
+  std::vector<std::string> layer_types;
+  if (auto it = j.find("layer_types"); it != j.end() && !it->is_null()) {
+    if (!it->is_array() || static_cast<int>(it->size()) != cfg.num_layers) {
+      return Bad("layer_types", "must list one type per layer");
+    }
+    for (const json& t : *it) {
+      if (!t.is_string()) return Bad("layer_types", "entries must be strings");
+      std::string s = t.get<std::string>();
+      if (s != "full_attention" && s != "sliding_attention") {
+        return Bad("layer_types", absl::StrCat("unsupported layer type '", s, "'"));
+      }
+      layer_types.push_back(s);
+    }
+  }
+  if (cfg.arch == ModelArch::kMistral) {
+    if (window > 0) cfg.sliding_window.assign(cfg.num_layers, window);
+  } else if (cfg.arch == ModelArch::kQwen2 || cfg.arch == ModelArch::kQwen3) {
+    bool use = false;
+    if (auto s = GetBool(j, "use_sliding_window", &use); !s.ok()) return s;
+    if (use && window > 0) {
+      if (!layer_types.empty()) {
+        for (int l = 0; l < cfg.num_layers; ++l) {
+          if (layer_types[l] == "sliding_attention") cfg.sliding_window[l] = window;
+        }
+      } else {
+        int64_t mwl = cfg.num_layers;
+        if (auto s = GetInt(j, "max_window_layers", &mwl, false, 0); !s.ok()) return s;
+        for (int l = static_cast<int>(mwl); l < cfg.num_layers; ++l) cfg.sliding_window[l] = window;
+      }
+    }
+  } else if (!layer_types.empty()) {
+    for (int l = 0; l < cfg.num_layers; ++l) {
+      if (layer_types[l] == "sliding_attention") {
+        if (window <= 0) return Bad("sliding_window", "missing for sliding_attention layers");
+        cfg.sliding_window[l] = window;
+      }
+    }
+  }
+
+  if (auto s = GetTokenIds(j, "eos_token_id", &cfg.eos_token_ids); !s.ok()) return s;
+  std::vector<int32_t> bos;
+  if (auto s = GetTokenIds(j, "bos_token_id", &bos); !s.ok()) return s;
+  if (!bos.empty()) cfg.bos_token_id = bos[0];
+  if (!generation_config_json.empty()) {
+    json g = json::parse(generation_config_json.begin(), generation_config_json.end(), nullptr, false);
+    if (g.is_discarded() || !g.is_object()) {
+      return absl::InvalidArgumentError("generation_config.json: not a JSON object");
+    }
+    std::vector<int32_t> gen_eos;
+    if (auto s = GetTokenIds(g, "eos_token_id", &gen_eos); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("generation_config.json: ", s.message()));
+    }
+    // generation_config.json is what generate() uses; merge its ids in.
+    for (int32_t id : gen_eos) {
+      if (std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), id) == cfg.eos_token_ids.end()) {
+        cfg.eos_token_ids.push_back(id);
+      }
+    }
+  }
+  for (int32_t id : cfg.eos_token_ids) {
+    if (id >= cfg.vocab_size) return Bad("eos_token_id", absl::StrCat(id, " >= vocab_size"));
+  }
+  return cfg;
+}
+
+}  // namespace tq

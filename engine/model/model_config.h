@@ -1,0 +1,89 @@
+// File: engine/model/model_config.h
+//
+// The decoder configuration of a dense Llama-family model, parsed from a Hugging Face
+// `config.json` (and optionally `generation_config.json`). Supported architectures:
+// LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM — GQA/MQA, RoPE
+// (default, linear, llama3, yarn scaling), RMSNorm, SwiGLU, Qwen3 q/k norms, attention and MLP
+// biases, tied embeddings, sliding-window attention. Anything else (another architecture, an
+// activation other than SiLU, an unknown RoPE type, inconsistent sizes) is refused at load time
+// with InvalidArgument naming the field.
+//
+// Both RoPE spellings are read: transformers ≥ 5 `rope_parameters {rope_type, rope_theta, ...}`
+// and the older `rope_theta` + `rope_scaling {type|rope_type, factor, ...}`.
+//
+// Usage:
+//   TQ_ASSIGN_OR_RETURN(ModelConfig cfg, ParseModelConfig(config_json_text));
+#ifndef TQSERVE_ENGINE_MODEL_MODEL_CONFIG_H_
+#define TQSERVE_ENGINE_MODEL_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace tq {
+
+enum class ModelArch { kLlama, kMistral, kQwen2, kQwen3 };
+const char* ModelArchName(ModelArch a);
+
+enum class RopeType { kDefault, kLinear, kLlama3, kYarn };
+const char* RopeTypeName(RopeType t);
+
+struct RopeConfig {
+  RopeType type = RopeType::kDefault;
+  double theta = 10000.0;
+  double factor = 1.0;  // linear, llama3, yarn
+  // llama3
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 0;  // llama3, yarn (0: max_position_embeddings)
+  // yarn
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double mscale = 0.0;          // 0: unset
+  double mscale_all_dim = 0.0;  // 0: unset
+  double attention_factor = 0.0;  // 0: derived from factor
+  bool truncate = true;
+};
+
+struct ModelConfig {
+  ModelArch arch = ModelArch::kLlama;
+  std::string architecture;  // as written in config.json
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  double rms_norm_eps = 1e-6;
+  int64_t max_position_embeddings = 0;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;   // q/k/v biases (Qwen2: always)
+  bool attention_out_bias = false;  // o_proj bias (Llama attention_bias; not Qwen2)
+  bool mlp_bias = false;
+  bool qk_norm = false;          // Qwen3
+  RopeConfig rope;
+  // Per-layer sliding window in tokens (0 = full attention): a query at position p attends to
+  // keys at positions in (p - window, p].
+  std::vector<int64_t> sliding_window;
+  // Token ids that end generation (eos_token_id of config.json, else generation_config.json).
+  std::vector<int32_t> eos_token_ids;
+  int32_t bos_token_id = -1;
+
+  int64_t q_size() const { return static_cast<int64_t>(num_heads) * head_dim; }
+  int64_t kv_size() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }
+  // Parameters of the decoder (for reports).
+  int64_t ParameterCount() const;
+  std::string DebugString() const;
+};
+
+// Parses config.json; `generation_config_json` may be empty. Errors name the offending field.
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
+                                             absl::string_view generation_config_json = "");
+
+}  // namespace tq
+
+#endif  // TQSERVE_ENGINE_MODEL_MODEL_CONFIG_H_

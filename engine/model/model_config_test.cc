@@ -1,0 +1,149 @@
+#include "engine/model/model_config.h"
+
+#include <cmath>
+#include <string>
+
+#include "engine/model/rope.h"
+#include "gtest/gtest.h"
+
+namespace tq {
+namespace {
+
+constexpr char kQwen3[] = R"({
+  "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "eos_token_id": 0,
+  "bos_token_id": 0, "head_dim": 64, "hidden_act": "silu", "hidden_size": 256,
+  "intermediate_size": 768, "max_position_embeddings": 2048, "num_attention_heads": 4,
+  "num_hidden_layers": 6, "num_key_value_heads": 2, "rms_norm_eps": 1e-06,
+  "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+  "sliding_window": null, "tie_word_embeddings": false, "use_sliding_window": false,
+  "vocab_size": 4096})";
+
+std::string Llama(const std::string& extra) {
+  return R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "vocab_size": 100, "max_position_embeddings": 256)" + extra + "}";
+}
+
+TEST(ModelConfigTest, ParsesQwen3) {
+  auto c = ParseModelConfig(kQwen3);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, ModelArch::kQwen3);
+  EXPECT_TRUE(c->qk_norm);
+  EXPECT_FALSE(c->attention_bias);
+  EXPECT_EQ(c->head_dim, 64);
+  EXPECT_EQ(c->num_kv_heads, 2);
+  EXPECT_EQ(c->rope.type, RopeType::kDefault);
+  EXPECT_EQ(c->rope.theta, 10000.0);
+  EXPECT_EQ(c->eos_token_ids, std::vector<int32_t>{0});
+  EXPECT_EQ(c->sliding_window, std::vector<int64_t>(6, 0));
+  EXPECT_EQ(c->ParameterCount(), 6819840);  // shared/models/README.md
+}
+
+TEST(ModelConfigTest, LegacyRopeScalingAndDefaults) {
+  auto c = ParseModelConfig(Llama(R"(, "rope_theta": 500000.0, "attention_bias": true,
+      "rope_scaling": {"type": "linear", "factor": 4.0}, "eos_token_id": [5, 7])"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 16);
+  EXPECT_EQ(c->rope.type, RopeType::kLinear);
+  EXPECT_EQ(c->rope.factor, 4.0);
+  EXPECT_EQ(c->rope.theta, 500000.0);
+  EXPECT_TRUE(c->attention_bias && c->attention_out_bias);
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int32_t>{5, 7}));
+  auto g = ParseModelConfig(Llama(""), R"({"eos_token_id": [7, 9]})");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->eos_token_ids, (std::vector<int32_t>{7, 9}));
+}
+
+TEST(ModelConfigTest, Qwen2BiasAndSlidingLayers) {
+  auto c = ParseModelConfig(R"({"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+      "num_key_value_heads": 1, "vocab_size": 100, "use_sliding_window": true,
+      "sliding_window": 32, "max_window_layers": 2})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->attention_bias);
+  EXPECT_FALSE(c->attention_out_bias);
+  EXPECT_EQ(c->sliding_window, (std::vector<int64_t>{0, 0, 32, 32}));
+  auto m = ParseModelConfig(R"({"architectures": ["MistralForCausalLM"], "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "vocab_size": 100, "sliding_window": 8, "head_dim": 48})");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->sliding_window, (std::vector<int64_t>{8, 8}));
+  EXPECT_EQ(m->head_dim, 48);
+  EXPECT_EQ(m->q_size(), 192);
+}
+
+TEST(ModelConfigTest, ErrorsNameTheProblem) {
+  struct Case {
+    std::string json;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"not json", "not a JSON object"},
+      {"[1, 2]", "not a JSON object"},
+      {R"({"architectures": ["GPT2LMHeadModel"]})", "GPT2LMHeadModel"},
+      {R"({"hidden_size": 4})", "architectures"},
+      {Llama(R"(, "hidden_act": "gelu")"), "hidden_act"},
+      {Llama(R"(, "rope_scaling": {"rope_type": "longrope", "factor": 2.0})"), "longrope"},
+      {Llama(R"(, "rope_scaling": {"rope_type": "linear"})"), "factor"},
+      {Llama(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0})"), "low_freq_factor"},
+      {Llama(R"(, "num_key_value_heads": 3)"), "num_key_value_heads"},
+      {Llama(R"(, "head_dim": 15)"), "head_dim"},
+      {Llama(R"(, "rms_norm_eps": -1)"), "rms_norm_eps"},
+      {Llama(R"(, "eos_token_id": 1000)"), "eos_token_id"},
+      {Llama(R"(, "vocab_size": "big")"), "vocab_size"},
+      {Llama(R"(, "num_hidden_layers": 0)"), "num_hidden_layers"},
+      {Llama(R"(, "partial_rotary_factor": 0.5)"), "partial_rotary_factor"},
+      {R"({"architectures": ["LlamaForCausalLM"], "intermediate_size": 8, "num_hidden_layers": 1,
+          "num_attention_heads": 1, "vocab_size": 10})", "hidden_size: missing"},
+  };
+  for (const Case& c : cases) {
+    auto r = ParseModelConfig(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(c.want), std::string::npos) << r.status() << " / want " << c.want;
+  }
+}
+
+TEST(RopeTest, DefaultFrequenciesAndTable) {
+  RopeConfig r;
+  r.theta = 10000.0;
+  auto t = RopeTable::Create(r, 8, 10);
+  ASSERT_TRUE(t.ok());
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(t->inv_freq()[i], std::pow(10000.0, -2.0 * i / 8), 1e-7);
+  EXPECT_FLOAT_EQ(t->cos(0)[2], 1.0f);
+  EXPECT_NEAR(t->cos(3)[0], std::cos(3.0), 1e-6);
+  EXPECT_NEAR(t->sin(7)[1], std::sin(7 * 0.1), 1e-6);
+}
+
+TEST(RopeTest, Llama3ScalesOnlyLowFrequencies) {
+  RopeConfig r;
+  r.type = RopeType::kLlama3;
+  r.theta = 500000.0;
+  r.factor = 8.0;
+  r.low_freq_factor = 1.0;
+  r.high_freq_factor = 4.0;
+  r.original_max_position_embeddings = 8192;
+  std::vector<float> f;
+  float att = 0;
+  ASSERT_TRUE(ComputeRopeFrequencies(r, 128, &f, &att).ok());
+  EXPECT_EQ(att, 1.0f);
+  EXPECT_NEAR(f[0], 1.0, 1e-6);                                  // high frequency untouched
+  EXPECT_NEAR(f[63], std::pow(500000.0, -126.0 / 128) / 8, 1e-12);  // lowest divided by factor
+}
+
+TEST(RopeTest, YarnAttentionFactor) {
+  RopeConfig r;
+  r.type = RopeType::kYarn;
+  r.theta = 1e6;
+  r.factor = 4.0;
+  r.original_max_position_embeddings = 128;
+  std::vector<float> f;
+  float att = 0;
+  ASSERT_TRUE(ComputeRopeFrequencies(r, 32, &f, &att).ok());
+  EXPECT_NEAR(att, 0.1 * std::log(4.0) + 1.0, 1e-6);
+  EXPECT_NEAR(f[0], 1.0, 1e-6);
+  EXPECT_NEAR(f[15], std::pow(1e6, -30.0 / 32) / 4, 1e-9);
+}
+
+}  // namespace
+}  // namespace tq

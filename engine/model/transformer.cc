@@ -1,0 +1,210 @@
+#include "engine/model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/linear.h"
+#include "kernels/nn/ops.h"
+
+namespace tq {
+
+Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& weights, RopeTable rope,
+                         ThreadPool* pool)
+    : cfg_(cfg), w_(weights), rope_(std::move(rope)), pool_(pool) {}
+
+void Transformer::RunLinears(const std::vector<LinearJob>& jobs, const float* x, int64_t m) {
+  // One rotated copy of x per distinct (group, block) among the TQ layers.
+  rotated_keys_.clear();
+  std::vector<const float*> x_rot(jobs.size(), nullptr);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const Linear& lin = *jobs[j].linear;
+    if (!lin.quantized()) continue;
+    const auto key = lin.RotationKey();
+    size_t slot = 0;
+    while (slot < rotated_keys_.size() && rotated_keys_[slot] != key) ++slot;
+    if (slot == rotated_keys_.size()) {
+      rotated_keys_.push_back(key);
+      if (rotated_.size() <= slot) rotated_.resize(slot + 1);
+      const int64_t kp = cpu::TqPaddedK(lin.k(), key.first);
+      rotated_[slot].resize(static_cast<size_t>(m) * kp);
+      const int64_t k = lin.k();
+      float* dst = rotated_[slot].data();
+      // Rotate rows in parallel when there are many.
+      pool_->ParallelFor(m, 4, [&](int64_t b, int64_t e) {
+        cpu::TqRotateInput(x + b * k, e - b, k, k, key.first, key.second, dst + b * kp);
+      });
+    }
+    x_rot[j] = rotated_[slot].data();
+  }
+  // Split the concatenated output rows of all jobs over the pool.
+  std::vector<int64_t> offsets(jobs.size() + 1, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) offsets[j + 1] = offsets[j] + jobs[j].linear->n();
+  const int64_t total = offsets.back();
+  const int64_t grain = std::max<int64_t>(8, total / (8 * pool_->size()));
+  pool_->ParallelFor(total, grain, [&](int64_t begin, int64_t end) {
+    for (size_t j = 0; j < jobs.size() && begin < end; ++j) {
+      const int64_t lo = std::max(begin, offsets[j]);
+      const int64_t hi = std::min(end, offsets[j + 1]);
+      if (lo >= hi) continue;
+      const Linear& lin = *jobs[j].linear;
+      lin.ForwardSlice(x, x_rot[j], m, jobs[j].y, lin.n(), lo - offsets[j], hi - offsets[j]);
+    }
+  });
+}
+
+void Transformer::Attention(int layer, const ForwardBatch& batch, PagedKvCache& cache) {
+  const int d = cfg_.head_dim;
+  const int group = cfg_.num_heads / cfg_.num_kv_heads;
+  const int64_t qs = cfg_.q_size();
+  const int64_t window = cfg_.sliding_window[layer];
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  std::vector<int64_t> offset(batch.seqs.size() + 1, 0);
+  for (size_t s = 0; s < batch.seqs.size(); ++s) offset[s + 1] = offset[s] + batch.seqs[s].num_tokens;
+  const int64_t tasks = static_cast<int64_t>(batch.seqs.size()) * cfg_.num_kv_heads;
+  pool_->ParallelFor(tasks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kbuf, vbuf, scores;
+    for (int64_t t = begin; t < end; ++t) {
+      const size_t s = static_cast<size_t>(t / cfg_.num_kv_heads);
+      const int kvh = static_cast<int>(t % cfg_.num_kv_heads);
+      const ForwardSequence& seq = batch.seqs[s];
+      const int64_t first = seq.start_pos;
+      const int64_t last = seq.start_pos + seq.num_tokens - 1;
+      // Positions any token of this slice may see.
+      const int64_t lo = window > 0 ? std::max<int64_t>(0, first - window + 1) : 0;
+      const int64_t len = last + 1 - lo;
+      kbuf.resize(static_cast<size_t>(len) * d);
+      vbuf.resize(kbuf.size());
+      scores.resize(len);
+      cache.Gather(seq.kv, layer, kvh, lo, last + 1, kbuf.data(), vbuf.data());
+      for (int64_t i = 0; i < seq.num_tokens; ++i) {
+        const int64_t pos = first + i;
+        const int64_t from = window > 0 ? std::max<int64_t>(lo, pos - window + 1) : lo;
+        const int64_t n = pos + 1 - from;
+        const int64_t row = offset[s] + i;
+        for (int g = 0; g < group; ++g) {
+          const int head = kvh * group + g;
+          nn::AttendOne(q_.data() + row * qs + head * d, kbuf.data() + (from - lo) * d, d,
+                        vbuf.data() + (from - lo) * d, d, n, d, scale, scores.data(),
+                        attn_.data() + row * qs + head * d);
+        }
+      }
+    }
+  });
+}
+
+absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache,
+                                  std::vector<float>* logits) {
+  logits->clear();
+  const int64_t T = static_cast<int64_t>(batch.tokens.size());
+  if (T == 0) return absl::OkStatus();
+  const int64_t H = cfg_.hidden_size;
+  const int64_t qs = cfg_.q_size(), kvs = cfg_.kv_size(), I = cfg_.intermediate_size;
+  const int d = cfg_.head_dim;
+  // Validate the batch.
+  int64_t covered = 0;
+  for (const ForwardSequence& s : batch.seqs) {
+    if (s.num_tokens < 1) return absl::InvalidArgumentError("forward: empty sequence slice");
+    if (s.start_pos + s.num_tokens > rope_.max_positions()) {
+      return absl::OutOfRangeError(absl::StrCat("forward: position ", s.start_pos + s.num_tokens - 1,
+                                                " beyond the context of ", rope_.max_positions()));
+    }
+    if (cache.Capacity(s.kv) < s.start_pos + s.num_tokens) {
+      return absl::InternalError("forward: KV cache space not reserved");
+    }
+    covered += s.num_tokens;
+  }
+  if (covered != T) return absl::InvalidArgumentError("forward: sequence slices do not cover the tokens");
+  for (int32_t tok : batch.tokens) {
+    if (tok < 0 || tok >= cfg_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tok, " outside the vocabulary [0, ",
+                                                     cfg_.vocab_size, ")"));
+    }
+  }
+
+  x_.resize(T * H);
+  h_.resize(T * H);
+  q_.resize(T * qs);
+  k_.resize(T * kvs);
+  v_.resize(T * kvs);
+  attn_.resize(T * qs);
+  tmp_.resize(T * H);
+  gate_.resize(T * I);
+  up_.resize(T * I);
+  for (int64_t t = 0; t < T; ++t) w_.Embed(batch.tokens[t], H, x_.data() + t * H);
+
+  // Position of every token.
+  std::vector<int64_t> pos(T);
+  std::vector<size_t> seq_of(T);
+  {
+    int64_t t = 0;
+    for (size_t s = 0; s < batch.seqs.size(); ++s) {
+      for (int64_t i = 0; i < batch.seqs[s].num_tokens; ++i, ++t) {
+        pos[t] = batch.seqs[s].start_pos + i;
+        seq_of[t] = s;
+      }
+    }
+  }
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const LayerWeights& L = w_.layers[l];
+    pool_->ParallelFor(T, 16, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) nn::RmsNorm(x_.data() + t * H, L.input_norm.data(), H, eps, h_.data() + t * H);
+    });
+    RunLinears({{&L.q, q_.data()}, {&L.k, k_.data()}, {&L.v, v_.data()}}, h_.data(), T);
+    pool_->ParallelFor(T, 8, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        float* qt = q_.data() + t * qs;
+        float* kt = k_.data() + t * kvs;
+        if (cfg_.qk_norm) {
+          for (int hh = 0; hh < cfg_.num_heads; ++hh) nn::RmsNorm(qt + hh * d, L.q_norm.data(), d, eps, qt + hh * d);
+          for (int hh = 0; hh < cfg_.num_kv_heads; ++hh) nn::RmsNorm(kt + hh * d, L.k_norm.data(), d, eps, kt + hh * d);
+        }
+        nn::ApplyRope(qt, d, cfg_.num_heads, rope_.cos(pos[t]), rope_.sin(pos[t]));
+        nn::ApplyRope(kt, d, cfg_.num_kv_heads, rope_.cos(pos[t]), rope_.sin(pos[t]));
+      }
+    });
+    for (int64_t t = 0; t < T; ++t) {
+      cache.Write(batch.seqs[seq_of[t]].kv, l, pos[t], k_.data() + t * kvs, v_.data() + t * kvs);
+    }
+    Attention(l, batch, cache);
+    RunLinears({{&L.o, tmp_.data()}}, attn_.data(), T);
+    for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+    pool_->ParallelFor(T, 16, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        nn::RmsNorm(x_.data() + t * H, L.post_attention_norm.data(), H, eps, h_.data() + t * H);
+      }
+    });
+    RunLinears({{&L.gate, gate_.data()}, {&L.up, up_.data()}}, h_.data(), T);
+    pool_->ParallelFor(T, 4, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) nn::SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
+    });
+    RunLinears({{&L.down, tmp_.data()}}, gate_.data(), T);
+    for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+  }
+
+  // Rows that need logits.
+  std::vector<int64_t> rows;
+  {
+    int64_t t = 0;
+    for (const ForwardSequence& s : batch.seqs) {
+      if (s.logits == LogitsMode::kAll) {
+        for (int64_t i = 0; i < s.num_tokens; ++i) rows.push_back(t + i);
+      } else if (s.logits == LogitsMode::kLast) {
+        rows.push_back(t + s.num_tokens - 1);
+      }
+      t += s.num_tokens;
+    }
+  }
+  if (rows.empty()) return absl::OkStatus();
+  const int64_t R = static_cast<int64_t>(rows.size());
+  std::vector<float> normed(R * H);
+  for (int64_t r = 0; r < R; ++r) {
+    nn::RmsNorm(x_.data() + rows[r] * H, w_.final_norm.data(), H, eps, normed.data() + r * H);
+  }
+  logits->resize(static_cast<size_t>(R) * cfg_.vocab_size);
+  RunLinears({{&w_.lm_head, logits->data()}}, normed.data(), R);
+  return absl::OkStatus();
+}
+
+}  // namespace tq

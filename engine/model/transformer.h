@@ -1,0 +1,87 @@
+// File: engine/model/transformer.h
+//
+// The forward pass of a dense Llama-family decoder on the CPU, over a flat batch of tokens from
+// any number of sequences (continuous batching: a step mixes prefill chunks and single decode
+// tokens). Keys and values go to the paged KV cache; attention reads them back through the
+// cache's codec, so every token attends exactly to what the cache holds.
+//
+// Per layer (transformers' LlamaDecoderLayer, fp32):
+//   h = RMSNorm(x);  q,k,v = h·Wqkvᵀ (+b);  [Qwen3: RMSNorm per head of q and k];  RoPE(q, k)
+//   cache[pos] = k, v;  a = softmax(q·Kᵀ/√d + causal/sliding mask)·V;  x += a·Woᵀ (+b)
+//   h = RMSNorm(x);  x += (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ
+// then logits = RMSNorm(x)·W_lmᵀ for the rows that need them.
+//
+// TQ layers rotate their input once per (group size, rotation block) and share it: q/k/v read
+// one rotated copy of h, gate/up another.
+//
+// Usage:
+//   Transformer model(cfg, weights, std::move(rope), &pool);
+//   ForwardBatch b; b.tokens = {...}; b.seqs = {{handle, start, n, /*logits=*/LogitsMode::kLast}};
+//   TQ_RETURN_IF_ERROR(model.Forward(b, cache, &logits));   // logits: rows x vocab
+#ifndef TQSERVE_ENGINE_MODEL_TRANSFORMER_H_
+#define TQSERVE_ENGINE_MODEL_TRANSFORMER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/kv_cache/paged_kv_cache.h"
+#include "engine/model/model_config.h"
+#include "engine/model/rope.h"
+#include "engine/model/weights.h"
+#include "engine/util/thread_pool.h"
+
+namespace tq {
+
+enum class LogitsMode { kNone, kLast, kAll };
+
+// One sequence's slice of a forward batch: tokens [offset, offset + num_tokens) of
+// ForwardBatch::tokens, at positions start_pos, start_pos + 1, ... The cache must already have
+// room for start_pos + num_tokens positions and hold positions [0, start_pos).
+struct ForwardSequence {
+  SeqHandle kv = 0;
+  int64_t start_pos = 0;
+  int64_t num_tokens = 0;
+  LogitsMode logits = LogitsMode::kLast;
+};
+
+struct ForwardBatch {
+  std::vector<int32_t> tokens;
+  std::vector<ForwardSequence> seqs;  // in token order
+};
+
+class Transformer {
+ public:
+  // `weights` and `pool` must outlive the model.
+  Transformer(const ModelConfig& cfg, const ModelWeights& weights, RopeTable rope, ThreadPool* pool);
+
+  const ModelConfig& config() const { return cfg_; }
+  int64_t max_positions() const { return rope_.max_positions(); }
+
+  // Runs one step. Appends logits (vocab floats per row) to `logits` (cleared first): for each
+  // sequence in order, its last token (kLast) or every token (kAll).
+  absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits);
+
+ private:
+  struct LinearJob {
+    const Linear* linear;
+    float* y;  // [m, linear->n()]
+  };
+  // Runs linears sharing the input x [m, k] (row stride k), splitting all their output rows over
+  // the thread pool together.
+  void RunLinears(const std::vector<LinearJob>& jobs, const float* x, int64_t m);
+  void Attention(int layer, const ForwardBatch& batch, PagedKvCache& cache);
+
+  const ModelConfig cfg_;
+  const ModelWeights& w_;
+  RopeTable rope_;
+  ThreadPool* pool_;
+  // Scratch, reused across steps.
+  std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_, gate_, up_;
+  std::vector<std::vector<float>> rotated_;
+  std::vector<std::pair<int, int>> rotated_keys_;
+};
+
+}  // namespace tq
+
+#endif  // TQSERVE_ENGINE_MODEL_TRANSFORMER_H_

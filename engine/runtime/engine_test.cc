@@ -1,0 +1,422 @@
+// The engine's request lifecycle on the tiny trained Qwen3: TQ codes vs dequantized weights,
+// continuous batching (incl. chunked prefill and preemption) equal to solo runs, seeded
+// sampling, stop strings / stop tokens / max tokens, abort freeing KV blocks, and bad input.
+#include "engine/runtime/engine.h"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/compress/compressor.h"
+#include "engine/util/file_util.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/util/testdata.h"
+
+namespace tq {
+namespace {
+
+// Codes vs dequantized weights compute the same function in a different fp32 order.
+constexpr double kMaxRelTqPathDiff = 1e-4;
+
+std::string TinyDir() { return tq::testing::TestDataPath("testdata/models/tq-tiny-qwen3"); }
+
+// One finished request: every event's ids/text, and the final event.
+struct Result {
+  std::vector<int32_t> ids;
+  std::string text;
+  GenerationEvent last;
+  int events = 0;
+};
+
+class Collector {
+ public:
+  EventCallback Callback() {
+    return [this](const GenerationEvent& ev) {
+      std::lock_guard<std::mutex> l(mu_);
+      Result& r = results_[ev.request_id];
+      r.ids.insert(r.ids.end(), ev.token_ids.begin(), ev.token_ids.end());
+      r.text += ev.text;
+      ++r.events;
+      if (ev.finished) {
+        r.last = ev;
+        ++finished_;
+        cv_.notify_all();
+      }
+    };
+  }
+  void WaitFor(int n) {
+    std::unique_lock<std::mutex> l(mu_);
+    ASSERT_TRUE(cv_.wait_for(l, std::chrono::seconds(120), [&] { return finished_ >= n; }));
+  }
+  Result Get(uint64_t id) {
+    std::lock_guard<std::mutex> l(mu_);
+    return results_[id];
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, Result> results_;
+  int finished_ = 0;
+};
+
+std::unique_ptr<Engine> MakeEngine(EngineOptions o) {
+  if (o.model_uri.empty()) o.model_uri = TinyDir();
+  if (o.threads == 0) o.threads = 2;
+  auto e = Engine::Create(o);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+Result RunToEnd(Engine& e, GenerationRequest r) {
+  Collector c;
+  auto id = e.Submit(r, c.Callback());
+  EXPECT_TRUE(id.ok()) << id.status();
+  if (!id.ok()) return {};
+  c.WaitFor(1);
+  return c.Get(*id);
+}
+
+GenerationRequest Greedy(const std::string& prompt, int n) {
+  GenerationRequest r;
+  r.prompt = prompt;
+  r.max_tokens = n;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0;
+  return r;
+}
+
+const std::vector<std::string>& Prompts() {
+  static const std::vector<std::string> p = {
+      "In the beginning God created",
+      "The history of the city",
+      "And it came to pass, when the king heard these words, that he",
+      "A",
+      "The game was released in Japan on 12 March 2010 , and",
+      "Thou shalt not",
+  };
+  return p;
+}
+
+TEST(EngineTest, ModelInfo) {
+  auto e = MakeEngine({});
+  ASSERT_NE(e, nullptr);
+  const ModelInfo& info = e->model_info();
+  EXPECT_EQ(info.checkpoint_kind, "hf");
+  EXPECT_EQ(info.config.num_layers, 6);
+  EXPECT_EQ(info.max_model_len, 2048);
+  EXPECT_EQ(info.dense_linears, 43u);
+  EXPECT_NE(e->tokenizer(), nullptr);
+  EXPECT_EQ(e->stats().kv_bytes_per_token, 2 * 6 * 2 * 64 * 2);
+}
+
+TEST(EngineTest, ConcurrentGreedyRequestsEqualTheirSoloRuns) {
+  std::vector<Result> solo;
+  {
+    auto e = MakeEngine({});
+    ASSERT_NE(e, nullptr);
+    for (const std::string& p : Prompts()) solo.push_back(RunToEnd(*e, Greedy(p, 24)));
+  }
+  // Small token budget (chunked prefill mixed with decodes) and a small KV cache (preemption).
+  for (int64_t kv_blocks : {0, 12}) {
+    EngineOptions o;
+    o.max_num_batched_tokens = 7;
+    o.max_num_seqs = 4;
+    o.kv_block_size = 4;
+    if (kv_blocks > 0) o.kv_cache_bytes = kv_blocks * 4 * (2 * 6 * 2 * 64 * 2);
+    auto e = MakeEngine(o);
+    ASSERT_NE(e, nullptr);
+    Collector c;
+    std::vector<uint64_t> ids;
+    for (const std::string& p : Prompts()) {
+      auto id = e->Submit(Greedy(p, 24), c.Callback());
+      ASSERT_TRUE(id.ok()) << id.status();
+      ids.push_back(*id);
+    }
+    c.WaitFor(static_cast<int>(ids.size()));
+    for (size_t i = 0; i < ids.size(); ++i) {
+      Result r = c.Get(ids[i]);
+      EXPECT_EQ(r.ids, solo[i].ids) << "prompt " << i << " kv_blocks " << kv_blocks;
+      EXPECT_EQ(r.text, solo[i].text);
+      EXPECT_EQ(r.last.finish_reason, FinishReason::kLength);
+      EXPECT_EQ(r.last.completion_tokens, 24);
+      EXPECT_GT(r.events, 1);  // streamed
+    }
+    const EngineStats st = e->stats();
+    EXPECT_EQ(st.kv_blocks_used, 0);
+    EXPECT_EQ(st.finished_requests, ids.size());
+    if (kv_blocks > 0) {
+      EXPECT_GT(st.preemptions, 0u);
+    }
+  }
+}
+
+TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
+  GenerationRequest r;
+  r.prompt = "The history of the city";
+  r.max_tokens = 20;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0.9f;
+  r.sampling.top_p = 0.95f;
+  r.sampling.top_k = 50;
+  r.sampling.seed = 1234;
+  auto e = MakeEngine({});
+  ASSERT_NE(e, nullptr);
+  Result a = RunToEnd(*e, r);
+  // Same request alongside others.
+  Collector c;
+  std::vector<uint64_t> ids;
+  for (const std::string& p : Prompts()) ids.push_back(*e->Submit(Greedy(p, 10), c.Callback()));
+  const uint64_t mine = *e->Submit(r, c.Callback());
+  c.WaitFor(static_cast<int>(ids.size()) + 1);
+  EXPECT_EQ(c.Get(mine).ids, a.ids);
+  r.sampling.seed = 4321;
+  EXPECT_NE(RunToEnd(*e, r).ids, a.ids);
+}
+
+TEST(EngineTest, StopStringsTokensAndLength) {
+  auto e = MakeEngine({});
+  ASSERT_NE(e, nullptr);
+  Result full = RunToEnd(*e, Greedy("In the beginning God created", 16));
+  ASSERT_EQ(full.text, "\nin the world, and the world is not in the world.\n  ");
+  // Stop string: output ends just before it, reason stop.
+  GenerationRequest r = Greedy("In the beginning God created", 16);
+  r.stop = {"world is"};
+  Result s = RunToEnd(*e, r);
+  EXPECT_EQ(s.text, "\nin the world, and the ");
+  EXPECT_EQ(s.last.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(s.last.stop_reason, "string:world is");
+  // The earliest of several stop strings wins.
+  r.stop = {"not", ", and"};
+  EXPECT_EQ(RunToEnd(*e, r).text, "\nin the world");
+  // Stop token id: the token is reported, its text is not.
+  GenerationRequest t = Greedy("In the beginning God created", 16);
+  t.stop_token_ids = {full.ids[3]};
+  Result st = RunToEnd(*e, t);
+  EXPECT_EQ(st.ids, std::vector<int32_t>(full.ids.begin(), full.ids.begin() + 4));
+  EXPECT_EQ(st.last.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(st.last.stop_reason, "token:" + std::to_string(full.ids[3]));
+  // eos (id 0) ends a request unless ignore_eos.
+  GenerationRequest eos = Greedy("In the beginning God created", 8);
+  eos.stop_token_ids.clear();
+  Result l = RunToEnd(*e, eos);
+  EXPECT_EQ(l.last.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(l.last.completion_tokens, 8);
+  EXPECT_EQ(l.last.prompt_tokens, 6);
+  EXPECT_GE(l.last.total_s, l.last.first_token_s);
+}
+
+TEST(EngineTest, AbortFreesTheCacheWithinAStep) {
+  EngineOptions o;
+  auto e = MakeEngine(o);
+  ASSERT_NE(e, nullptr);
+  std::promise<GenerationEvent> last;
+  std::atomic<int> events{0};
+  std::atomic<uint64_t> id{0};
+  GenerationRequest r = Greedy("And it came to pass", 1500);
+  auto got = e->Submit(r, [&](const GenerationEvent& ev) {
+    if (++events == 3) e->Abort(ev.request_id);
+    if (ev.finished) last.set_value(ev);
+  });
+  ASSERT_TRUE(got.ok());
+  GenerationEvent ev = last.get_future().get();
+  EXPECT_EQ(ev.finish_reason, FinishReason::kAbort);
+  EXPECT_LE(ev.completion_tokens, 4);  // at most one more step ran
+  EXPECT_EQ(e->stats().kv_blocks_used, 0);
+  EXPECT_EQ(e->stats().aborted_requests, 1u);
+  EXPECT_FALSE(e->Abort(*got));  // already gone
+  EXPECT_FALSE(e->Abort(987654));
+}
+
+TEST(EngineTest, BadRequestsAreRefusedClearly) {
+  EngineOptions o;
+  o.max_model_len = 8;
+  auto e = MakeEngine(o);
+  ASSERT_NE(e, nullptr);
+  auto expect = [&](GenerationRequest r, absl::StatusCode code, const std::string& text) {
+    auto id = e->Submit(r, [](const GenerationEvent&) {});
+    ASSERT_FALSE(id.ok());
+    EXPECT_EQ(id.status().code(), code) << id.status();
+    EXPECT_NE(id.status().message().find(text), std::string::npos) << id.status();
+  };
+  GenerationRequest r = Greedy("", 4);
+  expect(r, absl::StatusCode::kInvalidArgument, "empty");
+  r = Greedy("one two three four five six seven eight nine ten", 4);
+  expect(r, absl::StatusCode::kInvalidArgument, "max_model_len");
+  r = Greedy("x", 0);
+  expect(r, absl::StatusCode::kInvalidArgument, "max_tokens");
+  r = Greedy("x", 4);
+  r.prompt_ids = {1, 4096};
+  expect(r, absl::StatusCode::kInvalidArgument, "vocabulary");
+  r = Greedy("x", 4);
+  r.sampling.top_p = 0;
+  expect(r, absl::StatusCode::kInvalidArgument, "top_p");
+  r = Greedy("x", 4);
+  r.stop = {""};
+  expect(r, absl::StatusCode::kInvalidArgument, "stop");
+  // A prompt that fits: the context limit ends it with "length".
+  Result ok = RunToEnd(*e, Greedy("In the", 100));
+  EXPECT_EQ(ok.last.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(ok.last.prompt_tokens + ok.last.completion_tokens, 8);
+}
+
+TEST(EngineTest, QueueBound) {
+  EngineOptions o;
+  o.max_waiting = 2;
+  o.max_num_seqs = 1;
+  auto e = MakeEngine(o);
+  ASSERT_NE(e, nullptr);
+  Collector c;
+  int accepted = 0, refused = 0;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 8; ++i) {
+    auto id = e->Submit(Greedy("The history", 200), c.Callback());
+    if (id.ok()) {
+      ++accepted;
+      ids.push_back(*id);
+    } else {
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 1);
+  for (uint64_t id : ids) e->Abort(id);
+  c.WaitFor(accepted);
+}
+
+// Bad checkpoints: each is a copy of the tiny model with one thing broken.
+class BadCheckpointTest : public ::testing::Test {
+ protected:
+  std::string Copy(const std::string& config_override) {
+    const std::string dir = tq::testing::MakeTempDir("badckpt");
+    for (const char* f : {"model.safetensors", "tokenizer.json"}) {
+      tq::testing::WriteFileOrDie(dir + "/" + f, tq::testing::ReadFileOrDie(TinyDir() + "/" + f));
+    }
+    std::string cfg = tq::testing::ReadFileOrDie(TinyDir() + "/config.json");
+    if (!config_override.empty()) cfg = config_override;
+    tq::testing::WriteFileOrDie(dir + "/config.json", cfg);
+    return dir;
+  }
+  absl::Status Open(const std::string& dir) {
+    EngineOptions o;
+    o.model_uri = dir;
+    return Engine::Create(o).status();
+  }
+  // The tiny model's config.json with `key` set to `value` (JSON text); "null" removes it.
+  std::string Patched(const std::string& key, const std::string& value) {
+    auto cfg = nlohmann::ordered_json::parse(tq::testing::ReadFileOrDie(TinyDir() + "/config.json"));
+    if (value == "null") {
+      cfg.erase(key);
+    } else {
+      cfg[key] = nlohmann::ordered_json::parse(value);
+    }
+    if (key == "num_hidden_layers") cfg.erase("layer_types");
+    return cfg.dump(2);
+  }
+};
+
+TEST_F(BadCheckpointTest, ErrorsNameTheProblem) {
+  struct Case {
+    std::string config;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"{not json", "config.json: not a JSON object"},
+      {Patched("num_hidden_layers", "7"), "missing tensor \"model.layers.6."},
+      {Patched("num_hidden_layers", "5"), "more layers"},
+      {Patched("intermediate_size", "512"), "model.layers.0.mlp.gate_proj.weight"},
+      {Patched("vocab_size", "5000"), "model.embed_tokens.weight"},
+      {Patched("architectures", "[\"Qwen3MoeForCausalLM\"]"), "not supported"},
+      {Patched("attention_bias", "true"), "q_proj.bias"},
+      {Patched("num_attention_heads", "null"), "num_attention_heads: missing"},
+      {Patched("hidden_act", "\"gelu\""), "hidden_act"},
+  };
+  for (const Case& c : cases) {
+    absl::Status st = Open(Copy(c.config));
+    EXPECT_FALSE(st.ok()) << c.want;
+    EXPECT_NE(st.message().find(c.want), std::string::npos) << st << " / want: " << c.want;
+  }
+  // A truncated shard.
+  const std::string dir = Copy("");
+  std::string bytes = tq::testing::ReadFileOrDie(dir + "/model.safetensors");
+  tq::testing::WriteFileOrDie(dir + "/model.safetensors", bytes.substr(0, bytes.size() / 2));
+  absl::Status st = Open(dir);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("model.safetensors"), std::string::npos) << st;
+  EXPECT_FALSE(Open(tq::testing::MakeTempDir("empty")).ok());
+}
+
+// TQ checkpoints: logits from the codes equal logits from the dequantized weights (same function,
+// two code paths), for our format and the plugin's; greedy text equals through both paths.
+class TqPathTest : public ::testing::TestWithParam<CheckpointFormat> {};
+
+TEST_P(TqPathTest, CodesEqualDequantizedWeights) {
+  const std::string out = tq::testing::MakeTempDir("tq3");
+  CompressOptions co;
+  co.source = TinyDir();
+  co.destination = out;
+  co.format = GetParam();
+  co.bits = 3;
+  co.threads = 2;
+  auto res = Compress(co, nullptr);
+  ASSERT_TRUE(res.ok()) << res.status();
+  EngineOptions o;
+  o.model_uri = out;
+  o.kv_codec = "fp32";
+  auto codes = MakeEngine(o);
+  o.dequantize_tq = true;
+  auto dense = MakeEngine(o);
+  ASSERT_NE(codes, nullptr);
+  ASSERT_NE(dense, nullptr);
+  EXPECT_EQ(codes->model_info().checkpoint_kind, GetParam() == CheckpointFormat::kTq ? "tq" : "tq-plugin");
+  EXPECT_EQ(codes->model_info().quantized_linears, 42u);  // 6 layers x 7; lm_head kept
+  EXPECT_EQ(dense->model_info().quantized_linears, 0u);
+  // Per-token NLL of a window (all positions' logits enter it).
+  std::vector<int32_t> ids = codes->tokenizer()->Encode(
+      "In the beginning God created the heaven and the earth. And the earth was without form, and void; "
+      "and darkness was upon the face of the deep.");
+  auto a = codes->Score({ids});
+  auto b = dense->Score({ids});
+  ASSERT_TRUE(a.ok() && b.ok());
+  double max_diff = 0;
+  for (size_t i = 0; i < (*a)[0].size(); ++i) max_diff = std::max(max_diff, std::fabs(double((*a)[0][i]) - (*b)[0][i]));
+  EXPECT_LE(max_diff, kMaxRelTqPathDiff * 10) << "NLL differs by " << max_diff;
+  for (const std::string& p : Prompts()) {
+    EXPECT_EQ(RunToEnd(*codes, Greedy(p, 12)).ids, RunToEnd(*dense, Greedy(p, 12)).ids) << p;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, TqPathTest, ::testing::Values(CheckpointFormat::kTq, CheckpointFormat::kPlugin));
+
+TEST(TqLoadTest, CorruptedTqCheckpointIsRefused) {
+  const std::string out = tq::testing::MakeTempDir("tq3bad");
+  CompressOptions co;
+  co.source = TinyDir();
+  co.destination = out;
+  co.threads = 2;
+  ASSERT_TRUE(Compress(co, nullptr).ok());
+  std::string bytes = tq::testing::ReadFileOrDie(out + "/model.safetensors");
+  bytes[bytes.size() - 100] ^= 0x01;
+  tq::testing::WriteFileOrDie(out + "/model.safetensors", bytes);
+  EngineOptions o;
+  o.model_uri = out;
+  auto e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kDataLoss) << e.status();
+  EXPECT_NE(e.status().message().find("model.safetensors"), std::string::npos);
+  // Without the manifest the checkpoint is incomplete.
+  ASSERT_TRUE(RemoveFile(out + "/tq_manifest.json").ok());
+  e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("incomplete"), std::string::npos) << e.status();
+}
+
+}  // namespace
+}  // namespace tq

@@ -1,0 +1,89 @@
+#include "engine/sampling/sampler.h"
+
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace tq {
+namespace {
+
+SamplingParams Params(float t, int k = 0, float p = 1.0f, float min_p = 0.0f, uint64_t seed = 1) {
+  SamplingParams s;
+  s.temperature = t;
+  s.top_k = k;
+  s.top_p = p;
+  s.min_p = min_p;
+  s.seed = seed;
+  return s;
+}
+
+TEST(SamplerTest, GreedyTakesTheFirstMaximum) {
+  std::vector<float> l = {0.5f, 3.0f, -1.0f, 3.0f};
+  Sampler s(Params(0.0f));
+  float lp = 0;
+  EXPECT_EQ(s.Sample(l.data(), 4, &lp), 1);
+  const double z = std::exp(0.5) + 2 * std::exp(3.0) + std::exp(-1.0);
+  EXPECT_NEAR(lp, 3.0 - std::log(z), 1e-6);
+  EXPECT_EQ(ArgMax(l.data(), 4), 1);
+}
+
+TEST(SamplerTest, SameSeedSameTokens) {
+  std::vector<float> l(50);
+  for (int i = 0; i < 50; ++i) l[i] = std::sin(i * 1.7f);
+  Sampler a(Params(1.0f, 0, 1.0f, 0.0f, 42)), b(Params(1.0f, 0, 1.0f, 0.0f, 42)), c(Params(1.0f, 0, 1.0f, 0.0f, 43));
+  std::vector<int32_t> ta, tb, tc;
+  for (int i = 0; i < 64; ++i) {
+    ta.push_back(a.Sample(l.data(), 50));
+    tb.push_back(b.Sample(l.data(), 50));
+    tc.push_back(c.Sample(l.data(), 50));
+  }
+  EXPECT_EQ(ta, tb);
+  EXPECT_NE(ta, tc);
+}
+
+TEST(SamplerTest, FiltersRestrictTheCandidates) {
+  std::vector<float> l = {1.0f, 4.0f, 3.9f, 0.0f, 3.0f};
+  for (int i = 0; i < 200; ++i) {
+    Sampler k1(Params(1.0f, 1, 1.0f, 0.0f, i));
+    EXPECT_EQ(k1.Sample(l.data(), 5), 1);
+    Sampler k2(Params(1.0f, 2, 1.0f, 0.0f, i));
+    const int32_t t = k2.Sample(l.data(), 5);
+    EXPECT_TRUE(t == 1 || t == 2);
+    Sampler p(Params(1.0f, 0, 0.01f, 0.0f, i));
+    EXPECT_EQ(p.Sample(l.data(), 5), 1);
+    Sampler m(Params(1.0f, 0, 1.0f, 0.5f, i));  // keeps p >= 0.5 * p_max: ids 1, 2 (and not 4: e^-1 < .5)
+    const int32_t u = m.Sample(l.data(), 5);
+    EXPECT_TRUE(u == 1 || u == 2) << u;
+  }
+}
+
+TEST(SamplerTest, FrequenciesFollowTheSoftmax) {
+  std::vector<float> l = {0.0f, 1.0f, 2.0f};
+  Sampler s(Params(1.0f, 0, 1.0f, 0.0f, 9));
+  std::map<int32_t, int> count;
+  const int n = 30000;
+  for (int i = 0; i < n; ++i) ++count[s.Sample(l.data(), 3)];
+  const double z = 1 + std::exp(1.0) + std::exp(2.0);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(count[i] / double(n), std::exp(double(i)) / z, 0.015) << i;
+  // Temperature 0.5 sharpens.
+  Sampler t(Params(0.5f, 0, 1.0f, 0.0f, 10));
+  int top = 0;
+  for (int i = 0; i < n; ++i) top += t.Sample(l.data(), 3) == 2;
+  const double z2 = 1 + std::exp(2.0) + std::exp(4.0);
+  EXPECT_NEAR(top / double(n), std::exp(4.0) / z2, 0.015);
+}
+
+TEST(SamplerTest, ValidationNamesTheField) {
+  EXPECT_TRUE(ValidateSamplingParams(Params(0.7f, 5, 0.9f, 0.1f)).ok());
+  EXPECT_NE(ValidateSamplingParams(Params(-1.0f)).message().find("temperature"), std::string::npos);
+  EXPECT_NE(ValidateSamplingParams(Params(NAN)).message().find("temperature"), std::string::npos);
+  EXPECT_NE(ValidateSamplingParams(Params(1.0f, -2)).message().find("top_k"), std::string::npos);
+  EXPECT_NE(ValidateSamplingParams(Params(1.0f, 0, 0.0f)).message().find("top_p"), std::string::npos);
+  EXPECT_NE(ValidateSamplingParams(Params(1.0f, 0, 1.5f)).message().find("top_p"), std::string::npos);
+  EXPECT_NE(ValidateSamplingParams(Params(1.0f, 0, 1.0f, 2.0f)).message().find("min_p"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tq
