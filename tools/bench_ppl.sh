@@ -24,7 +24,7 @@ declare -a names=("BF16 (source)") dirs=("$src")
 compress() {  # name dir args...
   local name=$1 dir=$work/$2
   shift 2
-  "$tqctl" compress "$src" "$dir" --threads 2 "$@" >/dev/null
+  "$tqctl" compress "$src" "$dir" --threads 2 --quiet "$@" >/dev/null
   names+=("$name")
   dirs+=("$dir")
 }

@@ -48,10 +48,11 @@ void ProgressBar::Update(const CompressProgress& p) {
     return;
   }
   // Not a terminal: a line at phase changes and at most every 5 seconds.
-  if (p.phase == "compress" && p.elapsed_s - last_print_ < 5.0 && p.tensors_done != p.tensors_total) {
+  if (p.phase == last_phase_ && p.elapsed_s - last_print_ < 5.0 && p.tensors_done != p.tensors_total) {
     return;
   }
   last_print_ = p.elapsed_s;
+  last_phase_ = p.phase;
   absl::FPrintF(out_, "[%7.1fs] %s: %d/%d tensors, %s of %s in (%.0f%%), %s out, %s/s, ETA %s\n",
                 p.elapsed_s, p.phase, p.tensors_done, p.tensors_total, HumanBytes(p.bytes_in_done),
                 HumanBytes(p.bytes_in_total), 100 * frac, HumanBytes(p.bytes_out_done),

@@ -23,6 +23,7 @@ class ProgressBar {
   FILE* out_;
   bool tty_;
   double last_print_ = -1;
+  std::string last_phase_;
   bool drawn_ = false;
 };
 
