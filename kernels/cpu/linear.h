@@ -32,14 +32,24 @@
 // Instruction sets. The kernels are compiled twice (BUILD.bazel): AVX2+FMA+F16C and portable
 // C++; the AVX2 build runs when the CPU has all three (LinearKernelIsa()). Both accumulate in
 // float32 in different orders, so results agree to float32 rounding, not bit for bit.
+//
+// Batch invariance. Within one build, y[i, :] is bitwise the same whatever m is, whatever place
+// row i has in the batch, whatever the other rows hold (NaN included) and whatever slice
+// [n_begin, n_end) computes a column: each output is summed in one canonical order fixed by k
+// alone (linear_isa.cc), which the m == 1 GEMV and the m > 1 blocked path both follow. An engine
+// that batches the tokens of several sequences into one call therefore gets, for each sequence,
+// the bits it would get running alone. TqRotateInput is row-wise too (each row depends only on its
+// own input row). The two builds still differ from each other.
 //   m == 1 (decode GEMV), AVX2: each packed byte is read once, 4 rows at a time (2 for 4 bits)
 //     sharing the x_rot loads, the next rows prefetched meanwhile; eight 3-bit codes come from
 //     one 4-byte broadcast + variable shift and index an in-register codebook (vpermps; 4 bits
-//     use two tables and a blend), FMA'd against x_rot, the gain folded into the table per group.
+//     use two tables and a blend), FMA'd against x_rot, the gain folded into the table per group;
+//     one accumulator per row (the rows are the independent FMA chains).
 //   m > 1 (prefill, batched decode): activation rows are packed in blocks that fit half of L2
 //     (at least 8 rows); per block, 3 weight rows x 1024 columns at a time are decoded (or
 //     converted from BF16/F16) once into a float32 tile that a 4x3 register-blocked FMA kernel
-//     reuses for every activation row of the block.
+//     reuses for every activation row of the block; each output's accumulator carries over
+//     from one 1024-column block to the next.
 //
 // Usage (one layer, one thread owning output features [n0, n1)):
 //   tq::cpu::TqLinearParams p{.packed = codes, .gains = norms,

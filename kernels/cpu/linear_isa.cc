@@ -16,6 +16,20 @@
 //                   time, into a float32 tile, and a kMr × kNr micro-kernel of dot products runs
 //                   over the block's activation rows with the tile. The next tile's weights are
 //                   prefetched meanwhile.
+//
+// Batch invariance (linear.h). Every output y[i, j] is summed in one canonical order that depends
+// only on k (Kp for TQ) and the build, never on m, on row i's place in the batch, on the other
+// rows or on the slice, so the GEMV and the blocked path give the same bits:
+//   AVX2      one 8-lane accumulator A = 0; for each chunk c of 8 columns in increasing order,
+//             A = fma(w_c, x_c, A), where w_c are the exact float32 weights (TQ: the gain-scaled
+//             table entries codebook[idx] * gain of GroupTable; BF16/F16 widened exactly) and a
+//             partial last chunk (dense, k % 8 != 0) has its missing lanes zero in both w and x;
+//             then y = HorizontalSum(A) (halves, then pairs, then lanes).
+//   portable  eight scalar lanes; column t goes to lane t mod 8, lane += x * w (product rounded,
+//             then the sum: -ffp-contract=off); then y = ((lane 0 + lane 1) + lane 2) + ...
+// The GEMVs keep several FMA chains in flight by streaming several rows, not by splitting a row
+// over accumulators; the blocked path carries each (row, column) pair's accumulator from one
+// kKc-column block to the next in memory (`carry`) instead of reducing it per block.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -267,8 +281,9 @@ void DecodeGroup(const uint8_t* src, int group, const GroupTable<kBits>& t, floa
 
 #if TQ_LINEAR_AVX2
 
-// y[r] = row (j0 + r) · x_rot for r < kRows. Two accumulators per row (even / odd chunks) keep
-// enough FMA chains in flight; the gain is folded into the per-group table.
+// y[r] = row (j0 + r) · x_rot for r < kRows, in the canonical order (one accumulator per row,
+// chunks in order; see the file comment); the kRows rows give the FMA chains to overlap. The gain
+// is folded into the per-group table.
 template <int kBits, int kRows>
 void TqGemv(const TqLinearParams& p, const float* xr, int64_t j0, float* y) {
   const int G = p.group_size;
@@ -276,12 +291,11 @@ void TqGemv(const TqLinearParams& p, const float* xr, int64_t j0, float* y) {
   const int64_t bpg = G * kBits / 8;
   const uint8_t* src[kRows];
   const float* gains[kRows];
-  __m256 acc0[kRows], acc1[kRows];
+  __m256 acc[kRows];
   for (int r = 0; r < kRows; ++r) {
     src[r] = p.packed + (j0 + r) * groups * bpg;
     gains[r] = p.gains + (j0 + r) * groups;
-    acc0[r] = _mm256_setzero_ps();
-    acc1[r] = _mm256_setzero_ps();
+    acc[r] = _mm256_setzero_ps();
   }
   // The kRows rows are adjacent in memory, and so are the next kRows: prefetch that next block
   // spread over this block's groups (kRows * bpg bytes per group), since its rows are too short
@@ -309,8 +323,8 @@ void TqGemv(const TqLinearParams& p, const float* xr, int64_t j0, float* y) {
         const __m256 x0 = _mm256_loadu_ps(xg + 8 * c), x1 = _mm256_loadu_ps(xg + 8 * c + 8);
 #pragma GCC unroll 4
         for (int r = 0; r < kRows; ++r) {
-          acc0[r] = _mm256_fmadd_ps(Lookup(lo[r], LoadU32(s[r] + 3 * c), sh), x0, acc0[r]);
-          acc1[r] = _mm256_fmadd_ps(Lookup(lo[r], LoadU32(s[r] + 3 * c + 3), sh), x1, acc1[r]);
+          acc[r] = _mm256_fmadd_ps(Lookup(lo[r], LoadU32(s[r] + 3 * c), sh), x0, acc[r]);
+          acc[r] = _mm256_fmadd_ps(Lookup(lo[r], LoadU32(s[r] + 3 * c + 3), sh), x1, acc[r]);
         }
       }
       // The last two chunks; the very last is read from one byte earlier (see DecodeGroup).
@@ -318,8 +332,8 @@ void TqGemv(const TqLinearParams& p, const float* xr, int64_t j0, float* y) {
       const __m256 x0 = _mm256_loadu_ps(xg + 8 * c), x1 = _mm256_loadu_ps(xg + 8 * c + 8);
 #pragma GCC unroll 4
       for (int r = 0; r < kRows; ++r) {
-        acc0[r] = _mm256_fmadd_ps(Lookup(lo[r], LoadU32(s[r] + 3 * c), sh), x0, acc0[r]);
-        acc1[r] = _mm256_fmadd_ps(Lookup(lo[r], LoadU32(s[r] + 3 * c + 2), sh_last), x1, acc1[r]);
+        acc[r] = _mm256_fmadd_ps(Lookup(lo[r], LoadU32(s[r] + 3 * c), sh), x0, acc[r]);
+        acc[r] = _mm256_fmadd_ps(Lookup(lo[r], LoadU32(s[r] + 3 * c + 2), sh_last), x1, acc[r]);
       }
     } else if constexpr (kBits == 2) {
       const __m256i sh_lo = Shifts(0, 2), sh_hi = Shifts(16, 2);
@@ -328,8 +342,8 @@ void TqGemv(const TqLinearParams& p, const float* xr, int64_t j0, float* y) {
 #pragma GCC unroll 4
         for (int r = 0; r < kRows; ++r) {
           const uint32_t w = LoadU32(s[r] + 4 * q);
-          acc0[r] = _mm256_fmadd_ps(Lookup(lo[r], w, sh_lo), x0, acc0[r]);
-          acc1[r] = _mm256_fmadd_ps(Lookup(lo[r], w, sh_hi), x1, acc1[r]);
+          acc[r] = _mm256_fmadd_ps(Lookup(lo[r], w, sh_lo), x0, acc[r]);
+          acc[r] = _mm256_fmadd_ps(Lookup(lo[r], w, sh_hi), x1, acc[r]);
         }
       }
     } else {
@@ -338,14 +352,14 @@ void TqGemv(const TqLinearParams& p, const float* xr, int64_t j0, float* y) {
         const __m256 x0 = _mm256_loadu_ps(xg + 8 * c), x1 = _mm256_loadu_ps(xg + 8 * c + 8);
 #pragma GCC unroll 4
         for (int r = 0; r < kRows; ++r) {
-          acc0[r] = _mm256_fmadd_ps(Lookup4(lo[r], hi[r], LoadU32(s[r] + 4 * c), sh), x0, acc0[r]);
-          acc1[r] =
-              _mm256_fmadd_ps(Lookup4(lo[r], hi[r], LoadU32(s[r] + 4 * c + 4), sh), x1, acc1[r]);
+          acc[r] = _mm256_fmadd_ps(Lookup4(lo[r], hi[r], LoadU32(s[r] + 4 * c), sh), x0, acc[r]);
+          acc[r] =
+              _mm256_fmadd_ps(Lookup4(lo[r], hi[r], LoadU32(s[r] + 4 * c + 4), sh), x1, acc[r]);
         }
       }
     }
   }
-  for (int r = 0; r < kRows; ++r) y[r] = HorizontalSum(_mm256_add_ps(acc0[r], acc1[r]));
+  for (int r = 0; r < kRows; ++r) y[r] = HorizontalSum(acc[r]);
 }
 
 template <int kBits, int kRows>
@@ -356,35 +370,31 @@ void TqGemvSlice(const TqLinearParams& p, const float* xr, float* y, int64_t n_b
   for (; j < n_end; ++j) TqGemv<kBits, 1>(p, xr, j, y + j);
 }
 
-// Dense GEMV over kRows rows of W: y[r] = W[j0 + r] · x.
+// Dense GEMV over kRows rows of W: y[r] = W[j0 + r] · x, in the canonical order.
 template <class T, int kRows, __m256 (*Load8)(const T*), float (*ToFloat)(T)>
 void DenseGemv(const T* w, int64_t k, const float* x, int64_t j0, float* y) {
   const T* row[kRows];
-  __m256 acc0[kRows], acc1[kRows];
+  __m256 acc[kRows];
   for (int r = 0; r < kRows; ++r) {
     row[r] = w + (j0 + r) * k;
-    acc0[r] = _mm256_setzero_ps();
-    acc1[r] = _mm256_setzero_ps();
+    acc[r] = _mm256_setzero_ps();
   }
   int64_t t = 0;
-  for (; t + 16 <= k; t += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + t), x1 = _mm256_loadu_ps(x + t + 8);
-#pragma GCC unroll 4
+  for (; t + 8 <= k; t += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + t);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) acc[r] = _mm256_fmadd_ps(Load8(row[r] + t), xv, acc[r]);
+  }
+  if (t < k) {  // the partial last chunk, zero-padded (as the m > 1 path's masked loads do)
+    const int64_t rem = k - t;
+    const __m256 xv = _mm256_maskload_ps(x + t, TailMask(rem));
     for (int r = 0; r < kRows; ++r) {
-      acc0[r] = _mm256_fmadd_ps(Load8(row[r] + t), x0, acc0[r]);
-      acc1[r] = _mm256_fmadd_ps(Load8(row[r] + t + 8), x1, acc1[r]);
+      alignas(32) float wt[8] = {};
+      for (int64_t u = 0; u < rem; ++u) wt[u] = ToFloat(row[r][t + u]);
+      acc[r] = _mm256_fmadd_ps(_mm256_load_ps(wt), xv, acc[r]);
     }
   }
-  if (t + 8 <= k) {
-    const __m256 x0 = _mm256_loadu_ps(x + t);
-    for (int r = 0; r < kRows; ++r) acc0[r] = _mm256_fmadd_ps(Load8(row[r] + t), x0, acc0[r]);
-    t += 8;
-  }
-  for (int r = 0; r < kRows; ++r) {
-    float sum = HorizontalSum(_mm256_add_ps(acc0[r], acc1[r]));
-    for (int64_t u = t; u < k; ++u) sum += ToFloat(row[r][u]) * x[u];
-    y[r] = sum;
-  }
+  for (int r = 0; r < kRows; ++r) y[r] = HorizontalSum(acc[r]);
 }
 
 inline __m256 LoadF32x8(const float* p) { return _mm256_loadu_ps(p); }
@@ -504,15 +514,24 @@ float* ThreadXPanel(int64_t floats) {
   return panel.get();
 }
 
-// y[i*ldy + r] (=, or += when `accumulate`) Σ_{t < len} x[i*ldx + t] · w[r][t], i < MR, r < NR.
+// Floats of the accumulator carry of one (activation row, weight row) pair: its 8 lanes.
+constexpr int64_t kCarryFloats = 8;
+
+// The canonical reduction (file comment) of y[i*ldy + r] = x[i] · w[r] over columns
+// [k0, k0 + len) of one column block, for i < MR, r < NR; k0 is a multiple of kKc, so chunks and
+// lanes are the row's own. `first`: the accumulators start at zero, else they are read from
+// `carry` ([MR][NR][kCarryFloats]); `last`: they are reduced into y, else written to `carry`.
 template <int MR, int NR>
-void MicroKernel(const float* const* w, const float* x, int64_t ldx, int64_t len, float* y,
-                 int64_t ldy, bool accumulate) {
-  float sums[MR][NR];
+void MicroKernel(const float* const* w, const float* x, int64_t ldx, int64_t len, float* carry,
+                 bool first, bool last, float* y, int64_t ldy) {
 #if TQ_LINEAR_AVX2
   __m256 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) {
+      acc[i][r] =
+          first ? _mm256_setzero_ps() : _mm256_loadu_ps(carry + (i * NR + r) * kCarryFloats);
+    }
+  }
   int64_t t = 0;
   for (; t + 8 <= len; t += 8) {
     __m256 wv[NR];
@@ -525,7 +544,7 @@ void MicroKernel(const float* const* w, const float* x, int64_t ldx, int64_t len
       for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
     }
   }
-  if (t < len) {  // dense weights only: k is not a multiple of 8
+  if (t < len) {  // dense weights only: the partial last chunk, zero-padded
     const __m256i mask = TailMask(len - t);
     __m256 wv[NR];
     for (int r = 0; r < NR; ++r) wv[r] = _mm256_maskload_ps(w[r] + t, mask);
@@ -534,12 +553,27 @@ void MicroKernel(const float* const* w, const float* x, int64_t ldx, int64_t len
       for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < NR; ++r) sums[i][r] = HorizontalSum(acc[i][r]);
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) {
+      if (last) {
+        y[i * ldy + r] = HorizontalSum(acc[i][r]);
+      } else {
+        _mm256_storeu_ps(carry + (i * NR + r) * kCarryFloats, acc[i][r]);
+      }
+    }
+  }
 #else
-  // Eight independent lanes per (i, r) so the compiler can vectorize without reassociating.
+  // Eight lanes per (i, r): column t goes to lane t mod 8 (the compiler vectorizes this without
+  // reassociating); the lanes are summed in order at the end.
   constexpr int L = 8;
-  float acc[MR][NR][L] = {};
+  float acc[MR][NR][L];
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) {
+      for (int l = 0; l < L; ++l) {
+        acc[i][r][l] = first ? 0.0f : carry[(i * NR + r) * kCarryFloats + l];
+      }
+    }
+  }
   int64_t t = 0;
   for (; t + L <= len; t += L) {
     for (int i = 0; i < MR; ++i) {
@@ -550,28 +584,26 @@ void MicroKernel(const float* const* w, const float* x, int64_t ldx, int64_t len
       }
     }
   }
-  for (; t < len; ++t) {
+  for (int64_t u = t; u < len; ++u) {  // dense weights only: the partial last chunk
     for (int i = 0; i < MR; ++i)
-      for (int r = 0; r < NR; ++r) acc[i][r][0] += x[i * ldx + t] * w[r][t];
+      for (int r = 0; r < NR; ++r) acc[i][r][u - t] += x[i * ldx + u] * w[r][u];
   }
   for (int i = 0; i < MR; ++i) {
     for (int r = 0; r < NR; ++r) {
-      float s = 0.0f;
-      for (int l = 0; l < L; ++l) s += acc[i][r][l];
-      sums[i][r] = s;
+      if (!last) {
+        for (int l = 0; l < L; ++l) carry[(i * NR + r) * kCarryFloats + l] = acc[i][r][l];
+      } else {
+        float s = 0.0f;
+        for (int l = 0; l < L; ++l) s += acc[i][r][l];
+        y[i * ldy + r] = s;
+      }
     }
   }
 #endif
-  for (int i = 0; i < MR; ++i) {
-    for (int r = 0; r < NR; ++r) {
-      float& out = y[i * ldy + r];
-      out = accumulate ? out + sums[i][r] : sums[i][r];
-    }
-  }
 }
 
-using MicroKernelFn = void (*)(const float* const*, const float*, int64_t, int64_t, float*,
-                               int64_t, bool);
+using MicroKernelFn = void (*)(const float* const*, const float*, int64_t, int64_t, float*, bool,
+                               bool, float*, int64_t);
 
 // kMicroKernels[mr - 1][nr - 1] = MicroKernel<mr, nr>.
 constexpr MicroKernelFn kMicroKernels[kMr][kNr] = {
@@ -598,7 +630,11 @@ void BlockedLinear(const Rows& rows, int64_t width, const float* x, int64_t ldx,
   alignas(64) float tile[kNr][kTileStride];
   const int64_t stride = XPanelStride(width);
   const int64_t mc = XPanelRows(width);
-  float* xpack = ThreadXPanel(mc * stride);
+  // Past the panel: the accumulators each (row, weight row) pair carries from one column block
+  // to the next, [mc][kNr][kCarryFloats] (only touched when width > kKc).
+  const int64_t carry_floats = width > kKc ? mc * kNr * kCarryFloats : 0;
+  float* xpack = ThreadXPanel(mc * stride + carry_floats);
+  float* carry = carry_floats > 0 ? xpack + mc * stride : nullptr;
   for (int64_t i0 = 0; i0 < m; i0 += mc) {
     const int64_t i_end = std::min(m, i0 + mc);
     for (int64_t i = i0; i < i_end; ++i) {
@@ -620,10 +656,12 @@ void BlockedLinear(const Rows& rows, int64_t width, const float* x, int64_t ldx,
             rows.Prefetch(r, 0, next_len);
           }
         }
+        const bool first = k0 == 0, last = k0 + len == width;
         for (int64_t i = i0; i < i_end; i += kMr) {
           const int mr = static_cast<int>(std::min<int64_t>(kMr, i_end - i));
           kMicroKernels[mr - 1][nr - 1](w, xpack + (i - i0) * stride + k0, stride, len,
-                                        y + i * ldy + j, ldy, /*accumulate=*/k0 > 0);
+                                        carry ? carry + (i - i0) * kNr * kCarryFloats : nullptr,
+                                        first, last, y + i * ldy + j, ldy);
         }
       }
     }

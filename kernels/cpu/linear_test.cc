@@ -6,7 +6,10 @@
 //   - the float64 references, the AVX2 and the portable builds against the same oracle, and
 //     against each other;
 //   - output slices [n_begin, n_end) write exactly their columns (guard values all around y);
-//   - DenseLinear for F32 / BF16 / F16 against a float64 matmul.
+//   - DenseLinear for F32 / BF16 / F16 against a float64 matmul;
+//   - batch invariance: an output row is bitwise the same whatever m is, whatever position the
+//     row has in the batch and whatever the other rows hold (TqRotateInput + TqLinear, and
+//     DenseLinear), on every build.
 // Errors are normalized per output by ||w_j||·||x_i|| (the Cauchy–Schwarz bound on |y_ij|), so
 // the tolerances do not depend on scale or on cancellation inside a dot product. The AVX2 build is
 // skipped, with a printed reason, on CPUs without AVX2 + FMA + F16C.
@@ -15,8 +18,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
 #include <ostream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -558,6 +565,201 @@ TEST(LinearEdgeTest, EmptyInputDimensionWritesZeros) {
         }
       }
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch invariance (linear.h): y[i, :] must not depend on m, on i's position in the batch or on
+// the other rows, bit for bit, within one build. The engine batches the tokens of many sequences
+// into one call, so anything else makes a greedy sequence's tokens depend on its neighbours.
+
+constexpr int64_t kInvarianceMs[] = {1, 2, 3, 5, 8, 17, 70};
+constexpr int64_t kInvarianceNs[] = {1, 7, 33, 130};
+constexpr int64_t kInvarianceKs[] = {64, 100, 300, 1000, 2100};
+
+// Computes y[i*ldy + j] for i < m, n_begin <= j < n_end from m activation rows x (stride ldx).
+using BatchFn = std::function<void(const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
+                                   int64_t n_begin, int64_t n_end)>;
+
+// memcmp of two output rows; the first differing element, in hex floats, on failure.
+testing::AssertionResult SameBits(const float* want, const float* got, int64_t n,
+                                  const std::string& what) {
+  if (std::memcmp(want, got, n * sizeof(float)) == 0) return testing::AssertionSuccess();
+  int64_t j = 0;
+  while (std::memcmp(want + j, got + j, sizeof(float)) == 0) ++j;
+  std::ostringstream os;
+  os << std::hexfloat << what << ": first difference at column " << j << " of " << n << ": "
+     << want[j] << " in the full batch vs " << got[j];
+  return testing::AssertionFailure() << os.str();
+}
+
+// Runs `run` on the m rows of x together, on each row alone (m = 1), and on a second batch that
+// holds the same rows in reverse order interleaved with other rows (large, zero, NaN); every row
+// must come out bitwise equal in all three. The single rows and the second batch are computed
+// in two column slices.
+void ExpectBatchInvariant(const BatchFn& run, const std::vector<float>& x, int64_t m, int64_t ldx,
+                          int64_t n, uint32_t seed) {
+  const int64_t split = n / 3;
+  std::vector<float> y(m * n);
+  run(x.data(), m, ldx, y.data(), n, 0, n);
+
+  std::vector<float> y1(n);
+  for (int64_t i = 0; i < m; ++i) {
+    std::fill(y1.begin(), y1.end(), kGuard);
+    run(x.data() + i * ldx, 1, ldx, y1.data(), n, 0, split);
+    run(x.data() + i * ldx, 1, ldx, y1.data(), n, split, n);
+    ASSERT_TRUE(SameBits(y.data() + i * n, y1.data(), n,
+                         "row " + std::to_string(i) + " of " + std::to_string(m) + " alone"));
+  }
+
+  // The second batch: a filler, then the rows from last to first with a filler after every
+  // third. source[q] = the row of x at position q, or -1 for a filler.
+  std::vector<int64_t> source = {-1};
+  for (int64_t i = m - 1; i >= 0; --i) {
+    source.push_back(i);
+    if (i % 3 == 0) source.push_back(-1);
+  }
+  const int64_t m2 = static_cast<int64_t>(source.size());
+  const std::vector<float> noise = Gaussian(m2 * ldx, 1000.0f, seed);
+  std::vector<float> x2(m2 * ldx);
+  int fillers = 0;
+  for (int64_t q = 0; q < m2; ++q) {
+    float* row = x2.data() + q * ldx;
+    if (source[q] >= 0) {
+      std::memcpy(row, x.data() + source[q] * ldx, ldx * sizeof(float));
+    } else if (fillers++ % 3 == 1) {
+      std::fill(row, row + ldx, 0.0f);
+    } else {
+      std::memcpy(row, noise.data() + q * ldx, ldx * sizeof(float));
+      if (fillers % 3 == 0) row[0] = std::numeric_limits<float>::quiet_NaN();
+    }
+  }
+  std::vector<float> y2(m2 * n, kGuard);
+  run(x2.data(), m2, ldx, y2.data(), n, split, n);
+  run(x2.data(), m2, ldx, y2.data(), n, 0, split);
+  for (int64_t q = 0; q < m2; ++q) {
+    if (source[q] < 0) continue;
+    ASSERT_TRUE(SameBits(y.data() + source[q] * n, y2.data() + q * n, n,
+                         "row " + std::to_string(source[q]) + " of " + std::to_string(m) +
+                             " at position " + std::to_string(q) + " of " +
+                             std::to_string(m2)));
+  }
+}
+
+class TqBatchInvarianceTest : public TqLinearParityTest {};
+
+TEST_P(TqBatchInvarianceTest, RowsDoNotDependOnTheBatch) {
+  const quant::TqSpec spec = Spec();
+  uint32_t seed = 3000;
+  for (int64_t n : kInvarianceNs) {
+    for (int64_t k : kInvarianceKs) {
+      const QuantizedWeights w = Quantize(spec, n, k, seed++);
+      const TqLinearParams p = w.Params();
+      const int64_t kp = TqPaddedK(k, spec.group_size), ldx = k + 3;
+      for (const Isa& isa : Isas()) {
+        // The engine's pipeline: rotate the batch's activations, then the linear layer.
+        const BatchFn run = [&](const float* x, int64_t m, int64_t ldx_, float* y, int64_t ldy,
+                                int64_t b, int64_t e) {
+          std::vector<float> x_rot(m * kp);
+          isa.rotate(x, m, k, ldx_, spec.group_size, spec.rotation_block, x_rot.data());
+          isa.tq_linear(p, x_rot.data(), m, y, ldy, b, e);
+        };
+        for (int64_t m : kInvarianceMs) {
+          SCOPED_TRACE(isa.name + " m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                       " k=" + std::to_string(k));
+          const std::vector<float> x = Gaussian(m * ldx, 1.0f, seed + 7 * m);
+          ExpectBatchInvariant(run, x, m, ldx, n, seed + 11 * m);
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFormats, TqBatchInvarianceTest,
+                         testing::Values(TqCase{2, 64, false}, TqCase{2, 128, false},
+                                         TqCase{2, 256, false}, TqCase{2, 64, true},
+                                         TqCase{2, 128, true}, TqCase{2, 256, true},
+                                         TqCase{3, 64, false}, TqCase{3, 128, false},
+                                         TqCase{3, 256, false}, TqCase{3, 64, true},
+                                         TqCase{3, 128, true}, TqCase{3, 256, true},
+                                         TqCase{4, 64, false}, TqCase{4, 128, false},
+                                         TqCase{4, 256, false}, TqCase{4, 64, true},
+                                         TqCase{4, 128, true}, TqCase{4, 256, true}),
+                         TqCaseName);
+
+// TqRotateInput alone: each rotated row depends only on its own input row.
+TEST(TqRotateInputTest, RowsDoNotDependOnTheBatch) {
+  for (const Isa& isa : Isas()) {
+    for (int G : {16, 64, 128, 256}) {
+      for (int B : {2, 4, 8, 0}) {
+        SCOPED_TRACE(isa.name + " G=" + std::to_string(G) + " B=" + std::to_string(B));
+        const int64_t m = 9, k = 3 * G - 5, ldx = k + 1, kp = TqPaddedK(k, G);
+        const std::vector<float> x = Gaussian(m * ldx, 1.0f, 21);
+        std::vector<float> all(m * kp), one(kp), pair(2 * kp);
+        isa.rotate(x.data(), m, k, ldx, G, B, all.data());
+        for (int64_t i = 0; i < m; ++i) {
+          isa.rotate(x.data() + i * ldx, 1, k, ldx, G, B, one.data());
+          ASSERT_EQ(std::memcmp(one.data(), all.data() + i * kp, kp * sizeof(float)), 0) << i;
+          // Second of a pair whose first row is another one.
+          const int64_t other = (i + 4) % m;
+          std::vector<float> two(2 * ldx);
+          std::memcpy(two.data(), x.data() + other * ldx, ldx * sizeof(float));
+          std::memcpy(two.data() + ldx, x.data() + i * ldx, ldx * sizeof(float));
+          isa.rotate(two.data(), 2, k, ldx, G, B, pair.data());
+          ASSERT_EQ(std::memcmp(pair.data() + kp, all.data() + i * kp, kp * sizeof(float)), 0)
+              << i;
+        }
+      }
+    }
+  }
+}
+
+class DenseBatchInvarianceTest : public testing::TestWithParam<WeightType> {};
+
+TEST_P(DenseBatchInvarianceTest, RowsDoNotDependOnTheBatch) {
+  const WeightType type = GetParam();
+  uint32_t seed = 4000;
+  for (int64_t n : kInvarianceNs) {
+    for (int64_t k : kInvarianceKs) {
+      const DenseWeights w = MakeDense(type, n, k, seed++);
+      const int64_t ldx = k + 5;
+      for (const Isa& isa : Isas()) {
+        const BatchFn run = [&](const float* x, int64_t m, int64_t ldx_, float* y, int64_t ldy,
+                                int64_t b, int64_t e) {
+          isa.dense_linear(type, w.data(), n, k, x, m, ldx_, y, ldy, b, e);
+        };
+        for (int64_t m : kInvarianceMs) {
+          SCOPED_TRACE(isa.name + " " + TypeName(type) + " m=" + std::to_string(m) +
+                       " n=" + std::to_string(n) + " k=" + std::to_string(k));
+          const std::vector<float> x = Gaussian(m * ldx, 1.0f, seed + 7 * m);
+          ExpectBatchInvariant(run, x, m, ldx, n, seed + 11 * m);
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, DenseBatchInvarianceTest,
+                         testing::Values(WeightType::kF32, WeightType::kBF16, WeightType::kF16),
+                         [](const testing::TestParamInfo<WeightType>& info) {
+                           return std::string(TypeName(info.param));
+                         });
+
+// Widths past the 8 Ki columns where the activation panel falls to 8 rows, and many column
+// blocks: rows still do not depend on the batch.
+TEST(DenseLinearBatchInvarianceTest, LongRowsAndMinimumPanels) {
+  const int64_t n = 5, k = 9000, ldx = k;
+  const DenseWeights w = MakeDense(WeightType::kBF16, n, k, 77);
+  for (const Isa& isa : Isas()) {
+    SCOPED_TRACE(isa.name);
+    const BatchFn run = [&](const float* x, int64_t m, int64_t ldx_, float* y, int64_t ldy,
+                            int64_t b, int64_t e) {
+      isa.dense_linear(WeightType::kBF16, w.data(), n, k, x, m, ldx_, y, ldy, b, e);
+    };
+    const int64_t m = 11;
+    ExpectBatchInvariant(run, Gaussian(m * ldx, 1.0f, 78), m, ldx, n, 79);
   }
 }
 
