@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -29,7 +30,8 @@ absl::Status GetNumber(const json& j, const char* key, double* out, bool* presen
   return absl::OkStatus();
 }
 
-absl::Status GetInt(const json& j, const char* key, int64_t* out, bool required, int64_t min_value) {
+absl::Status GetInt(const json& j, const char* key, int64_t* out, bool required, int64_t min_value,
+                    int64_t max_value = INT64_MAX) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
     if (required) return Bad(key, "missing");
@@ -38,6 +40,7 @@ absl::Status GetInt(const json& j, const char* key, int64_t* out, bool required,
   if (!it->is_number_integer()) return Bad(key, "must be an integer");
   int64_t v = it->get<int64_t>();
   if (v < min_value) return Bad(key, absl::StrCat("must be >= ", min_value, ", got ", v));
+  if (v > max_value) return Bad(key, absl::StrCat("must be <= ", max_value, ", got ", v));
   *out = v;
   return absl::OkStatus();
 }
@@ -235,15 +238,18 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
   }
 
   int64_t v = 0;
-  if (auto s = GetInt(j, "vocab_size", &cfg.vocab_size, true, 1); !s.ok()) return s;
-  if (auto s = GetInt(j, "hidden_size", &cfg.hidden_size, true, 1); !s.ok()) return s;
-  if (auto s = GetInt(j, "intermediate_size", &cfg.intermediate_size, true, 1); !s.ok()) return s;
-  if (auto s = GetInt(j, "num_hidden_layers", &v, true, 1); !s.ok()) return s;
+  if (auto s = GetInt(j, "vocab_size", &cfg.vocab_size, true, 1, kMaxVocabSize); !s.ok()) return s;
+  if (auto s = GetInt(j, "hidden_size", &cfg.hidden_size, true, 1, kMaxModelWidth); !s.ok()) return s;
+  if (auto s = GetInt(j, "intermediate_size", &cfg.intermediate_size, true, 1, kMaxModelWidth);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = GetInt(j, "num_hidden_layers", &v, true, 1, kMaxLayers); !s.ok()) return s;
   cfg.num_layers = static_cast<int>(v);
-  if (auto s = GetInt(j, "num_attention_heads", &v, true, 1); !s.ok()) return s;
+  if (auto s = GetInt(j, "num_attention_heads", &v, true, 1, kMaxHeads); !s.ok()) return s;
   cfg.num_heads = static_cast<int>(v);
   v = cfg.num_heads;
-  if (auto s = GetInt(j, "num_key_value_heads", &v, false, 1); !s.ok()) return s;
+  if (auto s = GetInt(j, "num_key_value_heads", &v, false, 1, kMaxHeads); !s.ok()) return s;
   cfg.num_kv_heads = static_cast<int>(v);
   if (cfg.num_heads % cfg.num_kv_heads != 0) {
     return Bad("num_key_value_heads",
@@ -253,7 +259,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
     return Bad("head_dim", "missing and hidden_size is not a multiple of num_attention_heads");
   }
   v = cfg.hidden_size / cfg.num_heads;
-  if (auto s = GetInt(j, "head_dim", &v, false, 2); !s.ok()) return s;
+  if (auto s = GetInt(j, "head_dim", &v, false, 2, kMaxHeadDim); !s.ok()) return s;
+  if (v > kMaxHeadDim) {  // derived from hidden_size
+    return Bad("head_dim", absl::StrCat("hidden_size / num_attention_heads = ", v, " exceeds ", kMaxHeadDim));
+  }
   if (v % 2 != 0) return Bad("head_dim", "must be even (RoPE rotates pairs)");
   cfg.head_dim = static_cast<int>(v);
   if (auto s = GetNumber(j, "rms_norm_eps", &cfg.rms_norm_eps); !s.ok()) return s;
@@ -338,7 +347,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
       } else {
         int64_t mwl = cfg.num_layers;
         if (auto s = GetInt(j, "max_window_layers", &mwl, false, 0); !s.ok()) return s;
-        for (int l = static_cast<int>(mwl); l < cfg.num_layers; ++l) cfg.sliding_window[l] = window;
+        for (int64_t l = mwl; l < cfg.num_layers; ++l) cfg.sliding_window[l] = window;
       }
     }
   } else if (!layer_types.empty()) {

@@ -80,6 +80,14 @@ struct ModelConfig {
   std::string DebugString() const;
 };
 
+// Larger sizes are refused. Far above any real model, the bounds keep every count within int,
+// the per-layer tables small and the derived sizes (q_size, ParameterCount) within int64.
+inline constexpr int64_t kMaxVocabSize = int64_t{1} << 24;
+inline constexpr int64_t kMaxModelWidth = int64_t{1} << 20;  // hidden_size, intermediate_size
+inline constexpr int64_t kMaxLayers = int64_t{1} << 12;
+inline constexpr int64_t kMaxHeads = int64_t{1} << 12;  // attention and key/value heads
+inline constexpr int64_t kMaxHeadDim = int64_t{1} << 12;
+
 // Parses config.json; `generation_config_json` may be empty. Errors name the offending field.
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
                                              absl::string_view generation_config_json = "");

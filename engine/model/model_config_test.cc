@@ -104,6 +104,50 @@ TEST(ModelConfigTest, ErrorsNameTheProblem) {
   }
 }
 
+// Found writing //tests/fuzz:model_config_fuzzer: integers were narrowed to int unchecked, so
+// 2^32 attention heads became 0 (a division by zero), 2^31 layers a negative count (an uncaught
+// length_error), a huge hidden_size a negative head_dim, and max_window_layers 2^32-1 became -1
+// (a write before the sliding-window table); 10^9 layers allocated 8 GB, and huge widths
+// overflowed ParameterCount. Sizes are now bounded far above real models.
+TEST(ModelConfigTest, HugeSizesAreRefusedNotNarrowed) {
+  struct Case {
+    std::string json;
+    std::string want;
+  };
+  const Case cases[] = {
+      {Llama(R"(, "num_attention_heads": 4294967296)"), "num_attention_heads"},
+      {Llama(R"(, "num_key_value_heads": 4294967297)"), "num_key_value_heads"},
+      {Llama(R"(, "num_hidden_layers": 2147483648)"), "num_hidden_layers"},
+      {Llama(R"(, "num_hidden_layers": 1000000000)"), "num_hidden_layers"},
+      {Llama(R"(, "head_dim": 4294967298)"), "head_dim"},
+      {Llama(R"(, "hidden_size": 4000000000000, "num_attention_heads": 4)"), "hidden_size"},
+      {Llama(R"(, "intermediate_size": 4611686018427387904)"), "intermediate_size"},
+      {Llama(R"(, "vocab_size": 4611686018427387904)"), "vocab_size"},
+      {Llama(R"(, "hidden_size": 1048576, "num_attention_heads": 2, "num_key_value_heads": 2)"),
+       "head_dim"},  // derived: 524288
+  };
+  for (const Case& c : cases) {
+    auto r = ParseModelConfig(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(c.want), std::string::npos) << r.status() << " / want " << c.want;
+  }
+  // At the limits: accepted, and the parameter count does not overflow.
+  auto big = ParseModelConfig(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 16777216,
+      "hidden_size": 1048576, "intermediate_size": 1048576, "num_hidden_layers": 4096,
+      "num_attention_heads": 4096, "num_key_value_heads": 4096, "head_dim": 4096})");
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ(big->sliding_window.size(), 4096u);
+  EXPECT_GT(big->ParameterCount(), 0);
+  // max_window_layers may exceed the layer count (Qwen ships 28 with fewer layers), by any amount.
+  auto qwen = ParseModelConfig(R"({"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "vocab_size": 100, "use_sliding_window": true, "sliding_window": 32,
+      "max_window_layers": 4294967295})");
+  ASSERT_TRUE(qwen.ok()) << qwen.status();
+  EXPECT_EQ(qwen->sliding_window, (std::vector<int64_t>{0, 0}));
+}
+
 TEST(RopeTest, DefaultFrequenciesAndTable) {
   RopeConfig r;
   r.theta = 10000.0;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "engine/tokenizer/utf8.h"
@@ -105,15 +107,26 @@ std::string NfcNormalize(absl::string_view text) {
     pos += seq.length;
   }
 
-  // 2. Canonical ordering: stable sort of each run of non-starters by combining class.
+  // 2. Canonical ordering: stable sort of each run of non-starters by combining class (a
+  // merge sort: text can hold arbitrarily long runs of marks).
   std::vector<uint8_t> classes(chars.size());
   for (size_t i = 0; i < chars.size(); ++i) classes[i] = CombiningClass(chars[i]);
-  for (size_t i = 1; i < chars.size(); ++i) {
-    // Insertion sort: move chars[i] left past non-starters of a higher class.
-    for (size_t j = i; j > 0 && classes[j] != 0 && classes[j - 1] > classes[j]; --j) {
-      std::swap(chars[j], chars[j - 1]);
-      std::swap(classes[j], classes[j - 1]);
+  std::vector<std::pair<uint8_t, char32_t>> run;
+  for (size_t begin = 0; begin < chars.size();) {
+    if (classes[begin] == 0) {
+      ++begin;
+      continue;
     }
+    size_t end = begin + 1;
+    while (end < chars.size() && classes[end] != 0) ++end;
+    if (end - begin > 1) {
+      run.clear();
+      for (size_t i = begin; i < end; ++i) run.emplace_back(classes[i], chars[i]);
+      std::stable_sort(run.begin(), run.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (size_t i = begin; i < end; ++i) std::tie(classes[i], chars[i]) = run[i - begin];
+    }
+    begin = end;
   }
 
   // 3. Canonical composition. A character combines with the last starter unless something

@@ -16,6 +16,10 @@ using json = nlohmann::json;
 constexpr absl::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
+// Deeper nesting of Sequence pre-tokenizers is refused (tokenizers itself, through serde_json,
+// refuses JSON nested beyond 128 levels; every Sequence is two).
+constexpr int kMaxSequenceDepth = 32;
+
 absl::Status Bad(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("pre_tokenizer: ", what));
 }
@@ -115,14 +119,14 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::FromJson(const json&
     return Bad("none is set; byte-level BPE needs a ByteLevel pre-tokenizer");
   }
   std::unique_ptr<PreTokenizer> pre(new PreTokenizer());
-  TQ_RETURN_IF_ERROR(AddSteps(config, pre.get()));
+  TQ_RETURN_IF_ERROR(AddSteps(config, pre.get(), 0));
   if (!pre->has_byte_level_) {
     return Bad("no ByteLevel step; only byte-level BPE tokenizers are supported");
   }
   return pre;
 }
 
-absl::Status PreTokenizer::AddSteps(const json& config, PreTokenizer* pre) {
+absl::Status PreTokenizer::AddSteps(const json& config, PreTokenizer* pre, int depth) {
   if (!config.is_object()) return Bad("a pre-tokenizer is not a JSON object");
   auto type_it = config.find("type");
   if (type_it == config.end() || !type_it->is_string()) return Bad("missing \"type\"");
@@ -134,7 +138,10 @@ absl::Status PreTokenizer::AddSteps(const json& config, PreTokenizer* pre) {
   if (type == "Sequence") {
     auto it = config.find("pretokenizers");
     if (it == config.end() || !it->is_array()) return Bad("Sequence has no \"pretokenizers\" list");
-    for (const json& child : *it) TQ_RETURN_IF_ERROR(AddSteps(child, pre));
+    if (depth >= kMaxSequenceDepth) {
+      return Bad(absl::StrCat("Sequences nested more than ", kMaxSequenceDepth, " deep"));
+    }
+    for (const json& child : *it) TQ_RETURN_IF_ERROR(AddSteps(child, pre, depth + 1));
     return absl::OkStatus();
   }
 

@@ -64,7 +64,9 @@ class PreTokenizer {
   };
 
   PreTokenizer() = default;
-  static absl::Status AddSteps(const nlohmann::json& config, PreTokenizer* pre);
+  // `depth`: how many Sequences enclose `config` (bounded: the recursion must not exhaust the
+  // stack).
+  static absl::Status AddSteps(const nlohmann::json& config, PreTokenizer* pre, int depth);
   static void ApplySplit(const Step& step, absl::string_view piece,
                          std::vector<absl::string_view>* out);
 

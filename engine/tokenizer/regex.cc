@@ -80,8 +80,11 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(absl::string_view pattern,
   }
   const std::string source = literal ? std::string(pattern) : TranslateOnigurumaPattern(pattern);
   // PCRE2_LITERAL allows no option but UTF; Unicode classes do not matter for a plain string.
+  // `\C` (one code unit) is refused: it can end a match inside a character, and the pieces are
+  // matched again without a UTF check (PCRE2 then reads past their end).
   const uint32_t options =
-      PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP | PCRE2_MULTILINE);
+      PCRE2_UTF |
+      (literal ? PCRE2_LITERAL : PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C);
   int error = 0;
   PCRE2_SIZE error_offset = 0;
   pcre2_code* code =

@@ -38,6 +38,7 @@ class Regex {
 
   // `literal`: the pattern is a plain string to find, not a regular expression. A pattern that
   // does not compile is InvalidArgument with PCRE2's message and offset.
+  // `\C` (a single byte, which could split a UTF-8 character) is refused.
   static absl::StatusOr<std::unique_ptr<Regex>> Compile(absl::string_view pattern, bool literal);
   ~Regex();
   Regex(const Regex&) = delete;

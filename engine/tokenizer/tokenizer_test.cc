@@ -387,6 +387,8 @@ TEST_F(MalformedJsonTest, BadRegex) {
   json j = Base();
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";
   ExpectError(Load(j), absl::StatusCode::kInvalidArgument, "does not compile");
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\p{L}+\\C";  // one byte
+  ExpectError(Load(j), absl::StatusCode::kInvalidArgument, "does not compile");
 }
 
 TEST_F(MalformedJsonTest, UnsupportedComponents) {

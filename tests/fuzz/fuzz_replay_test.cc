@@ -13,6 +13,8 @@
 
 extern "C" int SafetensorsFuzz(const uint8_t* data, size_t size);
 extern "C" int ManifestFuzz(const uint8_t* data, size_t size);
+extern "C" int TokenizerFuzz(const uint8_t* data, size_t size);
+extern "C" int ModelConfigFuzz(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -45,5 +47,7 @@ void Replay(const std::string& dir, int (*target)(const uint8_t*, size_t)) {
 
 TEST(FuzzReplayTest, Safetensors) { Replay("tests/fuzz/corpus/safetensors", SafetensorsFuzz); }
 TEST(FuzzReplayTest, Manifest) { Replay("tests/fuzz/corpus/manifest", ManifestFuzz); }
+TEST(FuzzReplayTest, Tokenizer) { Replay("tests/fuzz/corpus/tokenizer", TokenizerFuzz); }
+TEST(FuzzReplayTest, ModelConfig) { Replay("tests/fuzz/corpus/model_config", ModelConfigFuzz); }
 
 }  // namespace
