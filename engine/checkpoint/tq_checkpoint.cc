@@ -166,6 +166,11 @@ absl::StatusOr<std::unique_ptr<TqCheckpoint>> TqCheckpoint::Open(ObjectStore& st
       return text.status();
     }
     TQ_ASSIGN_OR_RETURN(Manifest m, ParseManifest(*text, store.Uri(kManifestName)));
+    {
+      Sha256 h;
+      h.Update(*text);
+      ck->manifest_sha256_ = h.HexDigest();
+    }
     if (verify != VerifyLevel::kNone) {
       for (const ManifestFile& f : m.files) {
         auto info = store.Head(f.name);

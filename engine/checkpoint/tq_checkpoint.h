@@ -82,6 +82,8 @@ class TqCheckpoint {
   const TqTensor* Find(absl::string_view name) const;
   // tq mode only.
   const std::optional<Manifest>& manifest() const { return manifest_; }
+  // sha256 of tq_manifest.json's bytes (the checkpoint's identity); empty in plugin mode.
+  const std::string& manifest_sha256() const { return manifest_sha256_; }
   int default_bits() const { return bits_; }
   int group_size() const { return group_size_; }
   uint64_t file_bytes() const { return file_bytes_; }
@@ -97,6 +99,7 @@ class TqCheckpoint {
   int group_size_ = 0;
   uint64_t file_bytes_ = 0;
   std::optional<Manifest> manifest_;
+  std::string manifest_sha256_;
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::vector<TqTensor> tensors_;
 };

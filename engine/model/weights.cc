@@ -75,6 +75,13 @@ absl::StatusOr<Linear> BindLinear(const ModelCheckpoint& ckpt, const std::string
 
 }  // namespace
 
+std::string ModelCheckpoint::manifest_sha256() const { return tq_ ? tq_->manifest_sha256() : ""; }
+
+std::string ModelCheckpoint::quant_policy() const {
+  if (!tq_) return "";
+  return tq_->manifest() ? tq_->manifest()->policy : "uniform";
+}
+
 const char* ModelCheckpoint::kind_name() const {
   switch (kind_) {
     case Kind::kHuggingFace:

@@ -80,6 +80,10 @@ class ModelCheckpoint {
   const std::string& tokenizer_json() const { return tokenizer_json_; }
   // Bytes of all weight files.
   uint64_t weight_bytes() const { return weight_bytes_; }
+  // TQ checkpoints: the manifest's sha256 and its policy ("uniform", "kurtosis"); empty otherwise
+  // (a plugin-format checkpoint has no manifest: policy "uniform").
+  std::string manifest_sha256() const;
+  std::string quant_policy() const;
   const LoadTimings& timings() const { return timings_; }
   LoadTimings& mutable_timings() { return timings_; }
 

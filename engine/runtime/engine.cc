@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/nn/ops.h"
@@ -53,6 +55,8 @@ const char* FinishReasonName(FinishReason r) {
       return "abort";
     case FinishReason::kError:
       return "error";
+    case FinishReason::kTimeLimit:
+      return "time_limit";
   }
   return "?";
 }
@@ -122,6 +126,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   e->info_.dense_linears = e->weights_->dense_linears;
   e->info_.kv_codec = options.kv_codec;
   e->info_.load = e->ckpt_->timings();
+  e->info_.kv_capacity_tokens = kv.num_blocks * kv.block_size;
+  e->info_.kv_bytes_per_token = e->cache_->bytes_per_token();
+  {
+    std::set<int> bits;
+    std::set<std::string> gains;
+    double stored = 0, weights = 0;
+    for (const WeightTensor& t : e->ckpt_->tensors()) {
+      if (!t.quantized) continue;
+      bits.insert(t.spec.bits);
+      gains.insert(quant::GainModeName(t.spec.gain));
+      e->info_.tq_group_size = t.spec.group_size;
+      stored += 8.0 * static_cast<double>(t.packed.size() + t.gains.size());
+      weights += static_cast<double>(t.rows) * static_cast<double>(t.cols);
+    }
+    e->info_.tq_bits.assign(bits.begin(), bits.end());
+    e->info_.tq_gain = gains.empty() ? "" : gains.size() == 1 ? *gains.begin() : "mixed";
+    e->info_.tq_bits_per_weight = weights > 0 ? stored / weights : 0;
+    e->info_.tq_policy = e->ckpt_->quant_policy();
+    e->info_.manifest_sha256 = e->ckpt_->manifest_sha256();
+  }
   e->stats_.kv_blocks_total = kv.num_blocks;
   e->stats_.kv_bytes_per_token = e->cache_->bytes_per_token();
   e->thread_ = std::thread([eng = e.get()] { eng->Loop(); });
@@ -179,6 +203,10 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, EventCallback
   if (request.max_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 1, got ", request.max_tokens));
   }
+  if (request.min_tokens < 0 || request.min_tokens > request.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("min_tokens must be in [0, max_tokens = ", request.max_tokens,
+                                                   "], got ", request.min_tokens));
+  }
   TQ_RETURN_IF_ERROR(ValidateSamplingParams(request.sampling));
   for (int32_t id : request.stop_token_ids) {
     if (id < 0 || id >= cfg.vocab_size) {
@@ -206,6 +234,12 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, EventCallback
       return absl::ResourceExhaustedError(absl::StrCat("the request queue is full (", options_.max_waiting,
                                                        " waiting)"));
     }
+    const int64_t queued = WaitingTokensLocked();
+    if (options_.max_waiting_tokens > 0 && queued + n > options_.max_waiting_tokens && !waiting_.empty()) {
+      return absl::ResourceExhaustedError(absl::StrCat("the waiting token budget is full (", queued,
+                                                       " prompt tokens queued, limit ",
+                                                       options_.max_waiting_tokens, ")"));
+    }
     id = next_id_++;
     s->id = id;
     abort_requested_[id] = false;
@@ -229,7 +263,16 @@ bool Engine::Abort(uint64_t request_id) {
 
 EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> l(mu_);
-  return stats_;
+  EngineStats s = stats_;
+  s.waiting = static_cast<int>(waiting_.size());
+  s.waiting_tokens = WaitingTokensLocked();
+  return s;
+}
+
+int64_t Engine::WaitingTokensLocked() const {
+  int64_t n = 0;
+  for (const auto& w : waiting_) n += static_cast<int64_t>(w->tokens.size());
+  return n;
 }
 
 bool Engine::HasWork() const {
@@ -310,13 +353,18 @@ void Engine::AppendText(Sequence& s, int32_t token, bool finishing, GenerationEv
 
 void Engine::Step() {
   std::lock_guard<std::mutex> model_lock(model_mu_);
+  const auto step_start = Clock::now();
   std::vector<std::pair<std::unique_ptr<Sequence>, GenerationEvent>> done;
 
-  // 1. Aborts.
+  // 1. Aborts and time limits.
+  size_t aborted = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
+    auto leaving = [&](const Sequence& s) {
+      return abort_requested_[s.id] || (s.req.deadline != Clock::time_point{} && step_start >= s.req.deadline);
+    };
     for (auto it = waiting_.begin(); it != waiting_.end();) {
-      if (abort_requested_[(*it)->id]) {
+      if (leaving(**it)) {
         done.push_back({std::move(*it), GenerationEvent()});
         it = waiting_.erase(it);
       } else {
@@ -324,15 +372,27 @@ void Engine::Step() {
       }
     }
     for (auto it = running_.begin(); it != running_.end();) {
-      if (abort_requested_[(*it)->id]) {
+      if (leaving(**it)) {
         done.push_back({std::move(*it), GenerationEvent()});
         it = running_.erase(it);
       } else {
         ++it;
       }
     }
+    for (auto& [s, ev] : done) aborted += abort_requested_[s->id] ? 1 : 0;
   }
-  for (auto& [s, ev] : done) Finish(*s, FinishReason::kAbort, "aborted", absl::OkStatus(), &ev);
+  for (auto& [s, ev] : done) {
+    bool abort;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      abort = abort_requested_[s->id];
+    }
+    if (abort) {
+      Finish(*s, FinishReason::kAbort, "aborted", absl::OkStatus(), &ev);
+    } else {
+      Finish(*s, FinishReason::kTimeLimit, "time limit", absl::OkStatus(), &ev);
+    }
+  }
 
   // 2. Plan the batch: decodes first (one token each, in admission order), then prefill chunks
   // of running sequences, then newly admitted requests, until the token budget is spent. When
@@ -457,7 +517,16 @@ void Engine::Step() {
     s->computed += p.n;
     if (!completes) continue;
     float lp = 0;
-    const int32_t tok = s->sampler->Sample(logits.data() + row * vocab, vocab, &lp);
+    float* row_logits = logits.data() + row * vocab;
+    if (s->generated < s->req.min_tokens) {
+      // Not yet allowed to end: eos and stop token ids are masked out.
+      constexpr float kMasked = -std::numeric_limits<float>::infinity();
+      if (!s->req.ignore_eos) {
+        for (int32_t e : eos_ids_) row_logits[e] = kMasked;
+      }
+      for (int32_t e : s->req.stop_token_ids) row_logits[e] = kMasked;
+    }
+    const int32_t tok = s->sampler->Sample(row_logits, vocab, &lp);
     ++row;
     ++generated;
     s->tokens.push_back(tok);
@@ -476,6 +545,8 @@ void Engine::Step() {
     if (is_eos || is_stop_token) {
       reason = FinishReason::kStop;
       why = absl::StrCat("token:", tok);
+      ev.stop_token_id = tok;
+      ev.eos = is_eos;
     } else {
       const bool at_limit = s->generated >= s->req.max_tokens ||
                             static_cast<int64_t>(s->tokens.size()) >= context_limit_;
@@ -483,6 +554,7 @@ void Engine::Step() {
       if (!ev.stop_reason.empty()) {
         reason = FinishReason::kStop;
         why = ev.stop_reason;
+        ev.stop_string = why.substr(7);  // after "string:"
       } else if (at_limit) {
         reason = FinishReason::kLength;
       }
@@ -511,7 +583,8 @@ void Engine::Step() {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& [s, ev] : done) abort_requested_.erase(s->id);
     for (auto& s : gone) abort_requested_.erase(s->id);
-    stats_.aborted_requests += done.size();
+    stats_.aborted_requests += aborted;
+    stats_.finished_requests += done.size() - aborted;
     stats_.finished_requests += gone.size();
     ++stats_.steps;
     stats_.prompt_tokens += prompt_tokens;
@@ -519,6 +592,14 @@ void Engine::Step() {
     stats_.running = static_cast<int>(running_.size());
     stats_.waiting = static_cast<int>(waiting_.size());
     stats_.kv_blocks_used = cache_->num_used_blocks();
+  }
+  if (options_.on_step && !plan.empty()) {
+    StepInfo info;
+    for (const Planned& p : plan) info.tokens += p.n;
+    info.sequences = static_cast<int>(plan.size());
+    info.prefill_tokens = static_cast<int64_t>(prompt_tokens);
+    info.seconds = Since(step_start, Clock::now());
+    options_.on_step(info);
   }
   // Deliver (no engine lock held except the model's).
   for (auto& [s, ev] : done) s->cb(ev);

@@ -24,6 +24,7 @@
 #ifndef TQSERVE_ENGINE_RUNTIME_ENGINE_H_
 #define TQSERVE_ENGINE_RUNTIME_ENGINE_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -59,11 +60,22 @@ struct EngineOptions {
   int max_num_seqs = 32;          // sequences running at once
   int64_t max_num_batched_tokens = 512;  // token budget of one step
   int max_waiting = 1024;         // queued requests beyond this -> RESOURCE_EXHAUSTED
+  int64_t max_waiting_tokens = 0; // queued prompt tokens beyond this -> RESOURCE_EXHAUSTED (0: no limit)
+  // Called on the step thread after every step that ran the model (metrics); must not block.
+  std::function<void(const struct StepInfo&)> on_step;
   bool dequantize_tq = false;     // compute TQ layers from dequantized fp32 weights (tests)
 };
 
-enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
-const char* FinishReasonName(FinishReason r);  // "stop", "length", "abort", "error"
+struct StepInfo {
+  int64_t tokens = 0;     // tokens run through the model (prefill chunks + decodes)
+  int sequences = 0;      // sequences in the batch
+  int64_t prefill_tokens = 0;
+  double seconds = 0;     // wall time of the step
+};
+
+enum class FinishReason { kNone, kStop, kLength, kAbort, kError, kTimeLimit };
+// "stop", "length", "abort", "error", "time_limit"
+const char* FinishReasonName(FinishReason r);
 
 struct GenerationRequest {
   std::string prompt;               // tokenized unless prompt_ids is set
@@ -73,6 +85,9 @@ struct GenerationRequest {
   std::vector<int32_t> stop_token_ids;  // besides the model's eos ids
   std::vector<std::string> stop;        // stop strings; not included in the output text
   bool ignore_eos = false;
+  int64_t min_tokens = 0;  // eos and stop token ids cannot be sampled before this many tokens
+  // When set, the request finishes with kTimeLimit at the first step after this time.
+  std::chrono::steady_clock::time_point deadline{};
 };
 
 struct GenerationEvent {
@@ -82,7 +97,11 @@ struct GenerationEvent {
   std::string text;                // text produced since the last event (whole UTF-8)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
-  std::string stop_reason;         // the stop string or "token <id>" that ended it
+  std::string stop_reason;         // "string:<stop>", "token:<id>", "aborted", "time limit", ...
+  // kStop details: the matched stop string, or the token id (eos = it was an eos id).
+  std::string stop_string;
+  int32_t stop_token_id = -1;
+  bool eos = false;
   absl::Status status;             // set when finish_reason == kError
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
@@ -97,6 +116,7 @@ using EventCallback = std::function<void(const GenerationEvent&)>;
 struct EngineStats {
   int running = 0;
   int waiting = 0;
+  int64_t waiting_tokens = 0;      // prompt tokens of the waiting requests
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;
   int64_t kv_bytes_per_token = 0;
@@ -117,6 +137,15 @@ struct ModelInfo {
   uint64_t linear_weight_bytes = 0;
   uint64_t quantized_linears = 0, dense_linears = 0;
   std::string kv_codec;
+  int64_t kv_capacity_tokens = 0;  // KV blocks x block size
+  int64_t kv_bytes_per_token = 0;
+  // TQ checkpoints.
+  std::vector<int> tq_bits;        // distinct bit widths of the quantized linears, ascending
+  int tq_group_size = 0;
+  std::string tq_gain;             // gain mode of the quantized linears ("nc", "ls", "raw", "mixed")
+  std::string tq_policy;           // manifest policy ("uniform", "kurtosis"); plugin: "uniform"
+  std::string manifest_sha256;
+  double tq_bits_per_weight = 0;   // stored bits (codes + norms) / weights, quantized tensors
   LoadTimings load;
   double tokenizer_s = 0;
   double kv_alloc_s = 0;
@@ -152,6 +181,7 @@ class Engine {
   void Loop();
   void Step();
   bool HasWork() const;
+  int64_t WaitingTokensLocked() const;  // mu_ held
   void Finish(Sequence& s, FinishReason reason, const std::string& stop_reason, absl::Status status,
               GenerationEvent* ev);
   void AppendText(Sequence& s, int32_t token, bool finishing, GenerationEvent* ev);

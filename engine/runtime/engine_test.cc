@@ -203,6 +203,16 @@ TEST(EngineTest, StopStringsTokensAndLength) {
   EXPECT_EQ(st.ids, std::vector<int32_t>(full.ids.begin(), full.ids.begin() + 4));
   EXPECT_EQ(st.last.finish_reason, FinishReason::kStop);
   EXPECT_EQ(st.last.stop_reason, "token:" + std::to_string(full.ids[3]));
+  EXPECT_EQ(st.last.stop_token_id, full.ids[3]);
+  EXPECT_FALSE(st.last.eos);
+  EXPECT_EQ(s.last.stop_string, "world is");
+  // min_tokens: the stop token cannot be sampled before it, so generation goes past it.
+  t.min_tokens = 6;
+  Result m = RunToEnd(*e, t);
+  EXPECT_GE(m.ids.size(), 6u);
+  for (size_t i = 0; i + 1 < std::min<size_t>(m.ids.size(), 6); ++i) EXPECT_NE(m.ids[i], full.ids[3]);
+  t.min_tokens = 17;
+  EXPECT_FALSE(e->Submit(t, [](const GenerationEvent&) {}).ok());  // > max_tokens
   // eos (id 0) ends a request unless ignore_eos.
   GenerationRequest eos = Greedy("In the beginning God created", 8);
   eos.stop_token_ids.clear();
@@ -233,6 +243,89 @@ TEST(EngineTest, AbortFreesTheCacheWithinAStep) {
   EXPECT_EQ(e->stats().aborted_requests, 1u);
   EXPECT_FALSE(e->Abort(*got));  // already gone
   EXPECT_FALSE(e->Abort(987654));
+}
+
+TEST(EngineTest, EosIsReportedAsSuch) {
+  auto e = MakeEngine({});
+  ASSERT_NE(e, nullptr);
+  Result full = RunToEnd(*e, Greedy("In the beginning God created", 4));
+  // A copy of the model whose eos id is the first greedy token.
+  const std::string dir = tq::testing::MakeTempDir("eos");
+  for (const char* f : {"model.safetensors", "tokenizer.json"}) {
+    tq::testing::WriteFileOrDie(dir + "/" + f, tq::testing::ReadFileOrDie(TinyDir() + "/" + f));
+  }
+  auto cfg = nlohmann::json::parse(tq::testing::ReadFileOrDie(TinyDir() + "/config.json"));
+  cfg["eos_token_id"] = full.ids[0];
+  tq::testing::WriteFileOrDie(dir + "/config.json", cfg.dump());
+  EngineOptions o;
+  o.model_uri = dir;
+  auto e2 = MakeEngine(o);
+  ASSERT_NE(e2, nullptr);
+  GenerationRequest r = Greedy("In the beginning God created", 4);
+  r.ignore_eos = false;
+  Result got = RunToEnd(*e2, r);
+  EXPECT_EQ(got.ids, std::vector<int32_t>{full.ids[0]});
+  EXPECT_EQ(got.last.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(got.last.stop_token_id, full.ids[0]);
+  EXPECT_TRUE(got.last.eos);
+  // min_tokens holds eos back.
+  r.min_tokens = 3;
+  got = RunToEnd(*e2, r);
+  EXPECT_GE(got.ids.size(), 3u);
+  EXPECT_NE(got.ids[0], full.ids[0]);
+}
+
+TEST(EngineTest, TimeLimitEndsARequest) {
+  auto e = MakeEngine({});
+  ASSERT_NE(e, nullptr);
+  GenerationRequest r = Greedy("And it came to pass", 1800);
+  r.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  const auto t0 = std::chrono::steady_clock::now();
+  Result res = RunToEnd(*e, r);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(res.last.finish_reason, FinishReason::kTimeLimit);
+  EXPECT_STREQ(FinishReasonName(res.last.finish_reason), "time_limit");
+  EXPECT_LT(res.last.completion_tokens, 1800);
+  EXPECT_LT(s, 5.0);
+  EXPECT_EQ(e->stats().kv_blocks_used, 0);
+  EXPECT_EQ(e->stats().aborted_requests, 0u);
+}
+
+TEST(EngineTest, WaitingTokenBudget) {
+  EngineOptions o;
+  o.max_num_seqs = 1;
+  o.max_waiting_tokens = 10;
+  std::vector<StepInfo> steps;
+  std::mutex steps_mu;
+  o.on_step = [&](const StepInfo& i) {
+    std::lock_guard<std::mutex> l(steps_mu);
+    steps.push_back(i);
+  };
+  auto e = MakeEngine(o);
+  ASSERT_NE(e, nullptr);
+  Collector c;
+  std::vector<uint64_t> ids;
+  int refused = 0;
+  for (int i = 0; i < 6; ++i) {
+    GenerationRequest r = Greedy("The history of the city", 300);  // 7 tokens each
+    auto id = e->Submit(r, c.Callback());
+    if (id.ok()) {
+      ids.push_back(*id);
+    } else {
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted) << id.status();
+      EXPECT_NE(id.status().message().find("token budget"), std::string::npos) << id.status();
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 1);
+  EXPECT_LE(e->stats().waiting_tokens, 10);
+  for (uint64_t id : ids) e->Abort(id);
+  c.WaitFor(static_cast<int>(ids.size()));
+  std::lock_guard<std::mutex> l(steps_mu);
+  ASSERT_FALSE(steps.empty());
+  EXPECT_EQ(steps[0].prefill_tokens, 7);
+  EXPECT_EQ(steps[0].tokens, 7);
+  EXPECT_GT(steps[0].seconds, 0);
 }
 
 TEST(EngineTest, BadRequestsAreRefusedClearly) {
@@ -378,6 +471,15 @@ TEST_P(TqPathTest, CodesEqualDequantizedWeights) {
   EXPECT_EQ(codes->model_info().checkpoint_kind, GetParam() == CheckpointFormat::kTq ? "tq" : "tq-plugin");
   EXPECT_EQ(codes->model_info().quantized_linears, 42u);  // 6 layers x 7; lm_head kept
   EXPECT_EQ(dense->model_info().quantized_linears, 0u);
+  EXPECT_EQ(codes->model_info().tq_bits, std::vector<int>{3});
+  EXPECT_EQ(codes->model_info().tq_group_size, 128);
+  EXPECT_NEAR(codes->model_info().tq_bits_per_weight, 3.25, 0.01);
+  EXPECT_EQ(codes->model_info().tq_policy, "uniform");
+  if (GetParam() == CheckpointFormat::kTq) {
+    EXPECT_EQ(codes->model_info().manifest_sha256, res->manifest_sha256);
+  } else {
+    EXPECT_EQ(codes->model_info().manifest_sha256, "");
+  }
   // Per-token NLL of a window (all positions' logits enter it).
   std::vector<int32_t> ids = codes->tokenizer()->Encode(
       "In the beginning God created the heaven and the earth. And the earth was without form, and void; "
