@@ -228,10 +228,10 @@ int main(int argc, char** argv) {
   eopt.max_waiting = absl::GetFlag(FLAGS_max_waiting_requests);
   eopt.max_waiting_tokens = absl::GetFlag(FLAGS_max_waiting_tokens);
   eopt.on_step = [m = metrics.get()](const tq::StepInfo& s) { m->OnStep(s); };
+  eopt.store.observer = metrics.get();
   const auto load_start = std::chrono::steady_clock::now();
   auto engine = tq::Engine::Create(eopt);
   if (!engine.ok()) {
-    if (engine.status().code() == absl::StatusCode::kDataLoss) metrics->OnChecksumFailure();
     LogError("cannot load the model", {{"model", model_uri}, {"error", engine.status().ToString()}});
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     return 1;

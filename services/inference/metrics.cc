@@ -150,6 +150,20 @@ InferenceMetrics::InferenceMetrics(prometheus::Registry& r, const MetricsOptions
                             .Help("Checkpoint files whose size or sha256 did not match the manifest.")
                             .Register(r)
                             .Add({});
+  bytes_read_ = &prometheus::BuildCounter()
+                     .Name("tq_storage_bytes_read_total")
+                     .Help("Bytes of the checkpoint read from object storage.")
+                     .Register(r)
+                     .Add({});
+  retries_ = &prometheus::BuildCounter()
+                  .Name("tq_storage_retries_total")
+                  .Help("Retried object-storage requests while loading.")
+                  .Register(r)
+                  .Add({});
+  storage_errors_ = &prometheus::BuildCounter()
+                         .Name("tq_storage_request_errors_total")
+                         .Help("Failed object-store requests (before retries), by S3 error code or transport failure.")
+                         .Register(r);
   rejected_ = &prometheus::BuildCounter()
                    .Name("tq_requests_rejected_total")
                    .Help("Requests turned away before admission, by reason (invalid, queue_full, token_budget, "
@@ -235,6 +249,10 @@ void InferenceMetrics::SetStartupPhase(const std::string& phase, double seconds)
 void InferenceMetrics::SetReady(bool ready) { ready_->Set(ready ? 1 : 0); }
 
 void InferenceMetrics::OnChecksumFailure() { checksum_failures_->Increment(); }
+
+void InferenceMetrics::OnRequestError(absl::string_view code) {
+  storage_errors_->Add({{"code", std::string(code)}}).Increment();
+}
 
 void InferenceMetrics::UpdateEngineStats(const EngineStats& s) {
   running_->Set(s.running);

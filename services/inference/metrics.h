@@ -22,6 +22,7 @@
 #include <string>
 
 #include "engine/runtime/engine.h"
+#include "engine/storage/object_store.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -41,7 +42,7 @@ struct MetricsOptions {
   int64_t max_model_len = 0;     // top of the token-count histograms' 1-2-5 buckets
 };
 
-class InferenceMetrics {
+class InferenceMetrics : public StorageObserver {
  public:
   InferenceMetrics(prometheus::Registry& registry, const MetricsOptions& options);
 
@@ -49,7 +50,12 @@ class InferenceMetrics {
   void SetModel(const ModelInfo& info, const std::string& device, int tensor_parallel_size);
   void SetStartupPhase(const std::string& phase, double seconds);
   void SetReady(bool ready);
-  void OnChecksumFailure();
+  // StorageObserver (model loading from object storage).
+  void OnBytesRead(uint64_t n) override { bytes_read_->Increment(static_cast<double>(n)); }
+  void OnBytesWritten(uint64_t) override {}
+  void OnRequestError(absl::string_view code) override;
+  void OnRetry() override { retries_->Increment(); }
+  void OnChecksumFailure() override;
 
   // Engine state (called periodically and after request transitions).
   void UpdateEngineStats(const EngineStats& stats);
@@ -95,6 +101,9 @@ class InferenceMetrics {
   prometheus::Family<prometheus::Gauge>* startup_;
   prometheus::Gauge* load_bytes_per_second_;
   prometheus::Counter* checksum_failures_;
+  prometheus::Counter* bytes_read_;
+  prometheus::Counter* retries_;
+  prometheus::Family<prometheus::Counter>* storage_errors_;
   prometheus::Family<prometheus::Counter>* rejected_;
   prometheus::Family<prometheus::Counter>* cancelled_;
   prometheus::Family<prometheus::Gauge>* kv_bytes_per_token_;
