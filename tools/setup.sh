@@ -10,10 +10,10 @@ PACKAGES=(
   prometheus-cpp-dev nlohmann-json3-dev libssl-dev libcurl4-openssl-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
-  python3-grpcio python3-grpc-tools
+  python3-grpcio
   time openssl curl
   # The s3 test suite: a real S3 server (Ceph RGW), an independent client, the metrics linter.
-  # (python3-grpcio and python3-grpc-tools above: the independent gRPC client of the inference tests.)
+  # (python3-grpcio above: the independent gRPC client of the inference tests.)
   ceph-mon ceph-osd radosgw ceph-common uuid-runtime python3-boto3 prometheus
 )
 

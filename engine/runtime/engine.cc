@@ -127,6 +127,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   e->info_.kv_codec = options.kv_codec;
   e->info_.load = e->ckpt_->timings();
   e->info_.kv_capacity_tokens = kv.num_blocks * kv.block_size;
+  e->info_.kv_block_size = kv.block_size;
   e->info_.kv_bytes_per_token = e->cache_->bytes_per_token();
   {
     std::set<int> bits;

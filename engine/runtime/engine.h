@@ -138,6 +138,7 @@ struct ModelInfo {
   uint64_t quantized_linears = 0, dense_linears = 0;
   std::string kv_codec;
   int64_t kv_capacity_tokens = 0;  // KV blocks x block size
+  int kv_block_size = 0;
   int64_t kv_bytes_per_token = 0;
   // TQ checkpoints.
   std::vector<int> tq_bits;        // distinct bit widths of the quantized linears, ascending

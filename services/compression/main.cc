@@ -5,17 +5,11 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -26,10 +20,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/checkpoint/manifest.h"
-#include "CivetServer.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "services/common/log.h"
+#include "services/common/server_util.h"
 #include "services/compression/compression_service.h"
 #include "services/compression/job_manager.h"
 #include "services/compression/metrics.h"
@@ -52,34 +46,6 @@ namespace {
 using tq::LogError;
 using tq::LogInfo;
 using tq::LogWarning;
-
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-// civetweb (behind prometheus::Exposer) cannot bind port 0: ask the kernel for a free port.
-int PickFreePort(const std::string& host) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = 0;
-  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) addr.sin_addr.s_addr = INADDR_ANY;
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
 
 // Logs job transitions and forwards them to the metrics.
 class LoggingListener : public tq::compression::JobListener {
@@ -140,12 +106,9 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::string token = absl::GetFlag(FLAGS_auth_token);
-  if (!absl::GetFlag(FLAGS_auth_token_file).empty()) {
-    auto t = ReadText(absl::GetFlag(FLAGS_auth_token_file));
-    if (!t.ok()) return Fail(std::string(t.status().message()));
-    token = *t;
-  }
+  auto token_or = tq::ResolveAuthToken(absl::GetFlag(FLAGS_auth_token), absl::GetFlag(FLAGS_auth_token_file));
+  if (!token_or.ok()) return Fail(std::string(token_or.status().message()));
+  const std::string token = *token_or;
   if (absl::GetFlag(FLAGS_max_concurrent_jobs) < 1 || absl::GetFlag(FLAGS_max_queued_jobs) < 0) {
     return Fail("--max_concurrent_jobs must be >= 1 and --max_queued_jobs >= 0");
   }
@@ -155,22 +118,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = -1;
   if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    int want = absl::GetFlag(FLAGS_metrics_port);
-    if (want == 0) want = PickFreePort(absl::GetFlag(FLAGS_metrics_host));
-    try {
-      static CivetCallbacks callbacks = [] {
-        CivetCallbacks c{};
-        c.log_message = [](const mg_connection*, const char* message) {
-          LogWarning(absl::StrCat("metrics http server: ", message));
-          return 1;
-        };
-        return c;
-      }();
-      exposer = std::make_unique<prometheus::Exposer>(
-          absl::StrCat(absl::GetFlag(FLAGS_metrics_host), ":", want), 2, &callbacks);
-    } catch (const std::exception& e) {
-      return Fail(absl::StrCat("cannot serve /metrics: ", e.what()));
-    }
+    auto started = tq::StartMetricsExposer(absl::GetFlag(FLAGS_metrics_host), absl::GetFlag(FLAGS_metrics_port));
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    exposer = std::move(*started);
     exposer->RegisterCollectable(registry);
     auto ports = exposer->GetListeningPorts();
     metrics_port = ports.empty() ? -1 : ports[0];
@@ -187,22 +137,15 @@ int main(int argc, char** argv) {
   sopt.observer = &metrics;
   tq::compression::CompressionService service(&jobs, sopt);
 
-  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty();
-  if (tls) {
-    auto cert = ReadText(absl::GetFlag(FLAGS_tls_cert));
-    auto key = ReadText(absl::GetFlag(FLAGS_tls_key));
-    if (!cert.ok() || !key.ok()) return Fail("--tls_cert and --tls_key must both name readable PEM files");
-    grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({*key + "\n", *cert + "\n"});
-    creds = grpc::SslServerCredentials(ssl);
-  }
+  auto creds = tq::MakeServerCredentials(absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key));
+  if (!creds.ok()) return Fail(std::string(creds.status().message()));
+  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), creds, &port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *creds, &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -211,11 +154,7 @@ int main(int argc, char** argv) {
   auto* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus("tq.compression.v1.Compression", true);
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    const std::string path = absl::GetFlag(FLAGS_port_file);
-    std::ofstream(path + ".tmp") << port << " " << metrics_port << "\n";
-    std::rename((path + ".tmp").c_str(), path.c_str());
-  }
+  tq::WritePortFile(absl::GetFlag(FLAGS_port_file), port, metrics_port);
   LogInfo("serving", {{"grpc_port", absl::StrCat(port)}, {"metrics_port", absl::StrCat(metrics_port)},
                       {"tls", tls ? "on" : "off"}, {"auth", token.empty() ? "off" : "bearer"},
                       {"version", tq::kTqserveVersion},
