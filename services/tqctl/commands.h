@@ -17,6 +17,8 @@ int RunList(const std::vector<std::string>& args);
 int RunJob(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
 int RunEvalPpl(const std::vector<std::string>& args);
+int RunInfo(const std::vector<std::string>& args);
+int RunBench(const std::vector<std::string>& args);
 
 }  // namespace tq::tqctl
 

@@ -1,4 +1,5 @@
-// tqctl generate / eval-ppl: run the inference engine in-process on the CPU.
+// tqctl generate / eval-ppl: run the inference engine in-process on the CPU; tqctl generate
+// --server streams the generation from an inference server instead.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +15,8 @@
 #include "engine/util/file_util.h"
 #include "services/tqctl/arg_parser.h"
 #include "services/tqctl/commands.h"
+#include "services/tqctl/grpc_client.h"
+#include "services/tqctl/inference_client.h"
 
 namespace tq::tqctl {
 namespace {
@@ -60,23 +63,98 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   return ids;
 }
 
+struct GenerateOutput {
+  bool print_ids = false;
+  bool logprobs = false;
+  bool quiet = false;
+};
+
+// The final stdout lines of both modes.
+void PrintIdsAndLogprobs(const GenerateOutput& out, const std::vector<int32_t>& ids,
+                         const std::vector<float>& logprobs) {
+  if (out.print_ids) std::printf("%s\n", absl::StrJoin(ids, " ").c_str());
+  if (out.logprobs) {
+    std::printf("%s\n", absl::StrJoin(logprobs, " ", [](std::string* o, float v) {
+                  absl::StrAppendFormat(o, "%.6g", v);
+                }).c_str());
+  }
+  std::fflush(stdout);
+}
+
+// tqctl generate --server: one streamed Generate call.
+int RunRemoteGenerate(const ServerTarget& target, const inference_v1::GenerateRequest& request,
+                      const GenerateOutput& out) {
+  grpc::ClientContext ctx;
+  InterruptWatcher interrupt([&ctx] { ctx.TryCancel(); });  // before the channel's threads
+  auto channel = Connect(target);
+  if (!channel.ok()) return Fail("generate", channel.status());
+  Authorize(target, &ctx);
+  auto stub = inference_v1::Inference::NewStub(*channel);
+  bool printed = false;
+  auto result = StreamGenerate(*stub, ctx, request, [&](const inference_v1::Chunk& chunk) {
+    if (chunk.text().empty()) return;
+    std::fwrite(chunk.text().data(), 1, chunk.text().size(), stdout);
+    std::fflush(stdout);
+    printed = true;
+  });
+  if (!result.ok()) {
+    if (printed) std::fputs("\n", stdout);
+    std::fflush(stdout);
+    if (interrupt.interrupted()) {
+      absl::FPrintF(stderr, "tqctl generate: cancelled\n");
+      return 130;
+    }
+    absl::FPrintF(stderr, "tqctl generate: %s: %s\n", target.address, result.status().ToString());
+    return result.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  std::fputs("\n", stdout);
+  PrintIdsAndLogprobs(out, result->token_ids, result->logprobs);
+  if (!out.quiet) absl::FPrintF(stderr, "%s\n", DescribeCompletion(*result));
+  switch (result->complete.finish_reason()) {
+    case inference_v1::FINISH_REASON_ERROR:
+      absl::FPrintF(stderr, "tqctl generate: %s: the server failed the request: %s\n", target.address,
+                    result->complete.error());
+      return 1;
+    case inference_v1::FINISH_REASON_CANCELLED:
+      absl::FPrintF(stderr, "tqctl generate: %s: the request was aborted (Abort RPC or server shutdown)\n",
+                    target.address);
+      return 1;
+    default:
+      return 0;
+  }
+}
+
 }  // namespace
 
 int RunGenerate(const std::vector<std::string>& args) {
-  ArgParser p("generate", "tqctl generate --model URI [options] \"prompt\"",
-              "Generates a continuation of the prompt with the in-process CPU engine and prints it as it\n"
-              "is produced. --temperature 0 is greedy decoding.");
+  ArgParser p("generate",
+              "tqctl generate (--model URI | --server HOST:PORT) [options] \"prompt\"",
+              "Generates a continuation of the prompt and prints it as it is produced: with the\n"
+              "in-process CPU engine (--model), or streamed from an inference server (--server; Ctrl-C\n"
+              "cancels the call and the server aborts the request). --temperature 0 is greedy decoding.\n"
+              "Unless --quiet, a last stderr line gives the finish reason, token counts and timings.\n"
+              "stdout: the text, then with --print-ids the generated ids, then with --logprobs their\n"
+              "log-probabilities, one line each. Exit code 0 when the generation completed (eos, stop,\n"
+              "length, time limit); 1 when it failed or was aborted, 2 for bad usage or a request the\n"
+              "server rejected as invalid, 130 after Ctrl-C.");
   EngineOptionsFlags(p);
+  p.Option("server", "", "an inference server HOST:PORT instead of --model");
+  p.Option("token", "", "bearer token for --server (default $TQ_AUTH_TOKEN)");
+  p.Option("tls-ca", "", "CA certificates (PEM) to reach --server over TLS");
+  p.Option("request-id", "", "with --server: the request's id (default: assigned by the server)");
   p.Option("max-tokens", "64", "tokens to generate at most");
+  p.Option("min-tokens", "0", "eos and stop token ids cannot end the generation before this many tokens");
   p.Option("temperature", "1.0", "sampling temperature (0 = greedy)");
   p.Option("top-p", "1.0", "nucleus sampling: keep the most likely tokens up to this probability mass");
   p.Option("top-k", "0", "keep the k most likely tokens (0 = off)");
   p.Option("min-p", "0", "drop tokens below min-p times the top probability");
   p.Option("seed", "", "random seed (default: random)");
   p.Option("stop", "", "stop string (several: separate with '|')");
+  p.Option("time-limit-ms", "0", "wall-clock budget of the request; then it ends with finish reason time_limit (0 = none)");
   p.Option("prompt-ids", "", "the prompt as token ids (comma separated) instead of text");
   p.Switch("ignore-eos", "keep generating after the end-of-sequence token");
   p.Switch("print-ids", "print the generated token ids on a final line");
+  p.Switch("logprobs", "print the log-probability of each generated token on a final line");
   p.Switch("quiet", "no statistics on stderr");
   if (auto st = p.Parse(args); !st.ok()) {
     absl::FPrintF(stderr, "tqctl generate: %s\n\n%s", st.message(), p.Help());
@@ -85,6 +163,21 @@ int RunGenerate(const std::vector<std::string>& args) {
   if (p.help_requested()) {
     std::fputs(p.Help().c_str(), stdout);
     return 0;
+  }
+  const bool remote = !p.Get("server").empty();
+  if (remote == !p.Get("model").empty()) {
+    absl::FPrintF(stderr, "tqctl generate: give exactly one of --model URI and --server HOST:PORT\n\n%s",
+                  p.Help());
+    return 2;
+  }
+  for (const char* name : remote ? std::vector<const char*>{"threads", "kv-codec", "max-model-len", "no-verify",
+                                                            "dequantize"}
+                                 : std::vector<const char*>{"request-id", "token", "tls-ca"}) {
+    if (p.IsSet(name)) {
+      absl::FPrintF(stderr, "tqctl generate: --%s is an option of %s only\n", name,
+                    remote ? "--model (the in-process engine)" : "--server");
+      return 2;
+    }
   }
   GenerationRequest req;
   if (!p.Get("prompt-ids").empty()) {
@@ -97,18 +190,23 @@ int RunGenerate(const std::vector<std::string>& args) {
     return 2;
   }
   if (!p.positional().empty()) req.prompt = p.positional()[0];
-  auto opts = EngineOptionsFrom(p);
-  if (!opts.ok()) return Fail("generate", opts.status());
   auto max_tokens = p.GetInt("max-tokens", 1, 1 << 24);
+  auto min_tokens = p.GetInt("min-tokens", 0, 1 << 24);
   auto temperature = p.GetDouble("temperature");
   auto top_p = p.GetDouble("top-p");
   auto top_k = p.GetInt("top-k", 0, 1 << 30);
   auto min_p = p.GetDouble("min-p");
-  for (const absl::Status& st : {max_tokens.status(), temperature.status(), top_p.status(), top_k.status(),
-                                 min_p.status()}) {
+  auto time_limit_ms = p.GetInt("time-limit-ms", 0, INT32_MAX);
+  for (const absl::Status& st : {max_tokens.status(), min_tokens.status(), temperature.status(), top_p.status(),
+                                 top_k.status(), min_p.status(), time_limit_ms.status()}) {
     if (!st.ok()) return Fail("generate", st);
   }
+  if (*min_tokens > *max_tokens) {
+    return Fail("generate", absl::InvalidArgumentError(absl::StrCat("--min-tokens ", *min_tokens,
+                                                                    " is more than --max-tokens ", *max_tokens)));
+  }
   req.max_tokens = *max_tokens;
+  req.min_tokens = *min_tokens;
   req.sampling.temperature = static_cast<float>(*temperature);
   req.sampling.top_p = static_cast<float>(*top_p);
   req.sampling.top_k = *top_k;
@@ -122,22 +220,59 @@ int RunGenerate(const std::vector<std::string>& args) {
   }
   if (!p.Get("stop").empty()) req.stop = absl::StrSplit(p.Get("stop"), '|', absl::SkipEmpty());
   req.ignore_eos = p.GetSwitch("ignore-eos");
-  const bool quiet = p.GetSwitch("quiet");
+  const GenerateOutput out{p.GetSwitch("print-ids"), p.GetSwitch("logprobs"), p.GetSwitch("quiet")};
+  if (remote) {
+    if (!req.prompt.empty() && !req.prompt_ids.empty()) {
+      absl::FPrintF(stderr, "tqctl generate: give a prompt or --prompt-ids, not both, with --server\n");
+      return 2;
+    }
+    inference_v1::GenerateRequest r;
+    r.set_request_id(p.Get("request-id"));
+    if (!req.prompt_ids.empty()) {
+      r.mutable_token_ids()->mutable_ids()->Assign(req.prompt_ids.begin(), req.prompt_ids.end());
+    } else {
+      r.set_text(req.prompt);
+    }
+    // Sampling fields are optional in the API: send only what was given, so the server's
+    // defaults (equal to ours) apply otherwise. max_tokens is always sent: our default (64)
+    // is not the API's (16).
+    inference_v1::SamplingParams& s = *r.mutable_sampling();
+    if (p.IsSet("temperature")) s.set_temperature(req.sampling.temperature);
+    if (p.IsSet("top-p")) s.set_top_p(req.sampling.top_p);
+    if (p.IsSet("top-k")) s.set_top_k(req.sampling.top_k);
+    if (p.IsSet("min-p")) s.set_min_p(req.sampling.min_p);
+    if (req.sampling.seed.has_value()) s.set_seed(*req.sampling.seed);
+    inference_v1::StoppingCriteria& stop = *r.mutable_stopping();
+    stop.set_max_tokens(static_cast<uint32_t>(req.max_tokens));
+    if (p.IsSet("min-tokens")) stop.set_min_tokens(static_cast<uint32_t>(req.min_tokens));
+    for (const std::string& x : req.stop) stop.add_stop(x);
+    stop.set_ignore_eos(req.ignore_eos);
+    if (*time_limit_ms > 0) r.set_time_limit_ms(static_cast<uint32_t>(*time_limit_ms));
+    r.mutable_stream()->set_logprobs(out.logprobs);
+    return RunRemoteGenerate(ServerTarget{p.Get("server"), p.Get("tls-ca"), p.Get("token")}, r, out);
+  }
+  auto opts = EngineOptionsFrom(p);
+  if (!opts.ok()) return Fail("generate", opts.status());
 
   auto t0 = std::chrono::steady_clock::now();
   auto engine = Engine::Create(*opts);
   if (!engine.ok()) return Fail("generate", engine.status());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const ModelInfo& info = (*engine)->model_info();
-  if (!quiet) {
+  if (!out.quiet) {
     absl::FPrintF(stderr, "loaded %s (%s checkpoint, %d TQ + %d dense linear layers, %.1f MB of linear weights) in %.2f s\n",
                   info.config.DebugString(), info.checkpoint_kind, info.quantized_linears, info.dense_linears,
                   info.linear_weight_bytes / 1e6, load_s);
   }
+  if (*time_limit_ms > 0) {
+    req.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*time_limit_ms);
+  }
   std::promise<GenerationEvent> final_event;
   std::vector<int32_t> ids;
+  std::vector<float> logprobs;
   auto id = (*engine)->Submit(req, [&](const GenerationEvent& ev) {
     ids.insert(ids.end(), ev.token_ids.begin(), ev.token_ids.end());
+    logprobs.insert(logprobs.end(), ev.logprobs.begin(), ev.logprobs.end());
     if (!ev.text.empty()) {
       std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
       std::fflush(stdout);
@@ -147,10 +282,9 @@ int RunGenerate(const std::vector<std::string>& args) {
   if (!id.ok()) return Fail("generate", id.status());
   GenerationEvent last = final_event.get_future().get();
   std::fputs("\n", stdout);
-  if (p.GetSwitch("print-ids")) std::printf("%s\n", absl::StrJoin(ids, " ").c_str());
-  std::fflush(stdout);
+  PrintIdsAndLogprobs(out, ids, logprobs);
   if (last.finish_reason == FinishReason::kError) return Fail("generate", last.status);
-  if (!quiet) {
+  if (!out.quiet) {
     const double decode_s = last.total_s - last.first_token_s;
     absl::FPrintF(stderr,
                   "prompt %d tokens, generated %d tokens; first token %.3f s, %.1f tokens/s after it; "

@@ -1,5 +1,8 @@
 #include "services/tqctl/grpc_client.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -30,6 +33,28 @@ void Authorize(const ServerTarget& target, grpc::ClientContext* ctx) {
     if (env != nullptr) token = env;
   }
   if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+}
+
+InterruptWatcher::InterruptWatcher(std::function<void()> on_interrupt)
+    : on_interrupt_(std::move(on_interrupt)) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  thread_ = std::thread([this, signals] {
+    const timespec tick{0, 100 * 1000 * 1000};
+    while (!stop_) {
+      if (sigtimedwait(&signals, nullptr, &tick) <= 0) continue;
+      if (interrupted_.exchange(true)) _exit(130);
+      on_interrupt_();
+    }
+  });
+}
+
+InterruptWatcher::~InterruptWatcher() {
+  stop_ = true;
+  thread_.join();
 }
 
 }  // namespace tq::tqctl

@@ -19,8 +19,12 @@ const char kUsage[] =
     "  verify URI         check every file of a checkpoint against its manifest\n"
     "  list PREFIX        list the TQ checkpoints under a storage prefix\n"
     "  job get|cancel ID  show or cancel a job of a compression server\n"
-    "  generate PROMPT    generate text with the in-process CPU engine (--model URI)\n"
+    "  generate PROMPT    generate text with the in-process CPU engine (--model URI), or\n"
+    "                     streamed from an inference server (--server HOST:PORT)\n"
     "  eval-ppl           perplexity of a text file (--model URI --data FILE)\n"
+    "  info               what an inference server serves and its load (--server HOST:PORT)\n"
+    "  bench              serving benchmark of an inference server, like vllm bench serve:\n"
+    "                     throughput, TTFT, TPOT, ITL, E2E latency (--server HOST:PORT)\n"
     "  version            print the version\n"
     "\n"
     "Run 'tqctl COMMAND --help' for the options of a command.\n";
@@ -42,6 +46,8 @@ int main(int argc, char** argv) {
   if (cmd == "job") return tq::tqctl::RunJob(args);
   if (cmd == "generate") return tq::tqctl::RunGenerate(args);
   if (cmd == "eval-ppl") return tq::tqctl::RunEvalPpl(args);
+  if (cmd == "info") return tq::tqctl::RunInfo(args);
+  if (cmd == "bench") return tq::tqctl::RunBench(args);
   if (cmd == "version" || cmd == "--version") {
     std::printf("tqctl %s\n", tq::kTqserveVersion);
     return 0;
