@@ -33,8 +33,8 @@ rounds=0 ok=0 failed=0
 while (($(date +%s) - start < duration)); do
   out=$("$tqctl" bench --server "127.0.0.1:$port" --concurrency "$concurrency" --num-prompts $((concurrency * 8)) \
     --input-len 128 --output-len 64 --seed "$rounds" --json 2>&1) || true
-  s=$(printf '%s\n' "$out" | grep -o '"successful_requests": *[0-9]*' | grep -o '[0-9]*$' || echo 0)
-  f=$(printf '%s\n' "$out" | grep -o '"failed_requests": *[0-9]*' | grep -o '[0-9]*$' || echo 0)
+  s=$(printf '%s\n' "$out" | grep -o '"completed": *[0-9]*' | grep -o '[0-9]*$' || echo 0)
+  f=$(printf '%s\n' "$out" | grep -o '"failed": *[0-9]*' | grep -o '[0-9]*$' || echo 0)
   if [[ -z "$s" || "$s" == 0 ]]; then
     echo "bench round $rounds produced no result:"
     printf '%s\n' "$out" | tail -n 5
