@@ -58,7 +58,7 @@ def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility =
             "-ccbin /usr/bin/gcc -std=c++17 -O3 -lineinfo",
             "-Xcompiler -fPIC --expt-relaxed-constexpr",
             gencode,
-            "-I. -I$(GENDIR)",
+            "-I. -I$(GENDIR) -DTQ_HAVE_CUDA=1",
             " ".join(nvcc_flags),
             "-lib -o $@",
             " ".join(["$(location %s)" % s for s in cu_srcs]),

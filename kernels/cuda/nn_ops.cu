@@ -1,0 +1,339 @@
+// CUDA kernels of a dense decoder step besides the TQ linear layers (see nn_ops.h).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/nn_ops.h"
+
+namespace tq::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+
+__device__ __forceinline__ float Bf16ToFloat(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
+
+// Round to nearest even, NaN kept quiet (the CPU codec's rounding, engine/kv_cache).
+__device__ __forceinline__ uint16_t FloatToBf16(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+__device__ __forceinline__ float Load(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::kBF16:
+      return Bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
+    case DType::kF16:
+      return __half2float(static_cast<const __half*>(p)[i]);
+    default:
+      return static_cast<const float*>(p)[i];
+  }
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+__device__ float BlockSum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  v = WarpSum(v);
+  __syncthreads();  // partial may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x / kWarp;
+  float s = lane < warps ? partial[lane] : 0.0f;
+  return WarpSum(s);
+}
+
+__global__ void EmbedKernel(const void* table, DType dtype, const int32_t* ids, int64_t hidden, float* x) {
+  const int64_t row = blockIdx.x;
+  const int64_t base = static_cast<int64_t>(ids[row]) * hidden;
+  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) x[row * hidden + c] = Load(table, dtype, base + c);
+}
+
+__global__ void RmsNormKernel(const float* x, int64_t ldx, const float* w, int64_t n, float eps, float* y,
+                              int64_t ldy) {
+  const int64_t row = blockIdx.x;
+  const float* xr = x + row * ldx;
+  float ss = 0.0f;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) ss += xr[c] * xr[c];
+  ss = BlockSum(ss);
+  const float inv = rsqrtf(ss / static_cast<float>(n) + eps);
+  float* yr = y + row * ldy;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+    const float v = xr[c] * inv;
+    yr[c] = w != nullptr ? v * w[c] : v;
+  }
+}
+
+__global__ void RopeKernel(float* x, int64_t ld, int heads, int head_dim, const int32_t* positions,
+                           const float* cos_t, const float* sin_t) {
+  const int64_t row = blockIdx.x;
+  const int half = head_dim / 2;
+  const int64_t pos = positions[row];
+  const float* c = cos_t + pos * half;
+  const float* s = sin_t + pos * half;
+  float* xr = x + row * ld;
+  for (int idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
+    const int h = idx / half, i = idx % half;
+    float* p = xr + h * head_dim;
+    const float x1 = p[i], x2 = p[i + half];
+    p[i] = x1 * c[i] - x2 * s[i];
+    p[i + half] = x2 * c[i] + x1 * s[i];
+  }
+}
+
+__global__ void WriteKvKernel(const float* k, const float* v, int64_t ld, int64_t width, const int64_t* slots,
+                              uint16_t* k_cache, uint16_t* v_cache) {
+  const int64_t row = blockIdx.x;
+  const int64_t dst = slots[row] * width;
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
+    k_cache[dst + j] = FloatToBf16(k[row * ld + j]);
+    v_cache[dst + j] = FloatToBf16(v[row * ld + j]);
+  }
+}
+
+constexpr int kAttnWarps = 4;
+constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
+
+__global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(PagedAttentionParams p) {
+  const int64_t row = blockIdx.x;
+  const int head = blockIdx.y;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int d = p.head_dim;
+  const int per_lane = d / kWarp;
+  const int kvh = head / (p.num_heads / p.num_kv_heads);
+  const int64_t pos = p.positions[row];
+  const int64_t lo = p.window > 0 ? max(static_cast<int64_t>(0), pos - p.window + 1) : 0;
+  const int32_t* table = p.block_table + p.table_offset[row];
+  const float* q = p.q + row * p.ldq + static_cast<int64_t>(head) * d;
+
+  float qr[kMaxDimsPerLane], acc[kMaxDimsPerLane];
+#pragma unroll
+  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    qr[i] = i < per_lane ? q[lane + i * kWarp] * p.scale : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  const int64_t width = static_cast<int64_t>(p.num_kv_heads) * d;
+  for (int64_t j = lo + warp; j <= pos; j += kAttnWarps) {
+    const int64_t slot = static_cast<int64_t>(table[j / p.block_size]) * p.block_size + j % p.block_size;
+    const uint16_t* kp = p.k_cache + slot * width + static_cast<int64_t>(kvh) * d;
+    const uint16_t* vp = p.v_cache + slot * width + static_cast<int64_t>(kvh) * d;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      if (i < per_lane) s += qr[i] * Bf16ToFloat(kp[lane + i * kWarp]);
+    }
+    s = WarpSum(s);
+    const float m_new = fmaxf(m, s);
+    const float corr = m == -INFINITY ? 0.0f : expf(m - m_new);
+    const float e = expf(s - m_new);
+    l = l * corr + e;
+#pragma unroll
+    for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      if (i < per_lane) acc[i] = acc[i] * corr + e * Bf16ToFloat(vp[lane + i * kWarp]);
+    }
+    m = m_new;
+  }
+  __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
+  __shared__ float sm_acc[kAttnWarps][kMaxDimsPerLane * kWarp];
+  if (lane == 0) {
+    sm_m[warp] = m;
+    sm_l[warp] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    if (i < per_lane) sm_acc[warp][lane + i * kWarp] = acc[i];
+  }
+  __syncthreads();
+  float big = -INFINITY;
+  for (int w = 0; w < kAttnWarps; ++w) big = fmaxf(big, sm_m[w]);
+  float denom = 0.0f;
+  float f[kAttnWarps];
+  for (int w = 0; w < kAttnWarps; ++w) {
+    f[w] = sm_m[w] == -INFINITY ? 0.0f : expf(sm_m[w] - big);
+    denom += sm_l[w] * f[w];
+  }
+  float* out = p.out + row * p.ldo + static_cast<int64_t>(head) * d;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float num = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w) num += sm_acc[w][c] * f[w];
+    out[c] = num / denom;
+  }
+}
+
+__global__ void SiluMulKernel(const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t n, float* y,
+                              int64_t ldy) {
+  const int64_t row = blockIdx.y;
+  for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < n;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float a = g[row * ldg + c];
+    y[row * ldy + c] = a / (1.0f + expf(-a)) * u[row * ldu + c];
+  }
+}
+
+__global__ void AddKernel(float* x, const float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] += y[i];
+  }
+}
+
+__global__ void GatherRowsKernel(const float* x, const int32_t* index, int64_t n, float* y) {
+  const int64_t row = blockIdx.x;
+  const float* src = x + static_cast<int64_t>(index[row]) * n;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) y[row * n + c] = src[c];
+}
+
+constexpr int kDenseWarps = 8;  // output features per CTA
+constexpr int kDenseRows = 8;   // activation rows per CTA
+
+// Eight consecutive weights of row `j` starting at column c, as floats.
+__device__ __forceinline__ void LoadWeights8(const void* w, DType t, int64_t off, float* out) {
+  if (t == DType::kF32) {
+    const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(w) + off);
+    const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(w) + off + 4);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+    return;
+  }
+  const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(w) + off);
+  const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint16_t lo = static_cast<uint16_t>(words[i] & 0xffffu), hi = static_cast<uint16_t>(words[i] >> 16);
+    if (t == DType::kBF16) {
+      out[2 * i] = Bf16ToFloat(lo);
+      out[2 * i + 1] = Bf16ToFloat(hi);
+    } else {
+      out[2 * i] = __half2float(__ushort_as_half(lo));
+      out[2 * i + 1] = __half2float(__ushort_as_half(hi));
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kDenseWarps * kWarp)
+    DenseLinearKernel(const void* w, DType dtype, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
+                      const float* bias, float* y, int64_t ldy) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kDenseWarps + warp;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kDenseRows;
+  if (j >= n) return;
+  const int rows = static_cast<int>(min(static_cast<int64_t>(kDenseRows), m - r0));
+  float acc[kDenseRows];
+#pragma unroll
+  for (int r = 0; r < kDenseRows; ++r) acc[r] = 0.0f;
+  for (int64_t c = static_cast<int64_t>(lane) * 8; c < k; c += kWarp * 8) {
+    float wv[8];
+    LoadWeights8(w, dtype, j * k + c, wv);
+#pragma unroll
+    for (int r = 0; r < kDenseRows; ++r) {
+      if (r < rows) {
+        const float* xr = x + (r0 + r) * ldx + c;
+        const float4 a = *reinterpret_cast<const float4*>(xr);
+        const float4 b = *reinterpret_cast<const float4*>(xr + 4);
+        acc[r] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y +
+                  wv[6] * b.z + wv[7] * b.w;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kDenseRows; ++r) {
+    const float s = WarpSum(acc[r]);
+    if (lane == 0 && r < rows) y[(r0 + r) * ldy + j] = s + (bias != nullptr ? bias[j] : 0.0f);
+  }
+}
+
+int ThreadsFor(int64_t n) {
+  if (n >= 1024) return 256;
+  if (n >= 256) return 128;
+  return 64;
+}
+
+}  // namespace
+
+cudaError_t EmbedRows(const void* table, DType dtype, const int32_t* ids, int64_t rows, int64_t hidden, float* x,
+                      cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  EmbedKernel<<<static_cast<unsigned>(rows), ThreadsFor(hidden), 0, stream>>>(table, dtype, ids, hidden, x);
+  return cudaGetLastError();
+}
+
+cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t rows, int64_t n, float eps, float* y,
+                        int64_t ldy, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  RmsNormKernel<<<static_cast<unsigned>(rows), ThreadsFor(n), 0, stream>>>(x, ldx, w, n, eps, y, ldy);
+  return cudaGetLastError();
+}
+
+cudaError_t ApplyRope(float* x, int64_t ld, int64_t rows, int heads, int head_dim, const int32_t* positions,
+                      const float* cos, const float* sin, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (head_dim % 2 != 0) return cudaErrorInvalidValue;
+  RopeKernel<<<static_cast<unsigned>(rows), ThreadsFor(static_cast<int64_t>(heads) * head_dim / 2), 0, stream>>>(
+      x, ld, heads, head_dim, positions, cos, sin);
+  return cudaGetLastError();
+}
+
+cudaError_t WriteKvBf16(const float* k, const float* v, int64_t ld, int64_t rows, int num_kv_heads, int head_dim,
+                        const int64_t* slots, uint16_t* k_cache, uint16_t* v_cache, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  const int64_t width = static_cast<int64_t>(num_kv_heads) * head_dim;
+  WriteKvKernel<<<static_cast<unsigned>(rows), ThreadsFor(width), 0, stream>>>(k, v, ld, width, slots, k_cache,
+                                                                                v_cache);
+  return cudaGetLastError();
+}
+
+bool PagedAttentionSupports(int head_dim) {
+  return head_dim > 0 && head_dim % kWarp == 0 && head_dim <= kMaxDimsPerLane * kWarp;
+}
+
+cudaError_t PagedAttention(const PagedAttentionParams& p, cudaStream_t stream) {
+  if (p.rows == 0) return cudaSuccess;
+  if (!PagedAttentionSupports(p.head_dim) || p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0 ||
+      p.block_size <= 0) {
+    return cudaErrorInvalidValue;
+  }
+  const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
+  PagedAttentionKernel<<<grid, kAttnWarps * kWarp, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t SiluMul(const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int64_t n, float* y,
+                    int64_t ldy, cudaStream_t stream) {
+  if (rows == 0 || n == 0) return cudaSuccess;
+  const unsigned bx = static_cast<unsigned>((n + 255) / 256 < 64 ? (n + 255) / 256 : 64);
+  SiluMulKernel<<<dim3(bx, static_cast<unsigned>(rows)), 256, 0, stream>>>(g, ldg, u, ldu, n, y, ldy);
+  return cudaGetLastError();
+}
+
+cudaError_t AddInPlace(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  const int64_t blocks = (n + 255) / 256;
+  AddKernel<<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t GatherRows(const float* x, const int32_t* index, int64_t rows, int64_t n, float* y, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  GatherRowsKernel<<<static_cast<unsigned>(rows), ThreadsFor(n), 0, stream>>>(x, index, n, y);
+  return cudaGetLastError();
+}
+
+cudaError_t DenseLinear(const void* w, DType dtype, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
+                        const float* bias, float* y, int64_t ldy, cudaStream_t stream) {
+  if (m == 0 || n == 0) return cudaSuccess;
+  if (k % 8 != 0 || ldx % 4 != 0) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>((n + kDenseWarps - 1) / kDenseWarps),
+                  static_cast<unsigned>((m + kDenseRows - 1) / kDenseRows));
+  DenseLinearKernel<<<grid, kDenseWarps * kWarp, 0, stream>>>(w, dtype, n, k, x, ldx, m, bias, y, ldy);
+  return cudaGetLastError();
+}
+
+}  // namespace tq::cuda
