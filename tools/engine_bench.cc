@@ -30,6 +30,7 @@ struct Args {
   int decode_tokens = 32;
   std::vector<int> batches = {1, 8};
   std::string kv_codec = "bf16";
+  std::string device = "cpu";
   int repeats = 2;
 };
 
@@ -49,6 +50,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!absl::SimpleAtoi(next(), &a->repeats)) return false;
     } else if (k == "--kv-codec") {
       a->kv_codec = next();
+    } else if (k == "--device") {
+      a->device = next();
     } else if (k == "--batch") {
       a->batches.clear();
       for (absl::string_view s : absl::StrSplit(next(), ',')) {
@@ -107,13 +110,14 @@ int main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &a)) {
     std::fprintf(stderr,
                  "usage: engine_bench --model URI [--threads N] [--prompt-len 128] [--decode-tokens 32] "
-                 "[--batch 1,8] [--kv-codec bf16] [--repeats 2]\n");
+                 "[--batch 1,8] [--kv-codec bf16] [--device cpu|cuda] [--repeats 2]\n");
     return 2;
   }
   tq::EngineOptions o;
   o.model_uri = a.model;
   o.threads = a.threads;
   o.kv_codec = a.kv_codec;
+  o.device = a.device;
   o.max_num_batched_tokens = std::max(512, a.prompt_len);
   o.max_num_seqs = 64;
   o.max_model_len = std::max(a.prompt_len, 8 + a.decode_tokens) + 16;
@@ -125,8 +129,8 @@ int main(int argc, char** argv) {
   }
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const tq::ModelInfo& info = (*engine)->model_info();
-  std::printf("model %s (%s), %llu TQ + %llu dense linear layers, %.1f MB linear weights; load %.2f s\n",
-              info.config.DebugString().c_str(), info.checkpoint_kind.c_str(),
+  std::printf("device %s; model %s (%s), %llu TQ + %llu dense linear layers, %.1f MB linear weights; load %.2f s\n",
+              info.device.c_str(), info.config.DebugString().c_str(), info.checkpoint_kind.c_str(),
               static_cast<unsigned long long>(info.quantized_linears),
               static_cast<unsigned long long>(info.dense_linears), info.linear_weight_bytes / 1e6, load_s);
   // Warm-up.

@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvCache
   try {
     c->k_pools_.resize(options.num_layers);
     c->v_pools_.resize(options.num_layers);
-    for (int l = 0; l < options.num_layers; ++l) {
+    for (int l = 0; l < options.num_layers && options.host_storage; ++l) {
       c->k_pools_[l].assign(pool_bytes, 0);
       c->v_pools_[l].assign(pool_bytes, 0);
     }
@@ -54,6 +54,12 @@ bool PagedKvCache::Reserve(SeqHandle seq, int64_t num_tokens) {
     free_.pop_back();
   }
   return true;
+}
+
+const std::vector<int64_t>& PagedKvCache::BlockTable(SeqHandle seq) const {
+  static const std::vector<int64_t> kNone;
+  auto it = tables_.find(seq);
+  return it == tables_.end() ? kNone : it->second;
 }
 
 int64_t PagedKvCache::Capacity(SeqHandle seq) const {

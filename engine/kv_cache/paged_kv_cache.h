@@ -40,6 +40,9 @@ struct KvCacheOptions {
   int head_dim = 0;
   int block_size = 16;
   int64_t num_blocks = 0;
+  // False: bookkeeping only (blocks, free list, tables) for a cache whose storage lives
+  // elsewhere (GPU memory); Write and Gather must not be called.
+  bool host_storage = true;
 };
 
 class PagedKvCache {
@@ -68,6 +71,8 @@ class PagedKvCache {
   // Returns every block of the sequence to the free list and forgets it.
   void FreeSequence(SeqHandle seq);
   int64_t num_sequences() const { return static_cast<int64_t>(tables_.size()); }
+  // The sequence's blocks in position order (empty for an unknown handle).
+  const std::vector<int64_t>& BlockTable(SeqHandle seq) const;
 
   // Stores K and V (num_kv_heads * head_dim floats each) of position `pos` of `layer`.
   void Write(SeqHandle seq, int layer, int64_t pos, const float* k, const float* v);

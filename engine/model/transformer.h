@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "engine/kv_cache/paged_kv_cache.h"
 #include "engine/model/model_config.h"
+#include "engine/model/model_runner.h"
 #include "engine/model/rope.h"
 #include "engine/model/weights.h"
 #include "engine/util/thread_pool.h"
@@ -50,17 +51,18 @@ struct ForwardBatch {
   std::vector<ForwardSequence> seqs;  // in token order
 };
 
-class Transformer {
+class Transformer : public ModelRunner {
  public:
   // `weights` and `pool` must outlive the model.
   Transformer(const ModelConfig& cfg, const ModelWeights& weights, RopeTable rope, ThreadPool* pool);
 
   const ModelConfig& config() const { return cfg_; }
-  int64_t max_positions() const { return rope_.max_positions(); }
+  int64_t max_positions() const override { return rope_.max_positions(); }
+  const char* device() const override { return "cpu"; }
 
   // Runs one step. Appends logits (vocab floats per row) to `logits` (cleared first): for each
   // sequence in order, its last token (kLast) or every token (kAll).
-  absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits);
+  absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
 
  private:
   struct LinearJob {

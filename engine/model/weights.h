@@ -113,6 +113,9 @@ class Linear {
   // Bytes the weights occupy (codes + gains, or dense bytes).
   uint64_t weight_bytes() const { return weight_bytes_; }
   const std::vector<float>& bias() const { return bias_; }
+  // Dense layers (and dequantized TQ layers): the weights [n, k] and their type.
+  cpu::WeightType dense_type() const { return dense_type_; }
+  const void* dense_data() const { return dense_; }
   // Rows [n_begin, n_end) of y (row stride ldy) for m rows of input. `x_rot` is the rotated
   // input (cpu::TqRotateInput with this layer's group/block) for TQ layers, unused otherwise.
   void ForwardSlice(const float* x, const float* x_rot, int64_t m, float* y, int64_t ldy,

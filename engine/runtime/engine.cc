@@ -6,6 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model/cuda_transformer.h"
 #include "kernels/nn/ops.h"
 #include "kernels/util/status_macros.h"
 
@@ -90,7 +91,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   TQ_ASSIGN_OR_RETURN(RopeTable rope, RopeTable::Create(cfg.rope, cfg.head_dim, max_len));
   const int threads = options.threads > 0 ? options.threads : ThreadPool::HardwareThreads();
   e->pool_ = std::make_unique<ThreadPool>(threads);
-  e->model_ = std::make_unique<Transformer>(cfg, *e->weights_, std::move(rope), e->pool_.get());
+  const bool on_gpu = options.device == "cuda";
+  if (!on_gpu && options.device != "cpu") {
+    return absl::InvalidArgumentError(absl::StrCat("device must be \"cpu\" or \"cuda\", got \"", options.device, "\""));
+  }
+  if (on_gpu && options.kv_codec != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("the CUDA backend's KV cache is bf16; got kv_codec \"",
+                                                   options.kv_codec, "\""));
+  }
 
   t0 = Clock::now();
   TQ_ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, MakeKvCodec(options.kv_codec));
@@ -99,6 +107,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   kv.num_kv_heads = cfg.num_kv_heads;
   kv.head_dim = cfg.head_dim;
   kv.block_size = options.kv_block_size;
+  kv.host_storage = !on_gpu;
   const int64_t per_token = 2LL * cfg.num_layers * cfg.num_kv_heads * codec->BytesPerVector(cfg.head_dim);
   int64_t budget = options.kv_cache_bytes;
   if (budget <= 0) {
@@ -111,7 +120,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                                    per_token * options.kv_block_size, " bytes)"));
   }
   TQ_ASSIGN_OR_RETURN(e->cache_, PagedKvCache::Create(kv, std::move(codec)));
+  if (on_gpu) {
+    CudaRunnerOptions copt;
+    copt.device = options.cuda_device;
+    copt.kv = kv;
+    TQ_ASSIGN_OR_RETURN(e->model_, CudaTransformer::Create(cfg, *e->weights_, rope, copt));
+  } else {
+    e->model_ = std::make_unique<Transformer>(cfg, *e->weights_, std::move(rope), e->pool_.get());
+  }
   e->info_.kv_alloc_s = Since(t0, Clock::now());
+  e->info_.device = e->model_->device();
 
   e->eos_ids_ = cfg.eos_token_ids;
   // A sequence never grows beyond the context or the whole cache.

@@ -53,7 +53,9 @@ struct EngineOptions {
   StoreOptions store;
   bool verify_checksums = true;  // sha256 of every TQ checkpoint file against its manifest
   int threads = 0;               // compute threads; 0 = all hardware threads
-  std::string kv_codec = "bf16";  // "bf16" or "fp32"
+  std::string kv_codec = "bf16";  // "bf16" or "fp32" (the CUDA backend: bf16)
+  std::string device = "cpu";     // "cpu" or "cuda" (engine/model/cuda_transformer.h)
+  int cuda_device = 0;            // CUDA device ordinal
   int kv_block_size = 16;         // token positions per KV block
   int64_t kv_cache_bytes = 0;     // 0 = room for max_num_seqs full contexts, at most 1 GiB
   int64_t max_model_len = 0;      // 0 = config max_position_embeddings
@@ -137,6 +139,7 @@ struct ModelInfo {
   uint64_t linear_weight_bytes = 0;
   uint64_t quantized_linears = 0, dense_linears = 0;
   std::string kv_codec;
+  std::string device;              // "cpu" or "cuda"
   int64_t kv_capacity_tokens = 0;  // KV blocks x block size
   int kv_block_size = 0;
   int64_t kv_bytes_per_token = 0;
@@ -192,7 +195,7 @@ class Engine {
   std::unique_ptr<ModelCheckpoint> ckpt_;
   std::unique_ptr<ModelWeights> weights_;
   std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<Transformer> model_;
+  std::unique_ptr<ModelRunner> model_;
   std::unique_ptr<PagedKvCache> cache_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::vector<int32_t> eos_ids_;

@@ -37,7 +37,8 @@
 
 ABSL_FLAG(std::string, model, "", "checkpoint to serve: a directory, file:///path or s3://bucket/prefix (required)");
 ABSL_FLAG(std::string, served_model_name, "", "model_name label of the metrics (default: the URI's last part)");
-ABSL_FLAG(std::string, device, "cpu", "where to run the model: cpu (cuda arrives with the CUDA backend)");
+ABSL_FLAG(std::string, device, "cpu", "where to run the model: cpu or cuda");
+ABSL_FLAG(int, cuda_device, 0, "CUDA device ordinal (with --device cuda)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any free port)");
 ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address of the Prometheus /metrics endpoint");
 ABSL_FLAG(int, metrics_port, 9091, "port of the Prometheus /metrics endpoint; -1 disables it, 0 picks one");
@@ -127,10 +128,7 @@ int main(int argc, char** argv) {
   const std::string model_uri = absl::GetFlag(FLAGS_model);
   if (model_uri.empty()) return Fail("--model is required (a directory, file:// or s3:// URI)");
   const std::string device = absl::GetFlag(FLAGS_device);
-  if (device == "cuda") {
-    return Fail("--device cuda: the CUDA backend of the engine is not available in this build yet; use --device cpu");
-  }
-  if (device != "cpu") return Fail(absl::StrCat("--device must be cpu or cuda, got \"", device, "\""));
+  if (device != "cpu" && device != "cuda") return Fail(absl::StrCat("--device must be cpu or cuda, got \"", device, "\""));
   if (absl::GetFlag(FLAGS_max_waiting_requests) < 0 || absl::GetFlag(FLAGS_drain_grace_seconds) < 0 ||
       absl::GetFlag(FLAGS_default_max_tokens) < 1) {
     return Fail("--max_waiting_requests and --drain_grace_seconds must be >= 0, --default_max_tokens >= 1");
@@ -218,6 +216,8 @@ int main(int argc, char** argv) {
   // Load.
   tq::EngineOptions eopt;
   eopt.model_uri = model_uri;
+  eopt.device = device;
+  eopt.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   eopt.verify_checksums = absl::GetFlag(FLAGS_verify_checksums);
   eopt.threads = absl::GetFlag(FLAGS_threads);
   eopt.kv_codec = absl::GetFlag(FLAGS_kv_codec);

@@ -30,6 +30,7 @@ void EngineOptionsFlags(ArgParser& p) {
   p.Option("model", "", "checkpoint URI or directory (TQ or Hugging Face BF16/F16/F32)");
   p.Option("threads", "0", "compute threads (0 = all cores)");
   p.Option("kv-codec", "bf16", "KV cache codec: bf16 or fp32");
+  p.Option("device", "cpu", "where the in-process engine runs: cpu or cuda");
   p.Option("max-model-len", "0", "context length (0 = the model's max_position_embeddings)");
   p.Switch("no-verify", "skip the sha256 check of TQ checkpoint files (sizes are still checked)");
   p.Switch("dequantize", "compute TQ layers from dequantized fp32 weights (for comparisons)");
@@ -43,6 +44,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFrom(const ArgParser& p) {
   if (!threads.ok()) return threads.status();
   o.threads = *threads;
   o.kv_codec = p.Get("kv-codec");
+  o.device = p.Get("device");
   auto len = p.GetInt("max-model-len", 0, 1 << 24);
   if (!len.ok()) return len.status();
   o.max_model_len = *len;
@@ -170,7 +172,7 @@ int RunGenerate(const std::vector<std::string>& args) {
                   p.Help());
     return 2;
   }
-  for (const char* name : remote ? std::vector<const char*>{"threads", "kv-codec", "max-model-len", "no-verify",
+  for (const char* name : remote ? std::vector<const char*>{"threads", "kv-codec", "device", "max-model-len", "no-verify",
                                                             "dequantize"}
                                  : std::vector<const char*>{"request-id", "token", "tls-ca"}) {
     if (p.IsSet(name)) {

@@ -1,0 +1,406 @@
+#include "engine/model/cuda_transformer.h"
+
+#include "absl/strings/str_cat.h"
+
+#if TQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/nn_ops.h"
+#include "kernels/quant/tq_quantize.h"
+#include "kernels/util/status_macros.h"
+#endif
+
+namespace tq {
+
+#if !TQ_HAVE_CUDA
+
+struct CudaTransformer::State {};
+
+absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const ModelConfig&, const ModelWeights&,
+                                                                         const RopeTable&, const CudaRunnerOptions&) {
+  return absl::UnimplementedError("this build has no CUDA support (built without the CUDA toolkit); use --device cpu");
+}
+CudaTransformer::~CudaTransformer() = default;
+absl::Status CudaTransformer::Forward(const ForwardBatch&, PagedKvCache&, std::vector<float>*) {
+  return absl::UnimplementedError("this build has no CUDA support");
+}
+
+#else  // TQ_HAVE_CUDA
+
+namespace {
+
+// A device allocation freed on destruction.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() { Reset(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      p_ = o.p_, bytes_ = o.bytes_;
+      o.p_ = nullptr, o.bytes_ = 0;
+    }
+    return *this;
+  }
+  void Reset() {
+    if (p_ != nullptr) cudaFree(p_);
+    p_ = nullptr, bytes_ = 0;
+  }
+  absl::Status Allocate(size_t bytes) {
+    Reset();
+    TQ_CUDA_RETURN_IF_ERROR(cudaMalloc(&p_, bytes == 0 ? 1 : bytes));
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+  // Grows (never shrinks) to at least `bytes`; contents are not kept.
+  absl::Status Reserve(size_t bytes) { return bytes <= bytes_ && p_ != nullptr ? absl::OkStatus() : Allocate(bytes); }
+  absl::Status Upload(const void* host, size_t bytes) {
+    TQ_RETURN_IF_ERROR(Allocate(bytes));
+    TQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(p_, host, bytes, cudaMemcpyHostToDevice));
+    return absl::OkStatus();
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+cuda::DType ToDeviceType(cpu::WeightType t) {
+  switch (t) {
+    case cpu::WeightType::kBF16:
+      return cuda::DType::kBF16;
+    case cpu::WeightType::kF16:
+      return cuda::DType::kF16;
+    default:
+      return cuda::DType::kF32;
+  }
+}
+
+size_t TypeBytes(cuda::DType t) { return t == cuda::DType::kF32 ? 4 : 2; }
+
+// A linear layer on the device.
+struct DeviceLinear {
+  int64_t n = 0, k = 0;
+  cuda::DType dtype = cuda::DType::kF32;
+  DeviceBuffer w;
+  DeviceBuffer bias;  // empty: none
+
+  absl::Status Bind(const Linear& lin, uint64_t* bytes) {
+    n = lin.n();
+    k = lin.k();
+    if (k % 8 != 0) {
+      return absl::UnimplementedError(absl::StrCat("CUDA linear layers need k % 8 == 0, got k = ", k));
+    }
+    if (lin.quantized()) {
+      // Dequantized once at load (fp32): the same weights the CPU reference's dequantized path
+      // uses.
+      const cpu::TqLinearParams& p = lin.tq();
+      quant::TqSpec spec;
+      spec.bits = p.bits;
+      spec.group_size = p.group_size;
+      spec.rotation_block = p.rotation_block;
+      TQ_ASSIGN_OR_RETURN(quant::TqQuantizer q, quant::TqQuantizer::Create(spec));
+      const int64_t groups = (k + p.group_size - 1) / p.group_size;
+      const int64_t kp = groups * p.group_size;
+      std::vector<float> full(static_cast<size_t>(n) * kp), dense(static_cast<size_t>(n) * k);
+      q.DequantizeRows(p.packed, p.gains, n, kp, full.data());
+      for (int64_t r = 0; r < n; ++r) std::memcpy(dense.data() + r * k, full.data() + r * kp, k * sizeof(float));
+      dtype = cuda::DType::kF32;
+      TQ_RETURN_IF_ERROR(w.Upload(dense.data(), dense.size() * sizeof(float)));
+    } else {
+      dtype = ToDeviceType(lin.dense_type());
+      TQ_RETURN_IF_ERROR(w.Upload(lin.dense_data(), static_cast<size_t>(n) * k * TypeBytes(dtype)));
+    }
+    *bytes += w.bytes();
+    if (!lin.bias().empty()) {
+      TQ_RETURN_IF_ERROR(bias.Upload(lin.bias().data(), lin.bias().size() * sizeof(float)));
+      *bytes += bias.bytes();
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const float* x, int64_t m, float* y, cudaStream_t stream) const {
+    TQ_CUDA_RETURN_IF_ERROR(
+        cuda::DenseLinear(w.as<void>(), dtype, n, k, x, k, m, bias.as<float>(), y, n, stream));
+    return absl::OkStatus();
+  }
+};
+
+struct DeviceLayer {
+  DeviceLinear q, k, v, o, gate, up, down;
+  DeviceBuffer input_norm, post_norm, q_norm, k_norm;
+  DeviceBuffer k_cache, v_cache;
+};
+
+}  // namespace
+
+struct CudaTransformer::State {
+  ModelConfig cfg;
+  KvCacheOptions kv;
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  DeviceBuffer embed;
+  cuda::DType embed_dtype = cuda::DType::kBF16;
+  std::vector<DeviceLayer> layers;
+  DeviceBuffer final_norm;
+  DeviceLinear lm_head;
+  DeviceBuffer cos, sin;
+  // Step inputs.
+  DeviceBuffer ids, positions, slots, table_offset, tables, logit_rows;
+  // Activations.
+  DeviceBuffer x, h, q, k, v, attn, tmp, gate, up, sel, normed, logits;
+  int64_t capacity_tokens = 0, capacity_rows = 0;
+
+  ~State() {
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  absl::Status EnsureCapacity(int64_t T, int64_t R) {
+    const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
+    if (T > capacity_tokens) {
+      const int64_t t = std::max<int64_t>(T, 64);
+      for (auto [buf, n] : {std::pair<DeviceBuffer*, int64_t>{&x, H}, {&h, H}, {&q, cfg.q_size()}, {&k, cfg.kv_size()},
+                            {&v, cfg.kv_size()}, {&attn, cfg.q_size()}, {&tmp, H}, {&gate, I}, {&up, I}}) {
+        TQ_RETURN_IF_ERROR(buf->Reserve(static_cast<size_t>(t * n) * sizeof(float)));
+      }
+      TQ_RETURN_IF_ERROR(ids.Reserve(t * sizeof(int32_t)));
+      TQ_RETURN_IF_ERROR(positions.Reserve(t * sizeof(int32_t)));
+      TQ_RETURN_IF_ERROR(slots.Reserve(t * sizeof(int64_t)));
+      TQ_RETURN_IF_ERROR(table_offset.Reserve(t * sizeof(int32_t)));
+      capacity_tokens = t;
+    }
+    if (R > capacity_rows) {
+      const int64_t r = std::max<int64_t>(R, 8);
+      TQ_RETURN_IF_ERROR(sel.Reserve(static_cast<size_t>(r * H) * sizeof(float)));
+      TQ_RETURN_IF_ERROR(normed.Reserve(static_cast<size_t>(r * H) * sizeof(float)));
+      TQ_RETURN_IF_ERROR(logits.Reserve(static_cast<size_t>(r * cfg.vocab_size) * sizeof(float)));
+      TQ_RETURN_IF_ERROR(logit_rows.Reserve(r * sizeof(int32_t)));
+      capacity_rows = r;
+    }
+    return absl::OkStatus();
+  }
+};
+
+absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const ModelConfig& cfg,
+                                                                         const ModelWeights& weights,
+                                                                         const RopeTable& rope,
+                                                                         const CudaRunnerOptions& options) {
+  int count = 0;
+  TQ_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
+  if (options.device < 0 || options.device >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device, " does not exist (", count,
+                                                   " visible)"));
+  }
+  TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+  if (!cuda::PagedAttentionSupports(cfg.head_dim)) {
+    return absl::UnimplementedError(absl::StrCat("CUDA attention supports head_dim multiples of 32 up to 256, got ",
+                                                 cfg.head_dim));
+  }
+  if (cfg.hidden_size % 8 != 0 || cfg.intermediate_size % 8 != 0) {
+    return absl::UnimplementedError("CUDA backend needs hidden and intermediate sizes that are multiples of 8");
+  }
+  std::unique_ptr<CudaTransformer> r(new CudaTransformer());
+  r->state_ = std::make_unique<State>();
+  State& s = *r->state_;
+  s.cfg = cfg;
+  s.kv = options.kv;
+  s.device = options.device;
+  r->max_positions_ = rope.max_positions();
+  cudaDeviceProp prop;
+  TQ_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
+  r->description_ = absl::StrCat(prop.name, ", sm_", prop.major, prop.minor, ", ", prop.multiProcessorCount, " SMs");
+  TQ_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+
+  uint64_t bytes = 0;
+  switch (weights.embed_dtype) {
+    case tq::DType::kBF16:
+      s.embed_dtype = cuda::DType::kBF16;
+      break;
+    case tq::DType::kF16:
+      s.embed_dtype = cuda::DType::kF16;
+      break;
+    case tq::DType::kF32:
+      s.embed_dtype = cuda::DType::kF32;
+      break;
+    default:
+      return absl::UnimplementedError("CUDA backend: embedding dtype must be BF16, F16 or F32");
+  }
+  const size_t embed_bytes = static_cast<size_t>(cfg.vocab_size) * cfg.hidden_size * TypeBytes(s.embed_dtype);
+  TQ_RETURN_IF_ERROR(s.embed.Upload(weights.embed, embed_bytes));
+  bytes += embed_bytes;
+  auto upload_floats = [&](DeviceBuffer& b, const std::vector<float>& v) -> absl::Status {
+    if (v.empty()) return absl::OkStatus();
+    bytes += v.size() * sizeof(float);
+    return b.Upload(v.data(), v.size() * sizeof(float));
+  };
+  s.layers.resize(cfg.num_layers);
+  const size_t pool = static_cast<size_t>(s.kv.num_blocks) * s.kv.block_size * cfg.num_kv_heads * cfg.head_dim *
+                      sizeof(uint16_t);
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    const LayerWeights& L = weights.layers[l];
+    DeviceLayer& D = s.layers[l];
+    for (auto [dst, src] : {std::pair<DeviceLinear*, const Linear*>{&D.q, &L.q}, {&D.k, &L.k}, {&D.v, &L.v},
+                            {&D.o, &L.o}, {&D.gate, &L.gate}, {&D.up, &L.up}, {&D.down, &L.down}}) {
+      TQ_RETURN_IF_ERROR(dst->Bind(*src, &bytes));
+    }
+    TQ_RETURN_IF_ERROR(upload_floats(D.input_norm, L.input_norm));
+    TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
+    TQ_RETURN_IF_ERROR(upload_floats(D.q_norm, L.q_norm));
+    TQ_RETURN_IF_ERROR(upload_floats(D.k_norm, L.k_norm));
+    TQ_RETURN_IF_ERROR(D.k_cache.Allocate(pool));
+    TQ_RETURN_IF_ERROR(D.v_cache.Allocate(pool));
+    r->kv_bytes_ += 2 * pool;
+  }
+  TQ_RETURN_IF_ERROR(upload_floats(s.final_norm, weights.final_norm));
+  TQ_RETURN_IF_ERROR(s.lm_head.Bind(weights.lm_head, &bytes));
+  // RoPE tables [max_positions, head_dim / 2].
+  const size_t half = cfg.head_dim / 2;
+  const size_t table = static_cast<size_t>(rope.max_positions()) * half * sizeof(float);
+  TQ_RETURN_IF_ERROR(s.cos.Upload(rope.cos(0), table));
+  TQ_RETURN_IF_ERROR(s.sin.Upload(rope.sin(0), table));
+  r->weight_bytes_ = bytes;
+  return r;
+}
+
+CudaTransformer::~CudaTransformer() = default;
+
+absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) {
+  logits->clear();
+  State& s = *state_;
+  const ModelConfig& cfg = s.cfg;
+  const int64_t T = static_cast<int64_t>(batch.tokens.size());
+  if (T == 0) return absl::OkStatus();
+  const int64_t H = cfg.hidden_size, qs = cfg.q_size(), kvs = cfg.kv_size(), I = cfg.intermediate_size;
+  const int d = cfg.head_dim;
+  const int bs = s.kv.block_size;
+
+  // Host-side step description.
+  std::vector<int32_t> pos(T), table_off(T), rows, tables;
+  std::vector<int64_t> slots(T);
+  int64_t t = 0;
+  for (const ForwardSequence& seq : batch.seqs) {
+    if (seq.num_tokens < 1) return absl::InvalidArgumentError("forward: empty sequence slice");
+    if (seq.start_pos + seq.num_tokens > max_positions_) {
+      return absl::OutOfRangeError(absl::StrCat("forward: position ", seq.start_pos + seq.num_tokens - 1,
+                                                " beyond the context of ", max_positions_));
+    }
+    const std::vector<int64_t>& table = cache.BlockTable(seq.kv);
+    if (static_cast<int64_t>(table.size()) * bs < seq.start_pos + seq.num_tokens) {
+      return absl::InternalError("forward: the sequence's KV blocks do not cover the batch");
+    }
+    const int32_t off = static_cast<int32_t>(tables.size());
+    for (int64_t b : table) tables.push_back(static_cast<int32_t>(b));
+    for (int64_t i = 0; i < seq.num_tokens; ++i, ++t) {
+      if (t >= T) return absl::InvalidArgumentError("forward: sequence slices exceed the tokens");
+      const int64_t p = seq.start_pos + i;
+      pos[t] = static_cast<int32_t>(p);
+      table_off[t] = off;
+      slots[t] = table[p / bs] * bs + p % bs;
+      if (seq.logits == LogitsMode::kAll || (seq.logits == LogitsMode::kLast && i == seq.num_tokens - 1)) {
+        rows.push_back(static_cast<int32_t>(t));
+      }
+    }
+  }
+  if (t != T) return absl::InvalidArgumentError("forward: sequence slices do not cover the tokens");
+  for (int32_t tok : batch.tokens) {
+    if (tok < 0 || tok >= cfg.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tok, " outside the vocabulary [0, ", cfg.vocab_size,
+                                                     ")"));
+    }
+  }
+  const int64_t R = static_cast<int64_t>(rows.size());
+  TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(s.device));
+  TQ_RETURN_IF_ERROR(s.EnsureCapacity(T, R));
+  TQ_RETURN_IF_ERROR(s.tables.Reserve(std::max<size_t>(1, tables.size()) * sizeof(int32_t)));
+  cudaStream_t st = s.stream;
+  TQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(s.ids.as<void>(), batch.tokens.data(), T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  TQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(s.positions.as<void>(), pos.data(), T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  TQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(s.slots.as<void>(), slots.data(), T * sizeof(int64_t), cudaMemcpyHostToDevice, st));
+  TQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(s.table_offset.as<void>(), table_off.data(), T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.tables.as<void>(), tables.data(), tables.size() * sizeof(int32_t),
+                                          cudaMemcpyHostToDevice, st));
+  if (R > 0) {
+    TQ_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(s.logit_rows.as<void>(), rows.data(), R * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  }
+
+  float *x = s.x.as<float>(), *h = s.h.as<float>(), *q = s.q.as<float>(), *k = s.k.as<float>(),
+        *v = s.v.as<float>(), *attn = s.attn.as<float>(), *tmp = s.tmp.as<float>(), *gate = s.gate.as<float>(),
+        *up = s.up.as<float>();
+  const float eps = static_cast<float>(cfg.rms_norm_eps);
+  TQ_CUDA_RETURN_IF_ERROR(cuda::EmbedRows(s.embed.as<void>(), s.embed_dtype, s.ids.as<int32_t>(), T, H, x, st));
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    const DeviceLayer& L = s.layers[l];
+    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(x, H, L.input_norm.as<float>(), T, H, eps, h, H, st));
+    TQ_RETURN_IF_ERROR(L.q.Run(h, T, q, st));
+    TQ_RETURN_IF_ERROR(L.k.Run(h, T, k, st));
+    TQ_RETURN_IF_ERROR(L.v.Run(h, T, v, st));
+    if (cfg.qk_norm) {
+      TQ_CUDA_RETURN_IF_ERROR(
+          cuda::RmsNormRows(q, d, L.q_norm.as<float>(), T * cfg.num_heads, d, eps, q, d, st));
+      TQ_CUDA_RETURN_IF_ERROR(
+          cuda::RmsNormRows(k, d, L.k_norm.as<float>(), T * cfg.num_kv_heads, d, eps, k, d, st));
+    }
+    TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(q, qs, T, cfg.num_heads, d, s.positions.as<int32_t>(), s.cos.as<float>(),
+                                            s.sin.as<float>(), st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(k, kvs, T, cfg.num_kv_heads, d, s.positions.as<int32_t>(),
+                                            s.cos.as<float>(), s.sin.as<float>(), st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(k, v, kvs, T, cfg.num_kv_heads, d, s.slots.as<int64_t>(),
+                                              L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
+    cuda::PagedAttentionParams ap;
+    ap.q = q;
+    ap.ldq = qs;
+    ap.k_cache = L.k_cache.as<uint16_t>();
+    ap.v_cache = L.v_cache.as<uint16_t>();
+    ap.block_table = s.tables.as<int32_t>();
+    ap.table_offset = s.table_offset.as<int32_t>();
+    ap.positions = s.positions.as<int32_t>();
+    ap.rows = T;
+    ap.num_heads = cfg.num_heads;
+    ap.num_kv_heads = cfg.num_kv_heads;
+    ap.head_dim = d;
+    ap.block_size = bs;
+    ap.window = cfg.sliding_window[l];
+    ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    ap.out = attn;
+    ap.ldo = qs;
+    TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
+    TQ_RETURN_IF_ERROR(L.o.Run(attn, T, tmp, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(x, tmp, T * H, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(x, H, L.post_norm.as<float>(), T, H, eps, h, H, st));
+    TQ_RETURN_IF_ERROR(L.gate.Run(h, T, gate, st));
+    TQ_RETURN_IF_ERROR(L.up.Run(h, T, up, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gate, I, up, I, T, I, gate, I, st));
+    TQ_RETURN_IF_ERROR(L.down.Run(gate, T, tmp, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(x, tmp, T * H, st));
+  }
+  if (R > 0) {
+    TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(x, s.logit_rows.as<int32_t>(), R, H, s.sel.as<float>(), st));
+    TQ_CUDA_RETURN_IF_ERROR(
+        cuda::RmsNormRows(s.sel.as<float>(), H, s.final_norm.as<float>(), R, H, eps, s.normed.as<float>(), H, st));
+    TQ_RETURN_IF_ERROR(s.lm_head.Run(s.normed.as<float>(), R, s.logits.as<float>(), st));
+    logits->resize(static_cast<size_t>(R) * cfg.vocab_size);
+    TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), s.logits.as<void>(), logits->size() * sizeof(float),
+                                            cudaMemcpyDeviceToHost, st));
+  }
+  TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  return absl::OkStatus();
+}
+
+#endif  // TQ_HAVE_CUDA
+
+}  // namespace tq

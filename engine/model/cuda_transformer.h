@@ -1,0 +1,75 @@
+// File: engine/model/cuda_transformer.h
+//
+// The dense decoder's forward pass on one CUDA GPU: the same function as the CPU Transformer
+// (engine/model/transformer.h), with the weights uploaded once at load and the KV cache in GPU
+// memory. The engine's PagedKvCache keeps the bookkeeping (blocks, free list, block tables,
+// created with host_storage = false); this runner owns the BF16 K/V pools on the device,
+// [num_layers][num_blocks, block_size, num_kv_heads, head_dim] each, and reads the block tables
+// every step.
+//
+// Per step: the batch's token ids, positions, cache slots and block tables go up in one copy;
+// embedding, RMSNorm, the linear layers, q/k norms, RoPE, K/V writes, paged attention, SwiGLU and
+// the residuals run as kernels on one stream (kernels/cuda/nn_ops.h); only the requested logits
+// rows come back.
+//
+// Linear layers: dense BF16/F16/F32 weights are used as stored. TQ layers run from the packed
+// codes when the TQ CUDA kernels support their shape; otherwise (and with dequantize_tq) they are
+// dequantized once at load to fp32 on the device — the same function, more memory.
+//
+// Without the CUDA toolkit, Create returns UNIMPLEMENTED.
+#ifndef TQSERVE_ENGINE_MODEL_CUDA_TRANSFORMER_H_
+#define TQSERVE_ENGINE_MODEL_CUDA_TRANSFORMER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/kv_cache/paged_kv_cache.h"
+#include "engine/model/model_config.h"
+#include "engine/model/model_runner.h"
+#include "engine/model/rope.h"
+#include "engine/model/transformer.h"
+#include "engine/model/weights.h"
+
+namespace tq {
+
+struct CudaRunnerOptions {
+  int device = 0;               // CUDA device ordinal
+  KvCacheOptions kv;            // the engine cache's geometry (num_blocks etc.)
+  bool dequantize_tq = false;   // run TQ layers from dequantized fp32 weights
+};
+
+class CudaTransformer : public ModelRunner {
+ public:
+  // Uploads the weights and allocates the KV pools. The checkpoint's bytes may be released
+  // afterwards (nothing on the host is referenced by the runner).
+  static absl::StatusOr<std::unique_ptr<CudaTransformer>> Create(const ModelConfig& cfg, const ModelWeights& weights,
+                                                                 const RopeTable& rope,
+                                                                 const CudaRunnerOptions& options);
+  ~CudaTransformer() override;
+
+  absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
+  int64_t max_positions() const override { return max_positions_; }
+  const char* device() const override { return "cuda"; }
+
+  // Device memory the weights and the KV pools occupy.
+  uint64_t weight_device_bytes() const { return weight_bytes_; }
+  uint64_t kv_device_bytes() const { return kv_bytes_; }
+  // "NVIDIA H100 80GB HBM3, sm_90, 132 SMs".
+  const std::string& device_description() const { return description_; }
+
+  struct State;  // device buffers (defined in the .cc)
+
+ private:
+  CudaTransformer() = default;
+  std::unique_ptr<State> state_;
+  int64_t max_positions_ = 0;
+  uint64_t weight_bytes_ = 0, kv_bytes_ = 0;
+  std::string description_;
+};
+
+}  // namespace tq
+
+#endif  // TQSERVE_ENGINE_MODEL_CUDA_TRANSFORMER_H_
