@@ -203,7 +203,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   }
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   if (!cuda::PagedAttentionSupports(cfg.head_dim)) {
-    return absl::UnimplementedError(absl::StrCat("CUDA attention supports head_dim multiples of 32 up to 256, got ",
+    return absl::UnimplementedError(absl::StrCat("CUDA attention supports even head_dim up to 256, got ",
                                                  cfg.head_dim));
   }
   if (cfg.hidden_size % 8 != 0 || cfg.intermediate_size % 8 != 0) {

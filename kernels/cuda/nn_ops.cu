@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(Paged
   const int head = blockIdx.y;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int d = p.head_dim;
-  const int per_lane = d / kWarp;
+  const int per_lane = (d + kWarp - 1) / kWarp;
   const int kvh = head / (p.num_heads / p.num_kv_heads);
   const int64_t pos = p.positions[row];
   const int64_t lo = p.window > 0 ? max(static_cast<int64_t>(0), pos - p.window + 1) : 0;
@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(Paged
   float qr[kMaxDimsPerLane], acc[kMaxDimsPerLane];
 #pragma unroll
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
-    qr[i] = i < per_lane ? q[lane + i * kWarp] * p.scale : 0.0f;
+    qr[i] = lane + i * kWarp < d ? q[lane + i * kWarp] * p.scale : 0.0f;
     acc[i] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(Paged
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < kMaxDimsPerLane; ++i) {
-      if (i < per_lane) s += qr[i] * Bf16ToFloat(kp[lane + i * kWarp]);
+      if (i < per_lane && lane + i * kWarp < d) s += qr[i] * Bf16ToFloat(kp[lane + i * kWarp]);
     }
     s = WarpSum(s);
     const float m_new = fmaxf(m, s);
@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(Paged
     l = l * corr + e;
 #pragma unroll
     for (int i = 0; i < kMaxDimsPerLane; ++i) {
-      if (i < per_lane) acc[i] = acc[i] * corr + e * Bf16ToFloat(vp[lane + i * kWarp]);
+      if (i < per_lane && lane + i * kWarp < d) acc[i] = acc[i] * corr + e * Bf16ToFloat(vp[lane + i * kWarp]);
     }
     m = m_new;
   }
@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(Paged
   }
 #pragma unroll
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
-    if (i < per_lane) sm_acc[warp][lane + i * kWarp] = acc[i];
+    if (i < per_lane && lane + i * kWarp < d) sm_acc[warp][lane + i * kWarp] = acc[i];
   }
   __syncthreads();
   float big = -INFINITY;
@@ -291,7 +291,7 @@ cudaError_t WriteKvBf16(const float* k, const float* v, int64_t ld, int64_t rows
 }
 
 bool PagedAttentionSupports(int head_dim) {
-  return head_dim > 0 && head_dim % kWarp == 0 && head_dim <= kMaxDimsPerLane * kWarp;
+  return head_dim > 0 && head_dim % 2 == 0 && head_dim <= kMaxDimsPerLane * kWarp;
 }
 
 cudaError_t PagedAttention(const PagedAttentionParams& p, cudaStream_t stream) {

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -39,6 +40,10 @@ std::string Tiny() { return TestDataPath("testdata/models/tq-tiny-qwen3"); }
 std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> args = {}) {
   args.insert(args.begin(), {"--model=" + Tiny(), "--listen=127.0.0.1:0", "--metrics_host=127.0.0.1",
                              "--metrics_port=0", "--threads=2"});
+  // TQ_TEST_DEVICE=cuda runs the whole suite against the CUDA backend (on the GPU machine).
+  if (const char* device = std::getenv("TQ_TEST_DEVICE"); device != nullptr) {
+    args.push_back(std::string("--device=") + device);
+  }
   auto s = ServerProcess::Start(ServerBinary(), args, "inference-server");
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(*s) : nullptr;
@@ -392,7 +397,7 @@ TEST_F(InferenceServerTest, MalformedRequestsAreInvalidArgument) {
   EXPECT_EQ(info.architecture(), "Qwen3ForCausalLM");
   EXPECT_EQ(info.max_context_length(), 256u);
   EXPECT_EQ(info.vocab_size(), 4096u);
-  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_EQ(info.device(), std::getenv("TQ_TEST_DEVICE") != nullptr ? std::getenv("TQ_TEST_DEVICE") : "cpu");
   EXPECT_TRUE(info.has_tokenizer());
 }
 
