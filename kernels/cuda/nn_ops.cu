@@ -186,6 +186,11 @@ __global__ void AddKernel(float* x, const float* y, int64_t n) {
   }
 }
 
+__global__ void AddBiasKernel(float* y, int64_t ldy, const float* bias, int64_t n) {
+  const int64_t row = blockIdx.x;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) y[row * ldy + c] += bias[c];
+}
+
 __global__ void GatherRowsKernel(const float* x, const int32_t* index, int64_t n, float* y) {
   const int64_t row = blockIdx.x;
   const float* src = x + static_cast<int64_t>(index[row]) * n;
@@ -317,6 +322,12 @@ cudaError_t AddInPlace(float* x, const float* y, int64_t n, cudaStream_t stream)
   if (n == 0) return cudaSuccess;
   const int64_t blocks = (n + 255) / 256;
   AddKernel<<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t AddBiasRows(float* y, int64_t ldy, const float* bias, int64_t rows, int64_t n, cudaStream_t stream) {
+  if (rows == 0 || n == 0) return cudaSuccess;
+  AddBiasKernel<<<static_cast<unsigned>(rows), ThreadsFor(n), 0, stream>>>(y, ldy, bias, n);
   return cudaGetLastError();
 }
 

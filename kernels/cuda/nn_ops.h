@@ -75,6 +75,9 @@ cudaError_t SiluMul(const float* g, int64_t ldg, const float* u, int64_t ldu, in
 // x[i] += y[i] over n floats.
 cudaError_t AddInPlace(float* x, const float* y, int64_t n, cudaStream_t stream);
 
+// y[r, j] += bias[j] over rows x n (row stride ldy).
+cudaError_t AddBiasRows(float* y, int64_t ldy, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
+
 // Gathers rows: y[i, :] = x[index[i], :] (n floats per row).
 cudaError_t GatherRows(const float* x, const int32_t* index, int64_t rows, int64_t n, float* y,
                        cudaStream_t stream);
