@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/nn_ops.h"
@@ -136,6 +137,8 @@ struct DeviceLinear {
   }
 };
 
+constexpr int64_t kMaxGraphBatch = 64;
+
 struct DeviceLayer {
   DeviceLinear q, k, v, o, gate, up, down;
   DeviceBuffer input_norm, post_norm, q_norm, k_norm;
@@ -160,13 +163,25 @@ struct CudaTransformer::State {
   // Activations.
   DeviceBuffer x, h, q, k, v, attn, tmp, gate, up, sel, normed, logits;
   int64_t capacity_tokens = 0, capacity_rows = 0;
+  bool use_graphs = true;
+  std::map<int64_t, cudaGraphExec_t> graphs;  // decode batch size -> captured step
 
   ~State() {
+    for (auto& [n, g] : graphs) cudaGraphExecDestroy(g);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
+  absl::Status Compute(int64_t T, int64_t R);
+  absl::Status Run(int64_t T, int64_t R, bool decode_only);
 
+  void DropGraphs() {
+    for (auto& [n, g] : graphs) cudaGraphExecDestroy(g);
+    graphs.clear();
+  }
+
+  // Grows the step buffers; captured graphs refer to the old addresses and are dropped.
   absl::Status EnsureCapacity(int64_t T, int64_t R) {
     const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
+    if (T > capacity_tokens || R > capacity_rows) DropGraphs();
     if (T > capacity_tokens) {
       const int64_t t = std::max<int64_t>(T, 64);
       for (auto [buf, n] : {std::pair<DeviceBuffer*, int64_t>{&x, H}, {&h, H}, {&q, cfg.q_size()}, {&k, cfg.kv_size()},
@@ -190,6 +205,90 @@ struct CudaTransformer::State {
     return absl::OkStatus();
   }
 };
+
+absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R) {
+  const int64_t H = cfg.hidden_size, qs = cfg.q_size(), kvs = cfg.kv_size(), I = cfg.intermediate_size;
+  const int d = cfg.head_dim;
+  cudaStream_t st = stream;
+  float *xs = x.as<float>(), *hs = h.as<float>(), *qv = q.as<float>(), *kv_k = k.as<float>(),
+        *kv_v = v.as<float>(), *at = attn.as<float>(), *tm = tmp.as<float>(), *gt = gate.as<float>(),
+        *upv = up.as<float>();
+  const int32_t* pos = positions.as<int32_t>();
+  const float eps = static_cast<float>(cfg.rms_norm_eps);
+  TQ_CUDA_RETURN_IF_ERROR(cuda::EmbedRows(embed.as<void>(), embed_dtype, ids.as<int32_t>(), T, H, xs, st));
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    const DeviceLayer& L = layers[l];
+    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.input_norm.as<float>(), T, H, eps, hs, H, st));
+    TQ_RETURN_IF_ERROR(L.q.Run(hs, T, qv, st));
+    TQ_RETURN_IF_ERROR(L.k.Run(hs, T, kv_k, st));
+    TQ_RETURN_IF_ERROR(L.v.Run(hs, T, kv_v, st));
+    if (cfg.qk_norm) {
+      TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(qv, d, L.q_norm.as<float>(), T * cfg.num_heads, d, eps, qv, d, st));
+      TQ_CUDA_RETURN_IF_ERROR(
+          cuda::RmsNormRows(kv_k, d, L.k_norm.as<float>(), T * cfg.num_kv_heads, d, eps, kv_k, d, st));
+    }
+    TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(qv, qs, T, cfg.num_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
+    TQ_CUDA_RETURN_IF_ERROR(
+        cuda::ApplyRope(kv_k, kvs, T, cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, kvs, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
+                                              L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
+    cuda::PagedAttentionParams ap;
+    ap.q = qv;
+    ap.ldq = qs;
+    ap.k_cache = L.k_cache.as<uint16_t>();
+    ap.v_cache = L.v_cache.as<uint16_t>();
+    ap.block_table = tables.as<int32_t>();
+    ap.table_offset = table_offset.as<int32_t>();
+    ap.positions = pos;
+    ap.rows = T;
+    ap.num_heads = cfg.num_heads;
+    ap.num_kv_heads = cfg.num_kv_heads;
+    ap.head_dim = d;
+    ap.block_size = kv.block_size;
+    ap.window = cfg.sliding_window[l];
+    ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    ap.out = at;
+    ap.ldo = qs;
+    TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
+    TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
+    TQ_RETURN_IF_ERROR(L.gate.Run(hs, T, gt, st));
+    TQ_RETURN_IF_ERROR(L.up.Run(hs, T, upv, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gt, I, upv, I, T, I, gt, I, st));
+    TQ_RETURN_IF_ERROR(L.down.Run(gt, T, tm, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
+  }
+  if (R > 0) {
+    TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(xs, logit_rows.as<int32_t>(), R, H, sel.as<float>(), st));
+    TQ_CUDA_RETURN_IF_ERROR(
+        cuda::RmsNormRows(sel.as<float>(), H, final_norm.as<float>(), R, H, eps, normed.as<float>(), H, st));
+    TQ_RETURN_IF_ERROR(lm_head.Run(normed.as<float>(), R, logits.as<float>(), st));
+  }
+  return absl::OkStatus();
+}
+
+// Decode-only steps of up to kMaxGraphBatch sequences replay a CUDA graph captured once per
+// batch size (all buffers they touch have fixed addresses); other steps launch eagerly.
+absl::Status CudaTransformer::State::Run(int64_t T, int64_t R, bool decode_only) {
+  if (!use_graphs || !decode_only || T > kMaxGraphBatch || R != T) return Compute(T, R);
+  auto it = graphs.find(T);
+  if (it == graphs.end()) {
+    cudaGraph_t graph = nullptr;
+    TQ_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    absl::Status captured = Compute(T, R);
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    TQ_RETURN_IF_ERROR(captured);
+    TQ_CUDA_RETURN_IF_ERROR(end);
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    TQ_CUDA_RETURN_IF_ERROR(inst);
+    it = graphs.emplace(T, exec).first;
+  }
+  TQ_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(it->second, stream));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const ModelConfig& cfg,
                                                                          const ModelWeights& weights,
@@ -269,6 +368,10 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   TQ_RETURN_IF_ERROR(s.cos.Upload(rope.cos(0), table));
   TQ_RETURN_IF_ERROR(s.sin.Upload(rope.sin(0), table));
   r->weight_bytes_ = bytes;
+  // Step buffers for the largest graph-captured decode batch, and block tables for every block.
+  s.use_graphs = options.cuda_graphs;
+  TQ_RETURN_IF_ERROR(s.EnsureCapacity(kMaxGraphBatch, kMaxGraphBatch));
+  TQ_RETURN_IF_ERROR(s.tables.Allocate(static_cast<size_t>(std::max<int64_t>(1, s.kv.num_blocks)) * sizeof(int32_t)));
   return r;
 }
 
@@ -321,7 +424,14 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   const int64_t R = static_cast<int64_t>(rows.size());
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(s.device));
   TQ_RETURN_IF_ERROR(s.EnsureCapacity(T, R));
-  TQ_RETURN_IF_ERROR(s.tables.Reserve(std::max<size_t>(1, tables.size()) * sizeof(int32_t)));
+  if (tables.size() * sizeof(int32_t) > s.tables.bytes()) {
+    s.DropGraphs();
+    TQ_RETURN_IF_ERROR(s.tables.Reserve(tables.size() * sizeof(int32_t)));
+  }
+  bool decode_only = true;
+  for (const ForwardSequence& seq : batch.seqs) {
+    decode_only = decode_only && seq.num_tokens == 1 && seq.logits == LogitsMode::kLast;
+  }
   cudaStream_t st = s.stream;
   TQ_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(s.ids.as<void>(), batch.tokens.data(), T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
@@ -338,61 +448,8 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
         cudaMemcpyAsync(s.logit_rows.as<void>(), rows.data(), R * sizeof(int32_t), cudaMemcpyHostToDevice, st));
   }
 
-  float *x = s.x.as<float>(), *h = s.h.as<float>(), *q = s.q.as<float>(), *k = s.k.as<float>(),
-        *v = s.v.as<float>(), *attn = s.attn.as<float>(), *tmp = s.tmp.as<float>(), *gate = s.gate.as<float>(),
-        *up = s.up.as<float>();
-  const float eps = static_cast<float>(cfg.rms_norm_eps);
-  TQ_CUDA_RETURN_IF_ERROR(cuda::EmbedRows(s.embed.as<void>(), s.embed_dtype, s.ids.as<int32_t>(), T, H, x, st));
-  for (int l = 0; l < cfg.num_layers; ++l) {
-    const DeviceLayer& L = s.layers[l];
-    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(x, H, L.input_norm.as<float>(), T, H, eps, h, H, st));
-    TQ_RETURN_IF_ERROR(L.q.Run(h, T, q, st));
-    TQ_RETURN_IF_ERROR(L.k.Run(h, T, k, st));
-    TQ_RETURN_IF_ERROR(L.v.Run(h, T, v, st));
-    if (cfg.qk_norm) {
-      TQ_CUDA_RETURN_IF_ERROR(
-          cuda::RmsNormRows(q, d, L.q_norm.as<float>(), T * cfg.num_heads, d, eps, q, d, st));
-      TQ_CUDA_RETURN_IF_ERROR(
-          cuda::RmsNormRows(k, d, L.k_norm.as<float>(), T * cfg.num_kv_heads, d, eps, k, d, st));
-    }
-    TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(q, qs, T, cfg.num_heads, d, s.positions.as<int32_t>(), s.cos.as<float>(),
-                                            s.sin.as<float>(), st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(k, kvs, T, cfg.num_kv_heads, d, s.positions.as<int32_t>(),
-                                            s.cos.as<float>(), s.sin.as<float>(), st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(k, v, kvs, T, cfg.num_kv_heads, d, s.slots.as<int64_t>(),
-                                              L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
-    cuda::PagedAttentionParams ap;
-    ap.q = q;
-    ap.ldq = qs;
-    ap.k_cache = L.k_cache.as<uint16_t>();
-    ap.v_cache = L.v_cache.as<uint16_t>();
-    ap.block_table = s.tables.as<int32_t>();
-    ap.table_offset = s.table_offset.as<int32_t>();
-    ap.positions = s.positions.as<int32_t>();
-    ap.rows = T;
-    ap.num_heads = cfg.num_heads;
-    ap.num_kv_heads = cfg.num_kv_heads;
-    ap.head_dim = d;
-    ap.block_size = bs;
-    ap.window = cfg.sliding_window[l];
-    ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
-    ap.out = attn;
-    ap.ldo = qs;
-    TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
-    TQ_RETURN_IF_ERROR(L.o.Run(attn, T, tmp, st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(x, tmp, T * H, st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(x, H, L.post_norm.as<float>(), T, H, eps, h, H, st));
-    TQ_RETURN_IF_ERROR(L.gate.Run(h, T, gate, st));
-    TQ_RETURN_IF_ERROR(L.up.Run(h, T, up, st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gate, I, up, I, T, I, gate, I, st));
-    TQ_RETURN_IF_ERROR(L.down.Run(gate, T, tmp, st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(x, tmp, T * H, st));
-  }
+  TQ_RETURN_IF_ERROR(s.Run(T, R, decode_only));
   if (R > 0) {
-    TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(x, s.logit_rows.as<int32_t>(), R, H, s.sel.as<float>(), st));
-    TQ_CUDA_RETURN_IF_ERROR(
-        cuda::RmsNormRows(s.sel.as<float>(), H, s.final_norm.as<float>(), R, H, eps, s.normed.as<float>(), H, st));
-    TQ_RETURN_IF_ERROR(s.lm_head.Run(s.normed.as<float>(), R, s.logits.as<float>(), st));
     logits->resize(static_cast<size_t>(R) * cfg.vocab_size);
     TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), s.logits.as<void>(), logits->size() * sizeof(float),
                                             cudaMemcpyDeviceToHost, st));

@@ -39,6 +39,7 @@ struct CudaRunnerOptions {
   int device = 0;               // CUDA device ordinal
   KvCacheOptions kv;            // the engine cache's geometry (num_blocks etc.)
   bool dequantize_tq = false;   // run TQ layers from dequantized fp32 weights
+  bool cuda_graphs = true;      // replay decode-only steps (<= 64 sequences) as CUDA graphs
 };
 
 class CudaTransformer : public ModelRunner {

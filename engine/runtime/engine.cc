@@ -123,6 +123,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (on_gpu) {
     CudaRunnerOptions copt;
     copt.device = options.cuda_device;
+    copt.cuda_graphs = options.cuda_graphs;
+    copt.dequantize_tq = options.dequantize_tq;
     copt.kv = kv;
     TQ_ASSIGN_OR_RETURN(e->model_, CudaTransformer::Create(cfg, *e->weights_, rope, copt));
   } else {

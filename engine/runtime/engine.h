@@ -56,6 +56,7 @@ struct EngineOptions {
   std::string kv_codec = "bf16";  // "bf16" or "fp32" (the CUDA backend: bf16)
   std::string device = "cpu";     // "cpu" or "cuda" (engine/model/cuda_transformer.h)
   int cuda_device = 0;            // CUDA device ordinal
+  bool cuda_graphs = true;        // CUDA: replay decode steps as CUDA graphs
   int kv_block_size = 16;         // token positions per KV block
   int64_t kv_cache_bytes = 0;     // 0 = room for max_num_seqs full contexts, at most 1 GiB
   int64_t max_model_len = 0;      // 0 = config max_position_embeddings

@@ -24,10 +24,11 @@ constexpr double kMaxNllDiff = 2e-3;
 
 std::string Model(const std::string& name) { return tq::testing::TestDataPath("testdata/models/" + name); }
 
-std::unique_ptr<Engine> Make(const std::string& uri, const std::string& device) {
+std::unique_ptr<Engine> Make(const std::string& uri, const std::string& device, bool graphs = true) {
   EngineOptions o;
   o.model_uri = uri;
   o.device = device;
+  o.cuda_graphs = graphs;
   o.threads = 2;
   o.max_model_len = 512;
   auto e = Engine::Create(o);
@@ -153,6 +154,14 @@ TEST_F(EngineCudaTest, Tq3CheckpointEqualsCpu) {
   auto res = Compress(co, nullptr);
   ASSERT_TRUE(res.ok()) << res.status();
   CompareBackends(out);
+}
+
+TEST_F(EngineCudaTest, GraphReplayEqualsEagerLaunches) {
+  auto eager = Make(Model("tq-tiny-qwen3"), "cuda", /*graphs=*/false);
+  auto graphs = Make(Model("tq-tiny-qwen3"), "cuda", /*graphs=*/true);
+  ASSERT_NE(eager, nullptr);
+  ASSERT_NE(graphs, nullptr);
+  for (const auto& p : Prompts(4096)) EXPECT_EQ(Greedy(*eager, p, 24), Greedy(*graphs, p, 24));
 }
 
 TEST(EngineCudaRefusalTest, UnsupportedSettingsAreRefused) {
