@@ -25,7 +25,7 @@
 
 #if TQ_HAVE_CUDA
 #include <cublas_v2.h>
-#include <cuda_runtime_api.h>
+#include <cuda_runtime.h>  // the typed cudaMalloc<T> overload
 
 #include "kernels/cuda/tq_linear.h"
 #include "kernels/cuda/tq_linear_runner.h"
