@@ -16,19 +16,19 @@ export LD_LIBRARY_PATH=.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 } > "$out/device.txt" 2>&1
 cat "$out/device.txt"
 echo "== parity test"
-timeout 300 .device/bin/tq_linear_test 2>&1 | tee "$out/tq_linear_test.log" | grep -E "^\[  (PASSED|FAILED|  OK|SKIPPED)|FAILED|Failure|worst|end to end|device 0" | head -60
+timeout ${TEST_T:-300} .device/bin/tq_linear_test 2>&1 | tee "$out/tq_linear_test.log" | grep -E "^\[  (PASSED|FAILED|  OK|SKIPPED)|FAILED|Failure|worst|end to end|device 0" | head -60
 echo "== benchmark"
-timeout 400 .device/bin/tq_linear_benchmark "$@" 2>&1 | tee "$out/tq_linear_benchmark.txt"
+timeout ${BENCH_T:-400} .device/bin/tq_linear_benchmark "$@" 2>&1 | tee "$out/tq_linear_benchmark.txt"
 if command -v cuobjdump >/dev/null; then
   cuobjdump -res-usage .device/bin/tq_linear_test 2>/dev/null | grep -A1 "TqMmaKernelILi3ELi2ELb0ELi1E" | head -4 > "$out/res_usage.txt"
   cuobjdump -sass -fun '_ZN2tq4cuda45_GLOBAL__N__' .device/bin/tq_linear_test >/dev/null 2>&1 || true
 fi
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck / racecheck"
-  timeout 240 compute-sanitizer --tool memcheck --print-limit 20 .device/bin/tq_linear_test \
+  timeout ${SAN_T:-240} compute-sanitizer --tool memcheck --print-limit 20 .device/bin/tq_linear_test \
     --gtest_filter='TqCudaRunnerTest.*:TqCudaMmaTest.Nan*' > "$out/sanitizer.log" 2>&1
   echo "memcheck rc=$?" | tee -a "$out/sanitizer.log"
-  timeout 120 compute-sanitizer --tool racecheck --print-limit 20 .device/bin/tq_linear_test \
+  timeout ${SAN_T:-120} compute-sanitizer --tool racecheck --print-limit 20 .device/bin/tq_linear_test \
     --gtest_filter='TqCudaMmaTest.Nan*' >> "$out/sanitizer.log" 2>&1
   echo "racecheck rc=$?" | tee -a "$out/sanitizer.log"
   grep -E "ERROR SUMMARY|rc=" "$out/sanitizer.log"
