@@ -16,7 +16,9 @@ export LD_LIBRARY_PATH=.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 } > "$out/device.txt" 2>&1
 cat "$out/device.txt"
 echo "== parity test"
-timeout ${TEST_T:-300} .device/bin/tq_linear_test 2>&1 | tee "$out/tq_linear_test.log" | grep -E "^\[  (PASSED|FAILED|  OK|SKIPPED)|FAILED|Failure|worst|end to end|device 0" | head -60
+timeout ${TEST_T:-300} .device/bin/tq_linear_test > "$out/tq_linear_test.log" 2>&1
+echo "test rc=$?"
+grep -E "^\[ +(PASSED|FAILED|OK) |Failure|worst|end to end|device 0" "$out/tq_linear_test.log" | head -80
 echo "== benchmark"
 timeout ${BENCH_T:-400} .device/bin/tq_linear_benchmark "$@" 2>&1 | tee "$out/tq_linear_benchmark.txt"
 if command -v cuobjdump >/dev/null; then
