@@ -55,10 +55,12 @@ def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility =
         outs = [archive],
         cmd = " ".join([
             CUDA_PATH + "/bin/nvcc",
-            "-ccbin /usr/bin/gcc -std=c++17 -O3 -lineinfo",
+            # TQ_HAVE_CUDA=1 as @local_cuda//:cuda defines it for host code, so that headers
+            # shared by .cu and .cc files see the same declarations.
+            "-ccbin /usr/bin/gcc -std=c++17 -O3 -lineinfo -DTQ_HAVE_CUDA=1",
             "-Xcompiler -fPIC --expt-relaxed-constexpr",
             gencode,
-            "-I. -I$(GENDIR) -DTQ_HAVE_CUDA=1",
+            "-I. -I$(GENDIR)",
             " ".join(nvcc_flags),
             "-lib -o $@",
             " ".join(["$(location %s)" % s for s in cu_srcs]),

@@ -26,7 +26,7 @@ package(default_visibility = ["//visibility:public"])
 cc_library(
     name = "cuda",
     srcs = ["lib64/libcudart_static.a"],
-    hdrs = glob(["include/*.h", "include/crt/**", "include/cccl/**"]),
+    hdrs = glob(["include/*.h", "include/*.hpp", "include/crt/**", "include/cccl/**"]),
     defines = ["TQ_HAVE_CUDA=1"],
     includes = ["include", "include/cccl"],
     linkopts = ["-ldl", "-lrt", "-lpthread"],

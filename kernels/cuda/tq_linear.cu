@@ -1,0 +1,1005 @@
+// TQ linear-layer kernels on CUDA: rotation of the activations, the tensor-core GEMV / small-M
+// kernel and dequantization. Contract and math: kernels/cuda/tq_linear.h.
+#include "kernels/cuda/tq_linear.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+namespace tq::cuda {
+namespace {
+
+constexpr int kG = kTqCudaGroupSize;  // 128: one warp holds a group, 4 values per lane
+constexpr int kWarps = 8;             // warps per CTA of every kernel here
+constexpr int kThreads = kWarps * 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// ---------------------------------------------------------------------------------------------
+// Rotation constants. Seed-42 sign diagonals for G = 128 (quant::GetRotationSigns(128),
+// ALGORITHMS.md §1.2): bit i of the 128-bit little-endian word set = sign −1 for element i.
+// tq_linear_test checks the GPU rotation bitwise against cpu::TqRotateInput, which reads the
+// signs from quant::GetRotationSigns.
+__device__ __forceinline__ uint32_t SignNibble(int which, int lane) {
+  const int q = lane >> 3;
+  uint32_t w;
+  if (which == 1) {
+    w = q == 0 ? 0xc028bdddu : q == 1 ? 0xfe5483e8u : q == 2 ? 0x00b54509u : 0x9a94a018u;
+  } else {
+    w = q == 0 ? 0x57de2ff8u : q == 1 ? 0xdbbf19a3u : q == 2 ? 0x3afe2dc7u : 0xebda4034u;
+  }
+  return (w >> ((lane & 7) * 4)) & 0xfu;  // elements 4·lane .. 4·lane + 3
+}
+
+__device__ __forceinline__ float SignOf(uint32_t nibble, int j) {
+  return ((nibble >> j) & 1u) ? -1.0f : 1.0f;
+}
+
+// quant::RotationDivisor: float(sqrt(block)) for a power of two.
+float RotationDivisorHost(int block) {
+  double s = 1.0;
+  int b = block;
+  while (b >= 4) {
+    s *= 2.0;
+    b /= 4;
+  }
+  if (b == 2) s *= 1.4142135623730950488;
+  return static_cast<float>(s);
+}
+
+// Natural-order Walsh–Hadamard butterflies over a warp-held group (v[j] = element 4·lane + j),
+// blocks of `block` elements: pairs (i, i + h) for h = 1, 2, ..., block/2, the lower slot taking
+// a + b and the upper a − b, exactly quant::FwhtInPlace's float32 operations.
+__device__ __forceinline__ void FwhtWarp(float (&v)[4], int lane, int block) {
+  if (block >= 2) {
+    const float a0 = v[0], b0 = v[1], a1 = v[2], b1 = v[3];
+    v[0] = a0 + b0;
+    v[1] = a0 - b0;
+    v[2] = a1 + b1;
+    v[3] = a1 - b1;
+  }
+  if (block >= 4) {
+    const float a0 = v[0], b0 = v[2], a1 = v[1], b1 = v[3];
+    v[0] = a0 + b0;
+    v[2] = a0 - b0;
+    v[1] = a1 + b1;
+    v[3] = a1 - b1;
+  }
+  for (int h = 4; h < block; h *= 2) {
+    const int lane_mask = h >> 2;
+    const bool upper = (lane & lane_mask) != 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float partner = __shfl_xor_sync(kFullMask, v[j], lane_mask);
+      v[j] = upper ? partner - v[j] : v[j] + partner;  // a − b (we hold b) or a + b
+    }
+  }
+}
+
+// cpu::TqRotateInput on one group: v·s1, butterflies, (v · inv_div) · s2.
+__device__ __forceinline__ void RotateForwardWarp(float (&v)[4], int lane, int block,
+                                                  float inv_div) {
+  const uint32_t s1 = SignNibble(1, lane), s2 = SignNibble(2, lane);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) v[j] = v[j] * SignOf(s1, j);
+  FwhtWarp(v, lane, block);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) v[j] = (v[j] * inv_div) * SignOf(s2, j);
+}
+
+__device__ __forceinline__ float ActToFloat(float v) { return v; }
+__device__ __forceinline__ float ActToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// The 4 elements col0 .. col0+3 of an activation row (zero at and beyond k).
+template <typename InT>
+__device__ __forceinline__ void LoadActSlice(const InT* row, int k, int col0, bool vec,
+                                             float (&v)[4]) {
+  if (vec && col0 < k) {  // k % 4 == 0 and the row 8/16-byte aligned (host-checked)
+    if constexpr (sizeof(InT) == 4) {
+      const float4 q = *reinterpret_cast<const float4*>(row + col0);
+      v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+    } else {
+      const uint2 q = *reinterpret_cast<const uint2*>(row + col0);
+      v[0] = __uint_as_float(q.x << 16);
+      v[1] = __uint_as_float(q.x & 0xffff0000u);
+      v[2] = __uint_as_float(q.y << 16);
+      v[3] = __uint_as_float(q.y & 0xffff0000u);
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) v[j] = col0 + j < k ? ActToFloat(row[col0 + j]) : 0.0f;
+}
+
+// Scales the warp's group by the power of two 2^e that brings its largest finite magnitude into
+// [2^13, 2^14) and rounds to fp16 (4 halves of this lane packed in a uint2); *inv_scale = 2^-e.
+__device__ __forceinline__ uint2 ScaleToHalf4(const float (&v)[4], float* inv_scale) {
+  float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, o));
+  int e = 0;
+  if (amax > 0.0f && amax <= 3.402823466e38f) {  // finite, non-zero (NaN fails both tests)
+    int ex;
+    frexpf(amax, &ex);  // amax in [2^(ex-1), 2^ex)
+    e = min(126, max(-126, 14 - ex));
+  }
+  const float scale = __int_as_float((127 + e) << 23);
+  *inv_scale = __int_as_float((127 - e) << 23);
+  const __half2 lo = __floats2half2_rn(v[0] * scale, v[1] * scale);
+  const __half2 hi = __floats2half2_rn(v[2] * scale, v[3] * scale);
+  return make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small PTX wrappers (sm_80+).
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ void CpAsync4(void* smem, const void* gmem, bool valid) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem),
+               "r"(valid ? 4 : 0));
+}
+
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// D = A·B + D for one m16n8k16 tile, fp16 operands, fp32 accumulators (PTX ISA fragment layout:
+// a0 = (row g, k 2t..2t+1), a1 = (row g+8, same k), a2 = (row g, k 2t+8..), a3 = (row g+8, k 2t+8..);
+// b0 = (k 2t..2t+1, col g), b1 = (k 2t+8.., col g); c0,c1 = (row g, cols 2t, 2t+1), c2,c3 = row g+8;
+// g = lane / 4, t = lane % 4).
+__device__ __forceinline__ void Mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) Rotation kernel: one warp per (row, group).
+template <typename InT>
+__global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restrict__ x, int m,
+                                                              int k, int64_t ldx, int groups,
+                                                              int block, float inv_div, bool vec,
+                                                              float* __restrict__ x_rot,
+                                                              __half* __restrict__ x_h,
+                                                              float* __restrict__ x_scale) {
+  const int lane = threadIdx.x & 31;
+  const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (task >= static_cast<int64_t>(m) * groups) return;  // whole warps exit together
+  const int64_t i = task / groups;
+  const int g = static_cast<int>(task - i * groups);
+  float v[4];
+  LoadActSlice(x + i * ldx, k, g * kG + 4 * lane, vec, v);
+  RotateForwardWarp(v, lane, block, inv_div);
+  const int64_t at = i * static_cast<int64_t>(groups) * kG + g * kG + 4 * lane;
+  if (x_rot != nullptr) *reinterpret_cast<float4*>(x_rot + at) = make_float4(v[0], v[1], v[2], v[3]);
+  if (x_h != nullptr) {
+    float inv;
+    const uint2 h = ScaleToHalf4(v, &inv);
+    *reinterpret_cast<uint2*>(x_h + at) = h;
+    if (lane == 0) x_scale[task] = inv;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) Dequantization: one warp per (row, group), as quant::TqQuantizer::DequantizeRows:
+// t = c[idx] · s2, butterflies, (t / div) · s1, t · gain.
+template <int kBits, typename OutT>
+__global__ void __launch_bounds__(kThreads) DequantKernel(const uint8_t* __restrict__ packed,
+                                                          const float* __restrict__ gains,
+                                                          const float* __restrict__ codebook,
+                                                          int64_t n, int k, int groups, int block,
+                                                          float div, bool vec,
+                                                          OutT* __restrict__ out, int64_t ldw) {
+  constexpr int kBpg = kG * kBits / 8;  // bytes per group: 32 / 48 / 64
+  constexpr int kWordsPerGroup = kBpg / 4;
+  constexpr uint32_t kMask = (1u << kBits) - 1u;
+  const int lane = threadIdx.x & 31;
+  const float cb = codebook[lane & kMask];  // lane i holds c[i mod 2^bits]
+  const uint32_t s1 = SignNibble(1, lane), s2 = SignNibble(2, lane);
+  const int64_t tasks = n * groups;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
+  for (int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); task < tasks;
+       task += stride) {
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(packed + task * kBpg);
+    const uint32_t word = lane < kWordsPerGroup ? src[lane] : 0u;
+    // This lane's 4 codes: bits [4·bits·lane, 4·bits·(lane+1)) of the group.
+    const int bit0 = 4 * kBits * lane;
+    const int wi = bit0 >> 5;
+    const uint32_t lo = __shfl_sync(kFullMask, word, wi);
+    const uint32_t hi = __shfl_sync(kFullMask, word, min(wi + 1, 31));
+    const uint32_t codes = __funnelshift_r(lo, hi, bit0 & 31);
+    float v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float c = __shfl_sync(kFullMask, cb, (codes >> (kBits * j)) & kMask);
+      v[j] = c * SignOf(s2, j);
+    }
+    FwhtWarp(v, lane, block);
+    const float gain = gains[task];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = ((v[j] / div) * SignOf(s1, j)) * gain;
+    const int64_t row = task / groups;
+    const int col0 = static_cast<int>(task - row * groups) * kG + 4 * lane;
+    OutT* dst = out + row * ldw + col0;
+    if (vec) {
+      if (col0 < k) {
+        if constexpr (sizeof(OutT) == 4) {
+          *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
+        } else {
+          const __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]);
+          const __nv_bfloat162 b = __floats2bfloat162_rn(v[2], v[3]);
+          *reinterpret_cast<uint2*>(dst) = make_uint2(*reinterpret_cast<const uint32_t*>(&a),
+                                                      *reinterpret_cast<const uint32_t*>(&b));
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (col0 + j < k) {
+          if constexpr (sizeof(OutT) == 4) {
+            dst[j] = v[j];
+          } else {
+            dst[j] = __float2bfloat16_rn(v[j]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b)/(c) The tensor-core kernel.
+//
+// Work decomposition. A CTA (8 warps) owns a tile of T activation rows (T = 8 or 16, one
+// m16n8k16 M tile, the upper 8 rows unused when T = 8), R = 8·n_tiles weight rows and a K range
+// of `gr` groups (split s of `splits`). Its warps split that K range into 8 contiguous pieces;
+// each warp streams its piece of the R weight rows through a private 3-stage cp.async pipeline
+// (kGt groups per stage; codes and gains), so no CTA-wide barrier runs in the main loop. At the
+// end the 8 warp partials are summed in shared memory (fixed order), then either stored or, with
+// splits > 1, written to the workspace; the last CTA of the tile (atomic counter) sums the
+// splits in order and stores y.
+//
+// Fragment mapping (the K order inside a group is free as long as A and B agree): lane (g, t)
+// (g = lane/4, t = lane%4) owns columns [32t, 32t + 32) of every group; k-step s (0..7) uses
+// columns 32t + 4s + {0,1} as the mma's k = 2t, 2t+1 and 32t + 4s + {2,3} as k = 2t+8, 2t+9. So
+// a lane's codes of one weight row and group are contiguous: 8 / 12 / 16 bytes at byte
+// t·(4·bits) of the group, and each code pair (2 codes, 2·bits bits) is one B register, looked up
+// in a table of fp16 pairs (lut[pair · 32 + lane]: 32 copies, one per bank, conflict-free). The
+// B operand's column (weight row) is g; C's columns are the weight rows 2t, 2t+1.
+//
+// Shared memory (dynamic):
+//   lut      uint32 [4^bits][32]       fp16 pairs (c[lo], c[hi]) of every 2-code value
+//   x        fp16, per activation row x_row_bytes = gr·256 + 64; group gl at gl·256, the 8
+//            columns 32t + 8q .. +8 at q·64 + t·16 (conflict-free 16-byte reads)
+//   x_scale  float [T][gr]
+//   warps    8 × warp_bytes: nbuf stages of [R rows × row_stride bytes of codes]
+//            [kGt × R gains], reused for the warp's partial sums at the end.
+constexpr int kGt = 4;      // groups per pipeline stage
+constexpr int kStages = 3;  // pipeline depth (stages in flight + 1)
+
+template <int kBits>
+struct MmaBits {
+  static constexpr int kBpg = kG * kBits / 8;          // 32 / 48 / 64 bytes per group
+  static constexpr int kLaneBytes = kBpg / 4;          // 8 / 12 / 16 bytes per lane and group
+  static constexpr int kLaneWords = kLaneBytes / 4;    // 2 / 3 / 4
+  static constexpr int kPairBits = 2 * kBits;
+  static constexpr int kLutEntries = 1 << kPairBits;   // 16 / 64 / 256
+  // Row stride of a stage, padded so that the 32 lanes' code reads hit distinct banks:
+  // TQ3 LDS.32 at 12t + 4w needs stride ≡ 16 (mod 32); TQ2 LDS.64 ≡ 32 (mod 128);
+  // TQ4 LDS.128 ≡ 64 (mod 128).
+  static constexpr int kRowStride =
+      kBits == 3 ? kGt * kBpg + 16 : kGt * kBpg + (kBits == 4 ? 64 : 32);
+};
+
+int RowStrideHost(int bits) {
+  switch (bits) {
+    case 2:
+      return MmaBits<2>::kRowStride;
+    case 3:
+      return MmaBits<3>::kRowStride;
+    default:
+      return MmaBits<4>::kRowStride;
+  }
+}
+
+struct MmaKernelParams {
+  const uint8_t* packed;
+  const float* gains;
+  const float* codebook;
+  int n, k, groups, m;
+  const void* x;
+  int64_t ldx;
+  bool x_vec;
+  const __half* x_h;
+  const float* x_scale;
+  int block;
+  float inv_div;
+  float* y_f32;
+  __nv_bfloat16* y_bf16;
+  int64_t ldy;
+  float* ws;
+  uint32_t* counters;
+  int splits, gr;
+  int x_row_bytes;
+  int off_x, off_xs, off_warps, warp_bytes;
+};
+
+// Issues one stage: codes of rows [r0, r0+R) x groups [g0, min(g0+kGt, g_end)) and their gains
+// (transposed: gains[gl][r]). Missing rows / groups are zero-filled.
+template <int kBits, int kRows>
+__device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned char* buf, int r0,
+                                           int g0, int g_end, int lane) {
+  using B = MmaBits<kBits>;
+  constexpr int kChunksPerRow = kGt * B::kBpg / 16;
+  static_assert((kRows * kChunksPerRow) % 32 == 0 && (kRows * kGt) % 32 == 0, "whole warps");
+#pragma unroll
+  for (int i = 0; i < kRows * kChunksPerRow / 32; ++i) {
+    const int c = i * 32 + lane;
+    const int r = c / kChunksPerRow, q = c - r * kChunksPerRow;
+    const int row = r0 + r, g = g0 + (q * 16) / B::kBpg;
+    const bool ok = row < p.n && g < g_end;
+    const uint8_t* src =
+        ok ? p.packed + (static_cast<int64_t>(row) * p.groups + g0) * B::kBpg + q * 16 : p.packed;
+    CpAsync16(buf + r * B::kRowStride + q * 16, src, ok);
+  }
+  float* gs = reinterpret_cast<float*>(buf + kRows * B::kRowStride);
+#pragma unroll
+  for (int i = 0; i < kRows * kGt / 32; ++i) {
+    const int c = i * 32 + lane;
+    const int r = c / kGt, gl = c - r * kGt;
+    const int row = r0 + r, g = g0 + gl;
+    const bool ok = row < p.n && g < g_end;
+    CpAsync4(gs + gl * kRows + r, ok ? p.gains + static_cast<int64_t>(row) * p.groups + g : p.gains,
+             ok);
+  }
+}
+
+// Code pair p (0..15) of a lane's chunk: bits [p·2·bits, +2·bits) of the little-endian words.
+template <int kBits, int kWords>
+__device__ __forceinline__ uint32_t PairIndex(const uint32_t (&w)[kWords], int p) {
+  constexpr int kPairBits = 2 * kBits;
+  const int pos = p * kPairBits;
+  const int wi = pos >> 5, off = pos & 31;
+  uint32_t v;
+  if (off + kPairBits <= 32) {
+    v = w[wi] >> off;
+  } else {
+    v = __funnelshift_r(w[wi], w[min(wi + 1, kWords - 1)], off);
+  }
+  return v & ((1u << kPairBits) - 1u);
+}
+
+template <int kBits>
+__device__ __forceinline__ void LoadLaneCodes(const unsigned char* p,
+                                              uint32_t (&w)[MmaBits<kBits>::kLaneWords]) {
+  if constexpr (kBits == 4) {
+    const uint4 q = *reinterpret_cast<const uint4*>(p);
+    w[0] = q.x, w[1] = q.y, w[2] = q.z, w[3] = q.w;
+  } else if constexpr (kBits == 2) {
+    const uint2 q = *reinterpret_cast<const uint2*>(p);
+    w[0] = q.x, w[1] = q.y;
+  } else {
+    const uint32_t* u = reinterpret_cast<const uint32_t*>(p);
+    w[0] = u[0], w[1] = u[1], w[2] = u[2];
+  }
+}
+
+// Rotates the CTA's activation tile (rows [t0, t0+mt), groups [ga, ga+gr_cta)) into shared
+// memory as fp16 + per-group scales (the "fused" prologue).
+template <typename InT>
+__device__ __forceinline__ void FusedRotate(const MmaKernelParams& p, unsigned char* xsm,
+                                            float* xsc, int t0, int mt, int ga, int gr_cta,
+                                            int warp, int lane) {
+  constexpr int kBatch = 4;  // groups per warp whose loads are in flight together
+  const InT* x = static_cast<const InT*>(p.x);
+  const int tasks = mt * gr_cta;
+  for (int base = warp * kBatch; base < tasks; base += kWarps * kBatch) {
+    float v[kBatch][4];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int task = base + b;
+      if (task < tasks) {
+        const int t = task / gr_cta, gl = task - t * gr_cta;
+        LoadActSlice(x + static_cast<int64_t>(t0 + t) * p.ldx, p.k, (ga + gl) * kG + 4 * lane,
+                     p.x_vec, v[b]);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int task = base + b;
+      if (task < tasks) {  // warp-uniform
+        const int t = task / gr_cta, gl = task - t * gr_cta;
+        RotateForwardWarp(v[b], lane, p.block, p.inv_div);
+        float inv;
+        const uint2 h = ScaleToHalf4(v[b], &inv);
+        // Columns 4·lane .. +3 = lane t' = lane/8's chunk q = (lane/2)%4, half (lane%2).
+        *reinterpret_cast<uint2*>(xsm + t * p.x_row_bytes + gl * 256 + ((lane >> 1) & 3) * 64 +
+                                  (lane >> 3) * 16 + (lane & 1) * 8) = h;
+        if (lane == 0) xsc[t * p.gr + gl] = inv;
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ void StoreY(const MmaKernelParams& p, int tok, int row, float v) {
+  const int64_t at = static_cast<int64_t>(tok) * p.ldy + row;
+  if (p.y_f32 != nullptr) p.y_f32[at] = v;
+  if (p.y_bf16 != nullptr) p.y_bf16[at] = __float2bfloat16_rn(v);
+}
+
+// kMode: 0 = fused, float32 x; 1 = fused, bf16 x; 2 = separate (x_h / x_scale from global).
+template <int kBits, int kNT, bool kM16, int kMode>
+__global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams p) {
+  using B = MmaBits<kBits>;
+  constexpr int kRows = 8 * kNT;
+  constexpr int kTile = kM16 ? 16 : 8;
+  constexpr int kStageBytes = kRows * B::kRowStride + kGt * kRows * 4;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int s_last;
+  uint32_t* lut = reinterpret_cast<uint32_t*>(smem);
+  unsigned char* xsm = smem + p.off_x;
+  float* xsc = reinterpret_cast<float*>(smem + p.off_xs);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int gid = lane >> 2, tig = lane & 3;
+  unsigned char* wsm = smem + p.off_warps + warp * p.warp_bytes;
+
+  const int t0 = blockIdx.x * kTile;
+  const int mt = min(kTile, p.m - t0);
+  const int r0 = blockIdx.y * kRows;
+  const int split = blockIdx.z;
+  const int ga = split * p.gr;
+  const int gb = min(p.groups, ga + p.gr);
+  const int gr_cta = gb - ga;
+  const int gw = (gr_cta + kWarps - 1) / kWarps;
+  const int wg0 = ga + warp * gw;
+  const int wg1 = min(gb, wg0 + gw);
+  const int nstages = wg1 > wg0 ? (wg1 - wg0 + kGt - 1) / kGt : 0;
+
+  // 1. Separate mode: the fp16 activation tile (the oldest cp.async group).
+  if constexpr (kMode == 2) {
+    const int chunks = mt * gr_cta * 16;  // 16 bytes = 8 columns each
+    for (int c = tid; c < chunks; c += kThreads) {
+      const int t = c / (gr_cta * 16);
+      const int rem = c - t * gr_cta * 16;
+      const int gl = rem >> 4, ch = rem & 15;  // columns 8·ch .. +8 = lane t' = ch/4, q = ch%4
+      const __half* src = p.x_h + static_cast<int64_t>(t0 + t) * p.groups * kG +
+                          static_cast<int64_t>(ga + gl) * kG + ch * 8;
+      CpAsync16(xsm + t * p.x_row_bytes + gl * 256 + (ch & 3) * 64 + (ch >> 2) * 16, src, true);
+    }
+    for (int c = tid; c < mt * gr_cta; c += kThreads) {
+      const int t = c / gr_cta, gl = c - t * gr_cta;
+      CpAsync4(xsc + t * p.gr + gl, p.x_scale + static_cast<int64_t>(t0 + t) * p.groups + ga + gl,
+               true);
+    }
+  }
+  CpAsyncCommit();
+
+  // 2. The first weight stages of this warp.
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nstages) IssueStage<kBits, kRows>(p, wsm + s * kStageBytes, r0, wg0 + s * kGt, wg1, lane);
+    CpAsyncCommit();
+  }
+
+  // 3. The pair table: lut[v·32 + copy] = (fp16(c[v mod 2^bits]), fp16(c[v / 2^bits])).
+  {
+    const float cb = p.codebook[lane & ((1 << kBits) - 1)];
+    for (int i = tid; i < B::kLutEntries * 32; i += kThreads) {  // a multiple of kThreads
+      const int v = i >> 5;
+      const float lo = __shfl_sync(kFullMask, cb, v & ((1 << kBits) - 1));
+      const float hi = __shfl_sync(kFullMask, cb, v >> kBits);
+      const __half2 h = __floats2half2_rn(lo, hi);
+      lut[i] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+  }
+
+  // 4. Fused mode: rotate the activation tile while the weights are in flight.
+  if constexpr (kMode == 0) FusedRotate<float>(p, xsm, xsc, t0, mt, ga, gr_cta, warp, lane);
+  if constexpr (kMode == 1) FusedRotate<__nv_bfloat16>(p, xsm, xsc, t0, mt, ga, gr_cta, warp, lane);
+  CpAsyncWait<kStages - 2>();
+  __syncthreads();
+
+  // 5. Main loop.
+  float acc[kNT][4];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+
+  for (int s = 0; s < nstages; ++s) {
+    CpAsyncWait<kStages - 2>();
+    __syncwarp();
+    const int sn = s + kStages - 1;
+    if (sn < nstages) {
+      IssueStage<kBits, kRows>(p, wsm + (sn % kStages) * kStageBytes, r0, wg0 + sn * kGt, wg1,
+                               lane);
+    }
+    CpAsyncCommit();
+
+    const unsigned char* buf = wsm + (s % kStages) * kStageBytes;
+    const float* gs_all = reinterpret_cast<const float*>(buf + kRows * B::kRowStride);
+    const int g_first = wg0 + s * kGt;
+    const int count = min(kGt, wg1 - g_first);
+#pragma unroll 1
+    for (int gl = 0; gl < count; ++gl) {
+      const int xl = g_first + gl - ga;
+      uint4 xa[4], xb[4];
+      float xsa = 0.0f, xsb = 0.0f;
+      if (gid < mt) {
+        const unsigned char* xp = xsm + gid * p.x_row_bytes + xl * 256 + tig * 16;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) xa[q] = *reinterpret_cast<const uint4*>(xp + q * 64);
+        xsa = xsc[gid * p.gr + xl];
+      } else {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) xa[q] = make_uint4(0u, 0u, 0u, 0u);
+      }
+      if constexpr (kM16) {
+        if (gid + 8 < mt) {
+          const unsigned char* xp = xsm + (gid + 8) * p.x_row_bytes + xl * 256 + tig * 16;
+#pragma unroll
+          for (int q = 0; q < 4; ++q) xb[q] = *reinterpret_cast<const uint4*>(xp + q * 64);
+          xsb = xsc[(gid + 8) * p.gr + xl];
+        } else {
+#pragma unroll
+          for (int q = 0; q < 4; ++q) xb[q] = make_uint4(0u, 0u, 0u, 0u);
+        }
+      }
+      const float* gs = gs_all + gl * kRows;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        uint32_t cw[B::kLaneWords];
+        LoadLaneCodes<kBits>(buf + (nt * 8 + gid) * B::kRowStride + gl * B::kBpg +
+                                 tig * B::kLaneBytes,
+                             cw);
+        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+          const uint32_t b0 = lut[(PairIndex<kBits>(cw, 2 * ks) << 5) | lane];
+          const uint32_t b1 = lut[(PairIndex<kBits>(cw, 2 * ks + 1) << 5) | lane];
+          const uint4& qa = xa[ks >> 1];
+          const uint32_t a0 = (ks & 1) ? qa.z : qa.x;
+          const uint32_t a2 = (ks & 1) ? qa.w : qa.y;
+          uint32_t a1 = 0u, a3 = 0u;
+          if constexpr (kM16) {
+            const uint4& qb = xb[ks >> 1];
+            a1 = (ks & 1) ? qb.z : qb.x;
+            a3 = (ks & 1) ? qb.w : qb.y;
+          }
+          Mma16816(c, a0, a1, a2, a3, b0, b1);
+        }
+        const float2 gg = *reinterpret_cast<const float2*>(gs + nt * 8 + 2 * tig);
+        acc[nt][0] = fmaf(c[0], gg.x * xsa, acc[nt][0]);
+        acc[nt][1] = fmaf(c[1], gg.y * xsa, acc[nt][1]);
+        if constexpr (kM16) {
+          acc[nt][2] = fmaf(c[2], gg.x * xsb, acc[nt][2]);
+          acc[nt][3] = fmaf(c[3], gg.y * xsb, acc[nt][3]);
+        }
+      }
+    }
+    __syncwarp();
+  }
+
+  // 6. Sum the 8 warp partials (fixed order), then store or reduce across splits.
+  CpAsyncWait<0>();
+  __syncwarp();
+  float* red = reinterpret_cast<float*>(wsm);  // [kTile][kRows]
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+    for (int e = 0; e < (kM16 ? 4 : 2); ++e) {
+      red[(gid + (e >> 1) * 8) * kRows + nt * 8 + 2 * tig + (e & 1)] = acc[nt][e];
+    }
+  }
+  __syncthreads();
+  const int outs = mt * kRows;
+  for (int idx = tid; idx < outs; idx += kThreads) {
+    const int tok = idx / kRows, r = idx - tok * kRows;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      sum += reinterpret_cast<const float*>(smem + p.off_warps + w * p.warp_bytes)[idx];
+    }
+    const int row = r0 + r;
+    if (row < p.n) {
+      if (p.splits == 1) {
+        StoreY(p, t0 + tok, row, sum);
+      } else {
+        p.ws[(static_cast<int64_t>(split) * p.m + t0 + tok) * p.n + row] = sum;
+      }
+    }
+  }
+  if (p.splits > 1) {
+    __threadfence();
+    __syncthreads();
+    const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
+    if (tid == 0) s_last = atomicAdd(p.counters + tile, 1u) == static_cast<unsigned>(p.splits - 1);
+    __syncthreads();
+    if (s_last) {
+      __threadfence();
+      for (int idx = tid; idx < outs; idx += kThreads) {
+        const int tok = idx / kRows, r = idx - tok * kRows;
+        const int row = r0 + r;
+        if (row >= p.n) continue;
+        float sum = 0.0f;
+        for (int sp = 0; sp < p.splits; ++sp) {
+          sum += __ldcg(p.ws + (static_cast<int64_t>(sp) * p.m + t0 + tok) * p.n + row);
+        }
+        StoreY(p, t0 + tok, row, sum);
+      }
+      if (tid == 0) p.counters[tile] = 0u;  // ready for the next launch
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side.
+
+constexpr size_t kMaxSharedBytes = 160 * 1024;  // fits sm_80 (163 KB) and sm_90 (227 KB)
+
+size_t Round16(size_t v) { return (v + 15) & ~size_t{15}; }
+
+struct MmaGeometry {
+  int groups, splits, gr;
+  int tile, tok_tiles, rows, row_blocks;
+  int nbuf, stage_bytes, warp_bytes, lut_bytes;
+  int x_rows, x_row_bytes;
+  size_t off_x, off_xs, off_warps, smem;
+};
+
+MmaGeometry Geometry(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
+  MmaGeometry g{};
+  g.groups = static_cast<int>(TqCudaGroups(k));
+  int s = std::max(1, std::min(cfg.splits, std::max(1, g.groups)));
+  g.gr = (g.groups + s - 1) / s;
+  g.splits = std::max(1, (g.groups + g.gr - 1) / g.gr);
+  g.tile = m <= 8 ? 8 : 16;
+  g.tok_tiles = static_cast<int>((m + g.tile - 1) / g.tile);
+  g.rows = 8 * cfg.n_tiles;
+  g.row_blocks = static_cast<int>((n + g.rows - 1) / g.rows);
+  const int gw = (g.gr + kWarps - 1) / kWarps;
+  g.nbuf = std::max(1, std::min(kStages, (gw + kGt - 1) / kGt));
+  g.stage_bytes = g.rows * RowStrideHost(bits) + kGt * g.rows * 4;
+  g.warp_bytes = static_cast<int>(
+      Round16(std::max(g.nbuf * g.stage_bytes, g.tile * g.rows * static_cast<int>(sizeof(float)))));
+  g.lut_bytes = (1 << (2 * bits)) * 32 * 4;
+  g.x_rows = static_cast<int>(std::min<int64_t>(g.tile, m));
+  g.x_row_bytes = g.gr * 256 + 64;
+  g.off_x = g.lut_bytes;
+  g.off_xs = g.off_x + Round16(static_cast<size_t>(g.x_rows) * g.x_row_bytes);
+  g.off_warps = g.off_xs + Round16(static_cast<size_t>(g.x_rows) * g.gr * 4);
+  g.smem = g.off_warps + static_cast<size_t>(kWarps) * g.warp_bytes;
+  return g;
+}
+
+bool ValidNTiles(int nt) { return nt == 1 || nt == 2 || nt == 4; }
+
+template <int kBits, int kNT, bool kM16, int kMode>
+cudaError_t LaunchMmaInstance(const MmaKernelParams& p, dim3 grid, size_t smem,
+                              cudaStream_t stream) {
+  auto kernel = TqMmaKernel<kBits, kNT, kM16, kMode>;
+  static std::atomic<size_t> attr_bytes{0};
+  if (smem > 48 * 1024 && attr_bytes.load() < smem) {
+    const cudaError_t err = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxSharedBytes));
+    if (err != cudaSuccess) return err;
+    attr_bytes.store(kMaxSharedBytes);
+  }
+  kernel<<<grid, kThreads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int kBits, int kNT, bool kM16>
+cudaError_t LaunchMmaMode(int mode, const MmaKernelParams& p, dim3 grid, size_t smem,
+                          cudaStream_t stream) {
+  switch (mode) {
+    case 0:
+      return LaunchMmaInstance<kBits, kNT, kM16, 0>(p, grid, smem, stream);
+    case 1:
+      return LaunchMmaInstance<kBits, kNT, kM16, 1>(p, grid, smem, stream);
+    default:
+      return LaunchMmaInstance<kBits, kNT, kM16, 2>(p, grid, smem, stream);
+  }
+}
+
+template <int kBits, int kNT>
+cudaError_t LaunchMmaM16(bool m16, int mode, const MmaKernelParams& p, dim3 grid, size_t smem,
+                         cudaStream_t stream) {
+  return m16 ? LaunchMmaMode<kBits, kNT, true>(mode, p, grid, smem, stream)
+             : LaunchMmaMode<kBits, kNT, false>(mode, p, grid, smem, stream);
+}
+
+template <int kBits>
+cudaError_t LaunchMmaNT(int nt, bool m16, int mode, const MmaKernelParams& p, dim3 grid,
+                        size_t smem, cudaStream_t stream) {
+  switch (nt) {
+    case 1:
+      return LaunchMmaM16<kBits, 1>(m16, mode, p, grid, smem, stream);
+    case 2:
+      return LaunchMmaM16<kBits, 2>(m16, mode, p, grid, smem, stream);
+    default:
+      return LaunchMmaM16<kBits, 4>(m16, mode, p, grid, smem, stream);
+  }
+}
+
+bool Aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
+
+bool ValidRotationBlock(int block) {
+  if (block == 0) return true;
+  return block >= 2 && block <= kG && (block & (block - 1)) == 0;
+}
+
+bool ValidWeights(const TqCudaWeights& w) {
+  return w.packed != nullptr && w.gains != nullptr && w.codebook != nullptr && w.n >= 0 &&
+         w.k >= 0 && w.n < (int64_t{1} << 31) && w.k < (int64_t{1} << 31) &&
+         (w.bits == 2 || w.bits == 3 || w.bits == 4) && w.group_size == kG &&
+         ValidRotationBlock(w.rotation_block) && Aligned(w.packed, 16) && Aligned(w.gains, 4);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// (a)
+cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int64_t k, int64_t ldx,
+                                int rotation_block, float* x_rot, uint16_t* x_rot_f16,
+                                float* x_scale, cudaStream_t stream) {
+  if (m < 0 || k < 0 || ldx < k || m >= (int64_t{1} << 31) || k >= (int64_t{1} << 31) ||
+      !ValidRotationBlock(rotation_block) || (x_rot_f16 == nullptr) != (x_scale == nullptr) ||
+      (m > 0 && k > 0 && x == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (m == 0 || k == 0) return cudaSuccess;
+  if ((x_rot != nullptr && !Aligned(x_rot, 16)) || (x_rot_f16 != nullptr && !Aligned(x_rot_f16, 8))) {
+    return cudaErrorMisalignedAddress;
+  }
+  const int groups = static_cast<int>(TqCudaGroups(k));
+  const int block = rotation_block == 0 ? kG : rotation_block;
+  const float inv_div = 1.0f / RotationDivisorHost(block);
+  const int64_t tasks = m * groups;
+  const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
+  if (x_type == TqActType::kF32) {
+    const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 16);
+    RotateInputKernel<float><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const float*>(x), static_cast<int>(m), static_cast<int>(k), ldx, groups, block,
+        inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale);
+  } else {
+    const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
+    RotateInputKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(k), ldx,
+        groups, block, inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale);
+  }
+  return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b), (c)
+TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMmaConfig cfg) {
+  if (!ValidNTiles(cfg.n_tiles)) cfg.n_tiles = 2;
+  MmaGeometry g = Geometry(m, n, k, bits, cfg);
+  cfg.splits = g.splits;
+  // Shrink until one CTA's shared memory fits: first the activation tile (more splits), then
+  // the weight stages (fewer rows).
+  while (g.smem > kMaxSharedBytes) {
+    const size_t x_bytes = g.off_warps - g.off_x;
+    const size_t w_bytes = g.smem - g.off_warps;
+    if ((x_bytes >= w_bytes || cfg.n_tiles == 1) && g.gr > 1) {
+      cfg.splits = g.splits + 1;
+    } else if (cfg.n_tiles > 1) {
+      cfg.n_tiles /= 2;
+    } else {
+      break;  // cannot happen for G = 128 and bits <= 4
+    }
+    g = Geometry(m, n, k, bits, cfg);
+    cfg.splits = g.splits;
+  }
+  return cfg;
+}
+
+TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors) {
+  TqMmaConfig cfg;
+  cfg.fused_rotation = m <= 8;
+  cfg.n_tiles = 2;
+  cfg.splits = 1;
+  const int64_t target = 2 * static_cast<int64_t>(std::max(1, multiprocessors));
+  const int64_t groups = TqCudaGroups(k);
+  auto ctas = [&](const TqMmaConfig& c) {
+    const MmaGeometry g = Geometry(m, n, k, bits, c);
+    return static_cast<int64_t>(g.tok_tiles) * g.row_blocks * g.splits;
+  };
+  cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
+  if (ctas(cfg) < target) {
+    cfg.n_tiles = 1;
+    cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
+  }
+  // More K splits while CTAs are scarce and every warp keeps at least one group.
+  while (ctas(cfg) < target && groups / (cfg.splits + 1) >= kWarps) {
+    ++cfg.splits;
+    cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
+  }
+  return cfg;
+}
+
+size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
+  const TqMmaConfig c = NormalizeTqMmaConfig(m, n, k, bits, cfg);
+  const MmaGeometry g = Geometry(m, n, k, bits, c);
+  if (g.splits <= 1) return 0;
+  const size_t partials = Round16(static_cast<size_t>(g.splits) * m * n * sizeof(float));
+  return partials + static_cast<size_t>(g.tok_tiles) * g.row_blocks * sizeof(uint32_t);
+}
+
+size_t TqMmaSharedBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
+  const TqMmaConfig c = NormalizeTqMmaConfig(m, n, k, bits, cfg);
+  return Geometry(m, n, k, bits, c).smem;
+}
+
+cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cudaStream_t stream) {
+  const TqCudaWeights& w = a.w;
+  if (!ValidWeights(w) || a.m < 0 || a.m >= (int64_t{1} << 31) ||
+      (a.y_f32 == nullptr && a.y_bf16 == nullptr) || a.ldy < w.n) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.m == 0 || w.n == 0) return cudaSuccess;
+  const TqMmaConfig cfg = NormalizeTqMmaConfig(a.m, w.n, w.k, w.bits, cfg_in);
+  const MmaGeometry g = Geometry(a.m, w.n, w.k, w.bits, cfg);
+  if (g.smem > kMaxSharedBytes) return cudaErrorInvalidConfiguration;
+  if (cfg.fused_rotation) {
+    if (a.x == nullptr || a.ldx < w.k) return cudaErrorInvalidValue;
+  } else {
+    if (a.x_rot_f16 == nullptr || a.x_scale == nullptr) return cudaErrorInvalidValue;
+    if (!Aligned(a.x_rot_f16, 16) || !Aligned(a.x_scale, 4)) return cudaErrorMisalignedAddress;
+  }
+  if (w.k == 0) {
+    // No inputs: y = 0.
+    for (int64_t i = 0; i < a.m; ++i) {
+      if (a.y_f32 != nullptr) {
+        const cudaError_t e = cudaMemsetAsync(a.y_f32 + i * a.ldy, 0, w.n * sizeof(float), stream);
+        if (e != cudaSuccess) return e;
+      }
+      if (a.y_bf16 != nullptr) {
+        const cudaError_t e = cudaMemsetAsync(a.y_bf16 + i * a.ldy, 0, w.n * 2, stream);
+        if (e != cudaSuccess) return e;
+      }
+    }
+    return cudaSuccess;
+  }
+  const size_t ws_need = TqMmaWorkspaceBytes(a.m, w.n, w.k, w.bits, cfg);
+  if (ws_need > 0 && (a.workspace == nullptr || a.workspace_bytes < ws_need)) {
+    return cudaErrorInvalidValue;
+  }
+  MmaKernelParams p{};
+  p.packed = w.packed;
+  p.gains = w.gains;
+  p.codebook = w.codebook;
+  p.n = static_cast<int>(w.n);
+  p.k = static_cast<int>(w.k);
+  p.groups = g.groups;
+  p.m = static_cast<int>(a.m);
+  p.x = a.x;
+  p.ldx = a.ldx;
+  const size_t act_bytes = a.x_type == TqActType::kF32 ? 4 : 2;
+  p.x_vec = w.k % 4 == 0 && a.ldx % 4 == 0 && a.x != nullptr && Aligned(a.x, 4 * act_bytes);
+  p.x_h = reinterpret_cast<const __half*>(a.x_rot_f16);
+  p.x_scale = a.x_scale;
+  const int block = w.rotation_block == 0 ? kG : w.rotation_block;
+  p.block = block;
+  p.inv_div = 1.0f / RotationDivisorHost(block);
+  p.y_f32 = a.y_f32;
+  p.y_bf16 = reinterpret_cast<__nv_bfloat16*>(a.y_bf16);
+  p.ldy = a.ldy;
+  if (g.splits > 1) {
+    p.ws = static_cast<float*>(a.workspace);
+    p.counters = reinterpret_cast<uint32_t*>(
+        static_cast<char*>(a.workspace) +
+        Round16(static_cast<size_t>(g.splits) * a.m * w.n * sizeof(float)));
+  }
+  p.splits = g.splits;
+  p.gr = g.gr;
+  p.x_row_bytes = g.x_row_bytes;
+  p.off_x = static_cast<int>(g.off_x);
+  p.off_xs = static_cast<int>(g.off_xs);
+  p.off_warps = static_cast<int>(g.off_warps);
+  p.warp_bytes = g.warp_bytes;
+  if (g.row_blocks > 65535 || g.splits > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid(g.tok_tiles, g.row_blocks, g.splits);
+  const int mode = cfg.fused_rotation ? (a.x_type == TqActType::kF32 ? 0 : 1) : 2;
+  const bool m16 = g.tile == 16;
+  switch (w.bits) {
+    case 2:
+      return LaunchMmaNT<2>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+    case 3:
+      return LaunchMmaNT<3>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+    default:
+      return LaunchMmaNT<4>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d)
+cudaError_t LaunchTqDequantize(const TqCudaWeights& w, float* w_f32, uint16_t* w_bf16, int64_t ldw,
+                               cudaStream_t stream) {
+  if (!ValidWeights(w) || ldw < w.k || (w_f32 == nullptr) == (w_bf16 == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (w.n == 0 || w.k == 0) return cudaSuccess;
+  const int groups = static_cast<int>(TqCudaGroups(w.k));
+  const int block = w.rotation_block == 0 ? kG : w.rotation_block;
+  const float div = RotationDivisorHost(block);
+  const int64_t tasks = w.n * groups;
+  const unsigned blocks =
+      static_cast<unsigned>(std::min<int64_t>((tasks + kWarps - 1) / kWarps, int64_t{1} << 20));
+  const bool vec = w.k % 4 == 0 && ldw % 4 == 0 &&
+                   (w_f32 != nullptr ? Aligned(w_f32, 16) : Aligned(w_bf16, 8));
+#define TQ_DEQUANT_LAUNCH(BITS)                                                                 \
+  if (w_f32 != nullptr) {                                                                       \
+    DequantKernel<BITS, float><<<blocks, kThreads, 0, stream>>>(                                \
+        w.packed, w.gains, w.codebook, w.n, static_cast<int>(w.k), groups, block, div, vec,     \
+        w_f32, ldw);                                                                            \
+  } else {                                                                                      \
+    DequantKernel<BITS, __nv_bfloat16><<<blocks, kThreads, 0, stream>>>(                        \
+        w.packed, w.gains, w.codebook, w.n, static_cast<int>(w.k), groups, block, div, vec,     \
+        reinterpret_cast<__nv_bfloat16*>(w_bf16), ldw);                                         \
+  }
+  switch (w.bits) {
+    case 2:
+      TQ_DEQUANT_LAUNCH(2)
+      break;
+    case 3:
+      TQ_DEQUANT_LAUNCH(3)
+      break;
+    default:
+      TQ_DEQUANT_LAUNCH(4)
+      break;
+  }
+#undef TQ_DEQUANT_LAUNCH
+  return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e)
+const char* TqKernelName(TqKernel kernel) {
+  switch (kernel) {
+    case TqKernel::kMmaFused:
+      return "mma_fused";
+    case TqKernel::kMmaSeparate:
+      return "mma_separate";
+    case TqKernel::kDequantCublas:
+      return "dequant_cublas";
+    default:
+      return "unsupported";
+  }
+}
+
+const char* TqCudaUnsupportedReason(int bits, int group_size, int rotation_block, int sm_major,
+                                    int sm_minor) {
+  (void)sm_minor;
+  if (bits != 2 && bits != 3 && bits != 4) return "bits must be 2, 3 or 4";
+  if (group_size != kG) return "the CUDA TQ kernels support group size 128 only";
+  if (!ValidRotationBlock(rotation_block)) {
+    return "rotation_block must be 0 (full) or a power of two in [2, 128]";
+  }
+  if (sm_major < 8) return "needs compute capability 8.0 or newer (cp.async, mma.sync f16)";
+  return nullptr;
+}
+
+TqKernel SelectTqKernel(int bits, int group_size, int rotation_block, int64_t m, int sm_major,
+                        int sm_minor) {
+  if (TqCudaUnsupportedReason(bits, group_size, rotation_block, sm_major, sm_minor) != nullptr) {
+    return TqKernel::kUnsupported;
+  }
+  if (m <= 8) return TqKernel::kMmaFused;
+  if (m <= 64) return TqKernel::kMmaSeparate;
+  return TqKernel::kDequantCublas;
+}
+
+}  // namespace tq::cuda

@@ -1,0 +1,175 @@
+// File: kernels/cuda/tq_linear.h
+//
+// CUDA kernels of TQ linear layers (y = x · Ŵᵀ with Ŵ stored as TQ packed codes, docs/FORMAT.md),
+// the GPU counterparts of kernels/cpu/linear.h. Raw device pointers in, cudaError_t out; every
+// launcher takes a cudaStream_t and never synchronizes. kernels/cuda/tq_linear_runner.h wraps
+// them in absl::Status, owns scratch buffers and adds the cuBLAS fallback.
+//
+// Math (ALGORITHMS.md §3.1, as kernels/cpu/linear.h): with x_rot = D2·H_B·D1·x / sqrt(B) per
+// group of G = 128 inputs,
+//   y[i, j] = Σ_g gain[j, g] · Σ_t c[idx(j, g, t)] · x_rot[i, g·G + t].
+// Layouts are the checkpoint's own (kernels/cpu/linear.h "Layouts"):
+//   packed   uint8   [n · groups, G · bits / 8]   (32 / 48 / 64 bytes per group; 16-byte aligned)
+//   gains    float32 [n, groups]
+//   codebook float32 [2^bits]                      (quant::GetCodebook(bits, 128).centroids)
+//   x        float32 or bf16 [m, k], row stride ldx (elements)
+//   y        float32 and/or bf16 [m, ldy]
+// bf16 and fp16 buffers are passed as uint16_t bit patterns so that this header needs no CUDA
+// half-precision headers.
+//
+// Kernels:
+//   (a) LaunchTqRotateInput: x → x_rot. float32 output is bitwise equal to cpu::TqRotateInput
+//       (same float32 operations in the same order). Optional fp16 output with one power-of-two
+//       scale per (row, group): x_rot ≈ x_rot_f16 · x_scale, the operand format of (b).
+//   (b) LaunchTqLinearMma: the TQ GEMV / small-M kernel (any m; best for m ≤ 16, each tile of
+//       16 rows decodes each weight group once). Tensor cores (mma.sync m16n8k16, fp16 operands,
+//       fp32 accumulation): the codes are decoded two at a time through a 2^(2·bits)-entry table
+//       of fp16 pairs in shared memory straight into mma fragments; gains (fp32) are applied per
+//       group to the fp32 partial sums. Activations are either rotated in the kernel's prologue
+//       ("fused": each CTA rotates the groups it needs into shared memory; no x_rot round trip
+//       through HBM) or read from (a)'s fp16 output ("separate"). Split-K across CTAs (for small
+//       n or large k) reduces deterministically: the last CTA of a tile sums the partials in a
+//       fixed order.
+//   (d) LaunchTqDequantize: Ŵ → float32 (bitwise equal to quant::TqQuantizer::DequantizeRows)
+//       or bf16 (its round-to-nearest-even), for a cuBLAS fallback at large m and for tests.
+//   (e) SelectTqKernel / TqCudaSupport: which path runs for (bits, G, B, m) and whether a device
+//       can run it at all.
+//
+// Precision of (b): x_rot is rounded to fp16 after scaling each (row, group) by a power of two
+// that brings its largest magnitude into [2^13, 2^14) (so neither overflow nor subnormals occur
+// for any finite input), the codebook is rounded to fp16, products and sums are fp32. Each
+// operand is within 2^-11 (relative) of its float32 value, hence
+// |y − y_fp32| ≤ ~2·2^-11 · Σ_g gain·Σ_t |c·x_rot| ≤ 9.8e-4 · ‖ŵ_j‖·‖x_i‖ (Cauchy–Schwarz),
+// usually far less (random data: ~1e-5). NaN and Inf in x or the gains propagate to y.
+//
+// Determinism: for a given (m, n, k, config) every launch produces the same bits. Results are
+// not batch invariant (the plan, hence the summation order, depends on m).
+//
+// Requirements: G = 128; bits 2, 3 or 4; rotation_block 0 (full) or a power of two in [2, 128];
+// sm_80 or newer (built for sm_90a and sm_80). Pointers 16-byte aligned (cudaMalloc's are).
+//
+// Usage (m = 1 decode step, bf16 activations):
+//   tq::cuda::TqMmaArgs a;
+//   a.w = {packed, gains, codebook, n, k, /*bits=*/3};
+//   a.x = x_bf16; a.x_type = tq::cuda::TqActType::kBF16; a.m = 1; a.ldx = k;
+//   a.y_bf16 = y; a.ldy = n;
+//   tq::cuda::TqMmaConfig cfg = tq::cuda::PlanTqMma(a.m, n, k, 3, sm_count);
+//   // workspace: TqMmaWorkspaceBytes(a.m, n, k, cfg) bytes, zeroed once after allocation
+//   a.workspace = ws;
+//   cudaError_t err = tq::cuda::LaunchTqLinearMma(a, cfg, stream);
+#ifndef TQSERVE_KERNELS_CUDA_TQ_LINEAR_H_
+#define TQSERVE_KERNELS_CUDA_TQ_LINEAR_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#if TQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+namespace tq::cuda {
+
+// The only group size the CUDA kernels support.
+inline constexpr int kTqCudaGroupSize = 128;
+
+enum class TqActType { kF32 = 0, kBF16 = 1 };
+
+// A TQ weight on the device (docs/FORMAT.md §1.2).
+struct TqCudaWeights {
+  const uint8_t* packed = nullptr;   // [n * groups, 128 * bits / 8]
+  const float* gains = nullptr;      // [n, groups]
+  const float* codebook = nullptr;   // [2^bits]
+  int64_t n = 0;                     // output features
+  int64_t k = 0;                     // input features (unpadded)
+  int bits = 3;                      // 2, 3 or 4
+  int group_size = kTqCudaGroupSize;
+  int rotation_block = 0;            // 0 or 128 = full rotation; else block-diagonal block size
+};
+
+inline int64_t TqCudaGroups(int64_t k) { return (k + kTqCudaGroupSize - 1) / kTqCudaGroupSize; }
+inline int64_t TqCudaPaddedK(int64_t k) { return TqCudaGroups(k) * kTqCudaGroupSize; }
+
+// ---------------------------------------------------------------------------------------------
+// (a) Rotation of the activations.
+// x: [m, k] (row stride ldx elements) of x_type. Writes, for each non-null output:
+//   x_rot     float32 [m, Kp]      bitwise equal to cpu::TqRotateInput (padding columns 0);
+//   x_rot_f16 fp16    [m, Kp] and x_scale float32 [m, groups] (both or neither):
+//             x_rot[i, g·128 + t] ≈ x_rot_f16[i, g·128 + t] · x_scale[i, g], x_scale a power of 2.
+cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int64_t k, int64_t ldx,
+                                int rotation_block, float* x_rot, uint16_t* x_rot_f16,
+                                float* x_scale, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// (b) + (c) The tensor-core TQ GEMV / small-M GEMM.
+
+// Tiling of one launch; PlanTqMma picks it, tests and benchmarks may override it.
+struct TqMmaConfig {
+  int n_tiles = 2;   // weight rows per CTA = 8 · n_tiles; 1, 2 or 4
+  int splits = 1;    // K split across CTAs (1 = none); clamped so that no split is empty
+  bool fused_rotation = true;  // rotate x in the prologue (else read x_rot_f16 / x_scale)
+};
+
+struct TqMmaArgs {
+  TqCudaWeights w;
+  int64_t m = 0;                        // activation rows
+  // fused_rotation: the raw activations.
+  const void* x = nullptr;
+  TqActType x_type = TqActType::kBF16;
+  int64_t ldx = 0;                      // elements
+  // !fused_rotation: LaunchTqRotateInput's fp16 output ([m, Kp] and [m, groups]).
+  const uint16_t* x_rot_f16 = nullptr;
+  const float* x_scale = nullptr;
+  // Outputs (at least one): y[i * ldy + j] for i < m, j < n. Other entries are not touched.
+  float* y_f32 = nullptr;
+  uint16_t* y_bf16 = nullptr;
+  int64_t ldy = 0;
+  // Split-K scratch (TqMmaWorkspaceBytes); zero-filled once after allocation: every launch
+  // leaves its counters at zero again. Not shared by launches that may run concurrently.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+// A config for this problem on a device with `multiprocessors` SMs.
+TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors);
+
+// The config actually launched for `cfg` (splits clamped to the K range, shared memory limits).
+TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMmaConfig cfg);
+
+// Bytes of workspace LaunchTqLinearMma needs (0 when splits == 1).
+size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg);
+
+// Dynamic shared memory of one CTA (for occupancy reports).
+size_t TqMmaSharedBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg);
+
+cudaError_t LaunchTqLinearMma(const TqMmaArgs& args, const TqMmaConfig& cfg, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// (d) Dequantization: out[j * ldw + t] = Ŵ[j, t] for j < n, t < k (the padding is dropped).
+// Exactly one of w_f32 / w_bf16 is non-null.
+cudaError_t LaunchTqDequantize(const TqCudaWeights& w, float* w_f32, uint16_t* w_bf16, int64_t ldw,
+                               cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// (e) Dispatch.
+enum class TqKernel {
+  kUnsupported = 0,
+  kMmaFused = 1,       // LaunchTqLinearMma with fused_rotation
+  kMmaSeparate = 2,    // LaunchTqRotateInput (fp16) + LaunchTqLinearMma
+  kDequantCublas = 3,  // LaunchTqDequantize (bf16) + a cuBLAS BF16 GEMM
+};
+
+const char* TqKernelName(TqKernel kernel);
+
+// nullptr when (bits, group_size, rotation_block) can run on a device of compute capability
+// sm_major.sm_minor; otherwise a static string saying why not.
+const char* TqCudaUnsupportedReason(int bits, int group_size, int rotation_block, int sm_major,
+                                    int sm_minor);
+
+// The kernel for m activation rows (bits x group size x m range → kernel; kUnsupported when
+// TqCudaUnsupportedReason says so). Crossovers measured on an H100 (docs/BENCHMARKS.md §7).
+TqKernel SelectTqKernel(int bits, int group_size, int rotation_block, int64_t m, int sm_major,
+                        int sm_minor);
+
+}  // namespace tq::cuda
+
+#endif  // TQ_HAVE_CUDA
+#endif  // TQSERVE_KERNELS_CUDA_TQ_LINEAR_H_

@@ -1,0 +1,206 @@
+#include "kernels/cuda/tq_linear_runner.h"
+
+#if TQ_HAVE_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/device.h"
+#include "kernels/util/status_macros.h"
+
+namespace tq::cuda {
+namespace {
+
+constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLAS' recommendation for Hopper
+
+absl::Status CublasToStatus(cublasStatus_t st, const char* call) {
+  if (st == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(call, " failed: ", cublasGetStatusName(st), " (",
+                                          cublasGetStatusString(st), ")"));
+}
+
+#define TQ_CUBLAS_RETURN_IF_ERROR(expr)                                \
+  do {                                                                 \
+    ::absl::Status tq_cublas_status_ = CublasToStatus((expr), #expr);  \
+    if (!tq_cublas_status_.ok()) return tq_cublas_status_;             \
+  } while (0)
+
+cublasHandle_t Handle(void* h) { return static_cast<cublasHandle_t>(h); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TqLinearRunner>> TqLinearRunner::Create(int device) {
+  std::unique_ptr<TqLinearRunner> r(new TqLinearRunner());
+  TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  absl::StatusOr<DeviceInfo> info = GetDeviceInfo(device);
+  if (!info.ok()) return info.status();
+  r->device_ = device;
+  r->sm_major_ = info->sm_major;
+  r->sm_minor_ = info->sm_minor;
+  r->multiprocessors_ = info->multiprocessors;
+  cublasHandle_t h = nullptr;
+  TQ_CUBLAS_RETURN_IF_ERROR(cublasCreate(&h));
+  r->cublas_ = h;
+  TQ_CUDA_RETURN_IF_ERROR(cudaMalloc(&r->cublas_workspace_.ptr, kCublasWorkspaceBytes));
+  r->cublas_workspace_.bytes = kCublasWorkspaceBytes;
+  TQ_CUBLAS_RETURN_IF_ERROR(
+      cublasSetWorkspace(h, r->cublas_workspace_.ptr, r->cublas_workspace_.bytes));
+  return r;
+}
+
+TqLinearRunner::~TqLinearRunner() {
+  if (cublas_ != nullptr) cublasDestroy(Handle(cublas_));
+  for (Buffer* b : {&workspace_, &x_rot_, &weight_, &cublas_workspace_}) {
+    if (b->ptr != nullptr) cudaFree(b->ptr);
+  }
+}
+
+absl::Status TqLinearRunner::CheckSupported(const TqCudaWeights& w) const {
+  const char* why =
+      TqCudaUnsupportedReason(w.bits, w.group_size, w.rotation_block, sm_major_, sm_minor_);
+  if (why != nullptr) {
+    return absl::UnimplementedError(absl::StrCat("TQ on CUDA (bits ", w.bits, ", group ",
+                                                 w.group_size, ", rotation block ",
+                                                 w.rotation_block, ", sm_", sm_major_, sm_minor_,
+                                                 "): ", why));
+  }
+  if (w.n < 0 || w.k < 0 || w.packed == nullptr || w.gains == nullptr || w.codebook == nullptr) {
+    return absl::InvalidArgumentError("TQ on CUDA: null weight pointers or negative shape");
+  }
+  return absl::OkStatus();
+}
+
+TqKernel TqLinearRunner::KernelFor(const TqCudaWeights& w, int64_t m) const {
+  return SelectTqKernel(w.bits, w.group_size, w.rotation_block, m, sm_major_, sm_minor_);
+}
+
+absl::Status TqLinearRunner::Grow(Buffer& b, size_t bytes, bool zero, cudaStream_t stream) {
+  if (b.bytes >= bytes) return absl::OkStatus();
+  if (b.ptr != nullptr) {
+    TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // the old buffer may be in use
+    TQ_CUDA_RETURN_IF_ERROR(cudaFree(b.ptr));
+    b.ptr = nullptr;
+    b.bytes = 0;
+  }
+  TQ_CUDA_RETURN_IF_ERROR(cudaMalloc(&b.ptr, bytes));
+  b.bytes = bytes;
+  if (zero) TQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(b.ptr, 0, bytes, stream));
+  return absl::OkStatus();
+}
+
+absl::Status TqLinearRunner::Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
+                                     const TqMmaConfig* mma_config, cudaStream_t stream) {
+  if (kernel == TqKernel::kUnsupported) kernel = KernelFor(w, m);
+  if (kernel == TqKernel::kMmaFused || kernel == TqKernel::kMmaSeparate) {
+    TqMmaConfig cfg = mma_config != nullptr ? *mma_config
+                                            : PlanTqMma(m, w.n, w.k, w.bits, multiprocessors_);
+    cfg.fused_rotation = kernel == TqKernel::kMmaFused;
+    const size_t ws = TqMmaWorkspaceBytes(m, w.n, w.k, w.bits, cfg);
+    if (ws > 0) TQ_RETURN_IF_ERROR(Grow(workspace_, ws, /*zero=*/true, stream));
+    if (kernel == TqKernel::kMmaSeparate) {
+      const size_t half_bytes = (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
+      TQ_RETURN_IF_ERROR(
+          Grow(x_rot_, half_bytes + static_cast<size_t>(m) * TqCudaGroups(w.k) * 4, false, stream));
+    }
+  } else if (kernel == TqKernel::kDequantCublas) {
+    TQ_RETURN_IF_ERROR(Grow(weight_, static_cast<size_t>(w.n) * w.k * 4, false, stream));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TqLinearRunner::RunMma(const TqCudaWeights& w, const void* x, TqActType x_type,
+                                    int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
+                                    int64_t ldy, cudaStream_t stream, bool fused,
+                                    const TqMmaConfig* mma_config) {
+  TqMmaConfig cfg =
+      mma_config != nullptr ? *mma_config : PlanTqMma(m, w.n, w.k, w.bits, multiprocessors_);
+  cfg.fused_rotation = fused;
+  TQ_RETURN_IF_ERROR(Reserve(w, m, fused ? TqKernel::kMmaFused : TqKernel::kMmaSeparate,
+                                       &cfg, stream));
+  TqMmaArgs a;
+  a.w = w;
+  a.m = m;
+  a.x = x;
+  a.x_type = x_type;
+  a.ldx = ldx;
+  a.y_f32 = y_f32;
+  a.y_bf16 = y_bf16;
+  a.ldy = ldy;
+  a.workspace = workspace_.ptr;
+  a.workspace_bytes = workspace_.bytes;
+  if (!fused) {
+    uint16_t* x_h = static_cast<uint16_t*>(x_rot_.ptr);
+    const size_t half_bytes = (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
+    float* x_scale = reinterpret_cast<float*>(static_cast<char*>(x_rot_.ptr) + half_bytes);
+    TQ_CUDA_RETURN_IF_ERROR(LaunchTqRotateInput(x, x_type, m, w.k, ldx, w.rotation_block,
+                                                nullptr, x_h, x_scale, stream));
+    a.x_rot_f16 = x_h;
+    a.x_scale = x_scale;
+  }
+  TQ_CUDA_RETURN_IF_ERROR(LaunchTqLinearMma(a, cfg, stream));
+  return absl::OkStatus();
+}
+
+absl::Status TqLinearRunner::RunDequantCublas(const TqCudaWeights& w, const void* x,
+                                              TqActType x_type, int64_t m, int64_t ldx,
+                                              float* y_f32, uint16_t* y_bf16, int64_t ldy,
+                                              cudaStream_t stream) {
+  TQ_RETURN_IF_ERROR(Reserve(w, m, TqKernel::kDequantCublas, nullptr, stream));
+  const bool f32 = x_type == TqActType::kF32;
+  // Ŵ in the activations' type (cuBLAS wants both operands of one type): bf16 → BF16 GEMM with
+  // fp32 accumulation; f32 → SGEMM.
+  if (f32) {
+    TQ_CUDA_RETURN_IF_ERROR(
+        LaunchTqDequantize(w, static_cast<float*>(weight_.ptr), nullptr, w.k, stream));
+  } else {
+    TQ_CUDA_RETURN_IF_ERROR(
+        LaunchTqDequantize(w, nullptr, static_cast<uint16_t*>(weight_.ptr), w.k, stream));
+  }
+  cublasHandle_t h = Handle(cublas_);
+  TQ_CUBLAS_RETURN_IF_ERROR(cublasSetStream(h, stream));
+  const cudaDataType_t ab = f32 ? CUDA_R_32F : CUDA_R_16BF;
+  const float alpha = 1.0f, beta = 0.0f;
+  // Column-major view: Y^T [n, m] = W [k, n]^T · X^T [k, m].
+  for (int out = 0; out < 2; ++out) {
+    void* y = out == 0 ? static_cast<void*>(y_f32) : static_cast<void*>(y_bf16);
+    if (y == nullptr) continue;
+    TQ_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+        h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), static_cast<int>(m),
+        static_cast<int>(w.k), &alpha, weight_.ptr, ab, static_cast<int>(w.k), x, ab,
+        static_cast<int>(ldx), &beta, y, out == 0 ? CUDA_R_32F : CUDA_R_16BF,
+        static_cast<int>(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TqLinearRunner::Run(const TqCudaWeights& w, const void* x, TqActType x_type,
+                                 int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
+                                 int64_t ldy, cudaStream_t stream, TqKernel force,
+                                 const TqMmaConfig* mma_config) {
+  TQ_RETURN_IF_ERROR(CheckSupported(w));
+  if (m < 0 || ldx < w.k || ldy < w.n || (y_f32 == nullptr && y_bf16 == nullptr)) {
+    return absl::InvalidArgumentError(absl::StrCat("TqLinearRunner::Run: bad shape m=", m,
+                                                   " ldx=", ldx, " ldy=", ldy, " n=", w.n,
+                                                   " k=", w.k, " or no output"));
+  }
+  if (m == 0 || w.n == 0) return absl::OkStatus();
+  const TqKernel kernel = force == TqKernel::kUnsupported ? KernelFor(w, m) : force;
+  switch (kernel) {
+    case TqKernel::kMmaFused:
+      return RunMma(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, true, mma_config);
+    case TqKernel::kMmaSeparate:
+      return RunMma(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, false, mma_config);
+    case TqKernel::kDequantCublas:
+      return RunDequantCublas(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream);
+    default:
+      return absl::UnimplementedError("TqLinearRunner::Run: no kernel for this configuration");
+  }
+}
+
+}  // namespace tq::cuda
+
+#endif  // TQ_HAVE_CUDA

@@ -1,0 +1,89 @@
+// File: kernels/cuda/tq_linear_runner.h
+//
+// Host-side front end of the CUDA TQ linear kernels (kernels/cuda/tq_linear.h): absl::Status
+// instead of cudaError_t (each error names the failed call), the dispatch of SelectTqKernel, the
+// scratch buffers each path needs (split-K workspace, fp16 x_rot, a dequantized BF16 weight) and
+// the cuBLAS BF16 fallback for large m.
+//
+// Usage:
+//   TQ_ASSIGN_OR_RETURN(auto runner, tq::cuda::TqLinearRunner::Create(/*device=*/0));
+//   TQ_RETURN_IF_ERROR(runner->Run(weights, x_bf16, tq::cuda::TqActType::kBF16, m, /*ldx=*/k,
+//                                  /*y_f32=*/nullptr, y_bf16, /*ldy=*/n, stream));
+//
+// A runner is not thread-safe and its scratch belongs to one stream at a time. Scratch grows on
+// demand (synchronizing `stream` before freeing a smaller buffer); call Reserve() before
+// capturing a CUDA graph so that no allocation happens during capture.
+#ifndef TQSERVE_KERNELS_CUDA_TQ_LINEAR_RUNNER_H_
+#define TQSERVE_KERNELS_CUDA_TQ_LINEAR_RUNNER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#if TQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/tq_linear.h"
+
+namespace tq::cuda {
+
+class TqLinearRunner {
+ public:
+  // Binds to `device` (cudaSetDevice) and creates a cuBLAS handle there.
+  static absl::StatusOr<std::unique_ptr<TqLinearRunner>> Create(int device);
+  ~TqLinearRunner();
+  TqLinearRunner(const TqLinearRunner&) = delete;
+  TqLinearRunner& operator=(const TqLinearRunner&) = delete;
+
+  // OK if this device can run `w` (bits, group size, rotation block); else InvalidArgument or
+  // Unimplemented with the reason. Call once when a model loads.
+  absl::Status CheckSupported(const TqCudaWeights& w) const;
+
+  // The kernel Run uses for m rows.
+  TqKernel KernelFor(const TqCudaWeights& w, int64_t m) const;
+
+  // y = x · Ŵᵀ (tq_linear.h). `force` = kUnsupported lets SelectTqKernel choose; any other value
+  // runs that path (tests, benchmarks). `mma_config` overrides PlanTqMma for the mma paths.
+  absl::Status Run(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
+                   int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy, cudaStream_t stream,
+                   TqKernel force = TqKernel::kUnsupported,
+                   const TqMmaConfig* mma_config = nullptr);
+
+  // Allocates the scratch Run needs for (w, m, path) now.
+  absl::Status Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
+                       const TqMmaConfig* mma_config, cudaStream_t stream);
+
+  int multiprocessors() const { return multiprocessors_; }
+
+ private:
+  TqLinearRunner() = default;
+
+  struct Buffer {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+  };
+  // Grows `b` to at least `bytes` (zero-filled when `zero`).
+  absl::Status Grow(Buffer& b, size_t bytes, bool zero, cudaStream_t stream);
+  absl::Status RunMma(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
+                      int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,
+                      cudaStream_t stream, bool fused, const TqMmaConfig* mma_config);
+  absl::Status RunDequantCublas(const TqCudaWeights& w, const void* x, TqActType x_type,
+                                int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
+                                int64_t ldy, cudaStream_t stream);
+
+  int device_ = 0;
+  int sm_major_ = 0, sm_minor_ = 0, multiprocessors_ = 0;
+  void* cublas_ = nullptr;  // cublasHandle_t
+  Buffer workspace_;        // split-K partials + counters (zeroed once)
+  Buffer x_rot_;            // fp16 x_rot + scales (separate rotation)
+  Buffer weight_;           // dequantized weight (bf16 or f32)
+  Buffer cublas_workspace_;
+};
+
+}  // namespace tq::cuda
+
+#endif  // TQ_HAVE_CUDA
+#endif  // TQSERVE_KERNELS_CUDA_TQ_LINEAR_RUNNER_H_

@@ -1,0 +1,667 @@
+// Parity tests of the CUDA TQ kernels (kernels/cuda/tq_linear.h) against the CPU reference:
+//   - LaunchTqRotateInput float32 output: bitwise equal to cpu::TqRotateInput (bf16 and f32
+//     inputs, full and block-diagonal rotation); fp16 output within its rounding bound;
+//   - LaunchTqLinearMma (fused and separate rotation, several tilings and K splits, m from 1 to
+//     40, bits 2/3/4) against cpu::TqLinear(cpu::TqRotateInput(x)), error normalized by
+//     ‖ŵ_j‖·‖x_i‖ (the Cauchy–Schwarz bound on |y_ij|, as kernels/cpu/linear_test.cc); the bf16
+//     output is the round-to-nearest-even of the float32 one; guard columns stay untouched;
+//     a second launch gives the same bits (deterministic split-K, counters reset);
+//   - LaunchTqDequantize: float32 bitwise equal to quant::TqQuantizer::DequantizeRows, bf16 its
+//     rounding;
+//   - TqLinearRunner on every path, real quantized Gaussian weights end to end against a float64
+//     matmul with the dequantized weights, NaN propagation, and the support checks.
+// Fresh random inputs per case (seed printed), outputs poisoned with NaN before every launch, and
+// NaN/Inf counted before any error is computed. Without a GPU every test skips with the reason.
+#include "kernels/cuda/tq_linear.h"
+
+#include "gtest/gtest.h"
+#include "kernels/cuda/device.h"
+
+#if TQ_HAVE_CUDA
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/half.h"
+#include "kernels/cpu/linear.h"
+#include "kernels/cuda/tq_linear_runner.h"
+#include "kernels/quant/codebook.h"
+#include "kernels/quant/packing.h"
+#include "kernels/quant/rotation.h"
+#include "kernels/quant/tq_quantize.h"
+
+namespace tq::cuda {
+namespace {
+
+// Max |y − y_cpu| / (‖ŵ_j‖·‖x_i‖) of the fp16-operand tensor-core kernel (fp16 x_rot after a
+// power-of-two scale per group, fp16 codebook, fp32 accumulation): the worst-case bound is
+// 2·2^-11 ≈ 9.8e-4 (tq_linear.h); random data sit near 1e-5.
+constexpr double kMaxMmaErr = 1.2e-3;
+// The same for dequantize → BF16 weight → cuBLAS BF16 GEMM (bf16 rounding of Ŵ, 2^-9 relative,
+// and of x when it is float32... it is bf16 here): worst case 2^-9 ≈ 2e-3, plus bf16 output.
+constexpr double kMaxCublasBf16Err = 5e-3;
+// Dequantize → float32 → cuBLAS SGEMM: float32 accumulation only.
+constexpr double kMaxCublasF32Err = 1e-5;
+// End to end on quantized Gaussian weights vs float64 x·Ŵᵀ: the mma bound plus the float32
+// rotations of x (CPU) and of the weights (DequantizeRows).
+constexpr double kMaxEndToEndErr = 1.2e-3;
+
+#define SKIP_WITHOUT_GPU()                                              \
+  do {                                                                  \
+    const std::string reason = GpuUnavailableReason();                  \
+    if (!reason.empty()) GTEST_SKIP() << "CUDA test skipped: " << reason; \
+  } while (0)
+
+#define CUDA_ASSERT_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr << ": " << cudaGetErrorString(cudaGetLastError())
+
+// A device buffer of T.
+template <typename T>
+class DeviceVector {
+ public:
+  explicit DeviceVector(size_t count) : count_(count) {
+    if (count > 0 && cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)) != cudaSuccess) {
+      ptr_ = nullptr;
+    }
+  }
+  explicit DeviceVector(const std::vector<T>& host) : DeviceVector(host.size()) { Upload(host); }
+  ~DeviceVector() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceVector(const DeviceVector&) = delete;
+  DeviceVector& operator=(const DeviceVector&) = delete;
+  T* get() const { return ptr_; }
+  size_t size() const { return count_; }
+  void Upload(const std::vector<T>& host) {
+    cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  std::vector<T> Download() const {
+    std::vector<T> host(count_);
+    cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost);
+    return host;
+  }
+  // Fills every byte with `byte` (0xff: float32 NaN, bf16 NaN).
+  void Poison(uint8_t byte = 0xff) { cudaMemset(ptr_, byte, count_ * sizeof(T)); }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t count_ = 0;
+};
+
+struct HostWeights {
+  int bits = 3;
+  int64_t n = 0, k = 0;
+  int block = 0;
+  std::vector<uint8_t> packed;
+  std::vector<float> gains;
+  std::vector<float> codebook;
+  std::vector<double> row_norm;  // ‖ŵ_j‖ = sqrt(Σ_g gain² ‖c[idx]‖²) (the rotation is orthonormal)
+
+  cpu::TqLinearParams CpuParams() const {
+    cpu::TqLinearParams p;
+    p.packed = packed.data();
+    p.gains = gains.data();
+    p.codebook = codebook.data();
+    p.n = n;
+    p.k = k;
+    p.bits = bits;
+    p.group_size = 128;
+    p.rotation_block = block;
+    return p;
+  }
+};
+
+void ComputeRowNorms(HostWeights& w) {
+  const int64_t groups = TqCudaGroups(w.k);
+  const int64_t bpg = 128 * w.bits / 8;
+  std::vector<uint8_t> idx(128);
+  w.row_norm.assign(w.n, 0.0);
+  for (int64_t j = 0; j < w.n; ++j) {
+    double s = 0.0;
+    for (int64_t g = 0; g < groups; ++g) {
+      quant::UnpackIndices(w.packed.data() + (j * groups + g) * bpg, 128, w.bits, idx.data());
+      double cc = 0.0;
+      for (int t = 0; t < 128; ++t) cc += double(w.codebook[idx[t]]) * w.codebook[idx[t]];
+      const double gain = w.gains[j * groups + g];
+      s += gain * gain * cc;
+    }
+    w.row_norm[j] = std::sqrt(s);
+  }
+}
+
+// Random codes (every byte pattern is a valid code sequence) and positive gains.
+HostWeights RandomWeights(int bits, int64_t n, int64_t k, int block, uint32_t seed) {
+  HostWeights w;
+  w.bits = bits;
+  w.n = n;
+  w.k = k;
+  w.block = block;
+  const int64_t groups = TqCudaGroups(k);
+  std::mt19937 gen(seed);
+  w.packed.resize(n * groups * 128 * bits / 8);
+  for (auto& b : w.packed) b = static_cast<uint8_t>(gen() & 0xff);
+  std::uniform_real_distribution<float> gain(0.05f, 3.0f);
+  w.gains.resize(n * groups);
+  for (auto& g : w.gains) g = gain(gen);
+  w.codebook = quant::GetCodebook(bits, 128).centroids;
+  ComputeRowNorms(w);
+  return w;
+}
+
+// Activations: Gaussian with per-row scales spanning many binades (1e-3 .. 1e3), so the fp16
+// path's per-group scaling is exercised; bf16 inputs are rounded to bf16 first.
+std::vector<float> RandomActivations(int64_t m, int64_t ldx, bool bf16, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(m * ldx);
+  for (int64_t i = 0; i < m; ++i) {
+    const float scale = std::pow(10.0f, -3.0f + 6.0f * static_cast<float>(i % 7) / 6.0f);
+    for (int64_t t = 0; t < ldx; ++t) {
+      float v = nd(gen) * scale;
+      if (bf16) v = cpu::Bf16ToFloat(cpu::FloatToBf16(v));
+      x[i * ldx + t] = v;
+    }
+  }
+  return x;
+}
+
+std::vector<uint16_t> ToBf16(const std::vector<float>& x) {
+  std::vector<uint16_t> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = cpu::FloatToBf16(x[i]);
+  return out;
+}
+
+int64_t CountNonFinite(const std::vector<float>& v) {
+  int64_t bad = 0;
+  for (float f : v) bad += std::isfinite(f) ? 0 : 1;
+  return bad;
+}
+
+struct ErrorStats {
+  double max_norm_err = 0.0;  // max |y − ref| / (‖ŵ_j‖‖x_i‖)
+  double rel_l2 = 0.0;        // ‖y − ref‖ / ‖ref‖
+  int64_t non_finite = 0;
+};
+
+// y: [m, ldy] (only [.., n) compared); ref: [m, n].
+ErrorStats Compare(const std::vector<float>& y, int64_t ldy, const std::vector<double>& ref,
+                   int64_t m, int64_t n, const std::vector<double>& w_norm,
+                   const std::vector<double>& x_norm) {
+  ErrorStats s;
+  double num = 0.0, den = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = y[i * ldy + j];
+      if (!std::isfinite(v)) {
+        ++s.non_finite;
+        continue;
+      }
+      const double d = double(v) - ref[i * n + j];
+      const double bound = w_norm[j] * x_norm[i];
+      if (bound > 0) s.max_norm_err = std::max(s.max_norm_err, std::fabs(d) / bound);
+      num += d * d;
+      den += ref[i * n + j] * ref[i * n + j];
+    }
+  }
+  s.rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  return s;
+}
+
+// The CPU reference: x_rot = cpu::TqRotateInput(x), y = cpu::TqLinear(x_rot).
+struct CpuReference {
+  std::vector<float> x_rot;   // [m, Kp]
+  std::vector<double> y;      // [m, n]
+  std::vector<double> x_norm;  // ‖x_rot_i‖ = ‖x_i‖
+};
+
+CpuReference RunCpu(const HostWeights& w, const std::vector<float>& x, int64_t m, int64_t ldx) {
+  CpuReference r;
+  const int64_t kp = TqCudaPaddedK(w.k);
+  r.x_rot.assign(m * kp, 0.0f);
+  cpu::TqRotateInput(x.data(), m, w.k, ldx, 128, w.block, r.x_rot.data());
+  std::vector<float> y(m * w.n);
+  cpu::TqLinear(w.CpuParams(), r.x_rot.data(), m, y.data(), w.n, 0, w.n);
+  r.y.assign(y.begin(), y.end());
+  for (int64_t i = 0; i < m; ++i) {
+    double s = 0.0;
+    for (int64_t t = 0; t < kp; ++t) s += double(r.x_rot[i * kp + t]) * r.x_rot[i * kp + t];
+    r.x_norm.push_back(std::sqrt(s));
+  }
+  return r;
+}
+
+struct DeviceWeights {
+  DeviceVector<uint8_t> packed;
+  DeviceVector<float> gains;
+  DeviceVector<float> codebook;
+  explicit DeviceWeights(const HostWeights& w)
+      : packed(w.packed), gains(w.gains), codebook(w.codebook) {}
+  TqCudaWeights View(const HostWeights& w) const {
+    TqCudaWeights v;
+    v.packed = packed.get();
+    v.gains = gains.get();
+    v.codebook = codebook.get();
+    v.n = w.n;
+    v.k = w.k;
+    v.bits = w.bits;
+    v.rotation_block = w.block;
+    return v;
+  }
+};
+
+struct Shape {
+  int64_t m, n, k;
+  int block;
+};
+
+// Awkward sizes: n = 1, 7, 4097 (not a multiple of any tile), k a multiple of 128 but not of
+// the 4-group stage or the 8 warps, or not a multiple of 128 (padded), m across the 8/16 row
+// tiles.
+const Shape kShapes[] = {
+    {1, 1, 128, 0},     {1, 7, 1000, 0},   {1, 4097, 4096, 0},  {3, 130, 384, 0},
+    {8, 33, 4224, 0},   {9, 7, 640, 0},    {16, 4097, 1024, 0}, {17, 65, 2048, 0},
+    {40, 130, 512, 0},  {1, 256, 1024, 64}, {5, 100, 1000, 16}, {2, 1030, 14336, 0},
+};
+
+std::string ShapeName(int bits, const Shape& s) {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "TQ%d m=%lld n=%lld k=%lld B=%d", bits,
+                static_cast<long long>(s.m), static_cast<long long>(s.n),
+                static_cast<long long>(s.k), s.block);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(TqCudaRotateTest, BitwiseEqualToCpu) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 1000;
+  for (const Shape& s : kShapes) {
+    for (bool bf16 : {false, true}) {
+      SCOPED_TRACE(ShapeName(3, s) + (bf16 ? " bf16" : " f32") + " seed " + std::to_string(seed));
+      const int64_t ldx = s.k + 3;
+      const std::vector<float> x = RandomActivations(s.m, ldx, bf16, seed++);
+      const int64_t kp = TqCudaPaddedK(s.k), groups = TqCudaGroups(s.k);
+      std::vector<float> ref(s.m * kp);
+      cpu::TqRotateInput(x.data(), s.m, s.k, ldx, 128, s.block, ref.data());
+      DeviceVector<float> dx32(x);
+      DeviceVector<uint16_t> dx16(ToBf16(x));
+      DeviceVector<float> rot(s.m * kp);
+      DeviceVector<uint16_t> rot_h(s.m * kp);
+      DeviceVector<float> scale(s.m * groups);
+      rot.Poison();
+      rot_h.Poison();
+      scale.Poison();
+      const void* xp = bf16 ? static_cast<const void*>(dx16.get()) : dx32.get();
+      CUDA_ASSERT_OK(LaunchTqRotateInput(xp, bf16 ? TqActType::kBF16 : TqActType::kF32, s.m, s.k,
+                                         ldx, s.block, rot.get(), rot_h.get(), scale.get(),
+                                         nullptr));
+      CUDA_ASSERT_OK(cudaDeviceSynchronize());
+      const std::vector<float> got = rot.Download();
+      ASSERT_EQ(CountNonFinite(got), 0);
+      int64_t mismatches = 0;
+      for (int64_t i = 0; i < s.m * kp; ++i) {
+        if (cpu::FloatBits(got[i]) != cpu::FloatBits(ref[i])) ++mismatches;
+      }
+      EXPECT_EQ(mismatches, 0) << "of " << s.m * kp << " values differ from cpu::TqRotateInput";
+      // fp16 + scale within half an fp16 ulp at the group's scale.
+      const std::vector<uint16_t> h = rot_h.Download();
+      const std::vector<float> sc = scale.Download();
+      double worst = 0.0;
+      for (int64_t i = 0; i < s.m; ++i) {
+        for (int64_t g = 0; g < groups; ++g) {
+          float amax = 0.0f;
+          for (int t = 0; t < 128; ++t) amax = std::max(amax, std::fabs(ref[i * kp + g * 128 + t]));
+          for (int t = 0; t < 128; ++t) {
+            const int64_t at = i * kp + g * 128 + t;
+            const double d = std::fabs(double(cpu::HalfToFloat(h[at])) * sc[i * groups + g] - ref[at]);
+            if (amax > 0) worst = std::max(worst, d / amax);
+            else ASSERT_EQ(d, 0.0);
+          }
+        }
+      }
+      EXPECT_LE(worst, std::ldexp(1.0, -11)) << "fp16 x_rot error relative to the group max";
+    }
+  }
+}
+
+struct MmaVariant {
+  const char* name;
+  TqMmaConfig cfg;  // splits 0 = PlanTqMma's
+  bool plan;
+};
+
+TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
+  SKIP_WITHOUT_GPU();
+  auto info = GetDeviceInfo(0);
+  ASSERT_TRUE(info.ok()) << info.status();
+  std::printf("device 0: %s, sm_%d%d, %d SMs\n", info->name.c_str(), info->sm_major,
+              info->sm_minor, info->multiprocessors);
+  uint32_t seed = 2000;
+  double worst_overall = 0.0;
+  for (int bits : {2, 3, 4}) {
+    for (const Shape& s : kShapes) {
+      const uint32_t wseed = seed++, xseed = seed++;
+      SCOPED_TRACE(ShapeName(bits, s) + " seeds " + std::to_string(wseed) + "," +
+                   std::to_string(xseed));
+      const HostWeights hw = RandomWeights(bits, s.n, s.k, s.block, wseed);
+      const int64_t ldx = s.k + 5;
+      const std::vector<float> x = RandomActivations(s.m, ldx, /*bf16=*/true, xseed);
+      ASSERT_EQ(CountNonFinite(x), 0);
+      const CpuReference ref = RunCpu(hw, x, s.m, ldx);
+      DeviceWeights dw(hw);
+      const TqCudaWeights w = dw.View(hw);
+      DeviceVector<uint16_t> dx(ToBf16(x));
+      DeviceVector<float> dx32(x);
+      const int64_t kp = TqCudaPaddedK(s.k), groups = TqCudaGroups(s.k);
+      DeviceVector<uint16_t> x_h(s.m * kp);
+      DeviceVector<float> x_scale(s.m * groups);
+      CUDA_ASSERT_OK(LaunchTqRotateInput(dx.get(), TqActType::kBF16, s.m, s.k, ldx, s.block,
+                                         nullptr, x_h.get(), x_scale.get(), nullptr));
+      const int64_t ldy = s.n + 3;  // 3 guard columns per row
+      DeviceVector<float> y32(s.m * ldy);
+      DeviceVector<uint16_t> y16(s.m * ldy);
+      std::vector<float> prev_fused;  // the first fused result, to compare the separate one
+      const MmaVariant variants[] = {
+          {"plan", {}, true},
+          {"nt1 s1", {1, 1, true}, false},
+          {"nt2 s2", {2, 2, true}, false},
+          {"nt4 s3", {4, 3, true}, false},
+      };
+      for (const MmaVariant& v : variants) {
+        for (int mode = 0; mode < 3; ++mode) {  // 0 fused bf16, 1 separate, 2 fused f32
+          if (mode == 2 && !v.plan) continue;
+          TqMmaConfig cfg = v.plan ? PlanTqMma(s.m, s.n, s.k, bits, info->multiprocessors) : v.cfg;
+          cfg.fused_rotation = mode != 1;
+          SCOPED_TRACE(std::string(v.name) + (mode == 0 ? " fused bf16" : mode == 1 ? " separate" : " fused f32"));
+          const size_t ws_bytes = TqMmaWorkspaceBytes(s.m, s.n, s.k, bits, cfg);
+          DeviceVector<uint8_t> ws(std::max<size_t>(ws_bytes, 16));
+          CUDA_ASSERT_OK(cudaMemset(ws.get(), 0, ws.size()));
+          // Guards: a sentinel everywhere, then NaN over the outputs.
+          std::vector<float> guard32(s.m * ldy, -7.25f);
+          std::vector<uint16_t> guard16(s.m * ldy, 0x4321);
+          TqMmaArgs a;
+          a.w = w;
+          a.m = s.m;
+          a.x = mode == 2 ? static_cast<const void*>(dx32.get()) : dx.get();
+          a.x_type = mode == 2 ? TqActType::kF32 : TqActType::kBF16;
+          a.ldx = ldx;
+          a.x_rot_f16 = x_h.get();
+          a.x_scale = x_scale.get();
+          a.y_f32 = y32.get();
+          a.y_bf16 = y16.get();
+          a.ldy = ldy;
+          a.workspace = ws.get();
+          a.workspace_bytes = ws.size();
+          std::vector<float> first;
+          for (int rep = 0; rep < 2; ++rep) {
+            for (int64_t i = 0; i < s.m; ++i) {
+              for (int64_t j = 0; j < s.n; ++j) {
+                guard32[i * ldy + j] = std::numeric_limits<float>::quiet_NaN();
+                guard16[i * ldy + j] = 0x7fc0;
+              }
+            }
+            y32.Upload(guard32);
+            y16.Upload(guard16);
+            CUDA_ASSERT_OK(LaunchTqLinearMma(a, cfg, nullptr));
+            CUDA_ASSERT_OK(cudaDeviceSynchronize());
+            const std::vector<float> got = y32.Download();
+            const std::vector<uint16_t> got16 = y16.Download();
+            // Guard columns untouched, every output written and finite.
+            int64_t guard_hits = 0, unwritten = 0, bf16_mismatch = 0;
+            for (int64_t i = 0; i < s.m; ++i) {
+              for (int64_t j = s.n; j < ldy; ++j) {
+                guard_hits += got[i * ldy + j] != -7.25f || got16[i * ldy + j] != 0x4321;
+              }
+              for (int64_t j = 0; j < s.n; ++j) {
+                unwritten += !std::isfinite(got[i * ldy + j]);
+                bf16_mismatch += got16[i * ldy + j] != cpu::FloatToBf16(got[i * ldy + j]);
+              }
+            }
+            ASSERT_EQ(guard_hits, 0) << "writes outside [0, n)";
+            ASSERT_EQ(unwritten, 0) << "outputs left NaN (unwritten) or non-finite";
+            EXPECT_EQ(bf16_mismatch, 0) << "bf16 output is not RNE(float32 output)";
+            if (rep == 0) {
+              first = got;
+              const ErrorStats e = Compare(got, ldy, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
+              EXPECT_LE(e.max_norm_err, kMaxMmaErr) << "rel_l2 " << e.rel_l2;
+              worst_overall = std::max(worst_overall, e.max_norm_err);
+              if (v.plan && mode == 0) {
+                std::printf("%-34s plan nt=%d splits=%d: max norm err %.3g, rel L2 %.3g\n",
+                            ShapeName(bits, s).c_str(),
+                            NormalizeTqMmaConfig(s.m, s.n, s.k, bits, cfg).n_tiles,
+                            NormalizeTqMmaConfig(s.m, s.n, s.k, bits, cfg).splits, e.max_norm_err,
+                            e.rel_l2);
+              }
+            } else {
+              EXPECT_EQ(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)), 0)
+                  << "second launch differs (non-deterministic)";
+            }
+          }
+          // Fused (bf16 in) and separate rotation produce the same fp16 operands: same bits.
+          if (mode == 0) prev_fused = first;
+          if (mode == 1) {
+            EXPECT_EQ(std::memcmp(prev_fused.data(), first.data(), first.size() * sizeof(float)), 0)
+                << "fused and separate rotation differ";
+          }
+        }
+      }
+    }
+  }
+  std::printf("worst normalized error over all mma cases: %.3g (bound %.3g)\n", worst_overall,
+              kMaxMmaErr);
+}
+
+TEST(TqCudaMmaTest, NanInOneRowStaysInThatRow) {
+  SKIP_WITHOUT_GPU();
+  const HostWeights hw = RandomWeights(3, 300, 1024, 0, 77);
+  DeviceWeights dw(hw);
+  const int64_t m = 4, k = 1024, n = 300;
+  std::vector<float> x = RandomActivations(m, k, true, 78);
+  x[1 * k + 500] = std::numeric_limits<float>::quiet_NaN();
+  x[3 * k + 7] = std::numeric_limits<float>::infinity();
+  DeviceVector<uint16_t> dx(ToBf16(x));
+  DeviceVector<float> y(m * n);
+  y.Poison(0x00);
+  TqMmaArgs a;
+  a.w = dw.View(hw);
+  a.m = m;
+  a.x = dx.get();
+  a.ldx = k;
+  a.y_f32 = y.get();
+  a.ldy = n;
+  TqMmaConfig cfg;
+  cfg.splits = 1;
+  CUDA_ASSERT_OK(LaunchTqLinearMma(a, cfg, nullptr));
+  CUDA_ASSERT_OK(cudaDeviceSynchronize());
+  const std::vector<float> got = y.Download();
+  for (int64_t i = 0; i < m; ++i) {
+    int64_t bad = 0;
+    for (int64_t j = 0; j < n; ++j) bad += !std::isfinite(got[i * n + j]);
+    if (i == 1 || i == 3) {
+      EXPECT_EQ(bad, n) << "row " << i << " had a NaN/Inf input";
+    } else {
+      EXPECT_EQ(bad, 0) << "row " << i << " is clean";
+    }
+  }
+}
+
+TEST(TqCudaDequantizeTest, BitwiseEqualToDequantizeRows) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 3000;
+  for (int bits : {2, 3, 4}) {
+    for (const Shape& s : kShapes) {
+      SCOPED_TRACE(ShapeName(bits, s) + " seed " + std::to_string(seed));
+      const HostWeights hw = RandomWeights(bits, s.n, s.k, s.block, seed++);
+      quant::TqSpec spec;
+      spec.bits = bits;
+      spec.group_size = 128;
+      spec.rotation_block = s.block;
+      auto q = quant::TqQuantizer::Create(spec);
+      ASSERT_TRUE(q.ok()) << q.status();
+      std::vector<float> ref(s.n * s.k);
+      q->DequantizeRows(hw.packed.data(), hw.gains.data(), s.n, s.k, ref.data());
+      DeviceWeights dw(hw);
+      const int64_t ldw = s.k + 1;
+      DeviceVector<float> out32(s.n * ldw);
+      DeviceVector<uint16_t> out16(s.n * ldw);
+      out32.Poison();
+      out16.Poison();
+      CUDA_ASSERT_OK(LaunchTqDequantize(dw.View(hw), out32.get(), nullptr, ldw, nullptr));
+      CUDA_ASSERT_OK(LaunchTqDequantize(dw.View(hw), nullptr, out16.get(), ldw, nullptr));
+      CUDA_ASSERT_OK(cudaDeviceSynchronize());
+      const std::vector<float> got = out32.Download();
+      const std::vector<uint16_t> got16 = out16.Download();
+      int64_t nonfinite = 0, mismatch = 0, mismatch16 = 0;
+      for (int64_t j = 0; j < s.n; ++j) {
+        for (int64_t t = 0; t < s.k; ++t) {
+          const float v = got[j * ldw + t];
+          nonfinite += !std::isfinite(v);
+          mismatch += cpu::FloatBits(v) != cpu::FloatBits(ref[j * s.k + t]);
+          mismatch16 += got16[j * ldw + t] != cpu::FloatToBf16(ref[j * s.k + t]);
+        }
+      }
+      ASSERT_EQ(nonfinite, 0) << "unwritten (NaN-poisoned) or non-finite values";
+      EXPECT_EQ(mismatch, 0) << "float32 values differ from DequantizeRows";
+      EXPECT_EQ(mismatch16, 0) << "bf16 values differ from RNE(DequantizeRows)";
+      // The padding column ldw-1 beyond k stays poisoned.
+      EXPECT_TRUE(std::isnan(got[ldw - 1])) << "wrote past k";
+    }
+  }
+}
+
+TEST(TqCudaRunnerTest, EveryPathAgainstCpu) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  uint32_t seed = 4000;
+  for (int bits : {2, 3, 4}) {
+    for (const Shape& s : {Shape{1, 513, 2048, 0}, Shape{12, 300, 1000, 0}, Shape{70, 257, 768, 32}}) {
+      const HostWeights hw = RandomWeights(bits, s.n, s.k, s.block, seed++);
+      DeviceWeights dw(hw);
+      const TqCudaWeights w = dw.View(hw);
+      for (bool bf16 : {true, false}) {
+        const std::vector<float> x = RandomActivations(s.m, s.k, bf16, seed++);
+        const CpuReference ref = RunCpu(hw, x, s.m, s.k);
+        DeviceVector<uint16_t> dx16(ToBf16(x));
+        DeviceVector<float> dx32(x);
+        for (TqKernel kernel : {TqKernel::kUnsupported, TqKernel::kMmaFused,
+                                TqKernel::kMmaSeparate, TqKernel::kDequantCublas}) {
+          SCOPED_TRACE(ShapeName(bits, s) + (bf16 ? " bf16 " : " f32 ") + TqKernelName(kernel));
+          DeviceVector<float> y(s.m * s.n);
+          y.Poison();
+          const absl::Status st = (*runner)->Run(
+              w, bf16 ? static_cast<const void*>(dx16.get()) : dx32.get(),
+              bf16 ? TqActType::kBF16 : TqActType::kF32, s.m, s.k, y.get(), nullptr, s.n,
+              nullptr, kernel);
+          ASSERT_TRUE(st.ok()) << st;
+          CUDA_ASSERT_OK(cudaDeviceSynchronize());
+          const std::vector<float> got = y.Download();
+          ASSERT_EQ(CountNonFinite(got), 0);
+          const ErrorStats e = Compare(got, s.n, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
+          const TqKernel ran = kernel == TqKernel::kUnsupported ? (*runner)->KernelFor(w, s.m) : kernel;
+          const double tol = ran == TqKernel::kDequantCublas ? (bf16 ? kMaxCublasBf16Err : kMaxCublasF32Err)
+                                                             : kMaxMmaErr;
+          EXPECT_LE(e.max_norm_err, tol) << "ran " << TqKernelName(ran) << ", rel_l2 " << e.rel_l2;
+        }
+      }
+    }
+  }
+}
+
+TEST(TqCudaRunnerTest, QuantizedGaussianWeightsEndToEnd) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  for (int bits : {2, 3, 4}) {
+    const int64_t n = 257, k = 1000, m = 3;
+    quant::TqSpec spec;
+    spec.bits = bits;
+    spec.gain = quant::GainMode::kLeastSquares;
+    auto q = quant::TqQuantizer::Create(spec);
+    ASSERT_TRUE(q.ok());
+    std::mt19937 gen(5000 + bits);
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    std::vector<float> wf(n * k);
+    for (float& v : wf) v = nd(gen);
+    HostWeights hw;
+    hw.bits = bits;
+    hw.n = n;
+    hw.k = k;
+    hw.packed.resize(q->PackedSize(n, k));
+    hw.gains.resize(q->GainsSize(n, k));
+    q->QuantizeRows(wf.data(), n, k, hw.packed.data(), hw.gains.data());
+    hw.codebook = quant::GetCodebook(bits, 128).centroids;
+    std::vector<float> w_hat(n * k);
+    q->DequantizeRows(hw.packed.data(), hw.gains.data(), n, k, w_hat.data());
+    const std::vector<float> x = RandomActivations(m, k, true, 6000 + bits);
+    std::vector<double> ref(m * n), w_norm(n), x_norm(m);
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t t = 0; t < k; ++t) s += double(w_hat[j * k + t]) * w_hat[j * k + t];
+      w_norm[j] = std::sqrt(s);
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      double s = 0;
+      for (int64_t t = 0; t < k; ++t) s += double(x[i * k + t]) * x[i * k + t];
+      x_norm[i] = std::sqrt(s);
+      for (int64_t j = 0; j < n; ++j) {
+        double d = 0;
+        for (int64_t t = 0; t < k; ++t) d += double(x[i * k + t]) * w_hat[j * k + t];
+        ref[i * n + j] = d;
+      }
+    }
+    DeviceWeights dw(hw);
+    DeviceVector<uint16_t> dx(ToBf16(x));
+    DeviceVector<float> y(m * n);
+    y.Poison();
+    ASSERT_TRUE((*runner)->Run(dw.View(hw), dx.get(), TqActType::kBF16, m, k, y.get(), nullptr, n,
+                               nullptr).ok());
+    CUDA_ASSERT_OK(cudaDeviceSynchronize());
+    const std::vector<float> got = y.Download();
+    ASSERT_EQ(CountNonFinite(got), 0);
+    const ErrorStats e = Compare(got, n, ref, m, n, w_norm, x_norm);
+    std::printf("TQ%d quantized Gaussian end to end: max norm err %.3g, rel L2 %.3g\n", bits,
+                e.max_norm_err, e.rel_l2);
+    EXPECT_LE(e.max_norm_err, kMaxEndToEndErr);
+  }
+}
+
+TEST(TqCudaSupportTest, Reasons) {
+  // Pure host logic: runs without a GPU too.
+  EXPECT_EQ(TqCudaUnsupportedReason(3, 128, 0, 9, 0), nullptr);
+  EXPECT_EQ(TqCudaUnsupportedReason(2, 128, 64, 8, 0), nullptr);
+  EXPECT_NE(TqCudaUnsupportedReason(5, 128, 0, 9, 0), nullptr);
+  EXPECT_NE(TqCudaUnsupportedReason(3, 64, 0, 9, 0), nullptr);
+  EXPECT_NE(TqCudaUnsupportedReason(3, 128, 48, 9, 0), nullptr);
+  EXPECT_NE(TqCudaUnsupportedReason(3, 128, 0, 7, 5), nullptr);
+  EXPECT_EQ(SelectTqKernel(3, 128, 0, 1, 9, 0), TqKernel::kMmaFused);
+  EXPECT_EQ(SelectTqKernel(3, 64, 0, 1, 9, 0), TqKernel::kUnsupported);
+  EXPECT_EQ(SelectTqKernel(4, 128, 0, 4096, 9, 0), TqKernel::kDequantCublas);
+  // Plans always fit and never leave a split empty.
+  for (int bits : {2, 3, 4}) {
+    for (int64_t m : {1, 4, 8, 16, 64}) {
+      for (int64_t k : {128, 4096, 14336, 28672}) {
+        const TqMmaConfig c = PlanTqMma(m, 4096, k, bits, 132);
+        EXPECT_LE(TqMmaSharedBytes(m, 4096, k, bits, c), 160u * 1024) << bits << " " << m << " " << k;
+        EXPECT_GE(c.splits, 1);
+        EXPECT_LE(c.splits, TqCudaGroups(k));
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tq::cuda
+
+#else  // !TQ_HAVE_CUDA
+
+TEST(TqCudaTest, SkippedWithoutToolkit) {
+  GTEST_SKIP() << "CUDA test skipped: " << tq::cuda::GpuUnavailableReason();
+}
+
+#endif  // TQ_HAVE_CUDA
