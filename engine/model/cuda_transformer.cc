@@ -11,6 +11,8 @@
 
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/nn_ops.h"
+#include "kernels/cuda/tq_linear_runner.h"
+#include "kernels/quant/codebook.h"
 #include "kernels/quant/tq_quantize.h"
 #include "kernels/util/status_macros.h"
 #endif
@@ -89,40 +91,68 @@ cuda::DType ToDeviceType(cpu::WeightType t) {
 
 size_t TypeBytes(cuda::DType t) { return t == cuda::DType::kF32 ? 4 : 2; }
 
-// A linear layer on the device.
+// TQ kernels run through one of two runners: `graph` (decode batches captured in CUDA graphs;
+// its scratch is reserved at load for m <= kMaxGraphBatch and never moves) and `eager` (any m).
+struct TqRunners {
+  cuda::TqLinearRunner* graph = nullptr;
+  cuda::TqLinearRunner* eager = nullptr;
+};
+
+// A linear layer on the device: TQ codes (run by the TQ kernels), or dense weights.
 struct DeviceLinear {
   int64_t n = 0, k = 0;
+  bool tq = false;
   cuda::DType dtype = cuda::DType::kF32;
-  DeviceBuffer w;
+  DeviceBuffer w;     // dense weights, or the packed codes
+  DeviceBuffer gains, codebook;
+  cuda::TqCudaWeights tqw;
   DeviceBuffer bias;  // empty: none
 
-  absl::Status Bind(const Linear& lin, uint64_t* bytes) {
+  absl::Status Bind(const Linear& lin, bool dequantize, const cuda::TqLinearRunner& runner, uint64_t* bytes) {
     n = lin.n();
     k = lin.k();
-    if (k % 8 != 0) {
-      return absl::UnimplementedError(absl::StrCat("CUDA linear layers need k % 8 == 0, got k = ", k));
-    }
     if (lin.quantized()) {
-      // Dequantized once at load (fp32): the same weights the CPU reference's dequantized path
-      // uses.
       const cpu::TqLinearParams& p = lin.tq();
-      quant::TqSpec spec;
-      spec.bits = p.bits;
-      spec.group_size = p.group_size;
-      spec.rotation_block = p.rotation_block;
-      TQ_ASSIGN_OR_RETURN(quant::TqQuantizer q, quant::TqQuantizer::Create(spec));
       const int64_t groups = (k + p.group_size - 1) / p.group_size;
-      const int64_t kp = groups * p.group_size;
-      std::vector<float> full(static_cast<size_t>(n) * kp), dense(static_cast<size_t>(n) * k);
-      q.DequantizeRows(p.packed, p.gains, n, kp, full.data());
-      for (int64_t r = 0; r < n; ++r) std::memcpy(dense.data() + r * k, full.data() + r * kp, k * sizeof(float));
-      dtype = cuda::DType::kF32;
-      TQ_RETURN_IF_ERROR(w.Upload(dense.data(), dense.size() * sizeof(float)));
+      cuda::TqCudaWeights probe;
+      probe.n = n;
+      probe.k = k;
+      probe.bits = p.bits;
+      probe.group_size = p.group_size;
+      probe.rotation_block = p.rotation_block;
+      if (!dequantize && runner.CheckSupported(probe).ok()) {
+        tq = true;
+        const size_t packed = static_cast<size_t>(n) * groups * (p.group_size * p.bits / 8);
+        TQ_RETURN_IF_ERROR(w.Upload(p.packed, packed));
+        TQ_RETURN_IF_ERROR(gains.Upload(p.gains, static_cast<size_t>(n) * groups * sizeof(float)));
+        TQ_RETURN_IF_ERROR(codebook.Upload(p.codebook, (size_t{1} << p.bits) * sizeof(float)));
+        tqw = probe;
+        tqw.packed = w.as<uint8_t>();
+        tqw.gains = gains.as<float>();
+        tqw.codebook = codebook.as<float>();
+        *bytes += w.bytes() + gains.bytes() + codebook.bytes();
+      } else {
+        // Dequantized once at load (fp32): the same weights as the CPU's dequantized path.
+        if (k % 8 != 0) return absl::UnimplementedError(absl::StrCat("CUDA dense layers need k % 8 == 0, got ", k));
+        quant::TqSpec spec;
+        spec.bits = p.bits;
+        spec.group_size = p.group_size;
+        spec.rotation_block = p.rotation_block;
+        TQ_ASSIGN_OR_RETURN(quant::TqQuantizer q, quant::TqQuantizer::Create(spec));
+        const int64_t kp = groups * p.group_size;
+        std::vector<float> full(static_cast<size_t>(n) * kp), dense(static_cast<size_t>(n) * k);
+        q.DequantizeRows(p.packed, p.gains, n, kp, full.data());
+        for (int64_t r = 0; r < n; ++r) std::memcpy(dense.data() + r * k, full.data() + r * kp, k * sizeof(float));
+        dtype = cuda::DType::kF32;
+        TQ_RETURN_IF_ERROR(w.Upload(dense.data(), dense.size() * sizeof(float)));
+        *bytes += w.bytes();
+      }
     } else {
+      if (k % 8 != 0) return absl::UnimplementedError(absl::StrCat("CUDA dense layers need k % 8 == 0, got ", k));
       dtype = ToDeviceType(lin.dense_type());
       TQ_RETURN_IF_ERROR(w.Upload(lin.dense_data(), static_cast<size_t>(n) * k * TypeBytes(dtype)));
+      *bytes += w.bytes();
     }
-    *bytes += w.bytes();
     if (!lin.bias().empty()) {
       TQ_RETURN_IF_ERROR(bias.Upload(lin.bias().data(), lin.bias().size() * sizeof(float)));
       *bytes += bias.bytes();
@@ -130,7 +160,30 @@ struct DeviceLinear {
     return absl::OkStatus();
   }
 
-  absl::Status Run(const float* x, int64_t m, float* y, cudaStream_t stream) const {
+  // Scratch of the graph runner for every decode batch size it may capture.
+  absl::Status ReserveForGraphs(cuda::TqLinearRunner& runner, int64_t max_m, cudaStream_t stream) const {
+    if (!tq) return absl::OkStatus();
+    for (int64_t m = 1; m <= max_m; ++m) {
+      TQ_RETURN_IF_ERROR(runner.Reserve(tqw, m, GraphKernel(runner, m), nullptr, stream));
+    }
+    return absl::OkStatus();
+  }
+
+  // Inside graphs only the tensor-core paths run (no cuBLAS, no dequantized scratch).
+  cuda::TqKernel GraphKernel(const cuda::TqLinearRunner& runner, int64_t m) const {
+    const cuda::TqKernel kk = runner.KernelFor(tqw, m);
+    return kk == cuda::TqKernel::kDequantCublas ? cuda::TqKernel::kMmaFused : kk;
+  }
+
+  absl::Status Run(const float* x, int64_t m, float* y, cudaStream_t stream, const TqRunners& runners,
+                   bool graph_mode) const {
+    if (tq) {
+      cuda::TqLinearRunner& r = graph_mode ? *runners.graph : *runners.eager;
+      TQ_RETURN_IF_ERROR(r.Run(tqw, x, cuda::TqActType::kF32, m, k, y, nullptr, n, stream,
+                               graph_mode ? GraphKernel(r, m) : cuda::TqKernel::kUnsupported));
+      if (bias.bytes() > 0) TQ_CUDA_RETURN_IF_ERROR(cuda::AddBiasRows(y, n, bias.as<float>(), m, n, stream));
+      return absl::OkStatus();
+    }
     TQ_CUDA_RETURN_IF_ERROR(
         cuda::DenseLinear(w.as<void>(), dtype, n, k, x, k, m, bias.as<float>(), y, n, stream));
     return absl::OkStatus();
@@ -165,12 +218,13 @@ struct CudaTransformer::State {
   int64_t capacity_tokens = 0, capacity_rows = 0;
   bool use_graphs = true;
   std::map<int64_t, cudaGraphExec_t> graphs;  // decode batch size -> captured step
+  std::unique_ptr<cuda::TqLinearRunner> graph_runner, eager_runner;
 
   ~State() {
     for (auto& [n, g] : graphs) cudaGraphExecDestroy(g);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
-  absl::Status Compute(int64_t T, int64_t R);
+  absl::Status Compute(int64_t T, int64_t R, bool graph_mode);
   absl::Status Run(int64_t T, int64_t R, bool decode_only);
 
   void DropGraphs() {
@@ -206,7 +260,8 @@ struct CudaTransformer::State {
   }
 };
 
-absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R) {
+absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mode) {
+  const TqRunners runners{graph_runner.get(), eager_runner.get()};
   const int64_t H = cfg.hidden_size, qs = cfg.q_size(), kvs = cfg.kv_size(), I = cfg.intermediate_size;
   const int d = cfg.head_dim;
   cudaStream_t st = stream;
@@ -219,9 +274,9 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R) {
   for (int l = 0; l < cfg.num_layers; ++l) {
     const DeviceLayer& L = layers[l];
     TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.input_norm.as<float>(), T, H, eps, hs, H, st));
-    TQ_RETURN_IF_ERROR(L.q.Run(hs, T, qv, st));
-    TQ_RETURN_IF_ERROR(L.k.Run(hs, T, kv_k, st));
-    TQ_RETURN_IF_ERROR(L.v.Run(hs, T, kv_v, st));
+    TQ_RETURN_IF_ERROR(L.q.Run(hs, T, qv, st, runners, graph_mode));
+    TQ_RETURN_IF_ERROR(L.k.Run(hs, T, kv_k, st, runners, graph_mode));
+    TQ_RETURN_IF_ERROR(L.v.Run(hs, T, kv_v, st, runners, graph_mode));
     if (cfg.qk_norm) {
       TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(qv, d, L.q_norm.as<float>(), T * cfg.num_heads, d, eps, qv, d, st));
       TQ_CUDA_RETURN_IF_ERROR(
@@ -250,20 +305,20 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R) {
     ap.out = at;
     ap.ldo = qs;
     TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
-    TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st));
+    TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
     TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
-    TQ_RETURN_IF_ERROR(L.gate.Run(hs, T, gt, st));
-    TQ_RETURN_IF_ERROR(L.up.Run(hs, T, upv, st));
+    TQ_RETURN_IF_ERROR(L.gate.Run(hs, T, gt, st, runners, graph_mode));
+    TQ_RETURN_IF_ERROR(L.up.Run(hs, T, upv, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gt, I, upv, I, T, I, gt, I, st));
-    TQ_RETURN_IF_ERROR(L.down.Run(gt, T, tm, st));
+    TQ_RETURN_IF_ERROR(L.down.Run(gt, T, tm, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
   }
   if (R > 0) {
     TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(xs, logit_rows.as<int32_t>(), R, H, sel.as<float>(), st));
     TQ_CUDA_RETURN_IF_ERROR(
         cuda::RmsNormRows(sel.as<float>(), H, final_norm.as<float>(), R, H, eps, normed.as<float>(), H, st));
-    TQ_RETURN_IF_ERROR(lm_head.Run(normed.as<float>(), R, logits.as<float>(), st));
+    TQ_RETURN_IF_ERROR(lm_head.Run(normed.as<float>(), R, logits.as<float>(), st, runners, graph_mode));
   }
   return absl::OkStatus();
 }
@@ -271,12 +326,12 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R) {
 // Decode-only steps of up to kMaxGraphBatch sequences replay a CUDA graph captured once per
 // batch size (all buffers they touch have fixed addresses); other steps launch eagerly.
 absl::Status CudaTransformer::State::Run(int64_t T, int64_t R, bool decode_only) {
-  if (!use_graphs || !decode_only || T > kMaxGraphBatch || R != T) return Compute(T, R);
+  if (!use_graphs || !decode_only || T > kMaxGraphBatch || R != T) return Compute(T, R, false);
   auto it = graphs.find(T);
   if (it == graphs.end()) {
     cudaGraph_t graph = nullptr;
     TQ_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    absl::Status captured = Compute(T, R);
+    absl::Status captured = Compute(T, R, true);
     const cudaError_t end = cudaStreamEndCapture(stream, &graph);
     TQ_RETURN_IF_ERROR(captured);
     TQ_CUDA_RETURN_IF_ERROR(end);
@@ -319,6 +374,8 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   TQ_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
   r->description_ = absl::StrCat(prop.name, ", sm_", prop.major, prop.minor, ", ", prop.multiProcessorCount, " SMs");
   TQ_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+  TQ_ASSIGN_OR_RETURN(s.graph_runner, cuda::TqLinearRunner::Create(options.device));
+  TQ_ASSIGN_OR_RETURN(s.eager_runner, cuda::TqLinearRunner::Create(options.device));
 
   uint64_t bytes = 0;
   switch (weights.embed_dtype) {
@@ -350,7 +407,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     DeviceLayer& D = s.layers[l];
     for (auto [dst, src] : {std::pair<DeviceLinear*, const Linear*>{&D.q, &L.q}, {&D.k, &L.k}, {&D.v, &L.v},
                             {&D.o, &L.o}, {&D.gate, &L.gate}, {&D.up, &L.up}, {&D.down, &L.down}}) {
-      TQ_RETURN_IF_ERROR(dst->Bind(*src, &bytes));
+      TQ_RETURN_IF_ERROR(dst->Bind(*src, options.dequantize_tq, *s.eager_runner, &bytes));
     }
     TQ_RETURN_IF_ERROR(upload_floats(D.input_norm, L.input_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
@@ -361,7 +418,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     r->kv_bytes_ += 2 * pool;
   }
   TQ_RETURN_IF_ERROR(upload_floats(s.final_norm, weights.final_norm));
-  TQ_RETURN_IF_ERROR(s.lm_head.Bind(weights.lm_head, &bytes));
+  TQ_RETURN_IF_ERROR(s.lm_head.Bind(weights.lm_head, options.dequantize_tq, *s.eager_runner, &bytes));
   // RoPE tables [max_positions, head_dim / 2].
   const size_t half = cfg.head_dim / 2;
   const size_t table = static_cast<size_t>(rope.max_positions()) * half * sizeof(float);
@@ -370,6 +427,14 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   r->weight_bytes_ = bytes;
   // Step buffers for the largest graph-captured decode batch, and block tables for every block.
   s.use_graphs = options.cuda_graphs;
+  if (s.use_graphs) {
+    for (const DeviceLayer& L : s.layers) {
+      for (const DeviceLinear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+        TQ_RETURN_IF_ERROR(lin->ReserveForGraphs(*s.graph_runner, kMaxGraphBatch, s.stream));
+      }
+    }
+    TQ_RETURN_IF_ERROR(s.lm_head.ReserveForGraphs(*s.graph_runner, kMaxGraphBatch, s.stream));
+  }
   TQ_RETURN_IF_ERROR(s.EnsureCapacity(kMaxGraphBatch, kMaxGraphBatch));
   TQ_RETURN_IF_ERROR(s.tables.Allocate(static_cast<size_t>(std::max<int64_t>(1, s.kv.num_blocks)) * sizeof(int32_t)));
   return r;
