@@ -133,6 +133,7 @@ int main(int argc, char** argv) {
               info.device.c_str(), info.config.DebugString().c_str(), info.checkpoint_kind.c_str(),
               static_cast<unsigned long long>(info.quantized_linears),
               static_cast<unsigned long long>(info.dense_linears), info.linear_weight_bytes / 1e6, load_s);
+  std::printf("%s\n", info.runner.c_str());
   // Warm-up.
   {
     Run w;

@@ -31,6 +31,7 @@ CudaTransformer::~CudaTransformer() = default;
 absl::Status CudaTransformer::Forward(const ForwardBatch&, PagedKvCache&, std::vector<float>*) {
   return absl::UnimplementedError("this build has no CUDA support");
 }
+std::string CudaTransformer::Describe() const { return "cuda: not built"; }
 
 #else  // TQ_HAVE_CUDA
 
@@ -425,6 +426,13 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   TQ_RETURN_IF_ERROR(s.cos.Upload(rope.cos(0), table));
   TQ_RETURN_IF_ERROR(s.sin.Upload(rope.sin(0), table));
   r->weight_bytes_ = bytes;
+  for (const DeviceLayer& L : s.layers) {
+    for (const DeviceLinear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+      (lin->tq ? r->tq_on_codes_ : r->dense_layers_) += 1;
+    }
+  }
+  (s.lm_head.tq ? r->tq_on_codes_ : r->dense_layers_) += 1;
+  r->graphs_ = options.cuda_graphs;
   // Step buffers for the largest graph-captured decode batch, and block tables for every block.
   s.use_graphs = options.cuda_graphs;
   if (s.use_graphs) {
@@ -441,6 +449,12 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
 }
 
 CudaTransformer::~CudaTransformer() = default;
+
+std::string CudaTransformer::Describe() const {
+  return absl::StrCat("cuda: ", description_, "; ", tq_on_codes_, " TQ layers from codes, ", dense_layers_,
+                      " dense/dequantized; ", weight_bytes_ / 1e6, " MB weights, ", kv_bytes_ / 1e6,
+                      " MB KV on the device; CUDA graphs for decode ", graphs_ ? "on" : "off");
+}
 
 absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) {
   logits->clear();

@@ -54,6 +54,9 @@ class CudaTransformer : public ModelRunner {
   absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
   int64_t max_positions() const override { return max_positions_; }
   const char* device() const override { return "cuda"; }
+  // "cuda: <device>; 42 TQ layers from codes, 1 dense; CUDA graphs for decode".
+  std::string Describe() const override;
+  int tq_layers_on_codes() const { return tq_on_codes_; }
 
   // Device memory the weights and the KV pools occupy.
   uint64_t weight_device_bytes() const { return weight_bytes_; }
@@ -68,6 +71,8 @@ class CudaTransformer : public ModelRunner {
   std::unique_ptr<State> state_;
   int64_t max_positions_ = 0;
   uint64_t weight_bytes_ = 0, kv_bytes_ = 0;
+  int tq_on_codes_ = 0, dense_layers_ = 0;
+  bool graphs_ = false;
   std::string description_;
 };
 

@@ -8,6 +8,7 @@
 #define TQSERVE_ENGINE_MODEL_MODEL_RUNNER_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -27,6 +28,8 @@ class ModelRunner {
   virtual int64_t max_positions() const = 0;
   // "cpu" or "cuda".
   virtual const char* device() const = 0;
+  // One line on how the model runs (device, which kernels serve which layers).
+  virtual std::string Describe() const = 0;
 };
 
 }  // namespace tq

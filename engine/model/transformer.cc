@@ -93,6 +93,11 @@ void Transformer::Attention(int layer, const ForwardBatch& batch, PagedKvCache& 
   });
 }
 
+std::string Transformer::Describe() const {
+  return absl::StrCat("cpu: ", pool_->size(), " threads, linear kernels ", cpu::LinearKernelIsa(), ", ops ",
+                      nn::NnKernelIsa());
+}
+
 absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache,
                                   std::vector<float>* logits) {
   logits->clear();

@@ -59,6 +59,7 @@ class Transformer : public ModelRunner {
   const ModelConfig& config() const { return cfg_; }
   int64_t max_positions() const override { return rope_.max_positions(); }
   const char* device() const override { return "cpu"; }
+  std::string Describe() const override;
 
   // Runs one step. Appends logits (vocab floats per row) to `logits` (cleared first): for each
   // sequence in order, its last token (kLast) or every token (kAll).

@@ -132,6 +132,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   e->info_.kv_alloc_s = Since(t0, Clock::now());
   e->info_.device = e->model_->device();
+  e->info_.runner = e->model_->Describe();
 
   e->eos_ids_ = cfg.eos_token_ids;
   // A sequence never grows beyond the context or the whole cache.

@@ -141,6 +141,7 @@ struct ModelInfo {
   uint64_t quantized_linears = 0, dense_linears = 0;
   std::string kv_codec;
   std::string device;              // "cpu" or "cuda"
+  std::string runner;              // how the model runs (ModelRunner::Describe)
   int64_t kv_capacity_tokens = 0;  // KV blocks x block size
   int kv_block_size = 0;
   int64_t kv_bytes_per_token = 0;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/compress/compressor.h"
 #include "engine/runtime/engine.h"
 #include "gtest/gtest.h"
@@ -76,6 +77,12 @@ void CompareBackends(const std::string& uri) {
   ASSERT_NE(cpu, nullptr);
   ASSERT_NE(gpu, nullptr);
   EXPECT_EQ(gpu->model_info().device, "cuda");
+  std::printf("%s\n", gpu->model_info().runner.c_str());
+  if (gpu->model_info().quantized_linears > 0) {
+    EXPECT_NE(gpu->model_info().runner.find(absl::StrCat(gpu->model_info().quantized_linears, " TQ layers from codes")),
+              std::string::npos)
+        << gpu->model_info().runner;
+  }
   const int vocab = static_cast<int>(cpu->model_info().config.vocab_size);
   const auto prompts = Prompts(vocab);
   // Per-token NLL over whole windows (every position's logits).

@@ -265,6 +265,7 @@ int main(int argc, char** argv) {
     LogInfo("serving", {{"model", model_uri},
                         {"format", info.checkpoint_kind},
                         {"architecture", info.config.architecture},
+                        {"runner", info.runner},
                         {"weight_bytes", absl::StrCat(info.weight_file_bytes)},
                         {"kv_codec", info.kv_codec},
                         {"kv_capacity_tokens", absl::StrCat(info.kv_capacity_tokens)},
