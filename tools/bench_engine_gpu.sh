@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# End-to-end decode speed on the GPU (docs/BENCHMARKS.md): an 8B-shape Llama (hidden 4096, MLP
+# 14336, 32 layers, GQA 32/8, vocabulary 128256) with random BF16 weights, compressed to TQ3 and
+# TQ4, each run by tools/engine_bench --device cuda (batch 1 and 8).
+#
+# Runs where the binaries are: from a bundle on the GPU machine (tools/device_bundle.sh), e.g.
+#   BIN=.device/bin tools/bench_engine_gpu.sh /tmp/llama8b
+# or from bazel-bin here (BIN unset). WORK (default /tmp/tq-llama8b) receives the checkpoints.
+set -euo pipefail
+work=${1:-/tmp/tq-llama8b}
+layers=${LAYERS:-32}
+bin=${BIN:-}
+if [[ -z "$bin" ]]; then
+  cd "$(dirname "$0")/.."
+  bazel build -c opt --disk_cache="$HOME/.cache/tqserve-bazel" //services/tqctl //tools:gen_checkpoint \
+    //tools:engine_bench >/dev/null 2>&1
+  gen=bazel-bin/tools/gen_checkpoint tqctl=bazel-bin/services/tqctl/tqctl bench=bazel-bin/tools/engine_bench
+else
+  gen=$bin/gen_checkpoint tqctl=$bin/tqctl bench=$bin/engine_bench
+fi
+mkdir -p "$work"
+t0=$(date +%s)
+[[ -f "$work/bf16/config.json" ]] || "$gen" --out "$work/bf16" --hidden 4096 --intermediate 14336 --layers "$layers" \
+  --vocab 128256 --heads 32 --kv-heads 8 --shard-gib 4 >/dev/null
+echo "generated in $(($(date +%s) - t0)) s: $(du -sh "$work/bf16" | cut -f1)"
+for b in 3 4; do
+  t0=$(date +%s)
+  [[ -f "$work/tq$b/tq_manifest.json" ]] || "$tqctl" compress "$work/bf16" "$work/tq$b" --bits "$b" --quiet
+  echo "TQ$b compressed in $(($(date +%s) - t0)) s: $(du -sh "$work/tq$b" | cut -f1)"
+done
+for m in bf16 tq3 tq4; do
+  echo "== $m"
+  "$bench" --model "$work/$m" --device cuda --batch 1,8 --prompt-len 128 --decode-tokens 64 ${BENCH_ARGS:-}
+done
