@@ -4,38 +4,21 @@
 #include <grpcpp/security/server_credentials.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <poll.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
-#include "CivetServer.h"
+#include "prometheus/text_serializer.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/log.h"
 
 namespace tq {
-namespace {
-
-// civetweb (behind prometheus::Exposer) cannot bind port 0: ask the kernel for a free port.
-int PickFreePort(const std::string& host) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = 0;
-  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) addr.sin_addr.s_addr = INADDR_ANY;
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-}  // namespace
 
 absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   std::ifstream in(path);
@@ -47,20 +30,90 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   return s;
 }
 
-absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetricsExposer(const std::string& host, int port) {
-  if (port == 0) port = PickFreePort(host);
-  static CivetCallbacks callbacks = [] {
-    CivetCallbacks c{};
-    c.log_message = [](const mg_connection*, const char* message) {
-      LogWarning(absl::StrCat("metrics http server: ", message));
-      return 1;
-    };
-    return c;
-  }();
-  try {
-    return std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", port), 2, &callbacks);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", host, ":", port, ": ", e.what()));
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& host, int port,
+                                                                    std::shared_ptr<prometheus::Registry> registry) {
+  std::unique_ptr<MetricsServer> m(new MetricsServer());
+  m->registry_ = std::move(registry);
+  m->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (m->listen_fd_ < 0) return absl::InternalError(absl::StrCat("metrics: socket: ", std::strerror(errno)));
+  const int one = 1;
+  ::setsockopt(m->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics: \"", host, "\" is not an IPv4 address"));
+  }
+  if (::bind(m->listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(m->listen_fd_, 64) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(m->listen_fd_);
+    m->listen_fd_ = -1;
+    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", host, ":", port, ": ", why));
+  }
+  socklen_t len = sizeof(addr);
+  ::getsockname(m->listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  m->port_ = ntohs(addr.sin_port);
+  m->thread_ = std::thread([p = m.get()] { p->Serve(); });
+  return m;
+}
+
+MetricsServer::~MetricsServer() {
+  stop_.store(true);
+  if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
+  if (thread_.joinable()) thread_.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+void MetricsServer::Serve() {
+  while (!stop_.load()) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    Handle(fd);
+    ::close(fd);
+  }
+}
+
+void MetricsServer::Handle(int fd) {
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  // Read the request head (up to 8 KiB; the body, if any, is ignored).
+  std::string req;
+  char buf[2048];
+  while (req.find("\r\n\r\n") == std::string::npos && req.size() < 8192) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) return;
+    req.append(buf, static_cast<size_t>(n));
+  }
+  const size_t eol = req.find("\r\n");
+  const std::string line = req.substr(0, eol);
+  std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+  const bool get = line.rfind("GET ", 0) == 0;
+  const std::string path = get ? line.substr(4, line.find(' ', 4) - 4) : "";
+  if (!get) {
+    status = "405 Method Not Allowed";
+    body = "only GET\n";
+  } else if (path == "/metrics" || path.rfind("/metrics?", 0) == 0) {
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, registry_->Collect());
+    body = out.str();
+  } else if (path == "/healthz") {
+    body = "ok\n";
+  } else {
+    status = "404 Not Found";
+    body = "not found; metrics are at /metrics\n";
+  }
+  const std::string head = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
+                                        "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n");
+  const std::string all = head + body;
+  size_t sent = 0;
+  while (sent < all.size()) {
+    const ssize_t n = ::send(fd, all.data() + sent, all.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    sent += static_cast<size_t>(n);
   }
 }
 

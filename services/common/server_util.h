@@ -1,9 +1,13 @@
 // File: services/common/server_util.h
 //
 // Plumbing shared by the server binaries: reading secrets from files, the Prometheus /metrics
-// endpoint (prometheus-cpp's civetweb exposer, with port 0 = any free port), server
-// credentials (plaintext or TLS), the bearer token from a flag or a file, and the port file
-// tests and scripts wait for.
+// endpoint, server credentials (plaintext or TLS), the bearer token from a flag or a file, and
+// the port file tests and scripts wait for.
+//
+// /metrics is served by a small built-in HTTP/1.1 server (one thread, GET /metrics and
+// GET /healthz) rather than prometheus-cpp's civetweb exposer: civetweb creates its threads with a
+// fixed small stack, which fails once a process links libraries with large static TLS (cuBLAS
+// 13 on glibc 2.39: "Cannot create threads").
 #ifndef TQSERVE_SERVICES_COMMON_SERVER_UTIL_H_
 #define TQSERVE_SERVICES_COMMON_SERVER_UTIL_H_
 
@@ -12,16 +16,37 @@
 #include <memory>
 #include <string>
 
+#include <atomic>
+#include <thread>
+
 #include "absl/status/statusor.h"
-#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
 
 namespace tq {
 
 // A text file's content without trailing whitespace (PEM files, tokens).
 absl::StatusOr<std::string> ReadTextFile(const std::string& path);
 
-// Serves /metrics on host:port (port 0: a free port chosen first). Logs civetweb's errors.
-absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetricsExposer(const std::string& host, int port);
+// Serves the registry's metrics in the Prometheus text format on http://host:port/metrics until
+// destroyed. Port 0 picks a free port.
+class MetricsServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& host, int port,
+                                                              std::shared_ptr<prometheus::Registry> registry);
+  ~MetricsServer();
+  int port() const { return port_; }
+
+ private:
+  MetricsServer() = default;
+  void Serve();
+  void Handle(int fd);
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 // Plaintext when both are empty; TLS from PEM files otherwise (both required).
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const std::string& cert_file,

@@ -20,7 +20,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/checkpoint/manifest.h"
-#include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "services/common/log.h"
 #include "services/common/server_util.h"
@@ -115,15 +114,14 @@ int main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   tq::compression::CompressionMetrics metrics(*registry);
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<tq::MetricsServer> metrics_server;
   int metrics_port = -1;
   if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    auto started = tq::StartMetricsExposer(absl::GetFlag(FLAGS_metrics_host), absl::GetFlag(FLAGS_metrics_port));
+    auto started =
+        tq::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_host), absl::GetFlag(FLAGS_metrics_port), registry);
     if (!started.ok()) return Fail(std::string(started.status().message()));
-    exposer = std::move(*started);
-    exposer->RegisterCollectable(registry);
-    auto ports = exposer->GetListeningPorts();
-    metrics_port = ports.empty() ? -1 : ports[0];
+    metrics_server = std::move(*started);
+    metrics_port = metrics_server->port();
   }
 
   tq::compression::JobManagerOptions jopt;

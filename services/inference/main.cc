@@ -151,15 +151,14 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return Fail(absl::StrCat("--metrics_prefix \"", mopt.prefix, "\" makes invalid metric names: ", e.what()));
   }
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<tq::MetricsServer> metrics_server;
   int metrics_port = -1;
   if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    auto started = tq::StartMetricsExposer(absl::GetFlag(FLAGS_metrics_host), absl::GetFlag(FLAGS_metrics_port));
+    auto started =
+        tq::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_host), absl::GetFlag(FLAGS_metrics_port), registry);
     if (!started.ok()) return Fail(std::string(started.status().message()));
-    exposer = std::move(*started);
-    exposer->RegisterCollectable(registry);
-    auto ports = exposer->GetListeningPorts();
-    metrics_port = ports.empty() ? -1 : ports[0];
+    metrics_server = std::move(*started);
+    metrics_port = metrics_server->port();
   }
 
   tq::inference::ServiceOptions sopt;
