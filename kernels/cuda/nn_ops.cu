@@ -234,6 +234,8 @@ __global__ void __launch_bounds__(kDenseWarps * kWarp)
   float acc[kDenseRows];
 #pragma unroll
   for (int r = 0; r < kDenseRows; ++r) acc[r] = 0.0f;
+  // Unrolled so that several 16-byte weight loads per lane are in flight (bandwidth at m = 1).
+#pragma unroll 4
   for (int64_t c = static_cast<int64_t>(lane) * 8; c < k; c += kWarp * 8) {
     float wv[8];
     LoadWeights8(w, dtype, j * k + c, wv);
