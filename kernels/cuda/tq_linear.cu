@@ -263,14 +263,16 @@ __global__ void __launch_bounds__(kThreads) DequantKernel(const uint8_t* __restr
 // ---------------------------------------------------------------------------------------------
 // (b)/(c) The tensor-core kernel.
 //
-// Work decomposition. A CTA (8 warps) owns a tile of T activation rows (T = 8 or 16, one
-// m16n8k16 M tile, the upper 8 rows unused when T = 8), R = 8·n_tiles weight rows and a K range
-// of `gr` groups (split s of `splits`). Its warps split that K range into 8 contiguous pieces;
-// each warp streams its piece of the R weight rows through a private 3-stage cp.async pipeline
-// (kGt groups per stage; codes and gains), so no CTA-wide barrier runs in the main loop. At the
-// end the 8 warp partials are summed in shared memory (fixed order), then either stored or, with
-// splits > 1, written to the workspace; the last CTA of the tile (atomic counter) sums the
-// splits in order and stores y.
+// Work decomposition. A work unit is a tile of T activation rows (T = 8 or 16, one m16n8k16 M
+// tile, the upper 8 rows unused when T = 8) and a K range of `gr` groups (split s of `splits`).
+// The grid is persistent: CTA c (8 warps) serves unit c % units and the row blocks (R = 8·n_tiles
+// weight rows each) slot, slot + cpu, ... (slot = c / units). It builds the pair table and its
+// activation tile once, then its warps split the K range into 8 contiguous pieces and each warp
+// streams its piece of every row block through a private 3-stage cp.async pipeline (kGt groups per
+// stage; codes and gains) that runs on across row blocks, so loads stay in flight through the
+// per-row-block epilogue: the 8 warp partials are summed in shared memory (fixed order), then
+// either stored or, with splits > 1, written to the workspace; the last CTA of a (row block,
+// token tile) (atomic counter) sums the splits in order and stores y.
 //
 // Fragment mapping (the K order inside a group is free as long as A and B agree): lane (g, t)
 // (g = lane/4, t = lane%4) owns columns [32t, 32t + 32) of every group; k-step s (0..7) uses
@@ -334,7 +336,10 @@ struct MmaKernelParams {
   uint32_t* counters;
   int splits, gr;
   int x_row_bytes;
-  int off_x, off_xs, off_warps, warp_bytes;
+  int off_x, off_xs, off_warps, warp_bytes, off_red;
+  // Persistent schedule: CTA c serves work unit c % units (= token tile + K split) and the row
+  // blocks slot, slot + cpu, ... (slot = c / units).
+  int units, tok_tiles, row_blocks, cpu;
 };
 
 // Issues one stage: codes of rows [r0, r0+R) x groups [g0, min(g0+kGt, g_end)) and their gains
@@ -397,16 +402,89 @@ __device__ __forceinline__ void LoadLaneCodes(const unsigned char* p,
   }
 }
 
+// N warp-held groups at once (independent shuffle chains interleave): RotateForwardWarp and
+// ScaleToHalf4 on each, bit for bit.
+template <int kN>
+__device__ __forceinline__ void RotateScaleWarpN(float (&v)[kN][4], int lane, int block,
+                                                 float inv_div, uint2 (&h)[kN],
+                                                 float (&inv_scale)[kN]) {
+  const uint32_t s1 = SignNibble(1, lane), s2 = SignNibble(2, lane);
+#pragma unroll
+  for (int b = 0; b < kN; ++b) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[b][j] = v[b][j] * SignOf(s1, j);
+  }
+  if (block >= 2) {
+#pragma unroll
+    for (int b = 0; b < kN; ++b) {
+      const float a0 = v[b][0], b0 = v[b][1], a1 = v[b][2], b1 = v[b][3];
+      v[b][0] = a0 + b0;
+      v[b][1] = a0 - b0;
+      v[b][2] = a1 + b1;
+      v[b][3] = a1 - b1;
+    }
+  }
+  if (block >= 4) {
+#pragma unroll
+    for (int b = 0; b < kN; ++b) {
+      const float a0 = v[b][0], b0 = v[b][2], a1 = v[b][1], b1 = v[b][3];
+      v[b][0] = a0 + b0;
+      v[b][2] = a0 - b0;
+      v[b][1] = a1 + b1;
+      v[b][3] = a1 - b1;
+    }
+  }
+  for (int hh = 4; hh < block; hh *= 2) {
+    const int lane_mask = hh >> 2;
+    const bool upper = (lane & lane_mask) != 0;
+#pragma unroll
+    for (int b = 0; b < kN; ++b) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float partner = __shfl_xor_sync(kFullMask, v[b][j], lane_mask);
+        v[b][j] = upper ? partner - v[b][j] : v[b][j] + partner;
+      }
+    }
+  }
+  float amax[kN];
+#pragma unroll
+  for (int b = 0; b < kN; ++b) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[b][j] = (v[b][j] * inv_div) * SignOf(s2, j);
+    amax[b] = fmaxf(fmaxf(fabsf(v[b][0]), fabsf(v[b][1])), fmaxf(fabsf(v[b][2]), fabsf(v[b][3])));
+  }
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) {
+#pragma unroll
+    for (int b = 0; b < kN; ++b) amax[b] = fmaxf(amax[b], __shfl_xor_sync(kFullMask, amax[b], o));
+  }
+#pragma unroll
+  for (int b = 0; b < kN; ++b) {
+    int e = 0;
+    if (amax[b] > 0.0f && amax[b] <= 3.402823466e38f) {
+      int ex;
+      frexpf(amax[b], &ex);
+      e = min(126, max(-126, 14 - ex));
+    }
+    const float scale = __int_as_float((127 + e) << 23);
+    inv_scale[b] = __int_as_float((127 - e) << 23);
+    const __half2 lo = __floats2half2_rn(v[b][0] * scale, v[b][1] * scale);
+    const __half2 hi = __floats2half2_rn(v[b][2] * scale, v[b][3] * scale);
+    h[b] = make_uint2(*reinterpret_cast<const uint32_t*>(&lo),
+                      *reinterpret_cast<const uint32_t*>(&hi));
+  }
+}
+
 // Rotates the CTA's activation tile (rows [t0, t0+mt), groups [ga, ga+gr_cta)) into shared
-// memory as fp16 + per-group scales (the "fused" prologue).
+// memory as fp16 + per-group scales (the "fused" prologue), 8 groups per warp at a time.
 template <typename InT>
 __device__ __forceinline__ void FusedRotate(const MmaKernelParams& p, unsigned char* xsm,
                                             float* xsc, int t0, int mt, int ga, int gr_cta,
                                             int warp, int lane) {
-  constexpr int kBatch = 4;  // groups per warp whose loads are in flight together
+  constexpr int kBatch = 8;
   const InT* x = static_cast<const InT*>(p.x);
   const int tasks = mt * gr_cta;
-  for (int base = warp * kBatch; base < tasks; base += kWarps * kBatch) {
+  for (int base = warp * kBatch; base < tasks; base += kWarps * kBatch) {  // warp-uniform
     float v[kBatch][4];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
@@ -415,20 +493,22 @@ __device__ __forceinline__ void FusedRotate(const MmaKernelParams& p, unsigned c
         const int t = task / gr_cta, gl = task - t * gr_cta;
         LoadActSlice(x + static_cast<int64_t>(t0 + t) * p.ldx, p.k, (ga + gl) * kG + 4 * lane,
                      p.x_vec, v[b]);
+      } else {
+        v[b][0] = v[b][1] = v[b][2] = v[b][3] = 0.0f;
       }
     }
+    uint2 h[kBatch];
+    float inv[kBatch];
+    RotateScaleWarpN<kBatch>(v, lane, p.block, p.inv_div, h, inv);
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const int task = base + b;
-      if (task < tasks) {  // warp-uniform
+      if (task < tasks) {
         const int t = task / gr_cta, gl = task - t * gr_cta;
-        RotateForwardWarp(v[b], lane, p.block, p.inv_div);
-        float inv;
-        const uint2 h = ScaleToHalf4(v[b], &inv);
         // Columns 4·lane .. +3 = lane t' = lane/8's chunk q = (lane/2)%4, half (lane%2).
         *reinterpret_cast<uint2*>(xsm + t * p.x_row_bytes + gl * 256 + ((lane >> 1) & 3) * 64 +
-                                  (lane >> 3) * 16 + (lane & 1) * 8) = h;
-        if (lane == 0) xsc[t * p.gr + gl] = inv;
+                                  (lane >> 3) * 16 + (lane & 1) * 8) = h[b];
+        if (lane == 0) xsc[t * p.gr + gl] = inv[b];
       }
     }
   }
@@ -452,21 +532,37 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
   uint32_t* lut = reinterpret_cast<uint32_t*>(smem);
   unsigned char* xsm = smem + p.off_x;
   float* xsc = reinterpret_cast<float*>(smem + p.off_xs);
+  float* red_all = reinterpret_cast<float*>(smem + p.off_red);  // [kWarps][kTile][kRows]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int gid = lane >> 2, tig = lane & 3;
   unsigned char* wsm = smem + p.off_warps + warp * p.warp_bytes;
 
-  const int t0 = blockIdx.x * kTile;
+  const int unit = blockIdx.x % p.units;
+  const int slot = blockIdx.x / p.units;
+  const int tok_tile = unit % p.tok_tiles;
+  const int split = unit / p.tok_tiles;
+  const int t0 = tok_tile * kTile;
   const int mt = min(kTile, p.m - t0);
-  const int r0 = blockIdx.y * kRows;
-  const int split = blockIdx.z;
   const int ga = split * p.gr;
   const int gb = min(p.groups, ga + p.gr);
   const int gr_cta = gb - ga;
   const int gw = (gr_cta + kWarps - 1) / kWarps;
   const int wg0 = ga + warp * gw;
   const int wg1 = min(gb, wg0 + gw);
-  const int nstages = wg1 > wg0 ? (wg1 - wg0 + kGt - 1) / kGt : 0;
+  // Every warp walks the same item sequence (nst stages per row block, empty ones included), so
+  // the CTA-wide barriers of the per-row-block epilogue line up.
+  const int nst = max(1, (gw + kGt - 1) / kGt);
+  const int my_rbs = slot < p.row_blocks ? (p.row_blocks - 1 - slot) / p.cpu + 1 : 0;
+  const int items = my_rbs * nst;
+
+  auto issue = [&](int item) {
+    const int rbi = item / nst, st = item - rbi * nst;
+    const int g0 = wg0 + st * kGt;
+    if (g0 < wg1) {
+      IssueStage<kBits, kRows>(p, wsm + (item % kStages) * kStageBytes,
+                               (slot + rbi * p.cpu) * kRows, g0, wg1, lane);
+    }
+  };
 
   // 1. Separate mode: the fp16 activation tile (the oldest cp.async group).
   if constexpr (kMode == 2) {
@@ -487,10 +583,10 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
   }
   CpAsyncCommit();
 
-  // 2. The first weight stages of this warp.
+  // 2. The first items of this warp's weight stream.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nstages) IssueStage<kBits, kRows>(p, wsm + s * kStageBytes, r0, wg0 + s * kGt, wg1, lane);
+    if (s < items) issue(s);
     CpAsyncCommit();
   }
 
@@ -512,24 +608,21 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
   CpAsyncWait<kStages - 2>();
   __syncthreads();
 
-  // 5. Main loop.
+  // 5. Main loop over (row block, stage) items; the pipeline runs across row blocks.
   float acc[kNT][4];
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 
-  for (int s = 0; s < nstages; ++s) {
+  for (int item = 0; item < items; ++item) {
     CpAsyncWait<kStages - 2>();
     __syncwarp();
-    const int sn = s + kStages - 1;
-    if (sn < nstages) {
-      IssueStage<kBits, kRows>(p, wsm + (sn % kStages) * kStageBytes, r0, wg0 + sn * kGt, wg1,
-                               lane);
-    }
+    if (item + kStages - 1 < items) issue(item + kStages - 1);
     CpAsyncCommit();
 
-    const unsigned char* buf = wsm + (s % kStages) * kStageBytes;
+    const int rbi = item / nst, st = item - rbi * nst;
+    const unsigned char* buf = wsm + (item % kStages) * kStageBytes;
     const float* gs_all = reinterpret_cast<const float*>(buf + kRows * B::kRowStride);
-    const int g_first = wg0 + s * kGt;
+    const int g_first = wg0 + st * kGt;
     const int count = min(kGt, wg1 - g_first);
 #pragma unroll 1
     for (int gl = 0; gl < count; ++gl) {
@@ -589,58 +682,63 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
       }
     }
     __syncwarp();
-  }
+    if (st != nst - 1) continue;
 
-  // 6. Sum the 8 warp partials (fixed order), then store or reduce across splits.
-  CpAsyncWait<0>();
-  __syncwarp();
-  float* red = reinterpret_cast<float*>(wsm);  // [kTile][kRows]
+    // 6. Row block done: sum the 8 warp partials (fixed order), then store or reduce across
+    // splits. The next items' loads are already in flight.
+    const int rb = slot + rbi * p.cpu;
+    const int r0 = rb * kRows;
+    float* red = red_all + warp * kTile * kRows;
 #pragma unroll
-  for (int nt = 0; nt < kNT; ++nt) {
+    for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
-    for (int e = 0; e < (kM16 ? 4 : 2); ++e) {
-      red[(gid + (e >> 1) * 8) * kRows + nt * 8 + 2 * tig + (e & 1)] = acc[nt][e];
-    }
-  }
-  __syncthreads();
-  const int outs = mt * kRows;
-  for (int idx = tid; idx < outs; idx += kThreads) {
-    const int tok = idx / kRows, r = idx - tok * kRows;
-    float sum = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      sum += reinterpret_cast<const float*>(smem + p.off_warps + w * p.warp_bytes)[idx];
-    }
-    const int row = r0 + r;
-    if (row < p.n) {
-      if (p.splits == 1) {
-        StoreY(p, t0 + tok, row, sum);
-      } else {
-        p.ws[(static_cast<int64_t>(split) * p.m + t0 + tok) * p.n + row] = sum;
+      for (int e = 0; e < (kM16 ? 4 : 2); ++e) {
+        red[(gid + (e >> 1) * 8) * kRows + nt * 8 + 2 * tig + (e & 1)] = acc[nt][e];
+        acc[nt][e] = 0.0f;
       }
     }
-  }
-  if (p.splits > 1) {
-    __threadfence();
     __syncthreads();
-    const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
-    if (tid == 0) s_last = atomicAdd(p.counters + tile, 1u) == static_cast<unsigned>(p.splits - 1);
-    __syncthreads();
-    if (s_last) {
-      __threadfence();
-      for (int idx = tid; idx < outs; idx += kThreads) {
-        const int tok = idx / kRows, r = idx - tok * kRows;
-        const int row = r0 + r;
-        if (row >= p.n) continue;
-        float sum = 0.0f;
-        for (int sp = 0; sp < p.splits; ++sp) {
-          sum += __ldcg(p.ws + (static_cast<int64_t>(sp) * p.m + t0 + tok) * p.n + row);
+    const int outs = mt * kRows;
+    for (int idx = tid; idx < outs; idx += kThreads) {
+      const int tok = idx / kRows, r = idx - tok * kRows;
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += red_all[w * kTile * kRows + idx];
+      const int row = r0 + r;
+      if (row < p.n) {
+        if (p.splits == 1) {
+          StoreY(p, t0 + tok, row, sum);
+        } else {
+          p.ws[(static_cast<int64_t>(split) * p.m + t0 + tok) * p.n + row] = sum;
         }
-        StoreY(p, t0 + tok, row, sum);
       }
-      if (tid == 0) p.counters[tile] = 0u;  // ready for the next launch
     }
+    if (p.splits > 1) {
+      __threadfence();
+      __syncthreads();
+      const unsigned tile = static_cast<unsigned>(rb) * p.tok_tiles + tok_tile;
+      if (tid == 0) {
+        s_last = atomicAdd(p.counters + tile, 1u) == static_cast<unsigned>(p.splits - 1);
+      }
+      __syncthreads();
+      if (s_last) {
+        __threadfence();
+        for (int idx = tid; idx < outs; idx += kThreads) {
+          const int tok = idx / kRows, r = idx - tok * kRows;
+          const int row = r0 + r;
+          if (row >= p.n) continue;
+          float sum = 0.0f;
+          for (int sp = 0; sp < p.splits; ++sp) {
+            sum += __ldcg(p.ws + (static_cast<int64_t>(sp) * p.m + t0 + tok) * p.n + row);
+          }
+          StoreY(p, t0 + tok, row, sum);
+        }
+        if (tid == 0) p.counters[tile] = 0u;  // ready for the next launch
+      }
+    }
+    __syncthreads();  // red_all and s_last are reused by the next row block
   }
+  CpAsyncWait<0>();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -655,7 +753,7 @@ struct MmaGeometry {
   int tile, tok_tiles, rows, row_blocks;
   int nbuf, stage_bytes, warp_bytes, lut_bytes;
   int x_rows, x_row_bytes;
-  size_t off_x, off_xs, off_warps, smem;
+  size_t off_x, off_xs, off_red, off_warps, smem;
 };
 
 MmaGeometry Geometry(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
@@ -668,26 +766,26 @@ MmaGeometry Geometry(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfi
   g.tok_tiles = static_cast<int>((m + g.tile - 1) / g.tile);
   g.rows = 8 * cfg.n_tiles;
   g.row_blocks = static_cast<int>((n + g.rows - 1) / g.rows);
-  const int gw = (g.gr + kWarps - 1) / kWarps;
-  g.nbuf = std::max(1, std::min(kStages, (gw + kGt - 1) / kGt));
+  g.nbuf = kStages;  // the pipeline runs across row blocks
   g.stage_bytes = g.rows * RowStrideHost(bits) + kGt * g.rows * 4;
-  g.warp_bytes = static_cast<int>(
-      Round16(std::max(g.nbuf * g.stage_bytes, g.tile * g.rows * static_cast<int>(sizeof(float)))));
+  g.warp_bytes = static_cast<int>(Round16(static_cast<size_t>(g.nbuf) * g.stage_bytes));
   g.lut_bytes = (1 << (2 * bits)) * 32 * 4;
   g.x_rows = static_cast<int>(std::min<int64_t>(g.tile, m));
   g.x_row_bytes = g.gr * 256 + 64;
   g.off_x = g.lut_bytes;
   g.off_xs = g.off_x + Round16(static_cast<size_t>(g.x_rows) * g.x_row_bytes);
-  g.off_warps = g.off_xs + Round16(static_cast<size_t>(g.x_rows) * g.gr * 4);
+  g.off_red = g.off_xs + Round16(static_cast<size_t>(g.x_rows) * g.gr * 4);
+  g.off_warps = g.off_red + static_cast<size_t>(kWarps) * g.tile * g.rows * 4;
   g.smem = g.off_warps + static_cast<size_t>(kWarps) * g.warp_bytes;
   return g;
 }
 
 bool ValidNTiles(int nt) { return nt == 1 || nt == 2 || nt == 4; }
 
+// Launches the persistent grid: `ctas` CTAs (0 = as many as fit on the device at once), each
+// serving one work unit and a strided share of its row blocks.
 template <int kBits, int kNT, bool kM16, int kMode>
-cudaError_t LaunchMmaInstance(const MmaKernelParams& p, dim3 grid, size_t smem,
-                              cudaStream_t stream) {
+cudaError_t LaunchMmaInstance(MmaKernelParams p, int ctas, size_t smem, cudaStream_t stream) {
   auto kernel = TqMmaKernel<kBits, kNT, kM16, kMode>;
   static std::atomic<size_t> attr_bytes{0};
   if (smem > 48 * 1024 && attr_bytes.load() < smem) {
@@ -696,12 +794,25 @@ cudaError_t LaunchMmaInstance(const MmaKernelParams& p, dim3 grid, size_t smem,
     if (err != cudaSuccess) return err;
     attr_bytes.store(kMaxSharedBytes);
   }
-  kernel<<<grid, kThreads, smem, stream>>>(p);
+  if (ctas <= 0) {
+    int device = 0, sms = 0, per_sm = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess) {
+      err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+    }
+    if (err != cudaSuccess) return err;
+    ctas = std::max(1, per_sm) * sms;
+  }
+  p.cpu = std::max(1, std::min(p.row_blocks, ctas / p.units));
+  const int64_t grid = static_cast<int64_t>(p.units) * p.cpu;
+  if (grid > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  kernel<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
 template <int kBits, int kNT, bool kM16>
-cudaError_t LaunchMmaMode(int mode, const MmaKernelParams& p, dim3 grid, size_t smem,
+cudaError_t LaunchMmaMode(int mode, const MmaKernelParams& p, int grid, size_t smem,
                           cudaStream_t stream) {
   switch (mode) {
     case 0:
@@ -714,14 +825,14 @@ cudaError_t LaunchMmaMode(int mode, const MmaKernelParams& p, dim3 grid, size_t 
 }
 
 template <int kBits, int kNT>
-cudaError_t LaunchMmaM16(bool m16, int mode, const MmaKernelParams& p, dim3 grid, size_t smem,
+cudaError_t LaunchMmaM16(bool m16, int mode, const MmaKernelParams& p, int grid, size_t smem,
                          cudaStream_t stream) {
   return m16 ? LaunchMmaMode<kBits, kNT, true>(mode, p, grid, smem, stream)
              : LaunchMmaMode<kBits, kNT, false>(mode, p, grid, smem, stream);
 }
 
 template <int kBits>
-cudaError_t LaunchMmaNT(int nt, bool m16, int mode, const MmaKernelParams& p, dim3 grid,
+cudaError_t LaunchMmaNT(int nt, bool m16, int mode, const MmaKernelParams& p, int grid,
                         size_t smem, cudaStream_t stream) {
   switch (nt) {
     case 1:
@@ -909,9 +1020,12 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
   p.off_x = static_cast<int>(g.off_x);
   p.off_xs = static_cast<int>(g.off_xs);
   p.off_warps = static_cast<int>(g.off_warps);
+  p.off_red = static_cast<int>(g.off_red);
   p.warp_bytes = g.warp_bytes;
-  if (g.row_blocks > 65535 || g.splits > 65535) return cudaErrorInvalidConfiguration;
-  const dim3 grid(g.tok_tiles, g.row_blocks, g.splits);
+  p.units = g.tok_tiles * g.splits;
+  p.tok_tiles = g.tok_tiles;
+  p.row_blocks = g.row_blocks;
+  const int grid = cfg.ctas;
   const int mode = cfg.fused_rotation ? (a.x_type == TqActType::kF32 ? 0 : 1) : 2;
   const bool m16 = g.tile == 16;
   switch (w.bits) {

@@ -371,6 +371,9 @@ TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
           {"nt1 s1", {1, 1, true}, false},
           {"nt2 s2", {2, 2, true}, false},
           {"nt4 s3", {4, 3, true}, false},
+          // A tiny persistent grid: many row blocks per CTA, the pipeline crossing them.
+          {"nt1 s2 ctas5", {1, 2, true, 5}, false},
+          {"nt2 s1 ctas1", {2, 1, true, 1}, false},
       };
       for (const MmaVariant& v : variants) {
         for (int mode = 0; mode < 3; ++mode) {  // 0 fused bf16, 1 separate, 2 fused f32
