@@ -656,7 +656,9 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
         LoadLaneCodes<kBits>(buf + (nt * 8 + gid) * B::kRowStride + gl * B::kBpg +
                                  tig * B::kLaneBytes,
                              cw);
+        // Two accumulator chains (even / odd k-steps) halve the mma dependency chain.
         float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int ks = 0; ks < 8; ++ks) {
           const uint32_t b0 = lut[(PairIndex<kBits>(cw, 2 * ks) << 5) | lane];
@@ -670,8 +672,10 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
             a1 = (ks & 1) ? qb.z : qb.x;
             a3 = (ks & 1) ? qb.w : qb.y;
           }
-          Mma16816(c, a0, a1, a2, a3, b0, b1);
+          Mma16816((ks & 1) ? d : c, a0, a1, a2, a3, b0, b1);
         }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) c[e] += d[e];
         const float2 gg = *reinterpret_cast<const float2*>(gs + nt * 8 + 2 * tig);
         acc[nt][0] = fmaf(c[0], gg.x * xsa, acc[nt][0]);
         acc[nt][1] = fmaf(c[1], gg.y * xsa, acc[nt][1]);
