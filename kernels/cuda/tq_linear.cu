@@ -372,19 +372,24 @@ __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned ch
   }
 }
 
-// Code pair p (0..15) of a lane's chunk: bits [p·2·bits, +2·bits) of the little-endian words.
+// The pair table entry of code pair p (0..15) of a lane's chunk (bits [p·2·bits, +2·bits) of the
+// little-endian words): the table sits at the start of dynamic shared memory, entry v of copy
+// `lane` at byte v·128 + lane·4, so the byte offset is (field << 7) | lane4: one shift, one LOP3
+// and a load with the shared-memory base folded into its address.
 template <int kBits, int kWords>
-__device__ __forceinline__ uint32_t PairIndex(const uint32_t (&w)[kWords], int p) {
+__device__ __forceinline__ uint32_t LutLookup(const unsigned char* smem, uint32_t lane4,
+                                              const uint32_t (&w)[kWords], int p) {
   constexpr int kPairBits = 2 * kBits;
+  constexpr uint32_t kFieldMask = ((1u << kPairBits) - 1u) << 7;
   const int pos = p * kPairBits;
   const int wi = pos >> 5, off = pos & 31;
   uint32_t v;
   if (off + kPairBits <= 32) {
-    v = w[wi] >> off;
-  } else {
-    v = __funnelshift_r(w[wi], w[min(wi + 1, kWords - 1)], off);
+    v = off >= 7 ? w[wi] >> (off - 7) : w[wi] << (7 - off);
+  } else {  // crosses into the next word; off > 32 - kPairBits >= 24
+    v = __funnelshift_r(w[wi], w[min(wi + 1, kWords - 1)], off - 7);
   }
-  return v & ((1u << kPairBits) - 1u);
+  return *reinterpret_cast<const uint32_t*>(smem + ((v & kFieldMask) | lane4));
 }
 
 template <int kBits>
@@ -520,12 +525,14 @@ __device__ __forceinline__ void StoreY(const MmaKernelParams& p, int tok, int ro
   if (p.y_bf16 != nullptr) p.y_bf16[at] = __float2bfloat16_rn(v);
 }
 
+// kNT: 16-row weight tiles per row block (mma M); kTT: 8-row activation tiles per token tile
+// (mma N), all served by one decode of each weight fragment.
 // kMode: 0 = fused, float32 x; 1 = fused, bf16 x; 2 = separate (x_h / x_scale from global).
-template <int kBits, int kNT, bool kM16, int kMode>
+template <int kBits, int kNT, int kTT, int kMode>
 __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams p) {
   using B = MmaBits<kBits>;
-  constexpr int kRows = 8 * kNT;
-  constexpr int kTile = kM16 ? 16 : 8;
+  constexpr int kRows = 16 * kNT;
+  constexpr int kTile = 8 * kTT;
   constexpr int kStageBytes = kRows * B::kRowStride + kGt * kRows * 4;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int s_last;
@@ -609,9 +616,16 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
   __syncthreads();
 
   // 5. Main loop over (row block, stage) items; the pipeline runs across row blocks.
-  float acc[kNT][4];
+  // Fragments (PTX m16n8k16): A = weights, lane (g, t) holds rows g and g+8 of each 16-row tile;
+  // B = activations, lane (g, t) supplies token g of each 8-token tile; C/D: rows g, g+8 x
+  // tokens 2t, 2t+1.
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4u;
+  float acc[kNT][kTT][4];
 #pragma unroll
-  for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+  for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+    for (int tt = 0; tt < kTT; ++tt) acc[nt][tt][0] = acc[nt][tt][1] = acc[nt][tt][2] = acc[nt][tt][3] = 0.0f;
+  }
 
   for (int item = 0; item < items; ++item) {
     CpAsyncWait<kStages - 2>();
@@ -627,61 +641,68 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
 #pragma unroll 1
     for (int gl = 0; gl < count; ++gl) {
       const int xl = g_first + gl - ga;
-      uint4 xa[4], xb[4];
-      float xsa = 0.0f, xsb = 0.0f;
-      if (gid < mt) {
-        const unsigned char* xp = xsm + gid * p.x_row_bytes + xl * 256 + tig * 16;
-#pragma unroll
-        for (int q = 0; q < 4; ++q) xa[q] = *reinterpret_cast<const uint4*>(xp + q * 64);
-        xsa = xsc[gid * p.gr + xl];
-      } else {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) xa[q] = make_uint4(0u, 0u, 0u, 0u);
-      }
-      if constexpr (kM16) {
-        if (gid + 8 < mt) {
-          const unsigned char* xp = xsm + (gid + 8) * p.x_row_bytes + xl * 256 + tig * 16;
-#pragma unroll
-          for (int q = 0; q < 4; ++q) xb[q] = *reinterpret_cast<const uint4*>(xp + q * 64);
-          xsb = xsc[(gid + 8) * p.gr + xl];
-        } else {
-#pragma unroll
-          for (int q = 0; q < 4; ++q) xb[q] = make_uint4(0u, 0u, 0u, 0u);
-        }
-      }
-      const float* gs = gs_all + gl * kRows;
+      uint32_t cw[kNT][2][B::kLaneWords];
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        uint32_t cw[B::kLaneWords];
-        LoadLaneCodes<kBits>(buf + (nt * 8 + gid) * B::kRowStride + gl * B::kBpg +
-                                 tig * B::kLaneBytes,
-                             cw);
-        // Two accumulator chains (even / odd k-steps) halve the mma dependency chain.
-        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int ks = 0; ks < 8; ++ks) {
-          const uint32_t b0 = lut[(PairIndex<kBits>(cw, 2 * ks) << 5) | lane];
-          const uint32_t b1 = lut[(PairIndex<kBits>(cw, 2 * ks + 1) << 5) | lane];
-          const uint4& qa = xa[ks >> 1];
-          const uint32_t a0 = (ks & 1) ? qa.z : qa.x;
-          const uint32_t a2 = (ks & 1) ? qa.w : qa.y;
-          uint32_t a1 = 0u, a3 = 0u;
-          if constexpr (kM16) {
-            const uint4& qb = xb[ks >> 1];
-            a1 = (ks & 1) ? qb.z : qb.x;
-            a3 = (ks & 1) ? qb.w : qb.y;
-          }
-          Mma16816((ks & 1) ? d : c, a0, a1, a2, a3, b0, b1);
+        for (int h = 0; h < 2; ++h) {
+          LoadLaneCodes<kBits>(buf + (nt * 16 + gid + 8 * h) * B::kRowStride + gl * B::kBpg +
+                                   tig * B::kLaneBytes,
+                               cw[nt][h]);
+        }
+      }
+      // Two accumulator chains per tile (even / odd k-steps) halve the mma dependency chain.
+      float c[kNT][kTT][4], d[kNT][kTT][4];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int tt = 0; tt < kTT; ++tt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) c[nt][tt][e] = d[nt][tt][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {  // k-steps 2q, 2q+1: columns 32t + 8q .. +8 of each lane
+        uint4 xq[kTT];
+#pragma unroll
+        for (int tt = 0; tt < kTT; ++tt) {
+          const int tok = tt * 8 + gid;
+          xq[tt] = tok < mt ? *reinterpret_cast<const uint4*>(xsm + tok * p.x_row_bytes + xl * 256 +
+                                                              q * 64 + tig * 16)
+                            : make_uint4(0u, 0u, 0u, 0u);
         }
 #pragma unroll
-        for (int e = 0; e < 4; ++e) c[e] += d[e];
-        const float2 gg = *reinterpret_cast<const float2*>(gs + nt * 8 + 2 * tig);
-        acc[nt][0] = fmaf(c[0], gg.x * xsa, acc[nt][0]);
-        acc[nt][1] = fmaf(c[1], gg.y * xsa, acc[nt][1]);
-        if constexpr (kM16) {
-          acc[nt][2] = fmaf(c[2], gg.x * xsb, acc[nt][2]);
-          acc[nt][3] = fmaf(c[3], gg.y * xsb, acc[nt][3]);
+        for (int half = 0; half < 2; ++half) {
+          const int ks = 2 * q + half;
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            const uint32_t a0 = LutLookup<kBits>(smem, lane4, cw[nt][0], 2 * ks);
+            const uint32_t a1 = LutLookup<kBits>(smem, lane4, cw[nt][1], 2 * ks);
+            const uint32_t a2 = LutLookup<kBits>(smem, lane4, cw[nt][0], 2 * ks + 1);
+            const uint32_t a3 = LutLookup<kBits>(smem, lane4, cw[nt][1], 2 * ks + 1);
+#pragma unroll
+            for (int tt = 0; tt < kTT; ++tt) {
+              const uint32_t b0 = half ? xq[tt].z : xq[tt].x;
+              const uint32_t b1 = half ? xq[tt].w : xq[tt].y;
+              Mma16816(half ? d[nt][tt] : c[nt][tt], a0, a1, a2, a3, b0, b1);
+            }
+          }
+        }
+      }
+      // Per-group scales: gain (rows g, g+8) x activation scale (tokens 2t, 2t+1).
+      const float* gs = gs_all + gl * kRows;
+#pragma unroll
+      for (int tt = 0; tt < kTT; ++tt) {
+        const int tok = tt * 8 + 2 * tig;
+        const float xs0 = tok < mt ? xsc[tok * p.gr + xl] : 0.0f;
+        const float xs1 = tok + 1 < mt ? xsc[(tok + 1) * p.gr + xl] : 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          const float g0 = gs[nt * 16 + gid], g1 = gs[nt * 16 + gid + 8];
+          acc[nt][tt][0] = fmaf(c[nt][tt][0] + d[nt][tt][0], g0 * xs0, acc[nt][tt][0]);
+          acc[nt][tt][1] = fmaf(c[nt][tt][1] + d[nt][tt][1], g0 * xs1, acc[nt][tt][1]);
+          acc[nt][tt][2] = fmaf(c[nt][tt][2] + d[nt][tt][2], g1 * xs0, acc[nt][tt][2]);
+          acc[nt][tt][3] = fmaf(c[nt][tt][3] + d[nt][tt][3], g1 * xs1, acc[nt][tt][3]);
         }
       }
     }
@@ -692,13 +713,16 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
     // splits. The next items' loads are already in flight.
     const int rb = slot + rbi * p.cpu;
     const int r0 = rb * kRows;
-    float* red = red_all + warp * kTile * kRows;
+    float* red = red_all + warp * kTile * kRows;  // [token][row]
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
-      for (int e = 0; e < (kM16 ? 4 : 2); ++e) {
-        red[(gid + (e >> 1) * 8) * kRows + nt * 8 + 2 * tig + (e & 1)] = acc[nt][e];
-        acc[nt][e] = 0.0f;
+      for (int tt = 0; tt < kTT; ++tt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          red[(tt * 8 + 2 * tig + (e & 1)) * kRows + nt * 16 + gid + (e >> 1) * 8] = acc[nt][tt][e];
+          acc[nt][tt][e] = 0.0f;
+        }
       }
     }
     __syncthreads();
@@ -766,9 +790,9 @@ MmaGeometry Geometry(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfi
   int s = std::max(1, std::min(cfg.splits, std::max(1, g.groups)));
   g.gr = (g.groups + s - 1) / s;
   g.splits = std::max(1, (g.groups + g.gr - 1) / g.gr);
-  g.tile = m <= 8 ? 8 : 16;
+  g.tile = m <= 8 ? 8 : m <= 16 ? 16 : 32;  // 8 x (1, 2 or 4) activation rows per decode
   g.tok_tiles = static_cast<int>((m + g.tile - 1) / g.tile);
-  g.rows = 8 * cfg.n_tiles;
+  g.rows = 16 * cfg.n_tiles;
   g.row_blocks = static_cast<int>((n + g.rows - 1) / g.rows);
   g.nbuf = kStages;  // the pipeline runs across row blocks
   g.stage_bytes = g.rows * RowStrideHost(bits) + kGt * g.rows * 4;
@@ -784,13 +808,13 @@ MmaGeometry Geometry(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfi
   return g;
 }
 
-bool ValidNTiles(int nt) { return nt == 1 || nt == 2 || nt == 4; }
+bool ValidNTiles(int nt) { return nt == 1 || nt == 2; }
 
 // Launches the persistent grid: `ctas` CTAs (0 = as many as fit on the device at once), each
 // serving one work unit and a strided share of its row blocks.
-template <int kBits, int kNT, bool kM16, int kMode>
+template <int kBits, int kNT, int kTT, int kMode>
 cudaError_t LaunchMmaInstance(MmaKernelParams p, int ctas, size_t smem, cudaStream_t stream) {
-  auto kernel = TqMmaKernel<kBits, kNT, kM16, kMode>;
+  auto kernel = TqMmaKernel<kBits, kNT, kTT, kMode>;
   static std::atomic<size_t> attr_bytes{0};
   if (smem > 48 * 1024 && attr_bytes.load() < smem) {
     const cudaError_t err = cudaFuncSetAttribute(
@@ -815,37 +839,37 @@ cudaError_t LaunchMmaInstance(MmaKernelParams p, int ctas, size_t smem, cudaStre
   return cudaGetLastError();
 }
 
-template <int kBits, int kNT, bool kM16>
+template <int kBits, int kNT, int kTT>
 cudaError_t LaunchMmaMode(int mode, const MmaKernelParams& p, int grid, size_t smem,
                           cudaStream_t stream) {
   switch (mode) {
     case 0:
-      return LaunchMmaInstance<kBits, kNT, kM16, 0>(p, grid, smem, stream);
+      return LaunchMmaInstance<kBits, kNT, kTT, 0>(p, grid, smem, stream);
     case 1:
-      return LaunchMmaInstance<kBits, kNT, kM16, 1>(p, grid, smem, stream);
+      return LaunchMmaInstance<kBits, kNT, kTT, 1>(p, grid, smem, stream);
     default:
-      return LaunchMmaInstance<kBits, kNT, kM16, 2>(p, grid, smem, stream);
+      return LaunchMmaInstance<kBits, kNT, kTT, 2>(p, grid, smem, stream);
   }
 }
 
 template <int kBits, int kNT>
-cudaError_t LaunchMmaM16(bool m16, int mode, const MmaKernelParams& p, int grid, size_t smem,
-                         cudaStream_t stream) {
-  return m16 ? LaunchMmaMode<kBits, kNT, true>(mode, p, grid, smem, stream)
-             : LaunchMmaMode<kBits, kNT, false>(mode, p, grid, smem, stream);
+cudaError_t LaunchMmaTT(int tt, int mode, const MmaKernelParams& p, int grid, size_t smem,
+                        cudaStream_t stream) {
+  switch (tt) {
+    case 1:
+      return LaunchMmaMode<kBits, kNT, 1>(mode, p, grid, smem, stream);
+    case 2:
+      return LaunchMmaMode<kBits, kNT, 2>(mode, p, grid, smem, stream);
+    default:
+      return LaunchMmaMode<kBits, kNT, 4>(mode, p, grid, smem, stream);
+  }
 }
 
 template <int kBits>
-cudaError_t LaunchMmaNT(int nt, bool m16, int mode, const MmaKernelParams& p, int grid,
+cudaError_t LaunchMmaNT(int nt, int tt, int mode, const MmaKernelParams& p, int grid,
                         size_t smem, cudaStream_t stream) {
-  switch (nt) {
-    case 1:
-      return LaunchMmaM16<kBits, 1>(m16, mode, p, grid, smem, stream);
-    case 2:
-      return LaunchMmaM16<kBits, 2>(m16, mode, p, grid, smem, stream);
-    default:
-      return LaunchMmaM16<kBits, 4>(m16, mode, p, grid, smem, stream);
-  }
+  return nt == 1 ? LaunchMmaTT<kBits, 1>(tt, mode, p, grid, smem, stream)
+                 : LaunchMmaTT<kBits, 2>(tt, mode, p, grid, smem, stream);
 }
 
 bool Aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
@@ -900,7 +924,7 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
 // ---------------------------------------------------------------------------------------------
 // (b), (c)
 TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMmaConfig cfg) {
-  if (!ValidNTiles(cfg.n_tiles)) cfg.n_tiles = 2;
+  if (!ValidNTiles(cfg.n_tiles)) cfg.n_tiles = cfg.n_tiles > 2 ? 2 : 1;
   MmaGeometry g = Geometry(m, n, k, bits, cfg);
   cfg.splits = g.splits;
   // Shrink until one CTA's shared memory fits: first the activation tile (more splits), then
@@ -922,27 +946,18 @@ TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMm
 }
 
 TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors) {
+  // Measured on an H100 (docs/BENCHMARKS.md §7): 16-row blocks; rotation fused into the kernel
+  // while it is cheap (m <= 4; each CTA rotates its whole activation tile); K split until about
+  // 4 row-block tasks per SM exist, each warp keeping at least one group.
   TqMmaConfig cfg;
-  cfg.fused_rotation = m <= 8;
-  cfg.n_tiles = 2;
-  cfg.splits = 1;
-  const int64_t target = 2 * static_cast<int64_t>(std::max(1, multiprocessors));
-  const int64_t groups = TqCudaGroups(k);
-  auto ctas = [&](const TqMmaConfig& c) {
-    const MmaGeometry g = Geometry(m, n, k, bits, c);
-    return static_cast<int64_t>(g.tok_tiles) * g.row_blocks * g.splits;
-  };
-  cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
-  if (ctas(cfg) < target) {
-    cfg.n_tiles = 1;
-    cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
-  }
-  // More K splits while CTAs are scarce and every warp keeps at least one group.
-  while (ctas(cfg) < target && groups / (cfg.splits + 1) >= kWarps) {
-    ++cfg.splits;
-    cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
-  }
-  return cfg;
+  cfg.fused_rotation = m <= 4;
+  cfg.n_tiles = 1;
+  const MmaGeometry g = Geometry(m, n, k, bits, cfg);
+  const int64_t tasks = static_cast<int64_t>(g.row_blocks) * g.tok_tiles;
+  const int64_t target = 4 * static_cast<int64_t>(std::max(1, multiprocessors));
+  const int64_t max_splits = std::max<int64_t>(1, g.groups / kWarps);
+  cfg.splits = static_cast<int>(std::clamp<int64_t>((target + tasks / 2) / tasks, 1, max_splits));
+  return NormalizeTqMmaConfig(m, n, k, bits, cfg);
 }
 
 size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
@@ -1031,14 +1046,14 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
   p.row_blocks = g.row_blocks;
   const int grid = cfg.ctas;
   const int mode = cfg.fused_rotation ? (a.x_type == TqActType::kF32 ? 0 : 1) : 2;
-  const bool m16 = g.tile == 16;
+  const int tt = g.tile / 8;
   switch (w.bits) {
     case 2:
-      return LaunchMmaNT<2>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+      return LaunchMmaNT<2>(cfg.n_tiles, tt, mode, p, grid, g.smem, stream);
     case 3:
-      return LaunchMmaNT<3>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+      return LaunchMmaNT<3>(cfg.n_tiles, tt, mode, p, grid, g.smem, stream);
     default:
-      return LaunchMmaNT<4>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+      return LaunchMmaNT<4>(cfg.n_tiles, tt, mode, p, grid, g.smem, stream);
   }
 }
 

@@ -103,7 +103,7 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
 
 // Tiling of one launch; PlanTqMma picks it, tests and benchmarks may override it.
 struct TqMmaConfig {
-  int n_tiles = 2;   // weight rows per CTA = 8 · n_tiles; 1, 2 or 4
+  int n_tiles = 1;   // weight rows per row block = 16 · n_tiles; 1 or 2
   int splits = 1;    // K split across CTAs (1 = none); clamped so that no split is empty
   bool fused_rotation = true;  // rotate x in the prologue (else read x_rot_f16 / x_scale)
   int ctas = 0;      // persistent grid size; 0 = every CTA that fits on the device at once

@@ -313,7 +313,7 @@ void ModelShapes(bool quick) {
       if (bits == 3 && !quick) {
         // Variants: tiling and split grid, fused and separate rotation.
         double best_t = 1e30;
-        for (int nt : {1, 2, 4}) {
+        for (int nt : {1, 2}) {
           for (int sp : {1, 2, 4}) {
             for (bool fused : {true, false}) {
               TqMmaConfig c;
