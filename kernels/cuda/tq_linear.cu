@@ -289,7 +289,6 @@ __global__ void __launch_bounds__(kThreads) DequantKernel(const uint8_t* __restr
 //   x_scale  float [T][gr]
 //   warps    8 × warp_bytes: nbuf stages of [R rows × row_stride bytes of codes]
 //            [kGt × R gains], reused for the warp's partial sums at the end.
-constexpr int kGt = 4;      // groups per pipeline stage
 constexpr int kStages = 3;  // pipeline depth (stages in flight + 1)
 
 template <int kBits>
@@ -299,12 +298,16 @@ struct MmaBits {
   static constexpr int kLaneWords = kLaneBytes / 4;    // 2 / 3 / 4
   static constexpr int kPairBits = 2 * kBits;
   static constexpr int kLutEntries = 1 << kPairBits;   // 16 / 64 / 256
+  // Groups per pipeline stage (TQ4's 32 KB table leaves room for half-size stages only).
+  static constexpr int kGt = kBits == 4 ? 2 : 4;
   // Row stride of a stage, padded so that the 32 lanes' code reads hit distinct banks:
   // TQ3 LDS.32 at 12t + 4w needs stride ≡ 16 (mod 32); TQ2 LDS.64 ≡ 32 (mod 128);
   // TQ4 LDS.128 ≡ 64 (mod 128).
   static constexpr int kRowStride =
       kBits == 3 ? kGt * kBpg + 16 : kGt * kBpg + (kBits == 4 ? 64 : 32);
 };
+
+int GroupsPerStageHost(int bits) { return bits == 4 ? MmaBits<4>::kGt : MmaBits<3>::kGt; }
 
 int RowStrideHost(int bits) {
   switch (bits) {
@@ -342,14 +345,14 @@ struct MmaKernelParams {
   int units, tok_tiles, row_blocks, cpu;
 };
 
-// Issues one stage: codes of rows [r0, r0+R) x groups [g0, min(g0+kGt, g_end)) and their gains
+// Issues one stage: codes of rows [r0, r0+R) x groups [g0, min(g0+B::kGt, g_end)) and their gains
 // (transposed: gains[gl][r]). Missing rows / groups are zero-filled.
 template <int kBits, int kRows>
 __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned char* buf, int r0,
                                            int g0, int g_end, int lane) {
   using B = MmaBits<kBits>;
-  constexpr int kChunksPerRow = kGt * B::kBpg / 16;
-  static_assert((kRows * kChunksPerRow) % 32 == 0 && (kRows * kGt) % 32 == 0, "whole warps");
+  constexpr int kChunksPerRow = B::kGt * B::kBpg / 16;
+  static_assert((kRows * kChunksPerRow) % 32 == 0 && (kRows * B::kGt) % 32 == 0, "whole warps");
 #pragma unroll
   for (int i = 0; i < kRows * kChunksPerRow / 32; ++i) {
     const int c = i * 32 + lane;
@@ -362,9 +365,9 @@ __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned ch
   }
   float* gs = reinterpret_cast<float*>(buf + kRows * B::kRowStride);
 #pragma unroll
-  for (int i = 0; i < kRows * kGt / 32; ++i) {
+  for (int i = 0; i < kRows * B::kGt / 32; ++i) {
     const int c = i * 32 + lane;
-    const int r = c / kGt, gl = c - r * kGt;
+    const int r = c / B::kGt, gl = c - r * B::kGt;
     const int row = r0 + r, g = g0 + gl;
     const bool ok = row < p.n && g < g_end;
     CpAsync4(gs + gl * kRows + r, ok ? p.gains + static_cast<int64_t>(row) * p.groups + g : p.gains,
@@ -533,7 +536,7 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
   using B = MmaBits<kBits>;
   constexpr int kRows = 16 * kNT;
   constexpr int kTile = 8 * kTT;
-  constexpr int kStageBytes = kRows * B::kRowStride + kGt * kRows * 4;
+  constexpr int kStageBytes = kRows * B::kRowStride + B::kGt * kRows * 4;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int s_last;
   uint32_t* lut = reinterpret_cast<uint32_t*>(smem);
@@ -558,13 +561,13 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
   const int wg1 = min(gb, wg0 + gw);
   // Every warp walks the same item sequence (nst stages per row block, empty ones included), so
   // the CTA-wide barriers of the per-row-block epilogue line up.
-  const int nst = max(1, (gw + kGt - 1) / kGt);
+  const int nst = max(1, (gw + B::kGt - 1) / B::kGt);
   const int my_rbs = slot < p.row_blocks ? (p.row_blocks - 1 - slot) / p.cpu + 1 : 0;
   const int items = my_rbs * nst;
 
   auto issue = [&](int item) {
     const int rbi = item / nst, st = item - rbi * nst;
-    const int g0 = wg0 + st * kGt;
+    const int g0 = wg0 + st * B::kGt;
     if (g0 < wg1) {
       IssueStage<kBits, kRows>(p, wsm + (item % kStages) * kStageBytes,
                                (slot + rbi * p.cpu) * kRows, g0, wg1, lane);
@@ -636,8 +639,8 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
     const int rbi = item / nst, st = item - rbi * nst;
     const unsigned char* buf = wsm + (item % kStages) * kStageBytes;
     const float* gs_all = reinterpret_cast<const float*>(buf + kRows * B::kRowStride);
-    const int g_first = wg0 + st * kGt;
-    const int count = min(kGt, wg1 - g_first);
+    const int g_first = wg0 + st * B::kGt;
+    const int count = min(B::kGt, wg1 - g_first);
 #pragma unroll 1
     for (int gl = 0; gl < count; ++gl) {
       const int xl = g_first + gl - ga;
@@ -795,7 +798,7 @@ MmaGeometry Geometry(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfi
   g.rows = 16 * cfg.n_tiles;
   g.row_blocks = static_cast<int>((n + g.rows - 1) / g.rows);
   g.nbuf = kStages;  // the pipeline runs across row blocks
-  g.stage_bytes = g.rows * RowStrideHost(bits) + kGt * g.rows * 4;
+  g.stage_bytes = g.rows * RowStrideHost(bits) + GroupsPerStageHost(bits) * g.rows * 4;
   g.warp_bytes = static_cast<int>(Round16(static_cast<size_t>(g.nbuf) * g.stage_bytes));
   g.lut_bytes = (1 << (2 * bits)) * 32 * 4;
   g.x_rows = static_cast<int>(std::min<int64_t>(g.tile, m));
@@ -933,7 +936,7 @@ TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMm
     const size_t x_bytes = g.off_warps - g.off_x;
     const size_t w_bytes = g.smem - g.off_warps;
     if ((x_bytes >= w_bytes || cfg.n_tiles == 1) && g.gr > 1) {
-      cfg.splits = g.splits + 1;
+      cfg.splits = (g.groups + g.gr - 2) / (g.gr - 1);  // the next smaller K range per split
     } else if (cfg.n_tiles > 1) {
       cfg.n_tiles /= 2;
     } else {
