@@ -298,8 +298,8 @@ struct MmaBits {
   static constexpr int kLaneWords = kLaneBytes / 4;    // 2 / 3 / 4
   static constexpr int kPairBits = 2 * kBits;
   static constexpr int kLutEntries = 1 << kPairBits;   // 16 / 64 / 256
-  // Groups per pipeline stage (TQ4's 32 KB table leaves room for half-size stages only).
-  static constexpr int kGt = kBits == 4 ? 2 : 4;
+  // Groups per pipeline stage: small stages keep 3 CTAs per SM within shared memory.
+  static constexpr int kGt = kBits == 2 ? 4 : 2;
   // Row stride of a stage, padded so that the 32 lanes' code reads hit distinct banks:
   // TQ3 LDS.32 at 12t + 4w needs stride ≡ 16 (mod 32); TQ2 LDS.64 ≡ 32 (mod 128);
   // TQ4 LDS.128 ≡ 64 (mod 128).
@@ -307,7 +307,7 @@ struct MmaBits {
       kBits == 3 ? kGt * kBpg + 16 : kGt * kBpg + (kBits == 4 ? 64 : 32);
 };
 
-int GroupsPerStageHost(int bits) { return bits == 4 ? MmaBits<4>::kGt : MmaBits<3>::kGt; }
+int GroupsPerStageHost(int bits) { return bits == 2 ? MmaBits<2>::kGt : MmaBits<3>::kGt; }
 
 int RowStrideHost(int bits) {
   switch (bits) {
@@ -484,12 +484,12 @@ __device__ __forceinline__ void RotateScaleWarpN(float (&v)[kN][4], int lane, in
 }
 
 // Rotates the CTA's activation tile (rows [t0, t0+mt), groups [ga, ga+gr_cta)) into shared
-// memory as fp16 + per-group scales (the "fused" prologue), 8 groups per warp at a time.
+// memory as fp16 + per-group scales (the "fused" prologue), 4 groups per warp at a time.
 template <typename InT>
 __device__ __forceinline__ void FusedRotate(const MmaKernelParams& p, unsigned char* xsm,
                                             float* xsc, int t0, int mt, int ga, int gr_cta,
                                             int warp, int lane) {
-  constexpr int kBatch = 8;
+  constexpr int kBatch = 4;
   const InT* x = static_cast<const InT*>(p.x);
   const int tasks = mt * gr_cta;
   for (int base = warp * kBatch; base < tasks; base += kWarps * kBatch) {  // warp-uniform
@@ -532,7 +532,8 @@ __device__ __forceinline__ void StoreY(const MmaKernelParams& p, int tok, int ro
 // (mma N), all served by one decode of each weight fragment.
 // kMode: 0 = fused, float32 x; 1 = fused, bf16 x; 2 = separate (x_h / x_scale from global).
 template <int kBits, int kNT, int kTT, int kMode>
-__global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams p) {
+__global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
+    TqMmaKernel(const MmaKernelParams p) {
   using B = MmaBits<kBits>;
   constexpr int kRows = 16 * kNT;
   constexpr int kTile = 8 * kTT;
