@@ -33,7 +33,7 @@ if [ "${PROFILE:-0}" = 1 ] && command -v ncu >/dev/null; then
   done
 fi
 if command -v cuobjdump >/dev/null; then
-  cuobjdump -sass -arch sm_90a .device/bin/tq_linear_test 2>/dev/null | awk '/Function : .*TqMmaKernelILi3ELi2ELb0ELi1E/{p=1} p&&/Function : /&&!/ILi3ELi2ELb0ELi1E/{p=0} p' > "$out/sass_tq3_nt2_m8_bf16.txt"
+  cuobjdump -sass -arch sm_90a .device/bin/tq_linear_test 2>/dev/null | awk '/Function : .*TqMmaKernelILi3ELi1ELi1ELi1E/{p=1} p&&/Function : /&&!/ILi3ELi1ELi1ELi1E/{p=0} p' > "$out/sass_tq3_nt1_tt1_bf16.txt"
 fi
 if command -v cuobjdump >/dev/null; then
   cuobjdump -res-usage .device/bin/tq_linear_test 2>/dev/null | grep -A1 "TqMmaKernelILi3ELi2ELb0ELi1E" | head -4 > "$out/res_usage.txt"

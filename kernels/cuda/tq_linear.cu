@@ -950,17 +950,21 @@ TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMm
 }
 
 TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors) {
-  // Measured on an H100 (docs/BENCHMARKS.md §7): 16-row blocks; rotation fused into the kernel
-  // while it is cheap (m <= 4; each CTA rotates its whole activation tile); K split until about
-  // 4 row-block tasks per SM exist, each warp keeping at least one group.
+  // From the tiling sweeps on an H100 (docs/BENCHMARKS.md §7, runs 4-5): 32-row blocks up to
+  // n = 8192, 16 beyond; about 48 groups (6144 inputs) per K split, at most 4; more splits when
+  // there are fewer than ~2 row-block tasks per SM (k/v projections); the rotation fused into
+  // the kernel for m <= 2 (each CTA rotates its whole activation tile, which grows with m).
   TqMmaConfig cfg;
-  cfg.fused_rotation = m <= 4;
-  cfg.n_tiles = 1;
+  cfg.fused_rotation = m <= 2;
+  cfg.n_tiles = n <= 8192 ? 2 : 1;
+  const int64_t groups = TqCudaGroups(k);
+  const int64_t max_splits = std::max<int64_t>(1, groups / kWarps);
+  int64_t splits = std::clamp<int64_t>((groups + 24) / 48, 1, 4);
   const MmaGeometry g = Geometry(m, n, k, bits, cfg);
   const int64_t tasks = static_cast<int64_t>(g.row_blocks) * g.tok_tiles;
-  const int64_t target = 4 * static_cast<int64_t>(std::max(1, multiprocessors));
-  const int64_t max_splits = std::max<int64_t>(1, g.groups / kWarps);
-  cfg.splits = static_cast<int>(std::clamp<int64_t>((target + tasks / 2) / tasks, 1, max_splits));
+  const int64_t target = 2 * static_cast<int64_t>(std::max(1, multiprocessors));
+  if (tasks * splits < target) splits = std::max(splits, std::min<int64_t>(4, (target + tasks - 1) / tasks));
+  cfg.splits = static_cast<int>(std::min(splits, max_splits));
   return NormalizeTqMmaConfig(m, n, k, bits, cfg);
 }
 
@@ -1134,7 +1138,10 @@ TqKernel SelectTqKernel(int bits, int group_size, int rotation_block, int64_t m,
   if (TqCudaUnsupportedReason(bits, group_size, rotation_block, sm_major, sm_minor) != nullptr) {
     return TqKernel::kUnsupported;
   }
-  if (m <= 8) return TqKernel::kMmaFused;
+  // H100 crossovers (docs/BENCHMARKS.md §7): fused rotation while it is cheap, separate rotation
+  // up to m = 64, then dequantize + cuBLAS (neither beats cuBLAS BF16 on resident BF16 weights
+  // there; a real TQ GEMM for prefill is future work).
+  if (m <= 2) return TqKernel::kMmaFused;
   if (m <= 64) return TqKernel::kMmaSeparate;
   return TqKernel::kDequantCublas;
 }

@@ -643,6 +643,7 @@ TEST(TqCudaSupportTest, Reasons) {
   EXPECT_NE(TqCudaUnsupportedReason(3, 128, 48, 9, 0), nullptr);
   EXPECT_NE(TqCudaUnsupportedReason(3, 128, 0, 7, 5), nullptr);
   EXPECT_EQ(SelectTqKernel(3, 128, 0, 1, 9, 0), TqKernel::kMmaFused);
+  EXPECT_EQ(SelectTqKernel(3, 128, 0, 16, 9, 0), TqKernel::kMmaSeparate);
   EXPECT_EQ(SelectTqKernel(3, 64, 0, 1, 9, 0), TqKernel::kUnsupported);
   EXPECT_EQ(SelectTqKernel(4, 128, 0, 4096, 9, 0), TqKernel::kDequantCublas);
   // Plans always fit and never leave a split empty.
