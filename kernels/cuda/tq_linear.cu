@@ -950,21 +950,26 @@ TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMm
 }
 
 TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors) {
-  // From the tiling sweeps on an H100 (docs/BENCHMARKS.md §7, runs 4-5): 32-row blocks up to
-  // n = 8192, 16 beyond; about 48 groups (6144 inputs) per K split, at most 4; more splits when
-  // there are fewer than ~2 row-block tasks per SM (k/v projections); the rotation fused into
-  // the kernel for m <= 2 (each CTA rotates its whole activation tile, which grows with m).
+  // The fastest tilings of the m = 1 sweeps on an H100 (docs/BENCHMARKS.md §7, runs 5-6):
+  // small n (k/v projections): 16-row blocks and 2-4 K splits for enough CTAs; long K (>= 96
+  // groups): 4 splits; wide layers (n >= 12288): 16-row blocks, no split; the rest: 32-row
+  // blocks, no split. The rotation is fused into the kernel for m <= 2 (each CTA rotates its
+  // whole activation tile, which grows with m).
+  (void)multiprocessors;  // the persistent grid sizes itself from the device
   TqMmaConfig cfg;
   cfg.fused_rotation = m <= 2;
-  cfg.n_tiles = n <= 8192 ? 2 : 1;
   const int64_t groups = TqCudaGroups(k);
-  const int64_t max_splits = std::max<int64_t>(1, groups / kWarps);
-  int64_t splits = std::clamp<int64_t>((groups + 24) / 48, 1, 4);
-  const MmaGeometry g = Geometry(m, n, k, bits, cfg);
-  const int64_t tasks = static_cast<int64_t>(g.row_blocks) * g.tok_tiles;
-  const int64_t target = 2 * static_cast<int64_t>(std::max(1, multiprocessors));
-  if (tasks * splits < target) splits = std::max(splits, std::min<int64_t>(4, (target + tasks - 1) / tasks));
-  cfg.splits = static_cast<int>(std::min(splits, max_splits));
+  if (n <= 2048) {
+    cfg.n_tiles = 1;
+    cfg.splits = groups <= 32 ? 2 : 4;
+  } else if (groups >= 96) {
+    cfg.n_tiles = n <= 4096 ? 2 : 1;
+    cfg.splits = 4;
+  } else {
+    cfg.n_tiles = n >= 12288 ? 1 : 2;
+    cfg.splits = 1;
+  }
+  cfg.splits = static_cast<int>(std::min<int64_t>(cfg.splits, std::max<int64_t>(1, groups / kWarps)));
   return NormalizeTqMmaConfig(m, n, k, bits, cfg);
 }
 
