@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs the CUDA TQ kernel parity test, the benchmark and a compute-sanitizer pass on the GPU
-# machine, from a bundle made here:
+# machine (docs/BENCHMARKS.md §7, docs/gpu/README.md). Here:
 #   bazel build -c opt //kernels/cuda:tq_linear_test //kernels/cuda:tq_linear_benchmark
 #   tools/device_bundle.sh .device bazel-bin/kernels/cuda/tq_linear_test \
 #       bazel-bin/kernels/cuda/tq_linear_benchmark
-# then, on the device machine (run tool, carry [".device"]): tools/gpu_tq_linear.sh [BENCH_ARGS]
-# Logs go to $OUT (or ./gpu-out).
+#   strip --strip-debug .device/bin/* .device/lib/*; tar -cJf device.tar.xz .device
+# then carry device.tar.xz and this script (an ignored folder of the checkout the device tool
+# sends, named in `carry`) and run there:  tar -xJf device.tar.xz && bash gpu_tq_linear.sh
+# Environment: PROFILE=1 adds Nsight Compute summaries, SANITIZE=0 skips compute-sanitizer,
+# TEST_T / BENCH_T / SAN_T are per-step time limits (s). Logs go to $OUT (or ./gpu-out).
 set -u
 out=${OUT:-gpu-out}
 mkdir -p "$out"

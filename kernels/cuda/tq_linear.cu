@@ -274,13 +274,15 @@ __global__ void __launch_bounds__(kThreads) DequantKernel(const uint8_t* __restr
 // either stored or, with splits > 1, written to the workspace; the last CTA of a (row block,
 // token tile) (atomic counter) sums the splits in order and stores y.
 //
-// Fragment mapping (the K order inside a group is free as long as A and B agree): lane (g, t)
-// (g = lane/4, t = lane%4) owns columns [32t, 32t + 32) of every group; k-step s (0..7) uses
-// columns 32t + 4s + {0,1} as the mma's k = 2t, 2t+1 and 32t + 4s + {2,3} as k = 2t+8, 2t+9. So
-// a lane's codes of one weight row and group are contiguous: 8 / 12 / 16 bytes at byte
-// t·(4·bits) of the group, and each code pair (2 codes, 2·bits bits) is one B register, looked up
-// in a table of fp16 pairs (lut[pair · 32 + lane]: 32 copies, one per bank, conflict-free). The
-// B operand's column (weight row) is g; C's columns are the weight rows 2t, 2t+1.
+// Fragment mapping (PTX m16n8k16; the K order inside a group is free as long as A and B agree):
+// A = weights (16 rows per tile), B = activations (8 tokens per tile), g = lane/4, t = lane%4.
+// Lane (g, t) owns columns [32t, 32t + 32) of every group; k-step s (0..7) uses columns
+// 32t + 4s + {0,1} as the mma's k = 2t, 2t+1 and 32t + 4s + {2,3} as k = 2t+8, 2t+9. So a lane's
+// codes of one weight row and group are contiguous (8 / 12 / 16 bytes at byte t·(4·bits) of the
+// group) and each code pair (2·bits bits) is one A register (rows g and g+8), looked up in a table
+// of fp16 pairs (entry v of copy `lane` at byte v·128 + lane·4: 32 copies, one per bank,
+// conflict-free). B registers are the activation pairs of token g; C/D hold rows g, g+8 x tokens
+// 2t, 2t+1.
 //
 // Shared memory (dynamic):
 //   lut      uint32 [4^bits][32]       fp16 pairs (c[lo], c[hi]) of every 2-code value
