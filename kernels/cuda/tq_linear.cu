@@ -263,22 +263,26 @@ __global__ void __launch_bounds__(kThreads) DequantKernel(const uint8_t* __restr
 // ---------------------------------------------------------------------------------------------
 // (b)/(c) The tensor-core kernel.
 //
-// Work decomposition. A CTA (8 warps) owns a tile of T activation rows (T = 8 or 16, one
-// m16n8k16 M tile, the upper 8 rows unused when T = 8), R = 8·n_tiles weight rows and a K range
-// of `gr` groups (split s of `splits`). Its warps split that K range into 8 contiguous pieces;
-// each warp streams its piece of the R weight rows through a private 3-stage cp.async pipeline
-// (kGt groups per stage; codes and gains), so no CTA-wide barrier runs in the main loop. At the
-// end the 8 warp partials are summed in shared memory (fixed order), then either stored or, with
-// splits > 1, written to the workspace; the last CTA of the tile (atomic counter) sums the
-// splits in order and stores y.
+// Work decomposition. A work unit is a tile of T activation rows (T = 8 or 16, one m16n8k16 M
+// tile, the upper 8 rows unused when T = 8) and a K range of `gr` groups (split s of `splits`).
+// The grid is persistent: CTA c (8 warps) serves unit c % units and the row blocks (R = 8·n_tiles
+// weight rows each) slot, slot + cpu, ... (slot = c / units). It builds the pair table and its
+// activation tile once, then its warps split the K range into 8 contiguous pieces and each warp
+// streams its piece of every row block through a private 3-stage cp.async pipeline (kGt groups per
+// stage; codes and gains) that runs on across row blocks, so loads stay in flight through the
+// per-row-block epilogue: the 8 warp partials are summed in shared memory (fixed order), then
+// either stored or, with splits > 1, written to the workspace; the last CTA of a (row block,
+// token tile) (atomic counter) sums the splits in order and stores y.
 //
-// Fragment mapping (the K order inside a group is free as long as A and B agree): lane (g, t)
-// (g = lane/4, t = lane%4) owns columns [32t, 32t + 32) of every group; k-step s (0..7) uses
-// columns 32t + 4s + {0,1} as the mma's k = 2t, 2t+1 and 32t + 4s + {2,3} as k = 2t+8, 2t+9. So
-// a lane's codes of one weight row and group are contiguous: 8 / 12 / 16 bytes at byte
-// t·(4·bits) of the group, and each code pair (2 codes, 2·bits bits) is one B register, looked up
-// in a table of fp16 pairs (lut[pair · 32 + lane]: 32 copies, one per bank, conflict-free). The
-// B operand's column (weight row) is g; C's columns are the weight rows 2t, 2t+1.
+// Fragment mapping (PTX m16n8k16; the K order inside a group is free as long as A and B agree):
+// A = weights (16 rows per tile), B = activations (8 tokens per tile), g = lane/4, t = lane%4.
+// Lane (g, t) owns columns [32t, 32t + 32) of every group; k-step s (0..7) uses columns
+// 32t + 4s + {0,1} as the mma's k = 2t, 2t+1 and 32t + 4s + {2,3} as k = 2t+8, 2t+9. So a lane's
+// codes of one weight row and group are contiguous (8 / 12 / 16 bytes at byte t·(4·bits) of the
+// group) and each code pair (2·bits bits) is one A register (rows g and g+8), looked up in a table
+// of fp16 pairs (entry v of copy `lane` at byte v·128 + lane·4: 32 copies, one per bank,
+// conflict-free). B registers are the activation pairs of token g; C/D hold rows g, g+8 x tokens
+// 2t, 2t+1.
 //
 // Shared memory (dynamic):
 //   lut      uint32 [4^bits][32]       fp16 pairs (c[lo], c[hi]) of every 2-code value
@@ -287,7 +291,6 @@ __global__ void __launch_bounds__(kThreads) DequantKernel(const uint8_t* __restr
 //   x_scale  float [T][gr]
 //   warps    8 × warp_bytes: nbuf stages of [R rows × row_stride bytes of codes]
 //            [kGt × R gains], reused for the warp's partial sums at the end.
-constexpr int kGt = 4;      // groups per pipeline stage
 constexpr int kStages = 3;  // pipeline depth (stages in flight + 1)
 
 template <int kBits>
@@ -297,12 +300,16 @@ struct MmaBits {
   static constexpr int kLaneWords = kLaneBytes / 4;    // 2 / 3 / 4
   static constexpr int kPairBits = 2 * kBits;
   static constexpr int kLutEntries = 1 << kPairBits;   // 16 / 64 / 256
+  // Groups per pipeline stage: small stages keep 3 CTAs per SM within shared memory.
+  static constexpr int kGt = kBits == 2 ? 4 : 2;
   // Row stride of a stage, padded so that the 32 lanes' code reads hit distinct banks:
   // TQ3 LDS.32 at 12t + 4w needs stride ≡ 16 (mod 32); TQ2 LDS.64 ≡ 32 (mod 128);
   // TQ4 LDS.128 ≡ 64 (mod 128).
   static constexpr int kRowStride =
       kBits == 3 ? kGt * kBpg + 16 : kGt * kBpg + (kBits == 4 ? 64 : 32);
 };
+
+int GroupsPerStageHost(int bits) { return bits == 2 ? MmaBits<2>::kGt : MmaBits<3>::kGt; }
 
 int RowStrideHost(int bits) {
   switch (bits) {
@@ -334,17 +341,20 @@ struct MmaKernelParams {
   uint32_t* counters;
   int splits, gr;
   int x_row_bytes;
-  int off_x, off_xs, off_warps, warp_bytes;
+  int off_x, off_xs, off_warps, warp_bytes, off_red;
+  // Persistent schedule: CTA c serves work unit c % units (= token tile + K split) and the row
+  // blocks slot, slot + cpu, ... (slot = c / units).
+  int units, tok_tiles, row_blocks, cpu;
 };
 
-// Issues one stage: codes of rows [r0, r0+R) x groups [g0, min(g0+kGt, g_end)) and their gains
+// Issues one stage: codes of rows [r0, r0+R) x groups [g0, min(g0+B::kGt, g_end)) and their gains
 // (transposed: gains[gl][r]). Missing rows / groups are zero-filled.
 template <int kBits, int kRows>
 __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned char* buf, int r0,
                                            int g0, int g_end, int lane) {
   using B = MmaBits<kBits>;
-  constexpr int kChunksPerRow = kGt * B::kBpg / 16;
-  static_assert((kRows * kChunksPerRow) % 32 == 0 && (kRows * kGt) % 32 == 0, "whole warps");
+  constexpr int kChunksPerRow = B::kGt * B::kBpg / 16;
+  static_assert((kRows * kChunksPerRow) % 32 == 0 && (kRows * B::kGt) % 32 == 0, "whole warps");
 #pragma unroll
   for (int i = 0; i < kRows * kChunksPerRow / 32; ++i) {
     const int c = i * 32 + lane;
@@ -357,9 +367,9 @@ __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned ch
   }
   float* gs = reinterpret_cast<float*>(buf + kRows * B::kRowStride);
 #pragma unroll
-  for (int i = 0; i < kRows * kGt / 32; ++i) {
+  for (int i = 0; i < kRows * B::kGt / 32; ++i) {
     const int c = i * 32 + lane;
-    const int r = c / kGt, gl = c - r * kGt;
+    const int r = c / B::kGt, gl = c - r * B::kGt;
     const int row = r0 + r, g = g0 + gl;
     const bool ok = row < p.n && g < g_end;
     CpAsync4(gs + gl * kRows + r, ok ? p.gains + static_cast<int64_t>(row) * p.groups + g : p.gains,
@@ -367,19 +377,24 @@ __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned ch
   }
 }
 
-// Code pair p (0..15) of a lane's chunk: bits [p·2·bits, +2·bits) of the little-endian words.
+// The pair table entry of code pair p (0..15) of a lane's chunk (bits [p·2·bits, +2·bits) of the
+// little-endian words): the table sits at the start of dynamic shared memory, entry v of copy
+// `lane` at byte v·128 + lane·4, so the byte offset is (field << 7) | lane4: one shift, one LOP3
+// and a load with the shared-memory base folded into its address.
 template <int kBits, int kWords>
-__device__ __forceinline__ uint32_t PairIndex(const uint32_t (&w)[kWords], int p) {
+__device__ __forceinline__ uint32_t LutLookup(const unsigned char* smem, uint32_t lane4,
+                                              const uint32_t (&w)[kWords], int p) {
   constexpr int kPairBits = 2 * kBits;
+  constexpr uint32_t kFieldMask = ((1u << kPairBits) - 1u) << 7;
   const int pos = p * kPairBits;
   const int wi = pos >> 5, off = pos & 31;
   uint32_t v;
   if (off + kPairBits <= 32) {
-    v = w[wi] >> off;
-  } else {
-    v = __funnelshift_r(w[wi], w[min(wi + 1, kWords - 1)], off);
+    v = off >= 7 ? w[wi] >> (off - 7) : w[wi] << (7 - off);
+  } else {  // crosses into the next word; off > 32 - kPairBits >= 24
+    v = __funnelshift_r(w[wi], w[min(wi + 1, kWords - 1)], off - 7);
   }
-  return v & ((1u << kPairBits) - 1u);
+  return *reinterpret_cast<const uint32_t*>(smem + ((v & kFieldMask) | lane4));
 }
 
 template <int kBits>
@@ -397,16 +412,89 @@ __device__ __forceinline__ void LoadLaneCodes(const unsigned char* p,
   }
 }
 
+// N warp-held groups at once (independent shuffle chains interleave): RotateForwardWarp and
+// ScaleToHalf4 on each, bit for bit.
+template <int kN>
+__device__ __forceinline__ void RotateScaleWarpN(float (&v)[kN][4], int lane, int block,
+                                                 float inv_div, uint2 (&h)[kN],
+                                                 float (&inv_scale)[kN]) {
+  const uint32_t s1 = SignNibble(1, lane), s2 = SignNibble(2, lane);
+#pragma unroll
+  for (int b = 0; b < kN; ++b) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[b][j] = v[b][j] * SignOf(s1, j);
+  }
+  if (block >= 2) {
+#pragma unroll
+    for (int b = 0; b < kN; ++b) {
+      const float a0 = v[b][0], b0 = v[b][1], a1 = v[b][2], b1 = v[b][3];
+      v[b][0] = a0 + b0;
+      v[b][1] = a0 - b0;
+      v[b][2] = a1 + b1;
+      v[b][3] = a1 - b1;
+    }
+  }
+  if (block >= 4) {
+#pragma unroll
+    for (int b = 0; b < kN; ++b) {
+      const float a0 = v[b][0], b0 = v[b][2], a1 = v[b][1], b1 = v[b][3];
+      v[b][0] = a0 + b0;
+      v[b][2] = a0 - b0;
+      v[b][1] = a1 + b1;
+      v[b][3] = a1 - b1;
+    }
+  }
+  for (int hh = 4; hh < block; hh *= 2) {
+    const int lane_mask = hh >> 2;
+    const bool upper = (lane & lane_mask) != 0;
+#pragma unroll
+    for (int b = 0; b < kN; ++b) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float partner = __shfl_xor_sync(kFullMask, v[b][j], lane_mask);
+        v[b][j] = upper ? partner - v[b][j] : v[b][j] + partner;
+      }
+    }
+  }
+  float amax[kN];
+#pragma unroll
+  for (int b = 0; b < kN; ++b) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[b][j] = (v[b][j] * inv_div) * SignOf(s2, j);
+    amax[b] = fmaxf(fmaxf(fabsf(v[b][0]), fabsf(v[b][1])), fmaxf(fabsf(v[b][2]), fabsf(v[b][3])));
+  }
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) {
+#pragma unroll
+    for (int b = 0; b < kN; ++b) amax[b] = fmaxf(amax[b], __shfl_xor_sync(kFullMask, amax[b], o));
+  }
+#pragma unroll
+  for (int b = 0; b < kN; ++b) {
+    int e = 0;
+    if (amax[b] > 0.0f && amax[b] <= 3.402823466e38f) {
+      int ex;
+      frexpf(amax[b], &ex);
+      e = min(126, max(-126, 14 - ex));
+    }
+    const float scale = __int_as_float((127 + e) << 23);
+    inv_scale[b] = __int_as_float((127 - e) << 23);
+    const __half2 lo = __floats2half2_rn(v[b][0] * scale, v[b][1] * scale);
+    const __half2 hi = __floats2half2_rn(v[b][2] * scale, v[b][3] * scale);
+    h[b] = make_uint2(*reinterpret_cast<const uint32_t*>(&lo),
+                      *reinterpret_cast<const uint32_t*>(&hi));
+  }
+}
+
 // Rotates the CTA's activation tile (rows [t0, t0+mt), groups [ga, ga+gr_cta)) into shared
-// memory as fp16 + per-group scales (the "fused" prologue).
+// memory as fp16 + per-group scales (the "fused" prologue), 4 groups per warp at a time.
 template <typename InT>
 __device__ __forceinline__ void FusedRotate(const MmaKernelParams& p, unsigned char* xsm,
                                             float* xsc, int t0, int mt, int ga, int gr_cta,
                                             int warp, int lane) {
-  constexpr int kBatch = 4;  // groups per warp whose loads are in flight together
+  constexpr int kBatch = 4;
   const InT* x = static_cast<const InT*>(p.x);
   const int tasks = mt * gr_cta;
-  for (int base = warp * kBatch; base < tasks; base += kWarps * kBatch) {
+  for (int base = warp * kBatch; base < tasks; base += kWarps * kBatch) {  // warp-uniform
     float v[kBatch][4];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
@@ -415,20 +503,22 @@ __device__ __forceinline__ void FusedRotate(const MmaKernelParams& p, unsigned c
         const int t = task / gr_cta, gl = task - t * gr_cta;
         LoadActSlice(x + static_cast<int64_t>(t0 + t) * p.ldx, p.k, (ga + gl) * kG + 4 * lane,
                      p.x_vec, v[b]);
+      } else {
+        v[b][0] = v[b][1] = v[b][2] = v[b][3] = 0.0f;
       }
     }
+    uint2 h[kBatch];
+    float inv[kBatch];
+    RotateScaleWarpN<kBatch>(v, lane, p.block, p.inv_div, h, inv);
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const int task = base + b;
-      if (task < tasks) {  // warp-uniform
+      if (task < tasks) {
         const int t = task / gr_cta, gl = task - t * gr_cta;
-        RotateForwardWarp(v[b], lane, p.block, p.inv_div);
-        float inv;
-        const uint2 h = ScaleToHalf4(v[b], &inv);
         // Columns 4·lane .. +3 = lane t' = lane/8's chunk q = (lane/2)%4, half (lane%2).
         *reinterpret_cast<uint2*>(xsm + t * p.x_row_bytes + gl * 256 + ((lane >> 1) & 3) * 64 +
-                                  (lane >> 3) * 16 + (lane & 1) * 8) = h;
-        if (lane == 0) xsc[t * p.gr + gl] = inv;
+                                  (lane >> 3) * 16 + (lane & 1) * 8) = h[b];
+        if (lane == 0) xsc[t * p.gr + gl] = inv[b];
       }
     }
   }
@@ -440,33 +530,52 @@ __device__ __forceinline__ void StoreY(const MmaKernelParams& p, int tok, int ro
   if (p.y_bf16 != nullptr) p.y_bf16[at] = __float2bfloat16_rn(v);
 }
 
+// kNT: 16-row weight tiles per row block (mma M); kTT: 8-row activation tiles per token tile
+// (mma N), all served by one decode of each weight fragment.
 // kMode: 0 = fused, float32 x; 1 = fused, bf16 x; 2 = separate (x_h / x_scale from global).
-template <int kBits, int kNT, bool kM16, int kMode>
-__global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams p) {
+template <int kBits, int kNT, int kTT, int kMode>
+__global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
+    TqMmaKernel(const MmaKernelParams p) {
   using B = MmaBits<kBits>;
-  constexpr int kRows = 8 * kNT;
-  constexpr int kTile = kM16 ? 16 : 8;
-  constexpr int kStageBytes = kRows * B::kRowStride + kGt * kRows * 4;
+  constexpr int kRows = 16 * kNT;
+  constexpr int kTile = 8 * kTT;
+  constexpr int kStageBytes = kRows * B::kRowStride + B::kGt * kRows * 4;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int s_last;
   uint32_t* lut = reinterpret_cast<uint32_t*>(smem);
   unsigned char* xsm = smem + p.off_x;
   float* xsc = reinterpret_cast<float*>(smem + p.off_xs);
+  float* red_all = reinterpret_cast<float*>(smem + p.off_red);  // [kWarps][kTile][kRows]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int gid = lane >> 2, tig = lane & 3;
   unsigned char* wsm = smem + p.off_warps + warp * p.warp_bytes;
 
-  const int t0 = blockIdx.x * kTile;
+  const int unit = blockIdx.x % p.units;
+  const int slot = blockIdx.x / p.units;
+  const int tok_tile = unit % p.tok_tiles;
+  const int split = unit / p.tok_tiles;
+  const int t0 = tok_tile * kTile;
   const int mt = min(kTile, p.m - t0);
-  const int r0 = blockIdx.y * kRows;
-  const int split = blockIdx.z;
   const int ga = split * p.gr;
   const int gb = min(p.groups, ga + p.gr);
   const int gr_cta = gb - ga;
   const int gw = (gr_cta + kWarps - 1) / kWarps;
   const int wg0 = ga + warp * gw;
   const int wg1 = min(gb, wg0 + gw);
-  const int nstages = wg1 > wg0 ? (wg1 - wg0 + kGt - 1) / kGt : 0;
+  // Every warp walks the same item sequence (nst stages per row block, empty ones included), so
+  // the CTA-wide barriers of the per-row-block epilogue line up.
+  const int nst = max(1, (gw + B::kGt - 1) / B::kGt);
+  const int my_rbs = slot < p.row_blocks ? (p.row_blocks - 1 - slot) / p.cpu + 1 : 0;
+  const int items = my_rbs * nst;
+
+  auto issue = [&](int item) {
+    const int rbi = item / nst, st = item - rbi * nst;
+    const int g0 = wg0 + st * B::kGt;
+    if (g0 < wg1) {
+      IssueStage<kBits, kRows>(p, wsm + (item % kStages) * kStageBytes,
+                               (slot + rbi * p.cpu) * kRows, g0, wg1, lane);
+    }
+  };
 
   // 1. Separate mode: the fp16 activation tile (the oldest cp.async group).
   if constexpr (kMode == 2) {
@@ -487,10 +596,10 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
   }
   CpAsyncCommit();
 
-  // 2. The first weight stages of this warp.
+  // 2. The first items of this warp's weight stream.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nstages) IssueStage<kBits, kRows>(p, wsm + s * kStageBytes, r0, wg0 + s * kGt, wg1, lane);
+    if (s < items) issue(s);
     CpAsyncCommit();
   }
 
@@ -512,135 +621,158 @@ __global__ void __launch_bounds__(kThreads, 1) TqMmaKernel(const MmaKernelParams
   CpAsyncWait<kStages - 2>();
   __syncthreads();
 
-  // 5. Main loop.
-  float acc[kNT][4];
-#pragma unroll
-  for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-
-  for (int s = 0; s < nstages; ++s) {
-    CpAsyncWait<kStages - 2>();
-    __syncwarp();
-    const int sn = s + kStages - 1;
-    if (sn < nstages) {
-      IssueStage<kBits, kRows>(p, wsm + (sn % kStages) * kStageBytes, r0, wg0 + sn * kGt, wg1,
-                               lane);
-    }
-    CpAsyncCommit();
-
-    const unsigned char* buf = wsm + (s % kStages) * kStageBytes;
-    const float* gs_all = reinterpret_cast<const float*>(buf + kRows * B::kRowStride);
-    const int g_first = wg0 + s * kGt;
-    const int count = min(kGt, wg1 - g_first);
-#pragma unroll 1
-    for (int gl = 0; gl < count; ++gl) {
-      const int xl = g_first + gl - ga;
-      uint4 xa[4], xb[4];
-      float xsa = 0.0f, xsb = 0.0f;
-      if (gid < mt) {
-        const unsigned char* xp = xsm + gid * p.x_row_bytes + xl * 256 + tig * 16;
-#pragma unroll
-        for (int q = 0; q < 4; ++q) xa[q] = *reinterpret_cast<const uint4*>(xp + q * 64);
-        xsa = xsc[gid * p.gr + xl];
-      } else {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) xa[q] = make_uint4(0u, 0u, 0u, 0u);
-      }
-      if constexpr (kM16) {
-        if (gid + 8 < mt) {
-          const unsigned char* xp = xsm + (gid + 8) * p.x_row_bytes + xl * 256 + tig * 16;
-#pragma unroll
-          for (int q = 0; q < 4; ++q) xb[q] = *reinterpret_cast<const uint4*>(xp + q * 64);
-          xsb = xsc[(gid + 8) * p.gr + xl];
-        } else {
-#pragma unroll
-          for (int q = 0; q < 4; ++q) xb[q] = make_uint4(0u, 0u, 0u, 0u);
-        }
-      }
-      const float* gs = gs_all + gl * kRows;
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
-        uint32_t cw[B::kLaneWords];
-        LoadLaneCodes<kBits>(buf + (nt * 8 + gid) * B::kRowStride + gl * B::kBpg +
-                                 tig * B::kLaneBytes,
-                             cw);
-        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-        for (int ks = 0; ks < 8; ++ks) {
-          const uint32_t b0 = lut[(PairIndex<kBits>(cw, 2 * ks) << 5) | lane];
-          const uint32_t b1 = lut[(PairIndex<kBits>(cw, 2 * ks + 1) << 5) | lane];
-          const uint4& qa = xa[ks >> 1];
-          const uint32_t a0 = (ks & 1) ? qa.z : qa.x;
-          const uint32_t a2 = (ks & 1) ? qa.w : qa.y;
-          uint32_t a1 = 0u, a3 = 0u;
-          if constexpr (kM16) {
-            const uint4& qb = xb[ks >> 1];
-            a1 = (ks & 1) ? qb.z : qb.x;
-            a3 = (ks & 1) ? qb.w : qb.y;
-          }
-          Mma16816(c, a0, a1, a2, a3, b0, b1);
-        }
-        const float2 gg = *reinterpret_cast<const float2*>(gs + nt * 8 + 2 * tig);
-        acc[nt][0] = fmaf(c[0], gg.x * xsa, acc[nt][0]);
-        acc[nt][1] = fmaf(c[1], gg.y * xsa, acc[nt][1]);
-        if constexpr (kM16) {
-          acc[nt][2] = fmaf(c[2], gg.x * xsb, acc[nt][2]);
-          acc[nt][3] = fmaf(c[3], gg.y * xsb, acc[nt][3]);
-        }
-      }
-    }
-    __syncwarp();
-  }
-
-  // 6. Sum the 8 warp partials (fixed order), then store or reduce across splits.
-  CpAsyncWait<0>();
-  __syncwarp();
-  float* red = reinterpret_cast<float*>(wsm);  // [kTile][kRows]
+  // 5. Main loop over (row block, stage) items; the pipeline runs across row blocks.
+  // Fragments (PTX m16n8k16): A = weights, lane (g, t) holds rows g and g+8 of each 16-row tile;
+  // B = activations, lane (g, t) supplies token g of each 8-token tile; C/D: rows g, g+8 x
+  // tokens 2t, 2t+1.
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4u;
+  float acc[kNT][kTT][4];
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
-    for (int e = 0; e < (kM16 ? 4 : 2); ++e) {
-      red[(gid + (e >> 1) * 8) * kRows + nt * 8 + 2 * tig + (e & 1)] = acc[nt][e];
-    }
+    for (int tt = 0; tt < kTT; ++tt) acc[nt][tt][0] = acc[nt][tt][1] = acc[nt][tt][2] = acc[nt][tt][3] = 0.0f;
   }
-  __syncthreads();
-  const int outs = mt * kRows;
-  for (int idx = tid; idx < outs; idx += kThreads) {
-    const int tok = idx / kRows, r = idx - tok * kRows;
-    float sum = 0.0f;
+
+  for (int item = 0; item < items; ++item) {
+    CpAsyncWait<kStages - 2>();
+    __syncwarp();
+    if (item + kStages - 1 < items) issue(item + kStages - 1);
+    CpAsyncCommit();
+
+    const int rbi = item / nst, st = item - rbi * nst;
+    const unsigned char* buf = wsm + (item % kStages) * kStageBytes;
+    const float* gs_all = reinterpret_cast<const float*>(buf + kRows * B::kRowStride);
+    const int g_first = wg0 + st * B::kGt;
+    const int count = min(B::kGt, wg1 - g_first);
+#pragma unroll 1
+    for (int gl = 0; gl < count; ++gl) {
+      const int xl = g_first + gl - ga;
+      uint32_t cw[kNT][2][B::kLaneWords];
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      sum += reinterpret_cast<const float*>(smem + p.off_warps + w * p.warp_bytes)[idx];
-    }
-    const int row = r0 + r;
-    if (row < p.n) {
-      if (p.splits == 1) {
-        StoreY(p, t0 + tok, row, sum);
-      } else {
-        p.ws[(static_cast<int64_t>(split) * p.m + t0 + tok) * p.n + row] = sum;
-      }
-    }
-  }
-  if (p.splits > 1) {
-    __threadfence();
-    __syncthreads();
-    const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
-    if (tid == 0) s_last = atomicAdd(p.counters + tile, 1u) == static_cast<unsigned>(p.splits - 1);
-    __syncthreads();
-    if (s_last) {
-      __threadfence();
-      for (int idx = tid; idx < outs; idx += kThreads) {
-        const int tok = idx / kRows, r = idx - tok * kRows;
-        const int row = r0 + r;
-        if (row >= p.n) continue;
-        float sum = 0.0f;
-        for (int sp = 0; sp < p.splits; ++sp) {
-          sum += __ldcg(p.ws + (static_cast<int64_t>(sp) * p.m + t0 + tok) * p.n + row);
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          LoadLaneCodes<kBits>(buf + (nt * 16 + gid + 8 * h) * B::kRowStride + gl * B::kBpg +
+                                   tig * B::kLaneBytes,
+                               cw[nt][h]);
         }
-        StoreY(p, t0 + tok, row, sum);
       }
-      if (tid == 0) p.counters[tile] = 0u;  // ready for the next launch
+      // Two accumulator chains per tile (even / odd k-steps) halve the mma dependency chain.
+      float c[kNT][kTT][4], d[kNT][kTT][4];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int tt = 0; tt < kTT; ++tt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) c[nt][tt][e] = d[nt][tt][e] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {  // k-steps 2q, 2q+1: columns 32t + 8q .. +8 of each lane
+        uint4 xq[kTT];
+#pragma unroll
+        for (int tt = 0; tt < kTT; ++tt) {
+          const int tok = tt * 8 + gid;
+          xq[tt] = tok < mt ? *reinterpret_cast<const uint4*>(xsm + tok * p.x_row_bytes + xl * 256 +
+                                                              q * 64 + tig * 16)
+                            : make_uint4(0u, 0u, 0u, 0u);
+        }
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int ks = 2 * q + half;
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            const uint32_t a0 = LutLookup<kBits>(smem, lane4, cw[nt][0], 2 * ks);
+            const uint32_t a1 = LutLookup<kBits>(smem, lane4, cw[nt][1], 2 * ks);
+            const uint32_t a2 = LutLookup<kBits>(smem, lane4, cw[nt][0], 2 * ks + 1);
+            const uint32_t a3 = LutLookup<kBits>(smem, lane4, cw[nt][1], 2 * ks + 1);
+#pragma unroll
+            for (int tt = 0; tt < kTT; ++tt) {
+              const uint32_t b0 = half ? xq[tt].z : xq[tt].x;
+              const uint32_t b1 = half ? xq[tt].w : xq[tt].y;
+              Mma16816(half ? d[nt][tt] : c[nt][tt], a0, a1, a2, a3, b0, b1);
+            }
+          }
+        }
+      }
+      // Per-group scales: gain (rows g, g+8) x activation scale (tokens 2t, 2t+1).
+      const float* gs = gs_all + gl * kRows;
+#pragma unroll
+      for (int tt = 0; tt < kTT; ++tt) {
+        const int tok = tt * 8 + 2 * tig;
+        const float xs0 = tok < mt ? xsc[tok * p.gr + xl] : 0.0f;
+        const float xs1 = tok + 1 < mt ? xsc[(tok + 1) * p.gr + xl] : 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          const float g0 = gs[nt * 16 + gid], g1 = gs[nt * 16 + gid + 8];
+          acc[nt][tt][0] = fmaf(c[nt][tt][0] + d[nt][tt][0], g0 * xs0, acc[nt][tt][0]);
+          acc[nt][tt][1] = fmaf(c[nt][tt][1] + d[nt][tt][1], g0 * xs1, acc[nt][tt][1]);
+          acc[nt][tt][2] = fmaf(c[nt][tt][2] + d[nt][tt][2], g1 * xs0, acc[nt][tt][2]);
+          acc[nt][tt][3] = fmaf(c[nt][tt][3] + d[nt][tt][3], g1 * xs1, acc[nt][tt][3]);
+        }
+      }
     }
+    __syncwarp();
+    if (st != nst - 1) continue;
+
+    // 6. Row block done: sum the 8 warp partials (fixed order), then store or reduce across
+    // splits. The next items' loads are already in flight.
+    const int rb = slot + rbi * p.cpu;
+    const int r0 = rb * kRows;
+    float* red = red_all + warp * kTile * kRows;  // [token][row]
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int tt = 0; tt < kTT; ++tt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          red[(tt * 8 + 2 * tig + (e & 1)) * kRows + nt * 16 + gid + (e >> 1) * 8] = acc[nt][tt][e];
+          acc[nt][tt][e] = 0.0f;
+        }
+      }
+    }
+    __syncthreads();
+    const int outs = mt * kRows;
+    for (int idx = tid; idx < outs; idx += kThreads) {
+      const int tok = idx / kRows, r = idx - tok * kRows;
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += red_all[w * kTile * kRows + idx];
+      const int row = r0 + r;
+      if (row < p.n) {
+        if (p.splits == 1) {
+          StoreY(p, t0 + tok, row, sum);
+        } else {
+          p.ws[(static_cast<int64_t>(split) * p.m + t0 + tok) * p.n + row] = sum;
+        }
+      }
+    }
+    if (p.splits > 1) {
+      __threadfence();
+      __syncthreads();
+      const unsigned tile = static_cast<unsigned>(rb) * p.tok_tiles + tok_tile;
+      if (tid == 0) {
+        s_last = atomicAdd(p.counters + tile, 1u) == static_cast<unsigned>(p.splits - 1);
+      }
+      __syncthreads();
+      if (s_last) {
+        __threadfence();
+        for (int idx = tid; idx < outs; idx += kThreads) {
+          const int tok = idx / kRows, r = idx - tok * kRows;
+          const int row = r0 + r;
+          if (row >= p.n) continue;
+          float sum = 0.0f;
+          for (int sp = 0; sp < p.splits; ++sp) {
+            sum += __ldcg(p.ws + (static_cast<int64_t>(sp) * p.m + t0 + tok) * p.n + row);
+          }
+          StoreY(p, t0 + tok, row, sum);
+        }
+        if (tid == 0) p.counters[tile] = 0u;  // ready for the next launch
+      }
+    }
+    __syncthreads();  // red_all and s_last are reused by the next row block
   }
+  CpAsyncWait<0>();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -655,7 +787,7 @@ struct MmaGeometry {
   int tile, tok_tiles, rows, row_blocks;
   int nbuf, stage_bytes, warp_bytes, lut_bytes;
   int x_rows, x_row_bytes;
-  size_t off_x, off_xs, off_warps, smem;
+  size_t off_x, off_xs, off_red, off_warps, smem;
 };
 
 MmaGeometry Geometry(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
@@ -664,31 +796,31 @@ MmaGeometry Geometry(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfi
   int s = std::max(1, std::min(cfg.splits, std::max(1, g.groups)));
   g.gr = (g.groups + s - 1) / s;
   g.splits = std::max(1, (g.groups + g.gr - 1) / g.gr);
-  g.tile = m <= 8 ? 8 : 16;
+  g.tile = m <= 8 ? 8 : m <= 16 ? 16 : 32;  // 8 x (1, 2 or 4) activation rows per decode
   g.tok_tiles = static_cast<int>((m + g.tile - 1) / g.tile);
-  g.rows = 8 * cfg.n_tiles;
+  g.rows = 16 * cfg.n_tiles;
   g.row_blocks = static_cast<int>((n + g.rows - 1) / g.rows);
-  const int gw = (g.gr + kWarps - 1) / kWarps;
-  g.nbuf = std::max(1, std::min(kStages, (gw + kGt - 1) / kGt));
-  g.stage_bytes = g.rows * RowStrideHost(bits) + kGt * g.rows * 4;
-  g.warp_bytes = static_cast<int>(
-      Round16(std::max(g.nbuf * g.stage_bytes, g.tile * g.rows * static_cast<int>(sizeof(float)))));
+  g.nbuf = kStages;  // the pipeline runs across row blocks
+  g.stage_bytes = g.rows * RowStrideHost(bits) + GroupsPerStageHost(bits) * g.rows * 4;
+  g.warp_bytes = static_cast<int>(Round16(static_cast<size_t>(g.nbuf) * g.stage_bytes));
   g.lut_bytes = (1 << (2 * bits)) * 32 * 4;
   g.x_rows = static_cast<int>(std::min<int64_t>(g.tile, m));
   g.x_row_bytes = g.gr * 256 + 64;
   g.off_x = g.lut_bytes;
   g.off_xs = g.off_x + Round16(static_cast<size_t>(g.x_rows) * g.x_row_bytes);
-  g.off_warps = g.off_xs + Round16(static_cast<size_t>(g.x_rows) * g.gr * 4);
+  g.off_red = g.off_xs + Round16(static_cast<size_t>(g.x_rows) * g.gr * 4);
+  g.off_warps = g.off_red + static_cast<size_t>(kWarps) * g.tile * g.rows * 4;
   g.smem = g.off_warps + static_cast<size_t>(kWarps) * g.warp_bytes;
   return g;
 }
 
-bool ValidNTiles(int nt) { return nt == 1 || nt == 2 || nt == 4; }
+bool ValidNTiles(int nt) { return nt == 1 || nt == 2; }
 
-template <int kBits, int kNT, bool kM16, int kMode>
-cudaError_t LaunchMmaInstance(const MmaKernelParams& p, dim3 grid, size_t smem,
-                              cudaStream_t stream) {
-  auto kernel = TqMmaKernel<kBits, kNT, kM16, kMode>;
+// Launches the persistent grid: `ctas` CTAs (0 = as many as fit on the device at once), each
+// serving one work unit and a strided share of its row blocks.
+template <int kBits, int kNT, int kTT, int kMode>
+cudaError_t LaunchMmaInstance(MmaKernelParams p, int ctas, size_t smem, cudaStream_t stream) {
+  auto kernel = TqMmaKernel<kBits, kNT, kTT, kMode>;
   static std::atomic<size_t> attr_bytes{0};
   if (smem > 48 * 1024 && attr_bytes.load() < smem) {
     const cudaError_t err = cudaFuncSetAttribute(
@@ -696,41 +828,54 @@ cudaError_t LaunchMmaInstance(const MmaKernelParams& p, dim3 grid, size_t smem,
     if (err != cudaSuccess) return err;
     attr_bytes.store(kMaxSharedBytes);
   }
-  kernel<<<grid, kThreads, smem, stream>>>(p);
+  if (ctas <= 0) {
+    int device = 0, sms = 0, per_sm = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess) {
+      err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+    }
+    if (err != cudaSuccess) return err;
+    ctas = std::max(1, per_sm) * sms;
+  }
+  p.cpu = std::max(1, std::min(p.row_blocks, ctas / p.units));
+  const int64_t grid = static_cast<int64_t>(p.units) * p.cpu;
+  if (grid > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  kernel<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
-template <int kBits, int kNT, bool kM16>
-cudaError_t LaunchMmaMode(int mode, const MmaKernelParams& p, dim3 grid, size_t smem,
+template <int kBits, int kNT, int kTT>
+cudaError_t LaunchMmaMode(int mode, const MmaKernelParams& p, int grid, size_t smem,
                           cudaStream_t stream) {
   switch (mode) {
     case 0:
-      return LaunchMmaInstance<kBits, kNT, kM16, 0>(p, grid, smem, stream);
+      return LaunchMmaInstance<kBits, kNT, kTT, 0>(p, grid, smem, stream);
     case 1:
-      return LaunchMmaInstance<kBits, kNT, kM16, 1>(p, grid, smem, stream);
+      return LaunchMmaInstance<kBits, kNT, kTT, 1>(p, grid, smem, stream);
     default:
-      return LaunchMmaInstance<kBits, kNT, kM16, 2>(p, grid, smem, stream);
+      return LaunchMmaInstance<kBits, kNT, kTT, 2>(p, grid, smem, stream);
   }
 }
 
 template <int kBits, int kNT>
-cudaError_t LaunchMmaM16(bool m16, int mode, const MmaKernelParams& p, dim3 grid, size_t smem,
-                         cudaStream_t stream) {
-  return m16 ? LaunchMmaMode<kBits, kNT, true>(mode, p, grid, smem, stream)
-             : LaunchMmaMode<kBits, kNT, false>(mode, p, grid, smem, stream);
+cudaError_t LaunchMmaTT(int tt, int mode, const MmaKernelParams& p, int grid, size_t smem,
+                        cudaStream_t stream) {
+  switch (tt) {
+    case 1:
+      return LaunchMmaMode<kBits, kNT, 1>(mode, p, grid, smem, stream);
+    case 2:
+      return LaunchMmaMode<kBits, kNT, 2>(mode, p, grid, smem, stream);
+    default:
+      return LaunchMmaMode<kBits, kNT, 4>(mode, p, grid, smem, stream);
+  }
 }
 
 template <int kBits>
-cudaError_t LaunchMmaNT(int nt, bool m16, int mode, const MmaKernelParams& p, dim3 grid,
+cudaError_t LaunchMmaNT(int nt, int tt, int mode, const MmaKernelParams& p, int grid,
                         size_t smem, cudaStream_t stream) {
-  switch (nt) {
-    case 1:
-      return LaunchMmaM16<kBits, 1>(m16, mode, p, grid, smem, stream);
-    case 2:
-      return LaunchMmaM16<kBits, 2>(m16, mode, p, grid, smem, stream);
-    default:
-      return LaunchMmaM16<kBits, 4>(m16, mode, p, grid, smem, stream);
-  }
+  return nt == 1 ? LaunchMmaTT<kBits, 1>(tt, mode, p, grid, smem, stream)
+                 : LaunchMmaTT<kBits, 2>(tt, mode, p, grid, smem, stream);
 }
 
 bool Aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
@@ -785,7 +930,7 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
 // ---------------------------------------------------------------------------------------------
 // (b), (c)
 TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMmaConfig cfg) {
-  if (!ValidNTiles(cfg.n_tiles)) cfg.n_tiles = 2;
+  if (!ValidNTiles(cfg.n_tiles)) cfg.n_tiles = cfg.n_tiles > 2 ? 2 : 1;
   MmaGeometry g = Geometry(m, n, k, bits, cfg);
   cfg.splits = g.splits;
   // Shrink until one CTA's shared memory fits: first the activation tile (more splits), then
@@ -794,7 +939,7 @@ TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMm
     const size_t x_bytes = g.off_warps - g.off_x;
     const size_t w_bytes = g.smem - g.off_warps;
     if ((x_bytes >= w_bytes || cfg.n_tiles == 1) && g.gr > 1) {
-      cfg.splits = g.splits + 1;
+      cfg.splits = (g.groups + g.gr - 2) / (g.gr - 1);  // the next smaller K range per split
     } else if (cfg.n_tiles > 1) {
       cfg.n_tiles /= 2;
     } else {
@@ -807,27 +952,27 @@ TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMm
 }
 
 TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors) {
+  // The fastest tilings of the m = 1 sweeps on an H100 (docs/BENCHMARKS.md §8, runs 5-6):
+  // small n (k/v projections): 16-row blocks and 2-4 K splits for enough CTAs; long K (>= 96
+  // groups): 4 splits; wide layers (n >= 12288): 16-row blocks, no split; the rest: 32-row
+  // blocks, no split. The rotation is fused into the kernel for m <= 2 (each CTA rotates its
+  // whole activation tile, which grows with m).
+  (void)multiprocessors;  // the persistent grid sizes itself from the device
   TqMmaConfig cfg;
-  cfg.fused_rotation = m <= 8;
-  cfg.n_tiles = 2;
-  cfg.splits = 1;
-  const int64_t target = 2 * static_cast<int64_t>(std::max(1, multiprocessors));
+  cfg.fused_rotation = m <= 2;
   const int64_t groups = TqCudaGroups(k);
-  auto ctas = [&](const TqMmaConfig& c) {
-    const MmaGeometry g = Geometry(m, n, k, bits, c);
-    return static_cast<int64_t>(g.tok_tiles) * g.row_blocks * g.splits;
-  };
-  cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
-  if (ctas(cfg) < target) {
+  if (n <= 2048) {
     cfg.n_tiles = 1;
-    cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
+    cfg.splits = groups <= 32 ? 2 : 4;
+  } else if (groups >= 96) {
+    cfg.n_tiles = n <= 4096 ? 2 : 1;
+    cfg.splits = 4;
+  } else {
+    cfg.n_tiles = n >= 12288 ? 1 : 2;
+    cfg.splits = 1;
   }
-  // More K splits while CTAs are scarce and every warp keeps at least one group.
-  while (ctas(cfg) < target && groups / (cfg.splits + 1) >= kWarps) {
-    ++cfg.splits;
-    cfg = NormalizeTqMmaConfig(m, n, k, bits, cfg);
-  }
-  return cfg;
+  cfg.splits = static_cast<int>(std::min<int64_t>(cfg.splits, std::max<int64_t>(1, groups / kWarps)));
+  return NormalizeTqMmaConfig(m, n, k, bits, cfg);
 }
 
 size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
@@ -909,18 +1054,21 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
   p.off_x = static_cast<int>(g.off_x);
   p.off_xs = static_cast<int>(g.off_xs);
   p.off_warps = static_cast<int>(g.off_warps);
+  p.off_red = static_cast<int>(g.off_red);
   p.warp_bytes = g.warp_bytes;
-  if (g.row_blocks > 65535 || g.splits > 65535) return cudaErrorInvalidConfiguration;
-  const dim3 grid(g.tok_tiles, g.row_blocks, g.splits);
+  p.units = g.tok_tiles * g.splits;
+  p.tok_tiles = g.tok_tiles;
+  p.row_blocks = g.row_blocks;
+  const int grid = cfg.ctas;
   const int mode = cfg.fused_rotation ? (a.x_type == TqActType::kF32 ? 0 : 1) : 2;
-  const bool m16 = g.tile == 16;
+  const int tt = g.tile / 8;
   switch (w.bits) {
     case 2:
-      return LaunchMmaNT<2>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+      return LaunchMmaNT<2>(cfg.n_tiles, tt, mode, p, grid, g.smem, stream);
     case 3:
-      return LaunchMmaNT<3>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+      return LaunchMmaNT<3>(cfg.n_tiles, tt, mode, p, grid, g.smem, stream);
     default:
-      return LaunchMmaNT<4>(cfg.n_tiles, m16, mode, p, grid, g.smem, stream);
+      return LaunchMmaNT<4>(cfg.n_tiles, tt, mode, p, grid, g.smem, stream);
   }
 }
 
@@ -997,7 +1145,10 @@ TqKernel SelectTqKernel(int bits, int group_size, int rotation_block, int64_t m,
   if (TqCudaUnsupportedReason(bits, group_size, rotation_block, sm_major, sm_minor) != nullptr) {
     return TqKernel::kUnsupported;
   }
-  if (m <= 8) return TqKernel::kMmaFused;
+  // H100 crossovers (docs/BENCHMARKS.md §8): fused rotation while it is cheap, separate rotation
+  // up to m = 64, then dequantize + cuBLAS (neither beats cuBLAS BF16 on resident BF16 weights
+  // there; a real TQ GEMM for prefill is future work).
+  if (m <= 2) return TqKernel::kMmaFused;
   if (m <= 64) return TqKernel::kMmaSeparate;
   return TqKernel::kDequantCublas;
 }

@@ -21,15 +21,17 @@
 //   (a) LaunchTqRotateInput: x → x_rot. float32 output is bitwise equal to cpu::TqRotateInput
 //       (same float32 operations in the same order). Optional fp16 output with one power-of-two
 //       scale per (row, group): x_rot ≈ x_rot_f16 · x_scale, the operand format of (b).
-//   (b) LaunchTqLinearMma: the TQ GEMV / small-M kernel (any m; best for m ≤ 16, each tile of
-//       16 rows decodes each weight group once). Tensor cores (mma.sync m16n8k16, fp16 operands,
-//       fp32 accumulation): the codes are decoded two at a time through a 2^(2·bits)-entry table
-//       of fp16 pairs in shared memory straight into mma fragments; gains (fp32) are applied per
-//       group to the fp32 partial sums. Activations are either rotated in the kernel's prologue
-//       ("fused": each CTA rotates the groups it needs into shared memory; no x_rot round trip
-//       through HBM) or read from (a)'s fp16 output ("separate"). Split-K across CTAs (for small
-//       n or large k) reduces deterministically: the last CTA of a tile sums the partials in a
-//       fixed order.
+//   (b) LaunchTqLinearMma: the TQ GEMV / small-M kernel (any m; each tile of 8, 16 or 32
+//       activation rows decodes each weight group once). Tensor cores (mma.sync m16n8k16, fp16
+//       operands, fp32 accumulation, weights as the 16-row A operand): codes are decoded two at a
+//       time through a 2^(2·bits)-entry table of fp16 pairs in shared memory straight into mma
+//       fragments; gains (fp32) are applied per group to the fp32 partial sums. Persistent grid:
+//       each CTA builds the table and its activation tile once, then streams many 16- or 32-row
+//       blocks of codes through per-warp cp.async pipelines. Activations are either rotated in
+//       the prologue ("fused": each CTA rotates the groups it needs into shared memory; no x_rot
+//       round trip through HBM) or read from (a)'s fp16 output ("separate"). Split-K across CTAs
+//       (small n or long k) reduces deterministically: the last CTA of a tile sums the partials
+//       in a fixed order.
 //   (d) LaunchTqDequantize: Ŵ → float32 (bitwise equal to quant::TqQuantizer::DequantizeRows)
 //       or bf16 (its round-to-nearest-even), for a cuBLAS fallback at large m and for tests.
 //   (e) SelectTqKernel / TqCudaSupport: which path runs for (bits, G, B, m) and whether a device
@@ -103,9 +105,10 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
 
 // Tiling of one launch; PlanTqMma picks it, tests and benchmarks may override it.
 struct TqMmaConfig {
-  int n_tiles = 2;   // weight rows per CTA = 8 · n_tiles; 1, 2 or 4
+  int n_tiles = 1;   // weight rows per row block = 16 · n_tiles; 1 or 2
   int splits = 1;    // K split across CTAs (1 = none); clamped so that no split is empty
   bool fused_rotation = true;  // rotate x in the prologue (else read x_rot_f16 / x_scale)
+  int ctas = 0;      // persistent grid size; 0 = every CTA that fits on the device at once
 };
 
 struct TqMmaArgs {
@@ -165,7 +168,7 @@ const char* TqCudaUnsupportedReason(int bits, int group_size, int rotation_block
                                     int sm_minor);
 
 // The kernel for m activation rows (bits x group size x m range → kernel; kUnsupported when
-// TqCudaUnsupportedReason says so). Crossovers measured on an H100 (docs/BENCHMARKS.md §7).
+// TqCudaUnsupportedReason says so). Crossovers measured on an H100 (docs/BENCHMARKS.md §8).
 TqKernel SelectTqKernel(int bits, int group_size, int rotation_block, int64_t m, int sm_major,
                         int sm_minor);
 

@@ -1,7 +1,7 @@
 // Times the CUDA TQ linear kernels against cuBLAS BF16 (cublasGemmEx, fp32 accumulation) on
 // the layer shapes of Llama-3-8B, Qwen3-8B, Qwen3-32B and Llama-70B.
 //
-// Method (docs/BENCHMARKS.md §7): every launch of a timed sequence reads a different copy of the
+// Method (docs/BENCHMARKS.md §8): every launch of a timed sequence reads a different copy of the
 // weights, enough copies that they total ≥ 256 MB (5x the H100's 50 MB L2), so every launch
 // streams its weights from HBM as in a real forward pass. The sequence is captured once in a CUDA
 // graph (launch gaps as in an engine's graph); each replay is timed with CUDA events after 3
@@ -313,7 +313,7 @@ void ModelShapes(bool quick) {
       if (bits == 3 && !quick) {
         // Variants: tiling and split grid, fused and separate rotation.
         double best_t = 1e30;
-        for (int nt : {1, 2, 4}) {
+        for (int nt : {1, 2}) {
           for (int sp : {1, 2, 4}) {
             for (bool fused : {true, false}) {
               TqMmaConfig c;
@@ -417,11 +417,29 @@ void RotateTiming() {
   }
 }
 
+// --only N K BITS M: 20 plain launches of the planned kernel (for a profiler), then exit.
+void Only(int64_t n, int64_t k, int bits, int64_t m) {
+  TqCopies wc(bits, n, k);
+  Activations act(m, n, k);
+  for (int i = 0; i < 20; ++i) {
+    CHECK_OK(g_runner->Run(wc.View(i % wc.copies()), act.x, TqActType::kBF16, m, k, nullptr,
+                           static_cast<uint16_t*>(act.y16), n, g_stream));
+  }
+  CHECK_CUDA(cudaStreamSynchronize(g_stream));
+  std::printf("ran TQ%d m=%lld %lldx%lld (%s) 20 times\n", bits, static_cast<long long>(m),
+              static_cast<long long>(n), static_cast<long long>(k),
+              CfgName(m, wc, PlanTqMma(m, n, k, bits, g_runner->multiprocessors())).c_str());
+}
+
 int Main(int argc, char** argv) {
   bool quick = false;
+  int64_t only[4] = {0, 0, 0, 0};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) g_reps = std::atoi(argv[++i]);
+    if (std::strcmp(argv[i], "--only") == 0 && i + 4 < argc) {
+      for (int j = 0; j < 4; ++j) only[j] = std::atoll(argv[++i]);
+    }
   }
   const std::string reason = GpuUnavailableReason();
   if (!reason.empty()) {
@@ -450,6 +468,10 @@ int Main(int argc, char** argv) {
   CHECK_CUBLAS(cublasSetWorkspace(g_cublas, cublas_ws, 32u << 20));
   CHECK_CUBLAS(cublasSetStream(g_cublas, g_stream));
   InitPool(64u << 20);
+  if (only[0] > 0) {
+    Only(only[0], only[1], static_cast<int>(only[2]), only[3]);
+    return 0;
+  }
   CopyBandwidth();
   ModelShapes(quick);
   MSweep(4096, 4096, quick);

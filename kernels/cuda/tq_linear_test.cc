@@ -370,7 +370,10 @@ TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
           {"plan", {}, true},
           {"nt1 s1", {1, 1, true}, false},
           {"nt2 s2", {2, 2, true}, false},
-          {"nt4 s3", {4, 3, true}, false},
+          {"nt2 s3", {2, 3, true}, false},
+          // A tiny persistent grid: many row blocks per CTA, the pipeline crossing them.
+          {"nt1 s2 ctas5", {1, 2, true, 5}, false},
+          {"nt2 s1 ctas1", {2, 1, true, 1}, false},
       };
       for (const MmaVariant& v : variants) {
         for (int mode = 0; mode < 3; ++mode) {  // 0 fused bf16, 1 separate, 2 fused f32
@@ -640,6 +643,7 @@ TEST(TqCudaSupportTest, Reasons) {
   EXPECT_NE(TqCudaUnsupportedReason(3, 128, 48, 9, 0), nullptr);
   EXPECT_NE(TqCudaUnsupportedReason(3, 128, 0, 7, 5), nullptr);
   EXPECT_EQ(SelectTqKernel(3, 128, 0, 1, 9, 0), TqKernel::kMmaFused);
+  EXPECT_EQ(SelectTqKernel(3, 128, 0, 16, 9, 0), TqKernel::kMmaSeparate);
   EXPECT_EQ(SelectTqKernel(3, 64, 0, 1, 9, 0), TqKernel::kUnsupported);
   EXPECT_EQ(SelectTqKernel(4, 128, 0, 4096, 9, 0), TqKernel::kDequantCublas);
   // Plans always fit and never leave a split empty.
