@@ -121,8 +121,7 @@ struct DeviceLinear {
       probe.bits = p.bits;
       probe.group_size = p.group_size;
       probe.rotation_block = p.rotation_block;
-      if (!dequantize && runner.CheckSupported(probe).ok()) {
-        tq = true;
+      if (!dequantize) {
         const size_t packed = static_cast<size_t>(n) * groups * (p.group_size * p.bits / 8);
         TQ_RETURN_IF_ERROR(w.Upload(p.packed, packed));
         TQ_RETURN_IF_ERROR(gains.Upload(p.gains, static_cast<size_t>(n) * groups * sizeof(float)));
@@ -131,8 +130,16 @@ struct DeviceLinear {
         tqw.packed = w.as<uint8_t>();
         tqw.gains = gains.as<float>();
         tqw.codebook = codebook.as<float>();
-        *bytes += w.bytes() + gains.bytes() + codebook.bytes();
-      } else {
+        tq = runner.CheckSupported(tqw).ok();
+        if (tq) {
+          *bytes += w.bytes() + gains.bytes() + codebook.bytes();
+        } else {
+          w.Reset();
+          gains.Reset();
+          codebook.Reset();
+        }
+      }
+      if (!tq) {
         // Dequantized once at load (fp32): the same weights as the CPU's dequantized path.
         if (k % 8 != 0) return absl::UnimplementedError(absl::StrCat("CUDA dense layers need k % 8 == 0, got ", k));
         quant::TqSpec spec;
