@@ -125,7 +125,9 @@ uint8_t FloatToE4m3(float f) {
   return sign | static_cast<uint8_t>(std::min(code, 0x7e));
 }
 
-float E4m3ToFloat(uint8_t b) {
+namespace {
+
+float E4m3ToFloatSlow(uint8_t b) {
   const int e = (b >> 3) & 0xf, m = b & 7;
   float v;
   if (e == 15 && m == 7) {
@@ -136,6 +138,17 @@ float E4m3ToFloat(uint8_t b) {
     v = std::ldexp(static_cast<float>(8 + m), e - 10);
   }
   return (b & 0x80) ? -v : v;
+}
+
+}  // namespace
+
+float E4m3ToFloat(uint8_t b) {
+  static const auto* table = [] {
+    auto* t = new float[256];
+    for (int i = 0; i < 256; ++i) t[i] = E4m3ToFloatSlow(static_cast<uint8_t>(i));
+    return t;
+  }();
+  return table[b];
 }
 
 bool KvRotationSupports(int d) { return d >= 16 && d <= kMaxKvHeadDim && d % 16 == 0; }
