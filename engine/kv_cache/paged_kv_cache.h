@@ -6,8 +6,12 @@
 // returns all its blocks at once.
 //
 // Layout (per layer, for K and for V separately), bytes:
-//   [num_blocks, block_size, num_kv_heads, codec.BytesPerVector(head_dim)]
-// Position p of a sequence lives in block table[p / block_size], slot p % block_size.
+//   [num_blocks, block_size, num_kv_heads, codec(layer).BytesPerVector(head_dim)]
+// Position p of a sequence lives in block table[p / block_size], slot p % block_size. Keys and
+// values, and each layer, may use different codecs (a KvCacheFormat: compressed presets, boundary
+// layers at higher precision). Positions p < format.sink_tokens ("sinks") are stored instead in
+// a per-sequence bf16 side store of sink_bytes_per_sequence() bytes, allocated by AddSequence
+// (their pool slots stay unused).
 //
 // Not thread-safe for allocation (Reserve/Free/AddSequence run on the engine's step thread);
 // Write and Gather on distinct (sequence, layer, head) triples may run concurrently.
@@ -17,7 +21,8 @@
 //   SeqHandle s = cache->AddSequence();
 //   if (!cache->Reserve(s, prompt_len)) { ... wait or preempt ... }
 //   cache->Write(s, layer, pos, k, v);
-//   cache->Gather(s, layer, kv_head, 0, pos + 1, k_rows, v_rows);
+//   cache->Gather(s, layer, kv_head, 0, pos + 1, k_rows, v_rows);           // fp32 vectors
+//   cache->GatherAttention(s, layer, kv_head, 0, pos + 1, k_att, v_att);    // attention space
 //   cache->FreeSequence(s);
 #ifndef TQSERVE_ENGINE_KV_CACHE_PAGED_KV_CACHE_H_
 #define TQSERVE_ENGINE_KV_CACHE_PAGED_KV_CACHE_H_
@@ -47,18 +52,26 @@ struct KvCacheOptions {
 
 class PagedKvCache {
  public:
+  // One codec for K and V of every layer, no sinks.
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvCacheOptions& options,
                                                              std::unique_ptr<KvCodec> codec);
+  // format.num_layers() and format.head_dim must match the options.
+  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvCacheOptions& options,
+                                                             KvCacheFormat format);
 
   const KvCacheOptions& options() const { return options_; }
-  const KvCodec& codec() const { return *codec_; }
+  const KvCacheFormat& format() const { return format_; }
+  const KvCodec& key_codec(int layer) const { return *format_.keys[layer]; }
+  const KvCodec& value_codec(int layer) const { return *format_.values[layer]; }
   int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size()); }
   int64_t num_used_blocks() const { return options_.num_blocks - num_free_blocks(); }
   int64_t BlocksForTokens(int64_t tokens) const {
     return (tokens + options_.block_size - 1) / options_.block_size;
   }
-  // Cache bytes one token position occupies over all layers, K and V.
-  int64_t bytes_per_token() const { return 2 * options_.num_layers * options_.num_kv_heads * vec_bytes_; }
+  // Pool bytes one token position occupies over all layers, K and V.
+  int64_t bytes_per_token() const { return options_.num_kv_heads * format_.BytesPerTokenPerHead(); }
+  // Side-store bytes of one sequence's sink positions (all layers, K and V; 0 without sinks).
+  int64_t sink_bytes_per_sequence() const { return sink_bytes_; }
   // Bytes of one block over all layers (K and V).
   int64_t bytes_per_block() const { return bytes_per_token() * options_.block_size; }
 
@@ -79,20 +92,28 @@ class PagedKvCache {
   // Decodes positions [begin, end) of one KV head into fp32 rows of head_dim floats.
   void Gather(SeqHandle seq, int layer, int kv_head, int64_t begin, int64_t end, float* k_out,
               float* v_out) const;
+  // The same positions in the layer codecs' attention space (kv_codec.h): key rows of
+  // key_codec(layer).AttentionDim(head_dim) floats, value rows of head_dim floats (sinks mapped
+  // with ToAttention). Attention then needs PrepareQuery on the query and FinishValue on the
+  // weighted sum of the value rows.
+  void GatherAttention(SeqHandle seq, int layer, int kv_head, int64_t begin, int64_t end, float* k_out,
+                       float* v_out) const;
 
  private:
   PagedKvCache() = default;
-  uint8_t* Slot(std::vector<uint8_t>& pool, int64_t block, int64_t slot, int head) {
-    return pool.data() + ((block * options_.block_size + slot) * options_.num_kv_heads + head) * vec_bytes_;
-  }
-  const uint8_t* Slot(const std::vector<uint8_t>& pool, int64_t block, int64_t slot, int head) const {
-    return pool.data() + ((block * options_.block_size + slot) * options_.num_kv_heads + head) * vec_bytes_;
+  // Where position `pos` of one head is stored: a pool slot or the sink store.
+  const uint8_t* Locate(SeqHandle seq, const std::vector<int64_t>& table, int layer, bool value, int64_t pos,
+                        int head) const;
+  uint8_t* Locate(SeqHandle seq, const std::vector<int64_t>& table, int layer, bool value, int64_t pos, int head) {
+    return const_cast<uint8_t*>(static_cast<const PagedKvCache*>(this)->Locate(seq, table, layer, value, pos, head));
   }
 
   KvCacheOptions options_;
-  std::unique_ptr<KvCodec> codec_;
-  int64_t vec_bytes_ = 0;
+  KvCacheFormat format_;
+  std::vector<int64_t> k_bytes_, v_bytes_;               // per layer: bytes per vector
+  int64_t sink_vec_bytes_ = 0, sink_bytes_ = 0;
   std::vector<std::vector<uint8_t>> k_pools_, v_pools_;  // per layer
+  std::unordered_map<SeqHandle, std::vector<uint8_t>> sinks_;  // [layer][K,V][sink pos][head][bytes]
   std::vector<int64_t> free_;
   std::unordered_map<SeqHandle, std::vector<int64_t>> tables_;
   SeqHandle next_handle_ = 1;

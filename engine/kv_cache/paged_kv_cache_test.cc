@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -88,6 +89,111 @@ TEST(PagedKvCacheTest, WriteGatherRoundTripAcrossBlocks) {
       }
     }
     EXPECT_EQ(cache->bytes_per_token(), 2 * 2 * 3 * (exact ? 24 : 12));
+  }
+}
+
+std::unique_ptr<PagedKvCache> MakeFormat(const std::string& spec, int64_t blocks, int layers = 3) {
+  KvCacheOptions o;
+  o.num_layers = layers;
+  o.num_kv_heads = 2;
+  o.head_dim = 64;
+  o.block_size = 4;
+  o.num_blocks = blocks;
+  auto f = MakeKvCacheFormat(spec, layers, 64);
+  EXPECT_TRUE(f.ok()) << f.status();
+  auto cache = PagedKvCache::Create(o, *std::move(f));
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  return std::move(*cache);
+}
+
+// Sink positions are per sequence: every sequence's first N positions come back as bf16, not
+// only the first sequence the cache ever saw (the plugin's per-layer counter, ALGORITHMS.md §4.2).
+TEST(PagedKvCacheTest, SinkPositionsArePerSequence) {
+  auto cache = MakeFormat("turbo3:sink=3,boundary=0", 16);
+  EXPECT_EQ(cache->sink_bytes_per_sequence(), 2 * 3 * 3 * 2 * 128);
+  EXPECT_EQ(cache->bytes_per_token(), 2 * 3 * (28 + 28));
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  const int width = 2 * 64;
+  for (int round = 0; round < 2; ++round) {
+    SeqHandle a = cache->AddSequence(), b = cache->AddSequence();
+    for (SeqHandle s : {a, b}) {
+      ASSERT_TRUE(cache->Reserve(s, 10));
+      std::vector<std::vector<float>> k(10, std::vector<float>(width)), v = k;
+      for (int p = 0; p < 10; ++p) {
+        for (int i = 0; i < width; ++i) {
+          k[p][i] = nd(rng);
+          v[p][i] = nd(rng);
+        }
+        for (int l = 0; l < 3; ++l) cache->Write(s, l, p, k[p].data(), v[p].data());
+      }
+      for (int l = 0; l < 3; ++l) {
+        for (int h = 0; h < 2; ++h) {
+          std::vector<float> kg(10 * 64), vg(10 * 64);
+          cache->Gather(s, l, h, 0, 10, kg.data(), vg.data());
+          for (int p = 0; p < 10; ++p) {
+            double err = 0, norm = 0;
+            for (int i = 0; i < 64; ++i) {
+              const float want = k[p][h * 64 + i];
+              if (p < 3) {
+                ASSERT_NEAR(kg[p * 64 + i], want, std::fabs(want) / 128) << "sink " << p;
+              }
+              err += (kg[p * 64 + i] - want) * (kg[p * 64 + i] - want);
+              norm += want * want;
+            }
+            if (p >= 3) {
+              EXPECT_GT(err / norm, 1e-3) << "position " << p << " should be 3-bit";
+            }
+          }
+        }
+      }
+    }
+    cache->FreeSequence(a);
+    cache->FreeSequence(b);
+  }
+  EXPECT_EQ(cache->num_free_blocks(), 16);
+}
+
+// GatherAttention rows, used with PrepareQuery and FinishValue, give what Gather's fp32 rows give.
+TEST(PagedKvCacheTest, GatherAttentionMatchesGather) {
+  for (const char* spec : {"bf16", "fp8", "k8v4", "4bit_nc", "turbo3:sink=2", "turbo4:qjl=1,boundary=1,sink=1"}) {
+    auto cache = MakeFormat(spec, 8);
+    std::mt19937 rng(9);
+    std::normal_distribution<float> nd;
+    SeqHandle s = cache->AddSequence();
+    ASSERT_TRUE(cache->Reserve(s, 7));
+    for (int p = 0; p < 7; ++p) {
+      std::vector<float> k(128), v(128);
+      for (int i = 0; i < 128; ++i) {
+        k[i] = nd(rng);
+        v[i] = nd(rng);
+      }
+      for (int l = 0; l < 3; ++l) cache->Write(s, l, p, k.data(), v.data());
+    }
+    for (int l = 0; l < 3; ++l) {
+      const KvCodec& kc = cache->key_codec(l);
+      const KvCodec& vc = cache->value_codec(l);
+      const int kd = kc.AttentionDim(64);
+      std::vector<float> kg(7 * 64), vg(7 * 64), ka(7 * kd), va(7 * 64), q(64), qa(kd), acc(64, 0.0f),
+          want(64, 0.0f), got(64);
+      cache->Gather(s, l, 1, 0, 7, kg.data(), vg.data());
+      cache->GatherAttention(s, l, 1, 0, 7, ka.data(), va.data());
+      for (float& x : q) x = nd(rng);
+      kc.PrepareQuery(q.data(), 64, qa.data());
+      for (int p = 0; p < 7; ++p) {
+        double a = 0, b = 0;
+        for (int i = 0; i < kd; ++i) a += static_cast<double>(qa[i]) * ka[p * kd + i];
+        for (int i = 0; i < 64; ++i) b += static_cast<double>(q[i]) * kg[p * 64 + i];
+        EXPECT_NEAR(a, b, 1e-3) << spec << " layer " << l << " position " << p;
+        const float w = 0.1f * (p + 1);
+        for (int i = 0; i < 64; ++i) {
+          acc[i] += w * va[p * 64 + i];
+          want[i] += w * vg[p * 64 + i];
+        }
+      }
+      vc.FinishValue(acc.data(), 64, got.data());
+      for (int i = 0; i < 64; ++i) EXPECT_NEAR(got[i], want[i], 1e-4) << spec << " layer " << l;
+    }
   }
 }
 

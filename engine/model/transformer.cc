@@ -59,11 +59,18 @@ void Transformer::Attention(int layer, const ForwardBatch& batch, PagedKvCache& 
   const int64_t qs = cfg_.q_size();
   const int64_t window = cfg_.sliding_window[layer];
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  // The cache is read in its codecs' attention space (kv_codec.h): compressed keys are scored
+  // against the query rotated once (never inverse-rotated per position), values are summed in
+  // their rotated space and inverse-rotated once per head. Plain codecs: identity maps.
+  const KvCodec& kc = cache.key_codec(layer);
+  const KvCodec& vc = cache.value_codec(layer);
+  const int kd = kc.AttentionDim(d);
+  const bool map_query = !kc.identity_attention(), map_value = !vc.identity_attention();
   std::vector<int64_t> offset(batch.seqs.size() + 1, 0);
   for (size_t s = 0; s < batch.seqs.size(); ++s) offset[s + 1] = offset[s] + batch.seqs[s].num_tokens;
   const int64_t tasks = static_cast<int64_t>(batch.seqs.size()) * cfg_.num_kv_heads;
   pool_->ParallelFor(tasks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kbuf, vbuf, scores;
+    std::vector<float> kbuf, vbuf, scores, qbuf(kd), obuf(d);
     for (int64_t t = begin; t < end; ++t) {
       const size_t s = static_cast<size_t>(t / cfg_.num_kv_heads);
       const int kvh = static_cast<int>(t % cfg_.num_kv_heads);
@@ -73,10 +80,10 @@ void Transformer::Attention(int layer, const ForwardBatch& batch, PagedKvCache& 
       // Positions any token of this slice may see.
       const int64_t lo = window > 0 ? std::max<int64_t>(0, first - window + 1) : 0;
       const int64_t len = last + 1 - lo;
-      kbuf.resize(static_cast<size_t>(len) * d);
-      vbuf.resize(kbuf.size());
+      kbuf.resize(static_cast<size_t>(len) * kd);
+      vbuf.resize(static_cast<size_t>(len) * d);
       scores.resize(len);
-      cache.Gather(seq.kv, layer, kvh, lo, last + 1, kbuf.data(), vbuf.data());
+      cache.GatherAttention(seq.kv, layer, kvh, lo, last + 1, kbuf.data(), vbuf.data());
       for (int64_t i = 0; i < seq.num_tokens; ++i) {
         const int64_t pos = first + i;
         const int64_t from = window > 0 ? std::max<int64_t>(lo, pos - window + 1) : lo;
@@ -84,9 +91,24 @@ void Transformer::Attention(int layer, const ForwardBatch& batch, PagedKvCache& 
         const int64_t row = offset[s] + i;
         for (int g = 0; g < group; ++g) {
           const int head = kvh * group + g;
-          nn::AttendOne(q_.data() + row * qs + head * d, kbuf.data() + (from - lo) * d, d,
-                        vbuf.data() + (from - lo) * d, d, n, d, scale, scores.data(),
-                        attn_.data() + row * qs + head * d);
+          const float* q = q_.data() + row * qs + head * d;
+          float* out = attn_.data() + row * qs + head * d;
+          if (map_query) {
+            kc.PrepareQuery(q, d, qbuf.data());
+            q = qbuf.data();
+          }
+          float* o = map_value ? obuf.data() : out;
+          const float* k = kbuf.data() + (from - lo) * kd;
+          const float* v = vbuf.data() + (from - lo) * d;
+          if (kd == d) {
+            nn::AttendOne(q, k, kd, v, d, n, d, scale, scores.data(), o);
+          } else {  // QJL keys: scores over kd floats, values over d
+            for (int64_t j = 0; j < n; ++j) scores[j] = nn::Dot(q, k + j * kd, kd) * scale;
+            nn::SoftmaxInPlace(scores.data(), n);
+            std::fill(o, o + d, 0.0f);
+            for (int64_t j = 0; j < n; ++j) nn::Axpy(scores[j], v + j * d, o, d);
+          }
+          if (map_value) vc.FinishValue(obuf.data(), d, out);
         }
       }
     }

@@ -3,7 +3,10 @@
 // The forward pass of a dense Llama-family decoder on the CPU, over a flat batch of tokens from
 // any number of sequences (continuous batching: a step mixes prefill chunks and single decode
 // tokens). Keys and values go to the paged KV cache; attention reads them back through the
-// cache's codec, so every token attends exactly to what the cache holds.
+// cache's codecs, so every token attends exactly to what the cache holds (also within a
+// prefill chunk). Compressed codecs are read in their attention space (kv_codec.h): the query
+// is rotated once per head, keys are scored in the rotated space, and the weighted sum of
+// values is inverse-rotated once per head.
 //
 // Per layer (transformers' LlamaDecoderLayer, fp32):
 //   h = RMSNorm(x);  q,k,v = h·Wqkvᵀ (+b);  [Qwen3: RMSNorm per head of q and k];  RoPE(q, k)

@@ -101,25 +101,34 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
 
   t0 = Clock::now();
-  TQ_ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, MakeKvCodec(options.kv_codec));
+  TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, cfg.head_dim));
   KvCacheOptions kv;
   kv.num_layers = cfg.num_layers;
   kv.num_kv_heads = cfg.num_kv_heads;
   kv.head_dim = cfg.head_dim;
   kv.block_size = options.kv_block_size;
   kv.host_storage = !on_gpu;
-  const int64_t per_token = 2LL * cfg.num_layers * cfg.num_kv_heads * codec->BytesPerVector(cfg.head_dim);
+  const int64_t per_token = cfg.num_kv_heads * kv_format.BytesPerTokenPerHead();
+  // Sink positions live beside the pool, per sequence; reserve them for max_num_seqs.
+  const int64_t sink_reserve =
+      kv_format.sink_tokens > 0
+          ? static_cast<int64_t>(options.max_num_seqs) * 2 * cfg.num_layers * kv_format.sink_tokens *
+                cfg.num_kv_heads * kv_format.sink->BytesPerVector(cfg.head_dim)
+          : 0;
   int64_t budget = options.kv_cache_bytes;
   if (budget <= 0) {
-    budget = std::min<int64_t>(static_cast<int64_t>(options.max_num_seqs) * max_len * per_token, 1LL << 30);
-    budget = std::max<int64_t>(budget, (max_len + options.kv_block_size) * per_token);
+    budget = std::min<int64_t>(static_cast<int64_t>(options.max_num_seqs) * max_len * per_token + sink_reserve,
+                               1LL << 30);
+    budget = std::max<int64_t>(budget, (max_len + options.kv_block_size) * per_token + sink_reserve);
   }
-  kv.num_blocks = budget / (per_token * options.kv_block_size);
+  kv.num_blocks = (budget - sink_reserve) / (per_token * options.kv_block_size);
   if (kv.num_blocks < 1) {
     return absl::InvalidArgumentError(absl::StrCat("kv_cache_bytes ", budget, " is smaller than one block (",
-                                                   per_token * options.kv_block_size, " bytes)"));
+                                                   per_token * options.kv_block_size, " bytes) plus the sink ",
+                                                   "positions of max_num_seqs sequences (", sink_reserve, " bytes)"));
   }
-  TQ_ASSIGN_OR_RETURN(e->cache_, PagedKvCache::Create(kv, std::move(codec)));
+  const std::string kv_name = kv_format.name, kv_layout = kv_format.Describe();
+  TQ_ASSIGN_OR_RETURN(e->cache_, PagedKvCache::Create(kv, std::move(kv_format)));
   if (on_gpu) {
     CudaRunnerOptions copt;
     copt.device = options.cuda_device;
@@ -145,7 +154,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   e->info_.linear_weight_bytes = e->weights_->linear_weight_bytes;
   e->info_.quantized_linears = e->weights_->quantized_linears;
   e->info_.dense_linears = e->weights_->dense_linears;
-  e->info_.kv_codec = options.kv_codec;
+  e->info_.kv_codec = kv_name;
+  e->info_.kv_layout = kv_layout;
   e->info_.load = e->ckpt_->timings();
   e->info_.kv_capacity_tokens = kv.num_blocks * kv.block_size;
   e->info_.kv_block_size = kv.block_size;

@@ -53,7 +53,10 @@ struct EngineOptions {
   StoreOptions store;
   bool verify_checksums = true;  // sha256 of every TQ checkpoint file against its manifest
   int threads = 0;               // compute threads; 0 = all hardware threads
-  std::string kv_codec = "bf16";  // "bf16" or "fp32" (the CUDA backend: bf16)
+  // KV cache codec name with options (engine/kv_cache/kv_codec.h): bf16, fp32, fp8, k8v4,
+  // 4bit_nc, k3v4_nc, 3bit_nc, turbo4, turbo3, k4v3, e.g. "turbo3:sink=4,boundary=0".
+  // The CUDA backend: bf16 only.
+  std::string kv_codec = "bf16";
   std::string device = "cpu";     // "cpu" or "cuda" (engine/model/cuda_transformer.h)
   int cuda_device = 0;            // CUDA device ordinal
   bool cuda_graphs = true;        // CUDA: replay decode steps as CUDA graphs
@@ -139,7 +142,8 @@ struct ModelInfo {
   uint64_t weight_file_bytes = 0;
   uint64_t linear_weight_bytes = 0;
   uint64_t quantized_linears = 0, dense_linears = 0;
-  std::string kv_codec;
+  std::string kv_codec;            // canonical: the preset and all its options
+  std::string kv_layout;           // KvCacheFormat::Describe(): codecs and bytes per layer
   std::string device;              // "cpu" or "cuda"
   std::string runner;              // how the model runs (ModelRunner::Describe)
   int64_t kv_capacity_tokens = 0;  // KV blocks x block size

@@ -158,6 +158,58 @@ TEST(EngineTest, ConcurrentGreedyRequestsEqualTheirSoloRuns) {
   }
 }
 
+// Compressed KV caches keep the engine's batch invariance: chunked prefill mixed with decodes
+// and preemption (recomputed codes are the same codes) give the solo runs' tokens; sink
+// positions belong to each sequence.
+TEST(EngineTest, CompressedKvCacheRunsEqualTheirSoloRuns) {
+  for (const char* codec : {"turbo3:boundary=1", "4bit_nc", "turbo4:qjl=1,boundary=0"}) {
+    EngineOptions base;
+    base.kv_codec = codec;
+    std::vector<Result> solo;
+    int64_t per_token = 0, sink_per_seq = 0;
+    {
+      auto e = MakeEngine(base);
+      ASSERT_NE(e, nullptr);
+      per_token = e->model_info().kv_bytes_per_token;
+      const std::string name = e->model_info().kv_codec;
+      if (name.find("sink=4") != std::string::npos) sink_per_seq = 2 * 6 * 4 * 2 * 128;
+      for (const std::string& p : Prompts()) solo.push_back(RunToEnd(*e, Greedy(p, 16)));
+    }
+    EngineOptions o = base;
+    o.max_num_batched_tokens = 7;
+    o.max_num_seqs = 4;
+    o.kv_block_size = 4;
+    o.kv_cache_bytes = 12 * 4 * per_token + 4 * sink_per_seq;
+    auto e = MakeEngine(o);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->model_info().kv_capacity_tokens, 48) << codec;
+    Collector c;
+    std::vector<uint64_t> ids;
+    for (const std::string& p : Prompts()) {
+      auto id = e->Submit(Greedy(p, 16), c.Callback());
+      ASSERT_TRUE(id.ok()) << id.status();
+      ids.push_back(*id);
+    }
+    c.WaitFor(static_cast<int>(ids.size()));
+    for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(c.Get(ids[i]).ids, solo[i].ids) << codec << " prompt " << i;
+    EXPECT_GT(e->stats().preemptions, 0u) << codec;
+  }
+}
+
+TEST(EngineTest, KvCodecIsReportedWithItsOptionsAndBytes) {
+  EngineOptions o;
+  o.kv_codec = "4bit_nc";
+  auto e = MakeEngine(o);
+  ASSERT_NE(e, nullptr);
+  // Layers 0, 1, 4, 5 bf16 (vLLM boundary 2); layers 2, 3: K 34 + V 36 bytes per head.
+  EXPECT_EQ(e->model_info().kv_codec, "4bit_nc:sink=0,boundary=2");
+  EXPECT_EQ(e->model_info().kv_bytes_per_token, 2 * (4 * 256 + 2 * (34 + 36)));
+  EXPECT_NE(e->model_info().kv_layout.find("layers 2-3: K lloyd-max 4b hadamard 34 B"), std::string::npos)
+      << e->model_info().kv_layout;
+  o.kv_codec = "turbo3:sinks=2";
+  EXPECT_FALSE(Engine::Create(o).ok());
+}
+
 TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
   GenerationRequest r;
   r.prompt = "The history of the city";

@@ -51,7 +51,9 @@ ABSL_FLAG(int, max_waiting_requests, 256, "queued requests beyond this get RESOU
 ABSL_FLAG(int64_t, max_waiting_tokens, 0,
           "queued prompt tokens beyond this get RESOURCE_EXHAUSTED (0: no limit; ~ target TTFT x prefill rate)");
 ABSL_FLAG(int64_t, kv_cache_bytes, 0, "KV cache size in bytes (0: room for max_num_seqs full contexts, <= 1 GiB)");
-ABSL_FLAG(std::string, kv_codec, "bf16", "KV cache codec: bf16 or fp32");
+ABSL_FLAG(std::string, kv_codec, "bf16",
+          "KV cache codec: bf16, fp32, fp8, k8v4, 4bit_nc, k3v4_nc, 3bit_nc, turbo4, turbo3, k4v3, with "
+          "options after a colon (sink=N, boundary=N, qjl=0|1); CPU only except bf16");
 ABSL_FLAG(int64_t, max_model_len, 0, "context length (0: the model's max_position_embeddings)");
 ABSL_FLAG(int64_t, default_max_tokens, 16, "max_tokens of requests that do not set it");
 ABSL_FLAG(bool, verify_checksums, true, "verify every TQ checkpoint file's sha256 against its manifest");
@@ -267,6 +269,7 @@ int main(int argc, char** argv) {
                         {"runner", info.runner},
                         {"weight_bytes", absl::StrCat(info.weight_file_bytes)},
                         {"kv_codec", info.kv_codec},
+                        {"kv_layout", info.kv_layout},
                         {"kv_capacity_tokens", absl::StrCat(info.kv_capacity_tokens)},
                         {"max_model_len", absl::StrCat(info.max_model_len)},
                         {"startup_seconds", absl::StrCat(startup_s)}});

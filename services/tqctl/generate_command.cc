@@ -29,7 +29,9 @@ int Fail(const char* cmd, const absl::Status& st) {
 void EngineOptionsFlags(ArgParser& p) {
   p.Option("model", "", "checkpoint URI or directory (TQ or Hugging Face BF16/F16/F32)");
   p.Option("threads", "0", "compute threads (0 = all cores)");
-  p.Option("kv-codec", "bf16", "KV cache codec: bf16 or fp32");
+  p.Option("kv-codec", "bf16",
+           "KV cache codec: bf16, fp32, fp8, k8v4, 4bit_nc, k3v4_nc, 3bit_nc, turbo4, turbo3, k4v3; options\n"
+           "after a colon: sink=N, boundary=N, qjl=0|1 (e.g. turbo3:boundary=0); docs/ENGINE.md");
   p.Option("device", "cpu", "where the in-process engine runs: cpu or cuda");
   p.Option("max-model-len", "0", "context length (0 = the model's max_position_embeddings)");
   p.Switch("no-verify", "skip the sha256 check of TQ checkpoint files (sizes are still checked)");
@@ -338,6 +340,8 @@ int RunEvalPpl(const std::vector<std::string>& args) {
   if (!engine.ok()) return Fail("eval-ppl", engine.status());
   const Tokenizer* tok = (*engine)->tokenizer();
   if (tok == nullptr) return Fail("eval-ppl", absl::FailedPreconditionError("the model has no tokenizer.json"));
+  const ModelInfo& info = (*engine)->model_info();
+  absl::FPrintF(stderr, "kv cache: %s; %d bytes/token\n", info.kv_layout, info.kv_bytes_per_token);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<int32_t> ids = tok->Encode(*text);
   const double tok_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -376,6 +380,8 @@ int RunEvalPpl(const std::vector<std::string>& args) {
   const double mean = nll_sum / predicted;
   absl::FPrintF(stderr, "scored %d tokens in %.2f s (%.0f tokens/s)\n", windows * *window, secs,
                 windows * *window / secs);
+  std::printf("kv_codec=%s kv_bytes_per_token=%lld\n", info.kv_codec.c_str(),
+              static_cast<long long>(info.kv_bytes_per_token));
   std::printf("tokens=%lld windows=%lld predicted=%lld mean_nll=%.6f\n", static_cast<long long>(windows * *window),
               static_cast<long long>(windows), static_cast<long long>(predicted), mean);
   std::printf("ppl=%.4f\n", std::exp(mean));
