@@ -10,6 +10,7 @@
 #include <map>
 
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cpu/half.h"
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
@@ -109,60 +110,118 @@ struct DeviceLinear {
   cuda::TqCudaWeights tqw;
   DeviceBuffer bias;  // empty: none
 
-  absl::Status Bind(const Linear& lin, bool dequantize, const cuda::TqLinearRunner& runner, uint64_t* bytes) {
-    n = lin.n();
-    k = lin.k();
-    if (lin.quantized()) {
-      const cpu::TqLinearParams& p = lin.tq();
-      const int64_t groups = (k + p.group_size - 1) / p.group_size;
-      cuda::TqCudaWeights probe;
-      probe.n = n;
-      probe.k = k;
-      probe.bits = p.bits;
-      probe.group_size = p.group_size;
-      probe.rotation_block = p.rotation_block;
-      if (!dequantize) {
-        const size_t packed = static_cast<size_t>(n) * groups * (p.group_size * p.bits / 8);
-        TQ_RETURN_IF_ERROR(w.Upload(p.packed, packed));
-        TQ_RETURN_IF_ERROR(gains.Upload(p.gains, static_cast<size_t>(n) * groups * sizeof(float)));
-        TQ_RETURN_IF_ERROR(codebook.Upload(p.codebook, (size_t{1} << p.bits) * sizeof(float)));
-        tqw = probe;
-        tqw.packed = w.as<uint8_t>();
-        tqw.gains = gains.as<float>();
-        tqw.codebook = codebook.as<float>();
-        tq = runner.CheckSupported(tqw).ok();
-        if (tq) {
-          *bytes += w.bytes() + gains.bytes() + codebook.bytes();
-        } else {
-          w.Reset();
-          gains.Reset();
-          codebook.Reset();
-        }
+  // Binds the row-wise concatenation of `parts` (same k) as one layer: q/k/v and gate/up become
+  // one launch each. TQ parts with one format stay codes; dense parts of one type stay as stored;
+  // anything else (mixed bit widths under the kurtosis policy, mixed types) is dequantized to
+  // fp32 once. Logical layers are counted in *tq_layers / *dense_layers.
+  absl::Status BindRows(const std::vector<const Linear*>& parts, bool dequantize, const cuda::TqLinearRunner& runner,
+                        uint64_t* bytes, int* tq_layers, int* dense_layers) {
+    n = 0;
+    k = parts[0]->k();
+    bool all_tq = true, same_dense = true;
+    const Linear& first = *parts[0];
+    for (const Linear* p : parts) {
+      if (p->k() != k) return absl::InternalError("BindRows: parts with different k");
+      n += p->n();
+      all_tq = all_tq && p->quantized() && first.quantized() && p->tq().bits == first.tq().bits &&
+               p->tq().group_size == first.tq().group_size && p->tq().rotation_block == first.tq().rotation_block;
+      same_dense = same_dense && !p->quantized() && !first.quantized() && p->dense_type() == first.dense_type();
+    }
+    if (all_tq && !dequantize) {
+      const cpu::TqLinearParams& f = first.tq();
+      const int64_t groups = (k + f.group_size - 1) / f.group_size;
+      const size_t row_bytes = static_cast<size_t>(groups) * (f.group_size * f.bits / 8);
+      std::vector<uint8_t> packed;
+      std::vector<float> gain;
+      packed.reserve(static_cast<size_t>(n) * row_bytes);
+      gain.reserve(static_cast<size_t>(n) * groups);
+      for (const Linear* p : parts) {
+        packed.insert(packed.end(), p->tq().packed, p->tq().packed + p->n() * row_bytes);
+        gain.insert(gain.end(), p->tq().gains, p->tq().gains + p->n() * groups);
       }
-      if (!tq) {
-        // Dequantized once at load (fp32): the same weights as the CPU's dequantized path.
-        if (k % 8 != 0) return absl::UnimplementedError(absl::StrCat("CUDA dense layers need k % 8 == 0, got ", k));
-        quant::TqSpec spec;
-        spec.bits = p.bits;
-        spec.group_size = p.group_size;
-        spec.rotation_block = p.rotation_block;
-        TQ_ASSIGN_OR_RETURN(quant::TqQuantizer q, quant::TqQuantizer::Create(spec));
-        const int64_t kp = groups * p.group_size;
-        std::vector<float> full(static_cast<size_t>(n) * kp), dense(static_cast<size_t>(n) * k);
-        q.DequantizeRows(p.packed, p.gains, n, kp, full.data());
-        for (int64_t r = 0; r < n; ++r) std::memcpy(dense.data() + r * k, full.data() + r * kp, k * sizeof(float));
+      TQ_RETURN_IF_ERROR(w.Upload(packed.data(), packed.size()));
+      TQ_RETURN_IF_ERROR(gains.Upload(gain.data(), gain.size() * sizeof(float)));
+      TQ_RETURN_IF_ERROR(codebook.Upload(f.codebook, (size_t{1} << f.bits) * sizeof(float)));
+      tqw.n = n;
+      tqw.k = k;
+      tqw.bits = f.bits;
+      tqw.group_size = f.group_size;
+      tqw.rotation_block = f.rotation_block;
+      tqw.packed = w.as<uint8_t>();
+      tqw.gains = gains.as<float>();
+      tqw.codebook = codebook.as<float>();
+      tq = runner.CheckSupported(tqw).ok();
+      if (tq) {
+        *bytes += w.bytes() + gains.bytes() + codebook.bytes();
+      } else {
+        w.Reset();
+        gains.Reset();
+        codebook.Reset();
+      }
+    }
+    if (!tq) {
+      if (k % 8 != 0) return absl::UnimplementedError(absl::StrCat("CUDA dense layers need k % 8 == 0, got ", k));
+      if (same_dense) {
+        dtype = ToDeviceType(first.dense_type());
+        const size_t row = static_cast<size_t>(k) * TypeBytes(dtype);
+        std::vector<uint8_t> all;
+        all.reserve(static_cast<size_t>(n) * row);
+        for (const Linear* p : parts) {
+          const auto* src = static_cast<const uint8_t*>(p->dense_data());
+          all.insert(all.end(), src, src + p->n() * row);
+        }
+        TQ_RETURN_IF_ERROR(w.Upload(all.data(), all.size()));
+      } else {
+        // fp32 of every part: TQ dequantized (the CPU's dequantized path), 16-bit widened.
+        std::vector<float> dense;
+        dense.reserve(static_cast<size_t>(n) * k);
+        for (const Linear* p : parts) {
+          if (p->quantized()) {
+            const cpu::TqLinearParams& t = p->tq();
+            quant::TqSpec spec;
+            spec.bits = t.bits;
+            spec.group_size = t.group_size;
+            spec.rotation_block = t.rotation_block;
+            TQ_ASSIGN_OR_RETURN(quant::TqQuantizer q, quant::TqQuantizer::Create(spec));
+            const int64_t kp = (k + t.group_size - 1) / t.group_size * t.group_size;
+            std::vector<float> full(static_cast<size_t>(p->n()) * kp);
+            q.DequantizeRows(t.packed, t.gains, p->n(), kp, full.data());
+            for (int64_t r = 0; r < p->n(); ++r) dense.insert(dense.end(), &full[r * kp], &full[r * kp] + k);
+          } else {
+            const int64_t count = p->n() * k;
+            const void* src = p->dense_data();
+            for (int64_t i = 0; i < count; ++i) {
+              switch (p->dense_type()) {
+                case cpu::WeightType::kBF16:
+                  dense.push_back(cpu::Bf16ToFloat(static_cast<const uint16_t*>(src)[i]));
+                  break;
+                case cpu::WeightType::kF16:
+                  dense.push_back(cpu::HalfToFloat(static_cast<const uint16_t*>(src)[i]));
+                  break;
+                default:
+                  dense.push_back(static_cast<const float*>(src)[i]);
+              }
+            }
+          }
+        }
         dtype = cuda::DType::kF32;
         TQ_RETURN_IF_ERROR(w.Upload(dense.data(), dense.size() * sizeof(float)));
-        *bytes += w.bytes();
       }
-    } else {
-      if (k % 8 != 0) return absl::UnimplementedError(absl::StrCat("CUDA dense layers need k % 8 == 0, got ", k));
-      dtype = ToDeviceType(lin.dense_type());
-      TQ_RETURN_IF_ERROR(w.Upload(lin.dense_data(), static_cast<size_t>(n) * k * TypeBytes(dtype)));
       *bytes += w.bytes();
     }
-    if (!lin.bias().empty()) {
-      TQ_RETURN_IF_ERROR(bias.Upload(lin.bias().data(), lin.bias().size() * sizeof(float)));
+    (tq ? *tq_layers : *dense_layers) += static_cast<int>(parts.size());
+    bool any_bias = false;
+    for (const Linear* p : parts) any_bias = any_bias || !p->bias().empty();
+    if (any_bias) {
+      std::vector<float> b;
+      for (const Linear* p : parts) {
+        if (p->bias().empty()) {
+          b.insert(b.end(), static_cast<size_t>(p->n()), 0.0f);
+        } else {
+          b.insert(b.end(), p->bias().begin(), p->bias().end());
+        }
+      }
+      TQ_RETURN_IF_ERROR(bias.Upload(b.data(), b.size() * sizeof(float)));
       *bytes += bias.bytes();
     }
     return absl::OkStatus();
@@ -201,7 +260,7 @@ struct DeviceLinear {
 constexpr int64_t kMaxGraphBatch = 64;
 
 struct DeviceLayer {
-  DeviceLinear q, k, v, o, gate, up, down;
+  DeviceLinear qkv, o, gate_up, down;  // q/k/v and gate/up fused row-wise
   DeviceBuffer input_norm, post_norm, q_norm, k_norm;
   DeviceBuffer k_cache, v_cache;
 };
@@ -222,7 +281,7 @@ struct CudaTransformer::State {
   // Step inputs.
   DeviceBuffer ids, positions, slots, table_offset, tables, logit_rows;
   // Activations.
-  DeviceBuffer x, h, q, k, v, attn, tmp, gate, up, sel, normed, logits;
+  DeviceBuffer x, h, qkv, attn, tmp, gate, gate_up, sel, normed, logits;
   int64_t capacity_tokens = 0, capacity_rows = 0;
   bool use_graphs = true;
   std::map<int64_t, cudaGraphExec_t> graphs;  // decode batch size -> captured step
@@ -246,8 +305,9 @@ struct CudaTransformer::State {
     if (T > capacity_tokens || R > capacity_rows) DropGraphs();
     if (T > capacity_tokens) {
       const int64_t t = std::max<int64_t>(T, 64);
-      for (auto [buf, n] : {std::pair<DeviceBuffer*, int64_t>{&x, H}, {&h, H}, {&q, cfg.q_size()}, {&k, cfg.kv_size()},
-                            {&v, cfg.kv_size()}, {&attn, cfg.q_size()}, {&tmp, H}, {&gate, I}, {&up, I}}) {
+      const int64_t qkv_n = cfg.q_size() + 2 * cfg.kv_size();
+      for (auto [buf, n] : {std::pair<DeviceBuffer*, int64_t>{&x, H}, {&h, H}, {&qkv, qkv_n}, {&attn, cfg.q_size()},
+                            {&tmp, H}, {&gate, I}, {&gate_up, 2 * I}}) {
         TQ_RETURN_IF_ERROR(buf->Reserve(static_cast<size_t>(t * n) * sizeof(float)));
       }
       TQ_RETURN_IF_ERROR(ids.Reserve(t * sizeof(int32_t)));
@@ -271,33 +331,30 @@ struct CudaTransformer::State {
 absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mode) {
   const TqRunners runners{graph_runner.get(), eager_runner.get()};
   const int64_t H = cfg.hidden_size, qs = cfg.q_size(), kvs = cfg.kv_size(), I = cfg.intermediate_size;
+  const int64_t ld = qs + 2 * kvs;  // row stride of the fused q|k|v output
   const int d = cfg.head_dim;
   cudaStream_t st = stream;
-  float *xs = x.as<float>(), *hs = h.as<float>(), *qv = q.as<float>(), *kv_k = k.as<float>(),
-        *kv_v = v.as<float>(), *at = attn.as<float>(), *tm = tmp.as<float>(), *gt = gate.as<float>(),
-        *upv = up.as<float>();
+  float *xs = x.as<float>(), *hs = h.as<float>(), *qv = qkv.as<float>(), *kv_k = qv + qs, *kv_v = qv + qs + kvs,
+        *at = attn.as<float>(), *tm = tmp.as<float>(), *gu = gate_up.as<float>(), *gt = gate.as<float>();
   const int32_t* pos = positions.as<int32_t>();
   const float eps = static_cast<float>(cfg.rms_norm_eps);
   TQ_CUDA_RETURN_IF_ERROR(cuda::EmbedRows(embed.as<void>(), embed_dtype, ids.as<int32_t>(), T, H, xs, st));
   for (int l = 0; l < cfg.num_layers; ++l) {
     const DeviceLayer& L = layers[l];
     TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.input_norm.as<float>(), T, H, eps, hs, H, st));
-    TQ_RETURN_IF_ERROR(L.q.Run(hs, T, qv, st, runners, graph_mode));
-    TQ_RETURN_IF_ERROR(L.k.Run(hs, T, kv_k, st, runners, graph_mode));
-    TQ_RETURN_IF_ERROR(L.v.Run(hs, T, kv_v, st, runners, graph_mode));
+    TQ_RETURN_IF_ERROR(L.qkv.Run(hs, T, qv, st, runners, graph_mode));
     if (cfg.qk_norm) {
-      TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(qv, d, L.q_norm.as<float>(), T * cfg.num_heads, d, eps, qv, d, st));
-      TQ_CUDA_RETURN_IF_ERROR(
-          cuda::RmsNormRows(kv_k, d, L.k_norm.as<float>(), T * cfg.num_kv_heads, d, eps, kv_k, d, st));
+      TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(qv, ld, T, cfg.num_heads, d, L.q_norm.as<float>(), eps, st));
+      TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(kv_k, ld, T, cfg.num_kv_heads, d, L.k_norm.as<float>(), eps, st));
     }
-    TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(qv, qs, T, cfg.num_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(qv, ld, T, cfg.num_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
     TQ_CUDA_RETURN_IF_ERROR(
-        cuda::ApplyRope(kv_k, kvs, T, cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, kvs, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
+        cuda::ApplyRope(kv_k, ld, T, cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
                                               L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
     cuda::PagedAttentionParams ap;
     ap.q = qv;
-    ap.ldq = qs;
+    ap.ldq = ld;
     ap.k_cache = L.k_cache.as<uint16_t>();
     ap.v_cache = L.v_cache.as<uint16_t>();
     ap.block_table = tables.as<int32_t>();
@@ -316,9 +373,8 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
     TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
     TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
-    TQ_RETURN_IF_ERROR(L.gate.Run(hs, T, gt, st, runners, graph_mode));
-    TQ_RETURN_IF_ERROR(L.up.Run(hs, T, upv, st, runners, graph_mode));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gt, I, upv, I, T, I, gt, I, st));
+    TQ_RETURN_IF_ERROR(L.gate_up.Run(hs, T, gu, st, runners, graph_mode));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * I, gu + I, 2 * I, T, I, gt, I, st));
     TQ_RETURN_IF_ERROR(L.down.Run(gt, T, tm, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
   }
@@ -413,10 +469,13 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   for (int l = 0; l < cfg.num_layers; ++l) {
     const LayerWeights& L = weights.layers[l];
     DeviceLayer& D = s.layers[l];
-    for (auto [dst, src] : {std::pair<DeviceLinear*, const Linear*>{&D.q, &L.q}, {&D.k, &L.k}, {&D.v, &L.v},
-                            {&D.o, &L.o}, {&D.gate, &L.gate}, {&D.up, &L.up}, {&D.down, &L.down}}) {
-      TQ_RETURN_IF_ERROR(dst->Bind(*src, options.dequantize_tq, *s.eager_runner, &bytes));
-    }
+    int* tq_n = &r->tq_on_codes_;
+    int* dense_n = &r->dense_layers_;
+    TQ_RETURN_IF_ERROR(D.qkv.BindRows({&L.q, &L.k, &L.v}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
+    TQ_RETURN_IF_ERROR(D.o.BindRows({&L.o}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
+    TQ_RETURN_IF_ERROR(
+        D.gate_up.BindRows({&L.gate, &L.up}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
+    TQ_RETURN_IF_ERROR(D.down.BindRows({&L.down}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
     TQ_RETURN_IF_ERROR(upload_floats(D.input_norm, L.input_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.q_norm, L.q_norm));
@@ -426,25 +485,20 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     r->kv_bytes_ += 2 * pool;
   }
   TQ_RETURN_IF_ERROR(upload_floats(s.final_norm, weights.final_norm));
-  TQ_RETURN_IF_ERROR(s.lm_head.Bind(weights.lm_head, options.dequantize_tq, *s.eager_runner, &bytes));
+  TQ_RETURN_IF_ERROR(s.lm_head.BindRows({&weights.lm_head}, options.dequantize_tq, *s.eager_runner, &bytes,
+                                        &r->tq_on_codes_, &r->dense_layers_));
   // RoPE tables [max_positions, head_dim / 2].
   const size_t half = cfg.head_dim / 2;
   const size_t table = static_cast<size_t>(rope.max_positions()) * half * sizeof(float);
   TQ_RETURN_IF_ERROR(s.cos.Upload(rope.cos(0), table));
   TQ_RETURN_IF_ERROR(s.sin.Upload(rope.sin(0), table));
   r->weight_bytes_ = bytes;
-  for (const DeviceLayer& L : s.layers) {
-    for (const DeviceLinear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
-      (lin->tq ? r->tq_on_codes_ : r->dense_layers_) += 1;
-    }
-  }
-  (s.lm_head.tq ? r->tq_on_codes_ : r->dense_layers_) += 1;
   r->graphs_ = options.cuda_graphs;
   // Step buffers for the largest graph-captured decode batch, and block tables for every block.
   s.use_graphs = options.cuda_graphs;
   if (s.use_graphs) {
     for (const DeviceLayer& L : s.layers) {
-      for (const DeviceLinear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+      for (const DeviceLinear* lin : {&L.qkv, &L.o, &L.gate_up, &L.down}) {
         TQ_RETURN_IF_ERROR(lin->ReserveForGraphs(*s.graph_runner, kMaxGraphBatch, s.stream));
       }
     }

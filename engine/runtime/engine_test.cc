@@ -371,6 +371,14 @@ TEST(EngineTest, WaitingTokenBudget) {
   }
   EXPECT_GE(refused, 1);
   EXPECT_LE(e->stats().waiting_tokens, 10);
+  // Let the first step run (it prefills the first request) before aborting everything.
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard<std::mutex> l(steps_mu);
+      if (!steps.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   for (uint64_t id : ids) e->Abort(id);
   c.WaitFor(static_cast<int>(ids.size()));
   std::lock_guard<std::mutex> l(steps_mu);

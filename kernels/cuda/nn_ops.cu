@@ -72,6 +72,17 @@ __global__ void RmsNormKernel(const float* x, int64_t ldx, const float* w, int64
   }
 }
 
+__global__ void RmsNormHeadsKernel(float* x, int64_t ld, int heads, int head_dim, const float* w, float eps) {
+  const int64_t row = blockIdx.x / heads;
+  const int head = static_cast<int>(blockIdx.x % heads);
+  float* p = x + row * ld + static_cast<int64_t>(head) * head_dim;
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < head_dim; c += blockDim.x) ss += p[c] * p[c];
+  ss = BlockSum(ss);
+  const float inv = rsqrtf(ss / static_cast<float>(head_dim) + eps);
+  for (int c = threadIdx.x; c < head_dim; c += blockDim.x) p[c] = p[c] * inv * w[c];
+}
+
 __global__ void RopeKernel(float* x, int64_t ld, int heads, int head_dim, const int32_t* positions,
                            const float* cos_t, const float* sin_t) {
   const int64_t row = blockIdx.x;
@@ -276,6 +287,13 @@ cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t row
                         int64_t ldy, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   RmsNormKernel<<<static_cast<unsigned>(rows), ThreadsFor(n), 0, stream>>>(x, ldx, w, n, eps, y, ldy);
+  return cudaGetLastError();
+}
+
+cudaError_t RmsNormHeads(float* x, int64_t ld, int64_t rows, int heads, int head_dim, const float* w, float eps,
+                         cudaStream_t stream) {
+  if (rows == 0 || heads == 0) return cudaSuccess;
+  RmsNormHeadsKernel<<<static_cast<unsigned>(rows * heads), 64, 0, stream>>>(x, ld, heads, head_dim, w, eps);
   return cudaGetLastError();
 }
 

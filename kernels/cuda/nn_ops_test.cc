@@ -115,6 +115,18 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
       ASSERT_NEAR(y[r * hidden + c], ref[c], kFp32ReductionTol * (1 + std::fabs(ref[c]))) << r << "," << c;
     }
   }
+  // Per-head RMSNorm in place on 3 heads of 48 inside rows of stride 200 (fused q|k|v layout).
+  {
+    const int64_t ld = 200;
+    std::vector<float> hx = Random(rows * ld, 8), hw = Random(48, 9);
+    DeviceVector<float> dhx(hx), dhw(hw);
+    ASSERT_EQ(RmsNormHeads(dhx.get() + 16, ld, rows, 3, 48, dhw.get(), 1e-6f, nullptr), cudaSuccess);
+    std::vector<float> got = dhx.Host();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int h = 0; h < 3; ++h) nn::RmsNorm(&hx[r * ld + 16 + h * 48], hw.data(), 48, 1e-6f, &hx[r * ld + 16 + h * 48]);
+    }
+    for (size_t i = 0; i < hx.size(); ++i) ASSERT_NEAR(got[i], hx[i], kFp32ReductionTol * (1 + std::fabs(hx[i]))) << i;
+  }
   // Rope on 3 heads of 64 at positions 0, 7, 1999, 3, 3.
   const int heads = 3, hd = 64, maxpos = 2000;
   std::vector<float> cos = Random(maxpos * hd / 2, 3), sin = Random(maxpos * hd / 2, 4);
