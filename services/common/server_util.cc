@@ -63,6 +63,9 @@ MetricsServer::~MetricsServer() {
   if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
   if (thread_.joinable()) thread_.join();
   if (listen_fd_ >= 0) ::close(listen_fd_);
+  // Connection threads end within their 5 s socket timeouts.
+  std::unique_lock<std::mutex> l(mu_);
+  idle_.wait(l, [&] { return active_ == 0; });
 }
 
 void MetricsServer::Serve() {
@@ -71,8 +74,23 @@ void MetricsServer::Serve() {
     if (::poll(&p, 1, 200) <= 0) continue;
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
-    Handle(fd);
-    ::close(fd);
+    // One thread per connection (at most kMaxConnections at once; beyond, inline), so a client
+    // that sends nothing cannot hold up scrapes.
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (active_ >= kMaxConnections) {
+        Handle(fd);
+        ::close(fd);
+        continue;
+      }
+      ++active_;
+    }
+    std::thread([this, fd] {
+      Handle(fd);
+      ::close(fd);
+      std::lock_guard<std::mutex> l(mu_);
+      if (--active_ == 0) idle_.notify_all();
+    }).detach();
   }
 }
 

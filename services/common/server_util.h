@@ -4,8 +4,8 @@
 // endpoint, server credentials (plaintext or TLS), the bearer token from a flag or a file, and
 // the port file tests and scripts wait for.
 //
-// /metrics is served by a small built-in HTTP/1.1 server (one thread, GET /metrics and
-// GET /healthz) rather than prometheus-cpp's civetweb exposer: civetweb creates its threads with a
+// /metrics is served by a small built-in HTTP/1.1 server (an accept thread and one thread per
+// connection, GET /metrics and GET /healthz) rather than prometheus-cpp's civetweb exposer: civetweb creates its threads with a
 // fixed small stack, which fails once a process links libraries with large static TLS (cuBLAS
 // 13 on glibc 2.39: "Cannot create threads").
 #ifndef TQSERVE_SERVICES_COMMON_SERVER_UTIL_H_
@@ -17,6 +17,8 @@
 #include <string>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "absl/status/statusor.h"
@@ -46,6 +48,10 @@ class MetricsServer {
   std::shared_ptr<prometheus::Registry> registry_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  static constexpr int kMaxConnections = 8;
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int active_ = 0;  // connection threads running
 };
 
 // Plaintext when both are empty; TLS from PEM files otherwise (both required).
