@@ -156,11 +156,11 @@ INSTANTIATE_TEST_SUITE_P(Models, HfReferenceTest,
                            return s;
                          });
 
-// The trained model's perplexity on the reference's 16,384 WikiText-2 tokens (64 independent
+// The trained models' perplexity on the reference's 16,384 WikiText-2 tokens (64 independent
 // windows of 256), from the reference's own token ids: equal to transformers' within 1e-4
 // relative.
-TEST(HfReferencePerplexityTest, TinyQwen3MatchesReference) {
-  const std::string dir = tq::testing::TestDataPath("testdata/models/tq-tiny-qwen3");
+void CheckReferencePerplexity(const std::string& model) {
+  const std::string dir = tq::testing::TestDataPath("testdata/models/" + model);
   const auto ref = nlohmann::json::parse(tq::testing::ReadFileOrDie(dir + "/reference.json"));
   const auto& ppl = ref["perplexity"];
   const std::vector<int32_t> ids = ppl["token_ids"].get<std::vector<int32_t>>();
@@ -193,6 +193,10 @@ TEST(HfReferencePerplexityTest, TinyQwen3MatchesReference) {
   const double got = std::exp(total / predicted);
   EXPECT_NEAR(got, ppl["ppl"].get<double>(), 1e-4 * ppl["ppl"].get<double>()) << "ppl " << got;
 }
+
+TEST(HfReferencePerplexityTest, TinyQwen3MatchesReference) { CheckReferencePerplexity("tq-tiny-qwen3"); }
+
+TEST(HfReferencePerplexityTest, TinyDeepseekV3MatchesReference) { CheckReferencePerplexity("tq-tiny-deepseek-v3"); }
 
 }  // namespace
 }  // namespace tq
