@@ -159,6 +159,80 @@ absl::Status ParseRope(const json& j, ModelConfig* cfg) {
   return absl::OkStatus();
 }
 
+
+// DeepseekV3: MLA sizes and the MoE. Sets head_dim to the RoPE width.
+absl::Status ParseDeepseekV3(const json& j, ModelConfig* cfg) {
+  MlaConfig& m = cfg->mla;
+  MoeConfig& e = cfg->moe;
+  int64_t v = 0;
+  auto get = [&](const char* key, int* out, bool required, int64_t lo, int64_t hi) -> absl::Status {
+    v = *out;
+    if (auto s = GetInt(j, key, &v, required, lo, hi); !s.ok()) return s;
+    *out = static_cast<int>(v);
+    return absl::OkStatus();
+  };
+  // q_lora_rank: null means a plain q_proj (DeepSeek-V2-Lite), not supported yet.
+  if (auto it = j.find("q_lora_rank"); it == j.end() || it->is_null()) {
+    return Bad("q_lora_rank", "null/missing (a plain q_proj) is not supported; expected a LoRA rank");
+  }
+  if (auto s = get("q_lora_rank", &m.q_lora_rank, true, 1, kMaxModelWidth); !s.ok()) return s;
+  if (auto s = get("kv_lora_rank", &m.kv_lora_rank, true, 1, kMaxModelWidth); !s.ok()) return s;
+  if (auto s = get("qk_nope_head_dim", &m.qk_nope_head_dim, true, 1, kMaxHeadDim); !s.ok()) return s;
+  if (auto s = get("qk_rope_head_dim", &m.qk_rope_head_dim, true, 2, kMaxHeadDim); !s.ok()) return s;
+  if (auto s = get("v_head_dim", &m.v_head_dim, true, 1, kMaxHeadDim); !s.ok()) return s;
+  if (m.qk_rope_head_dim % 2 != 0) return Bad("qk_rope_head_dim", "must be even (RoPE rotates pairs)");
+  if (m.latent_dim() % 2 != 0) {
+    return Bad("kv_lora_rank", "kv_lora_rank + qk_rope_head_dim must be even (the latent cache splits it in halves)");
+  }
+  if (auto it = j.find("qk_head_dim"); it != j.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() != m.qk_head_dim()) {
+      return Bad("qk_head_dim", "must equal qk_nope_head_dim + qk_rope_head_dim");
+    }
+  }
+  if (auto it = j.find("head_dim"); it != j.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() != m.qk_rope_head_dim) {
+      return Bad("head_dim", "must equal qk_rope_head_dim for DeepseekV3");
+    }
+  }
+  m.rope_interleave = true;  // transformers' DeepseekV3Config default
+  if (auto s = GetBool(j, "rope_interleave", &m.rope_interleave); !s.ok()) return s;
+  cfg->head_dim = m.qk_rope_head_dim;
+
+  // MoE.
+  if (auto s = get("n_routed_experts", &e.n_routed_experts, true, 1, 1 << 16); !s.ok()) return s;
+  if (auto s = get("num_experts_per_tok", &e.num_experts_per_tok, true, 1, e.n_routed_experts); !s.ok()) return s;
+  if (auto s = get("n_group", &e.n_group, false, 1, e.n_routed_experts); !s.ok()) return s;
+  if (auto s = get("topk_group", &e.topk_group, false, 1, e.n_group); !s.ok()) return s;
+  if (e.n_routed_experts % e.n_group != 0) return Bad("n_group", "must divide n_routed_experts");
+  if (e.n_routed_experts / e.n_group < 2) {
+    return Bad("n_group", "groups must hold at least 2 experts (group score = sum of the top 2)");
+  }
+  if (e.num_experts_per_tok > e.topk_group * (e.n_routed_experts / e.n_group)) {
+    return Bad("num_experts_per_tok", "exceeds the experts of the topk_group selected groups");
+  }
+  if (auto s = get("n_shared_experts", &e.n_shared_experts, false, 0, 1 << 16); !s.ok()) return s;
+  if (auto s = GetInt(j, "moe_intermediate_size", &e.moe_intermediate_size, true, 1, kMaxModelWidth); !s.ok()) {
+    return s;
+  }
+  if (auto s = get("first_k_dense_replace", &e.first_k_dense_replace, false, 0, kMaxLayers); !s.ok()) return s;
+  if (auto s = GetBool(j, "norm_topk_prob", &e.norm_topk_prob); !s.ok()) return s;
+  if (auto s = GetNumber(j, "routed_scaling_factor", &e.routed_scaling_factor); !s.ok()) return s;
+  if (!(e.routed_scaling_factor > 0)) return Bad("routed_scaling_factor", "must be > 0");
+  if (auto s = get("num_nextn_predict_layers", &e.num_nextn_predict_layers, false, 0, 64); !s.ok()) return s;
+  for (const char* key : {"scoring_func", "topk_method"}) {
+    if (auto it = j.find(key); it != j.end() && !it->is_null()) {
+      const char* want = std::string(key) == "scoring_func" ? "sigmoid" : "noaux_tc";
+      if (!it->is_string() || it->get<std::string>() != want) {
+        return Bad(key, absl::StrCat("only \"", want, "\" is supported"));
+      }
+    }
+  }
+  if (auto it = j.find("moe_layer_freq"); it != j.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() != 1) return Bad("moe_layer_freq", "only 1 is supported");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 const char* ModelArchName(ModelArch a) {
@@ -171,6 +245,8 @@ const char* ModelArchName(ModelArch a) {
       return "qwen2";
     case ModelArch::kQwen3:
       return "qwen3";
+    case ModelArch::kDeepseekV3:
+      return "deepseek_v3";
   }
   return "?";
 }
@@ -191,6 +267,28 @@ const char* RopeTypeName(RopeType t) {
 
 int64_t ModelConfig::ParameterCount() const {
   const int64_t h = hidden_size;
+  if (is_mla()) {
+    const int64_t nh = num_heads;
+    int64_t attn = 0;
+    if (mla.q_lora_rank > 0) {
+      attn += h * mla.q_lora_rank + mla.q_lora_rank + int64_t{mla.q_lora_rank} * nh * mla.qk_head_dim();
+    } else {
+      attn += h * nh * mla.qk_head_dim();
+    }
+    attn += h * mla.latent_dim() + mla.kv_lora_rank +
+            int64_t{mla.kv_lora_rank} * nh * (mla.qk_nope_head_dim + mla.v_head_dim) + nh * mla.v_head_dim * h;
+    int64_t total = vocab_size * h * (tie_word_embeddings ? 1 : 2) + h;
+    for (int l = 0; l < num_layers; ++l) {
+      int64_t mlp = 3 * h * intermediate_size;
+      if (is_moe_layer(l)) {
+        mlp = int64_t{moe.n_routed_experts} * 3 * h * moe.moe_intermediate_size +
+              int64_t{moe.n_shared_experts} * 3 * h * moe.moe_intermediate_size +
+              int64_t{moe.n_routed_experts} * h;  // + the router (its correction bias is a buffer)
+      }
+      total += attn + mlp + 2 * h;
+    }
+    return total;
+  }
   int64_t attn = h * q_size() + 2 * h * kv_size() + q_size() * h;
   if (attention_bias) attn += q_size() + 2 * kv_size();
   if (attention_out_bias) attn += h;
@@ -206,7 +304,16 @@ std::string ModelConfig::DebugString() const {
                       num_heads, "/", num_kv_heads, " x ", head_dim, ", mlp ", intermediate_size,
                       ", vocab ", vocab_size, ", rope ", RopeTypeName(rope.type), " theta ",
                       rope.theta, tie_word_embeddings ? ", tied embeddings" : "",
-                      attention_bias ? ", qkv bias" : "", qk_norm ? ", q/k norm" : "");
+                      attention_bias ? ", qkv bias" : "", qk_norm ? ", q/k norm" : "",
+                      is_mla() ? absl::StrCat(", MLA q_lora ", mla.q_lora_rank, " kv_lora ", mla.kv_lora_rank,
+                                              " nope ", mla.qk_nope_head_dim, " rope ", mla.qk_rope_head_dim,
+                                              " v ", mla.v_head_dim)
+                               : "",
+                      is_mla() ? absl::StrCat(", MoE ", moe.n_routed_experts, " experts top-",
+                                              moe.num_experts_per_tok, " x ", moe.moe_intermediate_size,
+                                              ", shared ", moe.n_shared_experts, ", dense layers ",
+                                              moe.first_k_dense_replace)
+                               : "");
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
@@ -230,11 +337,13 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
     cfg.arch = ModelArch::kQwen2;
   } else if (cfg.architecture == "Qwen3ForCausalLM") {
     cfg.arch = ModelArch::kQwen3;
+  } else if (cfg.architecture == "DeepseekV3ForCausalLM") {
+    cfg.arch = ModelArch::kDeepseekV3;
   } else {
     return Bad("architectures",
                absl::StrCat("'", cfg.architecture,
                             "' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
-                            "Qwen2ForCausalLM, Qwen3ForCausalLM)"));
+                            "Qwen2ForCausalLM, Qwen3ForCausalLM, DeepseekV3ForCausalLM)"));
   }
 
   int64_t v = 0;
@@ -255,16 +364,20 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
     return Bad("num_key_value_heads",
                absl::StrCat(cfg.num_kv_heads, " does not divide num_attention_heads ", cfg.num_heads));
   }
-  if (cfg.hidden_size % cfg.num_heads != 0 && !j.contains("head_dim")) {
-    return Bad("head_dim", "missing and hidden_size is not a multiple of num_attention_heads");
+  if (cfg.arch == ModelArch::kDeepseekV3) {
+    if (auto s = ParseDeepseekV3(j, &cfg); !s.ok()) return s;
+  } else {
+    if (cfg.hidden_size % cfg.num_heads != 0 && !j.contains("head_dim")) {
+      return Bad("head_dim", "missing and hidden_size is not a multiple of num_attention_heads");
+    }
+    v = cfg.hidden_size / cfg.num_heads;
+    if (auto s = GetInt(j, "head_dim", &v, false, 2, kMaxHeadDim); !s.ok()) return s;
+    if (v > kMaxHeadDim) {  // derived from hidden_size
+      return Bad("head_dim", absl::StrCat("hidden_size / num_attention_heads = ", v, " exceeds ", kMaxHeadDim));
+    }
+    if (v % 2 != 0) return Bad("head_dim", "must be even (RoPE rotates pairs)");
+    cfg.head_dim = static_cast<int>(v);
   }
-  v = cfg.hidden_size / cfg.num_heads;
-  if (auto s = GetInt(j, "head_dim", &v, false, 2, kMaxHeadDim); !s.ok()) return s;
-  if (v > kMaxHeadDim) {  // derived from hidden_size
-    return Bad("head_dim", absl::StrCat("hidden_size / num_attention_heads = ", v, " exceeds ", kMaxHeadDim));
-  }
-  if (v % 2 != 0) return Bad("head_dim", "must be even (RoPE rotates pairs)");
-  cfg.head_dim = static_cast<int>(v);
   if (auto s = GetNumber(j, "rms_norm_eps", &cfg.rms_norm_eps); !s.ok()) return s;
   if (!(cfg.rms_norm_eps > 0)) return Bad("rms_norm_eps", "must be > 0");
   cfg.max_position_embeddings = 2048;
@@ -300,6 +413,16 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
     case ModelArch::kQwen2:
       cfg.attention_bias = true;
       break;
+    case ModelArch::kDeepseekV3: {
+      bool b = false;
+      if (auto s = GetBool(j, "attention_bias", &b); !s.ok()) return s;
+      if (b) return Bad("attention_bias", "true is not supported for DeepseekV3");
+      if (auto it = j.find("pretraining_tp"); it != j.end() && it->is_number_integer() &&
+                                              it->get<int64_t>() != 1) {
+        return Bad("pretraining_tp", "only 1 is supported");
+      }
+      break;
+    }
     case ModelArch::kQwen3: {
       bool b = false;
       if (auto s = GetBool(j, "attention_bias", &b); !s.ok()) return s;
@@ -310,6 +433,11 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
   }
 
   if (auto s = ParseRope(j, &cfg); !s.ok()) return s;
+  if (cfg.is_mla() && cfg.rope.type != RopeType::kDefault) {
+    // Yarn would also scale the softmax by mscale(factor, mscale_all_dim)^2: not implemented.
+    return Bad("rope type", absl::StrCat("'", RopeTypeName(cfg.rope.type),
+                                         "' is not supported for DeepseekV3 (only default)"));
+  }
   if (cfg.rope.original_max_position_embeddings == 0) {
     cfg.rope.original_max_position_embeddings = cfg.max_position_embeddings;
   }

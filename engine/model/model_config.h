@@ -8,6 +8,11 @@
 // activation other than SiLU, an unknown RoPE type, inconsistent sizes) is refused at load time
 // with InvalidArgument naming the field.
 //
+// DeepseekV3ForCausalLM: Multi-head Latent Attention (MlaConfig) and a Mixture of Experts
+// (MoeConfig) on layers >= first_k_dense_replace; `head_dim` is then the RoPE width
+// (qk_rope_head_dim) and the KV cache holds one latent vector per token and layer
+// (kv_cache_heads() x kv_cache_head_dim(), see engine/model/mla_transformer.h).
+//
 // Both RoPE spellings are read: transformers ≥ 5 `rope_parameters {rope_type, rope_theta, ...}`
 // and the older `rope_theta` + `rope_scaling {type|rope_type, factor, ...}`.
 //
@@ -25,7 +30,7 @@
 
 namespace tq {
 
-enum class ModelArch { kLlama, kMistral, kQwen2, kQwen3 };
+enum class ModelArch { kLlama, kMistral, kQwen2, kQwen3, kDeepseekV3 };
 const char* ModelArchName(ModelArch a);
 
 enum class RopeType { kDefault, kLinear, kLlama3, kYarn };
@@ -46,6 +51,34 @@ struct RopeConfig {
   double mscale_all_dim = 0.0;  // 0: unset
   double attention_factor = 0.0;  // 0: derived from factor
   bool truncate = true;
+};
+
+// Multi-head Latent Attention (DeepSeek-V2/V3).
+struct MlaConfig {
+  int q_lora_rank = 0;
+  int kv_lora_rank = 0;
+  int qk_nope_head_dim = 0;
+  int qk_rope_head_dim = 0;
+  int v_head_dim = 0;
+  bool rope_interleave = false;
+  int qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  // Floats cached per token and layer: the normalized latent and the rotated shared k_pe.
+  int latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }
+};
+
+// DeepSeek-V3 Mixture of Experts: sigmoid routing with e_score_correction_bias, group top-k.
+struct MoeConfig {
+  int first_k_dense_replace = 0;  // layers [0, first_k_dense_replace) are dense MLPs
+  int n_routed_experts = 0;
+  int num_experts_per_tok = 0;
+  int n_group = 1;
+  int topk_group = 1;
+  int n_shared_experts = 0;
+  int64_t moe_intermediate_size = 0;
+  bool norm_topk_prob = true;
+  double routed_scaling_factor = 1.0;
+  // Multi-token-prediction layers stored after the decoder layers (ignored by the engine).
+  int num_nextn_predict_layers = 0;
 };
 
 struct ModelConfig {
@@ -72,6 +105,18 @@ struct ModelConfig {
   // Token ids that end generation (eos_token_id of config.json, else generation_config.json).
   std::vector<int32_t> eos_token_ids;
   int32_t bos_token_id = -1;
+
+  // DeepseekV3 only.
+  MlaConfig mla;
+  MoeConfig moe;
+  bool is_mla() const { return arch == ModelArch::kDeepseekV3; }
+  bool is_moe_layer(int layer) const { return is_mla() && moe.n_routed_experts > 0 && layer >= moe.first_k_dense_replace; }
+  // Width of the rotary embedding (RopeTable::Create's head_dim).
+  int rope_dim() const { return head_dim; }
+  // Shape of the paged KV cache: dense models cache num_kv_heads x head_dim for K and for V;
+  // MLA caches one latent vector [kv_c | k_pe] per token, split in halves over the K and V slots.
+  int kv_cache_heads() const { return is_mla() ? 1 : num_kv_heads; }
+  int kv_cache_head_dim() const { return is_mla() ? mla.latent_dim() / 2 : head_dim; }
 
   int64_t q_size() const { return static_cast<int64_t>(num_heads) * head_dim; }
   int64_t kv_size() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }

@@ -39,6 +39,80 @@ TEST(ModelConfigTest, ParsesQwen3) {
   EXPECT_EQ(c->ParameterCount(), 6819840);  // shared/models/README.md
 }
 
+constexpr char kDeepseekV3[] = R"({
+  "architectures": ["DeepseekV3ForCausalLM"], "attention_bias": false, "bos_token_id": 0,
+  "eos_token_id": 0, "first_k_dense_replace": 1, "head_dim": 32, "hidden_act": "silu",
+  "hidden_size": 256, "intermediate_size": 512, "kv_lora_rank": 128, "max_position_embeddings": 2048,
+  "model_type": "deepseek_v3", "moe_intermediate_size": 128, "n_group": 1, "n_routed_experts": 8,
+  "n_shared_experts": 1, "norm_topk_prob": true, "num_attention_heads": 4, "num_experts_per_tok": 2,
+  "num_hidden_layers": 4, "num_key_value_heads": 4, "num_nextn_predict_layers": 1, "pretraining_tp": 1,
+  "q_lora_rank": 128, "qk_head_dim": 96, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32,
+  "rms_norm_eps": 1e-06, "rope_interleave": true,
+  "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}, "routed_scaling_factor": 1.0,
+  "tie_word_embeddings": false, "topk_group": 1, "v_head_dim": 64, "vocab_size": 4096})";
+
+TEST(ModelConfigTest, ParsesDeepseekV3) {
+  auto c = ParseModelConfig(kDeepseekV3);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, ModelArch::kDeepseekV3);
+  EXPECT_TRUE(c->is_mla());
+  EXPECT_EQ(c->mla.q_lora_rank, 128);
+  EXPECT_EQ(c->mla.kv_lora_rank, 128);
+  EXPECT_EQ(c->mla.qk_nope_head_dim, 64);
+  EXPECT_EQ(c->mla.qk_rope_head_dim, 32);
+  EXPECT_EQ(c->mla.v_head_dim, 64);
+  EXPECT_EQ(c->mla.qk_head_dim(), 96);
+  EXPECT_TRUE(c->mla.rope_interleave);
+  EXPECT_EQ(c->head_dim, 32);
+  EXPECT_EQ(c->rope_dim(), 32);
+  EXPECT_EQ(c->kv_cache_heads(), 1);
+  EXPECT_EQ(c->kv_cache_head_dim(), 80);  // (128 + 32) / 2 in each of the K and V slots
+  EXPECT_EQ(c->moe.n_routed_experts, 8);
+  EXPECT_EQ(c->moe.num_experts_per_tok, 2);
+  EXPECT_EQ(c->moe.n_shared_experts, 1);
+  EXPECT_EQ(c->moe.moe_intermediate_size, 128);
+  EXPECT_EQ(c->moe.first_k_dense_replace, 1);
+  EXPECT_EQ(c->moe.num_nextn_predict_layers, 1);
+  EXPECT_TRUE(c->moe.norm_topk_prob);
+  EXPECT_FALSE(c->is_moe_layer(0));
+  EXPECT_TRUE(c->is_moe_layer(1) && c->is_moe_layer(3));
+  EXPECT_EQ(c->ParameterCount(), 6169856);  // shared/models/README.md
+}
+
+TEST(ModelConfigTest, DeepseekV3RefusesUnsupported) {
+  auto with = [](const std::string& from, const std::string& to) {
+    std::string s = kDeepseekV3;
+    size_t at = s.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return s.replace(at, from.size(), to);
+  };
+  struct Case {
+    std::string from, to, field;
+  } cases[] = {
+      {R"("q_lora_rank": 128)", R"("q_lora_rank": null)", "q_lora_rank"},
+      {R"("rope_type": "default")", R"("rope_type": "yarn", "factor": 4.0)", "rope type"},
+      {R"("n_group": 1)", R"("n_group": 3)", "n_group"},
+      {R"("topk_group": 1)", R"("topk_group": 2)", "topk_group"},
+      {R"("num_experts_per_tok": 2)", R"("num_experts_per_tok": 9)", "num_experts_per_tok"},
+      {R"("attention_bias": false)", R"("attention_bias": true)", "attention_bias"},
+      {R"("head_dim": 32)", R"("head_dim": 64)", "head_dim"},
+      {R"("qk_head_dim": 96)", R"("qk_head_dim": 95)", "qk_head_dim"},
+      {R"("routed_scaling_factor": 1.0)", R"("routed_scaling_factor": 0)", "routed_scaling_factor"},
+      {R"("kv_lora_rank": 128)", R"("kv_lora_rank": 127)", "kv_lora_rank"},
+      {R"("v_head_dim": 64)", R"("v_head_dim": 64, "scoring_func": "softmax")", "scoring_func"},
+  };
+  for (const Case& c : cases) {
+    auto r = ParseModelConfig(with(c.from, c.to));
+    ASSERT_FALSE(r.ok()) << c.to;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(c.field), std::string::npos) << r.status();
+  }
+  // n_group 2 with topk_group 1 is supported (group-limited routing).
+  auto g = ParseModelConfig(with(R"("n_group": 1)", R"("n_group": 2)"));
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->moe.n_group, 2);
+}
+
 TEST(ModelConfigTest, LegacyRopeScalingAndDefaults) {
   auto c = ParseModelConfig(Llama(R"(, "rope_theta": 500000.0, "attention_bias": true,
       "rope_scaling": {"type": "linear", "factor": 4.0}, "eos_token_id": [5, 7])"));

@@ -4,7 +4,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "kernels/quant/codebook.h"
 #include "kernels/quant/tq_quantize.h"
 #include "kernels/util/status_macros.h"
@@ -71,6 +73,60 @@ absl::StatusOr<Linear> BindLinear(const ModelCheckpoint& ckpt, const std::string
     return TensorError(prefix + ".bias", "present but the config declares no bias for this layer");
   }
   return lin;
+}
+
+
+absl::StatusOr<ExpertWeights> BindExpert(const ModelCheckpoint& ckpt, const std::string& prefix, int64_t h,
+                                         int64_t inter, const BindOptions& options) {
+  ExpertWeights e;
+  TQ_ASSIGN_OR_RETURN(e.gate, BindLinear(ckpt, prefix + "gate_proj", inter, h, false, options));
+  TQ_ASSIGN_OR_RETURN(e.up, BindLinear(ckpt, prefix + "up_proj", inter, h, false, options));
+  TQ_ASSIGN_OR_RETURN(e.down, BindLinear(ckpt, prefix + "down_proj", h, inter, false, options));
+  return e;
+}
+
+// One DeepseekV3 decoder layer: MLA attention, then a dense MLP or the MoE.
+absl::Status BindMlaLayer(const ModelCheckpoint& ckpt, const ModelConfig& cfg, int l, const BindOptions& options,
+                          LayerWeights* L) {
+  const std::string p = absl::StrCat("model.layers.", l, ".");
+  const int64_t h = cfg.hidden_size;
+  const MlaConfig& m = cfg.mla;
+  const int64_t nh = cfg.num_heads;
+  TQ_ASSIGN_OR_RETURN(L->q_a, BindLinear(ckpt, p + "self_attn.q_a_proj", m.q_lora_rank, h, false, options));
+  TQ_ASSIGN_OR_RETURN(L->q_a_norm, LoadVector(ckpt, p + "self_attn.q_a_layernorm.weight", m.q_lora_rank));
+  TQ_ASSIGN_OR_RETURN(L->q_b, BindLinear(ckpt, p + "self_attn.q_b_proj", nh * m.qk_head_dim(), m.q_lora_rank,
+                                         false, options));
+  TQ_ASSIGN_OR_RETURN(L->kv_a, BindLinear(ckpt, p + "self_attn.kv_a_proj_with_mqa", m.latent_dim(), h, false, options));
+  TQ_ASSIGN_OR_RETURN(L->kv_a_norm, LoadVector(ckpt, p + "self_attn.kv_a_layernorm.weight", m.kv_lora_rank));
+  TQ_ASSIGN_OR_RETURN(L->kv_b, BindLinear(ckpt, p + "self_attn.kv_b_proj", nh * (m.qk_nope_head_dim + m.v_head_dim),
+                                          m.kv_lora_rank, false, options));
+  TQ_ASSIGN_OR_RETURN(L->o, BindLinear(ckpt, p + "self_attn.o_proj", h, nh * m.v_head_dim, false, options));
+  TQ_ASSIGN_OR_RETURN(L->input_norm, LoadVector(ckpt, p + "input_layernorm.weight", h));
+  TQ_ASSIGN_OR_RETURN(L->post_attention_norm, LoadVector(ckpt, p + "post_attention_layernorm.weight", h));
+  if (!cfg.is_moe_layer(l)) {
+    TQ_ASSIGN_OR_RETURN(L->gate, BindLinear(ckpt, p + "mlp.gate_proj", cfg.intermediate_size, h, false, options));
+    TQ_ASSIGN_OR_RETURN(L->up, BindLinear(ckpt, p + "mlp.up_proj", cfg.intermediate_size, h, false, options));
+    TQ_ASSIGN_OR_RETURN(L->down, BindLinear(ckpt, p + "mlp.down_proj", h, cfg.intermediate_size, false, options));
+    return absl::OkStatus();
+  }
+  const MoeConfig& e = cfg.moe;
+  L->moe = true;
+  // The router stays in full precision (transformers computes it in fp32).
+  TQ_ASSIGN_OR_RETURN(L->router, BindLinear(ckpt, p + "mlp.gate", e.n_routed_experts, h, false, BindOptions{true}));
+  if (L->router.quantized()) return TensorError(p + "mlp.gate.weight", "the MoE router must not be quantized");
+  TQ_ASSIGN_OR_RETURN(L->router_bias, LoadVector(ckpt, p + "mlp.gate.e_score_correction_bias", e.n_routed_experts));
+  L->experts.reserve(e.n_routed_experts);
+  for (int x = 0; x < e.n_routed_experts; ++x) {
+    TQ_ASSIGN_OR_RETURN(ExpertWeights ew, BindExpert(ckpt, absl::StrCat(p, "mlp.experts.", x, "."), h,
+                                                     e.moe_intermediate_size, options));
+    L->experts.push_back(std::move(ew));
+  }
+  if (e.n_shared_experts > 0) {
+    L->has_shared = true;
+    TQ_ASSIGN_OR_RETURN(L->shared, BindExpert(ckpt, p + "mlp.shared_experts.", h,
+                                              e.moe_intermediate_size * e.n_shared_experts, options));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -268,6 +324,10 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> BindModelWeights(ModelCheckpoint& 
   for (int l = 0; l < cfg.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     LayerWeights& L = mw->layers[l];
+    if (cfg.is_mla()) {
+      TQ_RETURN_IF_ERROR(BindMlaLayer(ckpt, cfg, l, options, &L));
+      continue;
+    }
     TQ_ASSIGN_OR_RETURN(L.q, BindLinear(ckpt, p + "self_attn.q_proj", cfg.q_size(), h, cfg.attention_bias, options));
     TQ_ASSIGN_OR_RETURN(L.k, BindLinear(ckpt, p + "self_attn.k_proj", cfg.kv_size(), h, cfg.attention_bias, options));
     TQ_ASSIGN_OR_RETURN(L.v, BindLinear(ckpt, p + "self_attn.v_proj", cfg.kv_size(), h, cfg.attention_bias, options));
@@ -294,7 +354,22 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> BindModelWeights(ModelCheckpoint& 
     TQ_ASSIGN_OR_RETURN(mw->lm_head, Linear::Bind(*head, cfg.vocab_size, h, options.dequantize_tq));
   }
   // Layer count check: tensors of layers beyond num_hidden_layers mean a config mismatch.
-  if (ckpt.Find(absl::StrCat("model.layers.", cfg.num_layers, ".input_layernorm.weight")) != nullptr) {
+  // DeepseekV3: the next num_nextn_predict_layers layers are MTP layers, deliberately skipped.
+  if (cfg.is_mla()) {
+    const int64_t mtp_end = int64_t{cfg.num_layers} + cfg.moe.num_nextn_predict_layers;
+    for (const WeightTensor& t : ckpt.tensors()) {
+      absl::string_view name = t.name;
+      if (!absl::ConsumePrefix(&name, "model.layers.")) continue;
+      const size_t dot = name.find('.');
+      int64_t index = 0;
+      if (dot == absl::string_view::npos || !absl::SimpleAtoi(name.substr(0, dot), &index)) continue;
+      if (index >= mtp_end) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor \"", t.name, "\": layer ", index, " is beyond num_hidden_layers = ", cfg.num_layers,
+            " plus num_nextn_predict_layers = ", cfg.moe.num_nextn_predict_layers));
+      }
+    }
+  } else if (ckpt.Find(absl::StrCat("model.layers.", cfg.num_layers, ".input_layernorm.weight")) != nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint has more layers than num_hidden_layers = ",
                                                    cfg.num_layers));
   }
@@ -303,7 +378,22 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> BindModelWeights(ModelCheckpoint& 
     (lin.quantized() ? mw->quantized_linears : mw->dense_linears) += 1;
   };
   for (const LayerWeights& L : mw->layers) {
-    for (const Linear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) count(*lin);
+    if (!cfg.is_mla()) {
+      for (const Linear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) count(*lin);
+      continue;
+    }
+    for (const Linear* lin : {&L.q_a, &L.q_b, &L.kv_a, &L.kv_b, &L.o}) count(*lin);
+    if (!L.moe) {
+      for (const Linear* lin : {&L.gate, &L.up, &L.down}) count(*lin);
+      continue;
+    }
+    count(L.router);
+    for (const ExpertWeights& e : L.experts) {
+      for (const Linear* lin : {&e.gate, &e.up, &e.down}) count(*lin);
+    }
+    if (L.has_shared) {
+      for (const Linear* lin : {&L.shared.gate, &L.shared.up, &L.shared.down}) count(*lin);
+    }
   }
   count(mw->lm_head);
   ckpt.mutable_timings().bind_s = Seconds(t0);

@@ -10,6 +10,10 @@
 //     sha256 are verified while loading, or the plugin's format), or
 //   - a Hugging Face checkpoint (config.json + BF16/F16/F32 safetensors), the baseline.
 //
+// DeepseekV3 (MLA + MoE): see LayerWeights. The tensors of the multi-token-prediction layers
+// (model.layers.[num_hidden_layers, num_hidden_layers + num_nextn_predict_layers)) are ignored;
+// layers beyond those are refused.
+//
 // Every tensor the config implies must be present with the implied shape; a missing tensor, a
 // wrong shape, an unsupported dtype or an unexpected quantization is InvalidArgument naming the
 // tensor.
@@ -142,10 +146,26 @@ class Linear {
   uint64_t weight_bytes_ = 0;
 };
 
+// One SwiGLU MLP: down(silu(gate(x)) * up(x)).
+struct ExpertWeights {
+  Linear gate, up, down;
+};
+
 struct LayerWeights {
-  Linear q, k, v, o, gate, up, down;
+  Linear q, k, v, o, gate, up, down;  // MLA: o, and gate/up/down on dense layers
   std::vector<float> input_norm, post_attention_norm;
   std::vector<float> q_norm, k_norm;  // Qwen3 (head_dim)
+  // DeepseekV3 MLA: q = q_b(RMSNorm(q_a(h))), [kv_c | k_pe] = kv_a(h), [k_nope | v] = kv_b(RMSNorm(kv_c)).
+  Linear q_a, q_b, kv_a, kv_b;
+  std::vector<float> q_a_norm, kv_a_norm;
+  // DeepseekV3 MoE layers: the router [n_routed_experts, hidden], its e_score_correction_bias,
+  // the routed experts and the shared experts (one MLP n_shared_experts x moe_intermediate wide).
+  bool moe = false;
+  Linear router;
+  std::vector<float> router_bias;
+  std::vector<ExpertWeights> experts;
+  bool has_shared = false;
+  ExpertWeights shared;
 };
 
 struct ModelWeights {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/model/cuda_transformer.h"
+#include "engine/model/mla_transformer.h"
 #include "kernels/nn/ops.h"
 #include "kernels/util/status_macros.h"
 
@@ -88,7 +89,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
 
   const int64_t max_len = options.max_model_len > 0 ? options.max_model_len : cfg.max_position_embeddings;
   if (max_len < 2) return absl::InvalidArgumentError("max_model_len must be >= 2");
-  TQ_ASSIGN_OR_RETURN(RopeTable rope, RopeTable::Create(cfg.rope, cfg.head_dim, max_len));
+  TQ_ASSIGN_OR_RETURN(RopeTable rope, RopeTable::Create(cfg.rope, cfg.rope_dim(), max_len));
   const int threads = options.threads > 0 ? options.threads : ThreadPool::HardwareThreads();
   e->pool_ = std::make_unique<ThreadPool>(threads);
   const bool on_gpu = options.device == "cuda";
@@ -100,20 +101,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                                    options.kv_codec, "\""));
   }
 
+  if (on_gpu && cfg.is_mla()) {
+    return absl::UnimplementedError(absl::StrCat(cfg.architecture, " (MLA + MoE) runs on the CPU only for now"));
+  }
+
   t0 = Clock::now();
-  TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, cfg.head_dim));
+  // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).
+  const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_head_dim();
+  TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));
   KvCacheOptions kv;
   kv.num_layers = cfg.num_layers;
-  kv.num_kv_heads = cfg.num_kv_heads;
-  kv.head_dim = cfg.head_dim;
+  kv.num_kv_heads = kv_heads;
+  kv.head_dim = kv_dim;
   kv.block_size = options.kv_block_size;
   kv.host_storage = !on_gpu;
-  const int64_t per_token = cfg.num_kv_heads * kv_format.BytesPerTokenPerHead();
+  const int64_t per_token = kv_heads * kv_format.BytesPerTokenPerHead();
   // Sink positions live beside the pool, per sequence; reserve them for max_num_seqs.
   const int64_t sink_reserve =
       kv_format.sink_tokens > 0
           ? static_cast<int64_t>(options.max_num_seqs) * 2 * cfg.num_layers * kv_format.sink_tokens *
-                cfg.num_kv_heads * kv_format.sink->BytesPerVector(cfg.head_dim)
+                kv_heads * kv_format.sink->BytesPerVector(kv_dim)
           : 0;
   int64_t budget = options.kv_cache_bytes;
   if (budget <= 0) {
@@ -136,6 +143,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     copt.dequantize_tq = options.dequantize_tq;
     copt.kv = kv;
     TQ_ASSIGN_OR_RETURN(e->model_, CudaTransformer::Create(cfg, *e->weights_, rope, copt));
+  } else if (cfg.is_mla()) {
+    e->model_ = std::make_unique<MlaTransformer>(cfg, *e->weights_, std::move(rope), e->pool_.get());
   } else {
     e->model_ = std::make_unique<Transformer>(cfg, *e->weights_, std::move(rope), e->pool_.get());
   }

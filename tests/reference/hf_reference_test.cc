@@ -1,4 +1,5 @@
-// The engine computes what Hugging Face transformers computes: for the trained tiny Qwen3 and
+// The engine computes what Hugging Face transformers computes: for the trained tiny Qwen3, the
+// trained tiny DeepSeek-V3 (MLA + MoE, engine/model/mla_transformer.h) and
 // the three random-init reference models (testdata/models/*/reference.json, fp32 on the CPU),
 // last-position logits within 1e-3 × max|logit| (observed ~1e-6), identical top-5, identical
 // argmax and log-sum-exp at every prompt position, and the identical 16-token greedy
@@ -8,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/mla_transformer.h"
 #include "engine/model/model_config.h"
 #include "engine/model/rope.h"
 #include "engine/model/transformer.h"
@@ -31,7 +33,7 @@ struct Loaded {
   ModelConfig cfg;
   std::unique_ptr<ModelWeights> weights;
   std::unique_ptr<ThreadPool> pool;
-  std::unique_ptr<Transformer> model;
+  std::unique_ptr<ModelRunner> model;
   std::unique_ptr<PagedKvCache> cache;
 };
 
@@ -46,11 +48,15 @@ Loaded Load(const std::string& dir) {
   auto w = BindModelWeights(*l.ckpt, l.cfg, {});
   EXPECT_TRUE(w.ok()) << w.status();
   l.weights = std::move(*w);
-  auto rope = RopeTable::Create(l.cfg.rope, l.cfg.head_dim, 512);
+  auto rope = RopeTable::Create(l.cfg.rope, l.cfg.rope_dim(), 512);
   EXPECT_TRUE(rope.ok());
   l.pool = std::make_unique<ThreadPool>(2);
-  l.model = std::make_unique<Transformer>(l.cfg, *l.weights, std::move(*rope), l.pool.get());
-  KvCacheOptions kv{l.cfg.num_layers, l.cfg.num_kv_heads, l.cfg.head_dim, 16, 64};
+  if (l.cfg.is_mla()) {
+    l.model = std::make_unique<MlaTransformer>(l.cfg, *l.weights, std::move(*rope), l.pool.get());
+  } else {
+    l.model = std::make_unique<Transformer>(l.cfg, *l.weights, std::move(*rope), l.pool.get());
+  }
+  KvCacheOptions kv{l.cfg.num_layers, l.cfg.kv_cache_heads(), l.cfg.kv_cache_head_dim(), 16, 64};
   auto cache = PagedKvCache::Create(kv, std::move(*MakeKvCodec("fp32")));
   EXPECT_TRUE(cache.ok());
   l.cache = std::move(*cache);
@@ -141,7 +147,7 @@ TEST_P(HfReferenceTest, LogitsAndGreedyMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Models, HfReferenceTest,
                          ::testing::Values("tq-tiny-qwen3", "ref-llama-bias-tied", "ref-qwen2-yarn-mqa",
-                                           "ref-mistral-swa"),
+                                           "ref-mistral-swa", "tq-tiny-deepseek-v3"),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string s = i.param;
                            for (char& c : s) {
@@ -150,11 +156,11 @@ INSTANTIATE_TEST_SUITE_P(Models, HfReferenceTest,
                            return s;
                          });
 
-// The trained model's perplexity on the reference's 16,384 WikiText-2 tokens (64 independent
+// The trained models' perplexity on the reference's 16,384 WikiText-2 tokens (64 independent
 // windows of 256), from the reference's own token ids: equal to transformers' within 1e-4
 // relative.
-TEST(HfReferencePerplexityTest, TinyQwen3MatchesReference) {
-  const std::string dir = tq::testing::TestDataPath("testdata/models/tq-tiny-qwen3");
+void CheckReferencePerplexity(const std::string& model) {
+  const std::string dir = tq::testing::TestDataPath("testdata/models/" + model);
   const auto ref = nlohmann::json::parse(tq::testing::ReadFileOrDie(dir + "/reference.json"));
   const auto& ppl = ref["perplexity"];
   const std::vector<int32_t> ids = ppl["token_ids"].get<std::vector<int32_t>>();
@@ -187,6 +193,10 @@ TEST(HfReferencePerplexityTest, TinyQwen3MatchesReference) {
   const double got = std::exp(total / predicted);
   EXPECT_NEAR(got, ppl["ppl"].get<double>(), 1e-4 * ppl["ppl"].get<double>()) << "ppl " << got;
 }
+
+TEST(HfReferencePerplexityTest, TinyQwen3MatchesReference) { CheckReferencePerplexity("tq-tiny-qwen3"); }
+
+TEST(HfReferencePerplexityTest, TinyDeepseekV3MatchesReference) { CheckReferencePerplexity("tq-tiny-deepseek-v3"); }
 
 }  // namespace
 }  // namespace tq

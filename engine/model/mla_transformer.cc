@@ -1,0 +1,367 @@
+#include "engine/model/mla_transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/linear.h"
+#include "kernels/nn/ops.h"
+
+namespace tq {
+namespace {
+
+// transformers' apply_rotary_pos_emb_interleave: view(d/2, 2).transpose -> [x0, x2, .., x1, x3, ..]
+// then the rotate_half form. The de-interleaved order is kept (q and k alike, so scores match).
+void RopeOne(float* x, int d, bool interleave, const float* cos, const float* sin) {
+  if (interleave) {
+    float tmp[1024];
+    float* t = d <= 1024 ? tmp : nullptr;
+    std::vector<float> big;
+    if (t == nullptr) {
+      big.resize(d);
+      t = big.data();
+    }
+    for (int i = 0; i < d / 2; ++i) {
+      t[i] = x[2 * i];
+      t[d / 2 + i] = x[2 * i + 1];
+    }
+    std::copy(t, t + d, x);
+  }
+  nn::ApplyRope(x, d, 1, cos, sin);
+}
+
+}  // namespace
+
+MlaTransformer::MlaTransformer(const ModelConfig& cfg, const ModelWeights& weights, RopeTable rope,
+                               ThreadPool* pool)
+    : cfg_(cfg), w_(weights), rope_(std::move(rope)), pool_(pool) {}
+
+std::string MlaTransformer::Describe() const {
+  return absl::StrCat("cpu (MLA + MoE): ", pool_->size(), " threads, linear kernels ", cpu::LinearKernelIsa(),
+                      ", ops ", nn::NnKernelIsa());
+}
+
+// The same as Transformer::RunLinears.
+void MlaTransformer::RunLinears(const std::vector<LinearJob>& jobs, const float* x, int64_t m) {
+  if (m == 0) return;
+  rotated_keys_.clear();
+  std::vector<const float*> x_rot(jobs.size(), nullptr);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const Linear& lin = *jobs[j].linear;
+    if (!lin.quantized()) continue;
+    const auto key = lin.RotationKey();
+    size_t slot = 0;
+    while (slot < rotated_keys_.size() && rotated_keys_[slot] != key) ++slot;
+    if (slot == rotated_keys_.size()) {
+      rotated_keys_.push_back(key);
+      if (rotated_.size() <= slot) rotated_.resize(slot + 1);
+      const int64_t kp = cpu::TqPaddedK(lin.k(), key.first);
+      rotated_[slot].resize(static_cast<size_t>(m) * kp);
+      const int64_t k = lin.k();
+      float* dst = rotated_[slot].data();
+      pool_->ParallelFor(m, 4, [&](int64_t b, int64_t e) {
+        cpu::TqRotateInput(x + b * k, e - b, k, k, key.first, key.second, dst + b * kp);
+      });
+    }
+    x_rot[j] = rotated_[slot].data();
+  }
+  std::vector<int64_t> offsets(jobs.size() + 1, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) offsets[j + 1] = offsets[j] + jobs[j].linear->n();
+  const int64_t total = offsets.back();
+  const int64_t grain = std::max<int64_t>(8, total / (8 * pool_->size()));
+  pool_->ParallelFor(total, grain, [&](int64_t begin, int64_t end) {
+    for (size_t j = 0; j < jobs.size() && begin < end; ++j) {
+      const int64_t lo = std::max(begin, offsets[j]);
+      const int64_t hi = std::min(end, offsets[j + 1]);
+      if (lo >= hi) continue;
+      const Linear& lin = *jobs[j].linear;
+      lin.ForwardSlice(x, x_rot[j], m, jobs[j].y, lin.n(), lo - offsets[j], hi - offsets[j]);
+    }
+  });
+}
+
+void MlaTransformer::Route(const MoeConfig& moe, const float* logits, const float* bias, std::vector<int>* experts,
+                           std::vector<float>* weights) {
+  const int E = moe.n_routed_experts;
+  const int per_group = E / moe.n_group;
+  std::vector<float> score(E), choice(E);
+  for (int e = 0; e < E; ++e) {
+    score[e] = 1.0f / (1.0f + std::exp(-logits[e]));
+    choice[e] = score[e] + bias[e];
+  }
+  // Group-limited selection: keep the topk_group groups with the best sum of their top 2.
+  if (moe.n_group > 1) {
+    std::vector<float> gscore(moe.n_group);
+    for (int g = 0; g < moe.n_group; ++g) {
+      float a = -INFINITY, b = -INFINITY;
+      for (int e = g * per_group; e < (g + 1) * per_group; ++e) {
+        if (choice[e] > a) {
+          b = a;
+          a = choice[e];
+        } else if (choice[e] > b) {
+          b = choice[e];
+        }
+      }
+      gscore[g] = a + b;
+    }
+    std::vector<int> gorder(moe.n_group);
+    std::iota(gorder.begin(), gorder.end(), 0);
+    std::stable_sort(gorder.begin(), gorder.end(), [&](int a, int b) { return gscore[a] > gscore[b]; });
+    std::vector<bool> keep(moe.n_group, false);
+    for (int i = 0; i < moe.topk_group; ++i) keep[gorder[i]] = true;
+    // transformers masks the other groups' experts with 0.0 (not -inf).
+    for (int e = 0; e < E; ++e) {
+      if (!keep[e / per_group]) choice[e] = 0.0f;
+    }
+  }
+  std::vector<int> order(E);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return choice[a] > choice[b]; });
+  experts->assign(order.begin(), order.begin() + moe.num_experts_per_tok);
+  weights->resize(moe.num_experts_per_tok);
+  float sum = 0;
+  for (int i = 0; i < moe.num_experts_per_tok; ++i) {
+    (*weights)[i] = score[(*experts)[i]];
+    sum += (*weights)[i];
+  }
+  const float scale = static_cast<float>(moe.routed_scaling_factor);
+  for (float& w : *weights) {
+    if (moe.norm_topk_prob) w /= (sum + 1e-20f);
+    w *= scale;
+  }
+}
+
+void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCache& cache) {
+  const MlaConfig& m = cfg_.mla;
+  const int nh = cfg_.num_heads;
+  const int nope = m.qk_nope_head_dim, rope = m.qk_rope_head_dim, dv = m.v_head_dim;
+  const int qkd = m.qk_head_dim();
+  const int r = m.kv_lora_rank;
+  const int half = cfg_.kv_cache_head_dim();
+  const int64_t kvb_n = static_cast<int64_t>(nh) * (nope + dv);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(qkd));
+  const LayerWeights& L = w_.layers[layer];
+  int64_t row0 = 0;
+  for (const ForwardSequence& seq : batch.seqs) {
+    const int64_t len = seq.start_pos + seq.num_tokens;  // positions 0..last
+    khalf_.resize(static_cast<size_t>(len) * half);
+    vhalf_.resize(static_cast<size_t>(len) * half);
+    cache.Gather(seq.kv, layer, 0, 0, len, khalf_.data(), vhalf_.data());
+    lat_c_.resize(static_cast<size_t>(len) * r);
+    lat_pe_.resize(static_cast<size_t>(len) * rope);
+    for (int64_t j = 0; j < len; ++j) {
+      // latent = [K half | V half] = [c (r) | k_pe (rope)]
+      const float* kh = khalf_.data() + j * half;
+      const float* vh = vhalf_.data() + j * half;
+      float* c = lat_c_.data() + j * r;
+      float* pe = lat_pe_.data() + j * rope;
+      for (int i = 0; i < 2 * half; ++i) {
+        const float val = i < half ? kh[i] : vh[i - half];
+        if (i < r) {
+          c[i] = val;
+        } else {
+          pe[i - r] = val;
+        }
+      }
+    }
+    kvb_.resize(static_cast<size_t>(len) * kvb_n);
+    RunLinears({{&L.kv_b, kvb_.data()}}, lat_c_.data(), len);
+    const int64_t tasks = static_cast<int64_t>(nh) * seq.num_tokens;
+    pool_->ParallelFor(tasks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scores(len);
+      for (int64_t t = begin; t < end; ++t) {
+        const int head = static_cast<int>(t % nh);
+        const int64_t i = t / nh;
+        const int64_t pos = seq.start_pos + i;
+        const int64_t row = row0 + i;
+        const float* q = q_.data() + row * nh * qkd + head * qkd;
+        const int64_t n = pos + 1;
+        for (int64_t j = 0; j < n; ++j) {
+          const float* kb = kvb_.data() + j * kvb_n + head * (nope + dv);
+          scores[j] = (nn::Dot(q, kb, nope) + nn::Dot(q + nope, lat_pe_.data() + j * rope, rope)) * scale;
+        }
+        nn::SoftmaxInPlace(scores.data(), n);
+        float* out = attn_.data() + row * nh * dv + head * dv;
+        std::fill(out, out + dv, 0.0f);
+        for (int64_t j = 0; j < n; ++j) {
+          nn::Axpy(scores[j], kvb_.data() + j * kvb_n + head * (nope + dv) + nope, out, dv);
+        }
+      }
+    });
+    row0 += seq.num_tokens;
+  }
+}
+
+void MlaTransformer::Moe(const LayerWeights& L, int64_t T) {
+  const MoeConfig& moe = cfg_.moe;
+  const int64_t H = cfg_.hidden_size;
+  const int64_t I = moe.moe_intermediate_size;
+  const int E = moe.n_routed_experts;
+  router_.resize(T * E);
+  RunLinears({{&L.router, router_.data()}}, h_.data(), T);
+  // Tokens (and weights) per expert.
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(E);
+  std::vector<int> ex;
+  std::vector<float> wt;
+  for (int64_t t = 0; t < T; ++t) {
+    Route(moe, router_.data() + t * E, L.router_bias.data(), &ex, &wt);
+    for (size_t i = 0; i < ex.size(); ++i) routed[ex[i]].push_back({t, wt[i]});
+  }
+  moe_out_.assign(T * H, 0.0f);
+  for (int e = 0; e < E; ++e) {
+    const auto& toks = routed[e];
+    if (toks.empty()) continue;
+    const int64_t n = static_cast<int64_t>(toks.size());
+    ebuf_.resize(n * H);
+    for (int64_t i = 0; i < n; ++i) std::copy_n(h_.data() + toks[i].first * H, H, ebuf_.data() + i * H);
+    const ExpertWeights& X = L.experts[e];
+    gate_.resize(n * I);
+    up_.resize(n * I);
+    RunLinears({{&X.gate, gate_.data()}, {&X.up, up_.data()}}, ebuf_.data(), n);
+    for (int64_t i = 0; i < n; ++i) nn::SiluMul(gate_.data() + i * I, up_.data() + i * I, I, gate_.data() + i * I);
+    eout_.resize(n * H);
+    RunLinears({{&X.down, eout_.data()}}, gate_.data(), n);
+    for (int64_t i = 0; i < n; ++i) nn::Axpy(toks[i].second, eout_.data() + i * H, moe_out_.data() + toks[i].first * H, H);
+  }
+  if (L.has_shared) {
+    const int64_t S = L.shared.gate.n();
+    gate_.resize(T * S);
+    up_.resize(T * S);
+    RunLinears({{&L.shared.gate, gate_.data()}, {&L.shared.up, up_.data()}}, h_.data(), T);
+    pool_->ParallelFor(T, 4, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) nn::SiluMul(gate_.data() + t * S, up_.data() + t * S, S, gate_.data() + t * S);
+    });
+    RunLinears({{&L.shared.down, tmp_.data()}}, gate_.data(), T);
+    for (int64_t i = 0; i < T * H; ++i) moe_out_[i] += tmp_[i];
+  }
+  for (int64_t i = 0; i < T * H; ++i) x_[i] += moe_out_[i];
+}
+
+absl::Status MlaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) {
+  logits->clear();
+  const int64_t T = static_cast<int64_t>(batch.tokens.size());
+  if (T == 0) return absl::OkStatus();
+  const MlaConfig& m = cfg_.mla;
+  const int64_t H = cfg_.hidden_size;
+  const int nh = cfg_.num_heads;
+  const int qkd = m.qk_head_dim(), nope = m.qk_nope_head_dim, rope = m.qk_rope_head_dim;
+  const int64_t lat = m.latent_dim();
+  const int half = cfg_.kv_cache_head_dim();
+  if (cache.options().num_kv_heads != cfg_.kv_cache_heads() || cache.options().head_dim != half) {
+    return absl::InvalidArgumentError(absl::StrCat("forward: the KV cache must have ", cfg_.kv_cache_heads(),
+                                                   " head(s) of ", half, " floats for this MLA model"));
+  }
+  int64_t covered = 0;
+  for (const ForwardSequence& s : batch.seqs) {
+    if (s.num_tokens < 1) return absl::InvalidArgumentError("forward: empty sequence slice");
+    if (s.start_pos + s.num_tokens > rope_.max_positions()) {
+      return absl::OutOfRangeError(absl::StrCat("forward: position ", s.start_pos + s.num_tokens - 1,
+                                                " beyond the context of ", rope_.max_positions()));
+    }
+    if (cache.Capacity(s.kv) < s.start_pos + s.num_tokens) {
+      return absl::InternalError("forward: KV cache space not reserved");
+    }
+    covered += s.num_tokens;
+  }
+  if (covered != T) return absl::InvalidArgumentError("forward: sequence slices do not cover the tokens");
+  for (int32_t tok : batch.tokens) {
+    if (tok < 0 || tok >= cfg_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tok, " outside the vocabulary [0, ",
+                                                     cfg_.vocab_size, ")"));
+    }
+  }
+  x_.resize(T * H);
+  h_.resize(T * H);
+  qa_.resize(T * m.q_lora_rank);
+  kva_.resize(T * lat);
+  q_.resize(T * nh * qkd);
+  attn_.resize(T * nh * m.v_head_dim);
+  tmp_.resize(T * H);
+  for (int64_t t = 0; t < T; ++t) w_.Embed(batch.tokens[t], H, x_.data() + t * H);
+  std::vector<int64_t> pos(T);
+  std::vector<size_t> seq_of(T);
+  {
+    int64_t t = 0;
+    for (size_t s = 0; s < batch.seqs.size(); ++s) {
+      for (int64_t i = 0; i < batch.seqs[s].num_tokens; ++i, ++t) {
+        pos[t] = batch.seqs[s].start_pos + i;
+        seq_of[t] = s;
+      }
+    }
+  }
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const LayerWeights& L = w_.layers[l];
+    pool_->ParallelFor(T, 16, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) nn::RmsNorm(x_.data() + t * H, L.input_norm.data(), H, eps, h_.data() + t * H);
+    });
+    RunLinears({{&L.q_a, qa_.data()}, {&L.kv_a, kva_.data()}}, h_.data(), T);
+    pool_->ParallelFor(T, 8, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        float* qa = qa_.data() + t * m.q_lora_rank;
+        nn::RmsNorm(qa, L.q_a_norm.data(), m.q_lora_rank, eps, qa);
+        float* kv = kva_.data() + t * lat;
+        nn::RmsNorm(kv, L.kv_a_norm.data(), m.kv_lora_rank, eps, kv);
+        RopeOne(kv + m.kv_lora_rank, rope, m.rope_interleave, rope_.cos(pos[t]), rope_.sin(pos[t]));
+      }
+    });
+    RunLinears({{&L.q_b, q_.data()}}, qa_.data(), T);
+    pool_->ParallelFor(T, 8, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        for (int hh = 0; hh < nh; ++hh) {
+          RopeOne(q_.data() + t * nh * qkd + hh * qkd + nope, rope, m.rope_interleave, rope_.cos(pos[t]),
+                  rope_.sin(pos[t]));
+        }
+      }
+    });
+    for (int64_t t = 0; t < T; ++t) {
+      const float* kv = kva_.data() + t * lat;
+      cache.Write(batch.seqs[seq_of[t]].kv, l, pos[t], kv, kv + half);
+    }
+    Attention(l, batch, cache);
+    RunLinears({{&L.o, tmp_.data()}}, attn_.data(), T);
+    for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+    pool_->ParallelFor(T, 16, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        nn::RmsNorm(x_.data() + t * H, L.post_attention_norm.data(), H, eps, h_.data() + t * H);
+      }
+    });
+    if (L.moe) {
+      Moe(L, T);
+    } else {
+      const int64_t I = cfg_.intermediate_size;
+      gate_.resize(T * I);
+      up_.resize(T * I);
+      RunLinears({{&L.gate, gate_.data()}, {&L.up, up_.data()}}, h_.data(), T);
+      pool_->ParallelFor(T, 4, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) nn::SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
+      });
+      RunLinears({{&L.down, tmp_.data()}}, gate_.data(), T);
+      for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+    }
+  }
+  std::vector<int64_t> rows;
+  {
+    int64_t t = 0;
+    for (const ForwardSequence& s : batch.seqs) {
+      if (s.logits == LogitsMode::kAll) {
+        for (int64_t i = 0; i < s.num_tokens; ++i) rows.push_back(t + i);
+      } else if (s.logits == LogitsMode::kLast) {
+        rows.push_back(t + s.num_tokens - 1);
+      }
+      t += s.num_tokens;
+    }
+  }
+  if (rows.empty()) return absl::OkStatus();
+  const int64_t R = static_cast<int64_t>(rows.size());
+  std::vector<float> normed(R * H);
+  for (int64_t r = 0; r < R; ++r) {
+    nn::RmsNorm(x_.data() + rows[r] * H, w_.final_norm.data(), H, eps, normed.data() + r * H);
+  }
+  logits->resize(static_cast<size_t>(R) * cfg_.vocab_size);
+  RunLinears({{&w_.lm_head, logits->data()}}, normed.data(), R);
+  return absl::OkStatus();
+}
+
+}  // namespace tq
