@@ -176,33 +176,8 @@ struct DeviceLinear {
         std::vector<float> dense;
         dense.reserve(static_cast<size_t>(n) * k);
         for (const Linear* p : parts) {
-          if (p->quantized()) {
-            const cpu::TqLinearParams& t = p->tq();
-            quant::TqSpec spec;
-            spec.bits = t.bits;
-            spec.group_size = t.group_size;
-            spec.rotation_block = t.rotation_block;
-            TQ_ASSIGN_OR_RETURN(quant::TqQuantizer q, quant::TqQuantizer::Create(spec));
-            const int64_t kp = (k + t.group_size - 1) / t.group_size * t.group_size;
-            std::vector<float> full(static_cast<size_t>(p->n()) * kp);
-            q.DequantizeRows(t.packed, t.gains, p->n(), kp, full.data());
-            for (int64_t r = 0; r < p->n(); ++r) dense.insert(dense.end(), &full[r * kp], &full[r * kp] + k);
-          } else {
-            const int64_t count = p->n() * k;
-            const void* src = p->dense_data();
-            for (int64_t i = 0; i < count; ++i) {
-              switch (p->dense_type()) {
-                case cpu::WeightType::kBF16:
-                  dense.push_back(cpu::Bf16ToFloat(static_cast<const uint16_t*>(src)[i]));
-                  break;
-                case cpu::WeightType::kF16:
-                  dense.push_back(cpu::HalfToFloat(static_cast<const uint16_t*>(src)[i]));
-                  break;
-                default:
-                  dense.push_back(static_cast<const float*>(src)[i]);
-              }
-            }
-          }
+          TQ_ASSIGN_OR_RETURN(std::vector<float> part, p->ToFloat());
+          dense.insert(dense.end(), part.begin(), part.end());
         }
         dtype = cuda::DType::kF32;
         TQ_RETURN_IF_ERROR(w.Upload(dense.data(), dense.size() * sizeof(float)));

@@ -35,7 +35,13 @@ void RopeOne(float* x, int d, bool interleave, const float* cos, const float* si
 
 MlaTransformer::MlaTransformer(const ModelConfig& cfg, const ModelWeights& weights, RopeTable rope,
                                ThreadPool* pool)
-    : cfg_(cfg), w_(weights), rope_(std::move(rope)), pool_(pool) {}
+    : cfg_(cfg), w_(weights), rope_(std::move(rope)), pool_(pool) {
+  kvb_f32_.resize(w_.layers.size());
+  for (size_t l = 0; l < w_.layers.size(); ++l) {
+    auto f = w_.layers[l].kv_b.ToFloat();
+    if (f.ok()) kvb_f32_[l] = std::move(*f);
+  }
+}
 
 std::string MlaTransformer::Describe() const {
   return absl::StrCat("cpu (MLA + MoE): ", pool_->size(), " threads, linear kernels ", cpu::LinearKernelIsa(),
@@ -148,6 +154,41 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
     khalf_.resize(static_cast<size_t>(len) * half);
     vhalf_.resize(static_cast<size_t>(len) * half);
     cache.Gather(seq.kv, layer, 0, 0, len, khalf_.data(), vhalf_.data());
+    if (seq.num_tokens == 1 && !kvb_f32_[layer].empty()) {
+      // Absorbed decode (one query): score the latent directly. With W_uk / W_uv the k_nope / v
+      // rows of kv_b for head h: q·k_j = (W_ukᵀ q_nope)·c_j + q_pe·pe_j and
+      // o = W_uv (Σ_j p_j c_j), so no per-head key or value is ever rebuilt.
+      const std::vector<float>& W = kvb_f32_[layer];
+      const int64_t pos = seq.start_pos;
+      const int64_t n = pos + 1;
+      pool_->ParallelFor(nh, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> qlat(r), olat(r), scores(n), latent(static_cast<size_t>(2 * half));
+        for (int64_t head = begin; head < end; ++head) {
+          const float* q = q_.data() + row0 * nh * qkd + head * qkd;
+          const float* wk = W.data() + head * (nope + dv) * r;      // [nope, r]
+          const float* wv = wk + static_cast<int64_t>(nope) * r;   // [dv, r]
+          std::fill(qlat.begin(), qlat.end(), 0.0f);
+          for (int i = 0; i < nope; ++i) nn::Axpy(q[i], wk + static_cast<int64_t>(i) * r, qlat.data(), r);
+          for (int64_t j = 0; j < n; ++j) {
+            // latent j = [K half | V half] = [c (r) | k_pe (rope)]
+            std::copy(khalf_.data() + j * half, khalf_.data() + (j + 1) * half, latent.begin());
+            std::copy(vhalf_.data() + j * half, vhalf_.data() + (j + 1) * half, latent.begin() + half);
+            scores[j] = (nn::Dot(qlat.data(), latent.data(), r) + nn::Dot(q + nope, latent.data() + r, rope)) * scale;
+          }
+          nn::SoftmaxInPlace(scores.data(), n);
+          std::fill(olat.begin(), olat.end(), 0.0f);
+          for (int64_t j = 0; j < n; ++j) {
+            std::copy(khalf_.data() + j * half, khalf_.data() + (j + 1) * half, latent.begin());
+            std::copy(vhalf_.data() + j * half, vhalf_.data() + (j + 1) * half, latent.begin() + half);
+            nn::Axpy(scores[j], latent.data(), olat.data(), r);
+          }
+          float* out = attn_.data() + row0 * nh * dv + head * dv;
+          for (int d = 0; d < dv; ++d) out[d] = nn::Dot(wv + static_cast<int64_t>(d) * r, olat.data(), r);
+        }
+      });
+      row0 += 1;
+      continue;
+    }
     lat_c_.resize(static_cast<size_t>(len) * r);
     lat_pe_.resize(static_cast<size_t>(len) * rope);
     for (int64_t j = 0; j < len; ++j) {

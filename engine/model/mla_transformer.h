@@ -24,7 +24,9 @@
 // the fp32 codec that is 4 · (kv_lora_rank + rope) bytes per token and layer (tiny DeepSeek-V3:
 // 640 B/layer, 2,560 B/token over 4 layers), against 4 · heads · (qk_head_dim + v_head_dim) =
 // 2,560 B/layer for an expanded per-head cache. Attention reads the cache through Gather
-// (decoded fp32), so any codec that accepts the half-latent width works.
+// (decoded fp32), so any codec that accepts the half-latent width works. Single-token (decode)
+// steps use absorbed attention (scores against the latent, W_uk/W_uv from an fp32 copy of
+// kv_b_proj); prefill chunks rebuild per-head keys and values through kv_b_proj.
 #ifndef TQSERVE_ENGINE_MODEL_MLA_TRANSFORMER_H_
 #define TQSERVE_ENGINE_MODEL_MLA_TRANSFORMER_H_
 
@@ -74,6 +76,9 @@ class MlaTransformer : public ModelRunner {
   std::vector<float> x_, h_, qa_, kva_, q_, attn_, tmp_, gate_, up_, moe_out_, router_;
   std::vector<float> lat_c_, lat_pe_, kvb_, khalf_, vhalf_, ebuf_, eout_;
   std::vector<std::vector<float>> rotated_;
+  // Per layer, kv_b_proj as fp32 [heads * (nope + v), kv_lora_rank] for the absorbed decode
+  // attention (empty: rebuild keys and values from the latent instead).
+  std::vector<std::vector<float>> kvb_f32_;
   std::vector<std::pair<int, int>> rotated_keys_;
 };
 

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "kernels/cpu/half.h"
 #include "kernels/quant/codebook.h"
 #include "kernels/quant/tq_quantize.h"
 #include "kernels/util/status_macros.h"
@@ -272,6 +273,35 @@ absl::StatusOr<Linear> Linear::Bind(const WeightTensor& w, int64_t n, int64_t k,
   lin.tq_.group_size = g;
   lin.tq_.rotation_block = w.spec.block() == g ? 0 : w.spec.block();
   return lin;
+}
+
+absl::StatusOr<std::vector<float>> Linear::ToFloat() const {
+  std::vector<float> out(static_cast<size_t>(n_) * k_);
+  if (quantized_) {
+    quant::TqSpec spec;
+    spec.bits = tq_.bits;
+    spec.group_size = tq_.group_size;
+    spec.rotation_block = tq_.rotation_block;
+    TQ_ASSIGN_OR_RETURN(quant::TqQuantizer q, quant::TqQuantizer::Create(spec));
+    const int64_t kp = (k_ + tq_.group_size - 1) / tq_.group_size * tq_.group_size;
+    std::vector<float> full(static_cast<size_t>(n_) * kp);
+    q.DequantizeRows(tq_.packed, tq_.gains, n_, kp, full.data());
+    for (int64_t r = 0; r < n_; ++r) std::memcpy(out.data() + r * k_, full.data() + r * kp, k_ * sizeof(float));
+    return out;
+  }
+  for (int64_t i = 0; i < n_ * k_; ++i) {
+    switch (dense_type_) {
+      case cpu::WeightType::kBF16:
+        out[i] = cpu::Bf16ToFloat(static_cast<const uint16_t*>(dense_)[i]);
+        break;
+      case cpu::WeightType::kF16:
+        out[i] = cpu::HalfToFloat(static_cast<const uint16_t*>(dense_)[i]);
+        break;
+      default:
+        out[i] = static_cast<const float*>(dense_)[i];
+    }
+  }
+  return out;
 }
 
 void Linear::ForwardSlice(const float* x, const float* x_rot, int64_t m, float* y, int64_t ldy,

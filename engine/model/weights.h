@@ -117,6 +117,8 @@ class Linear {
   // Bytes the weights occupy (codes + gains, or dense bytes).
   uint64_t weight_bytes() const { return weight_bytes_; }
   const std::vector<float>& bias() const { return bias_; }
+  // The weights as fp32 [n, k] row-major (TQ layers dequantized, 16-bit types widened).
+  absl::StatusOr<std::vector<float>> ToFloat() const;
   // Dense layers (and dequantized TQ layers): the weights [n, k] and their type.
   cpu::WeightType dense_type() const { return dense_type_; }
   const void* dense_data() const { return dense_; }
