@@ -54,6 +54,7 @@ ABSL_FLAG(int64_t, kv_cache_bytes, 0, "KV cache size in bytes (0: room for max_n
 ABSL_FLAG(std::string, kv_codec, "bf16",
           "KV cache codec: bf16, fp32, fp8, k8v4, 4bit_nc, k3v4_nc, 3bit_nc, turbo4, turbo3, k4v3, with "
           "options after a colon (sink=N, boundary=N, qjl=0|1); CPU only except bf16");
+ABSL_FLAG(std::string, kv_cache, "", "the same as --kv_codec (a KV cache preset name)");
 ABSL_FLAG(int64_t, max_model_len, 0, "context length (0: the model's max_position_embeddings)");
 ABSL_FLAG(int64_t, default_max_tokens, 16, "max_tokens of requests that do not set it");
 ABSL_FLAG(bool, verify_checksums, true, "verify every TQ checkpoint file's sha256 against its manifest");
@@ -222,6 +223,7 @@ int main(int argc, char** argv) {
   eopt.verify_checksums = absl::GetFlag(FLAGS_verify_checksums);
   eopt.threads = absl::GetFlag(FLAGS_threads);
   eopt.kv_codec = absl::GetFlag(FLAGS_kv_codec);
+  if (!absl::GetFlag(FLAGS_kv_cache).empty()) eopt.kv_codec = absl::GetFlag(FLAGS_kv_cache);
   eopt.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   eopt.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   eopt.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);

@@ -32,6 +32,7 @@ void EngineOptionsFlags(ArgParser& p) {
   p.Option("kv-codec", "bf16",
            "KV cache codec: bf16, fp32, fp8, k8v4, 4bit_nc, k3v4_nc, 3bit_nc, turbo4, turbo3, k4v3; options\n"
            "after a colon: sink=N, boundary=N, qjl=0|1 (e.g. turbo3:boundary=0); docs/ENGINE.md");
+  p.Option("kv-cache", "", "the same as --kv-codec (a KV cache preset name)");
   p.Option("device", "cpu", "where the in-process engine runs: cpu or cuda");
   p.Option("max-model-len", "0", "context length (0 = the model's max_position_embeddings)");
   p.Switch("no-verify", "skip the sha256 check of TQ checkpoint files (sizes are still checked)");
@@ -46,6 +47,12 @@ absl::StatusOr<EngineOptions> EngineOptionsFrom(const ArgParser& p) {
   if (!threads.ok()) return threads.status();
   o.threads = *threads;
   o.kv_codec = p.Get("kv-codec");
+  if (p.IsSet("kv-cache")) {
+    if (p.IsSet("kv-codec") && p.Get("kv-codec") != p.Get("kv-cache")) {
+      return absl::InvalidArgumentError("--kv-cache and --kv-codec name the same setting; give one");
+    }
+    o.kv_codec = p.Get("kv-cache");
+  }
   o.device = p.Get("device");
   auto len = p.GetInt("max-model-len", 0, 1 << 24);
   if (!len.ok()) return len.status();
@@ -174,7 +181,7 @@ int RunGenerate(const std::vector<std::string>& args) {
                   p.Help());
     return 2;
   }
-  for (const char* name : remote ? std::vector<const char*>{"threads", "kv-codec", "device", "max-model-len", "no-verify",
+  for (const char* name : remote ? std::vector<const char*>{"threads", "kv-codec", "kv-cache", "device", "max-model-len", "no-verify",
                                                             "dequantize"}
                                  : std::vector<const char*>{"request-id", "token", "tls-ca"}) {
     if (p.IsSet(name)) {
