@@ -10,7 +10,6 @@
 #include <map>
 
 #include "kernels/cuda/cuda_status.h"
-#include "kernels/cpu/half.h"
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
@@ -498,8 +497,6 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   const ModelConfig& cfg = s.cfg;
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
   if (T == 0) return absl::OkStatus();
-  const int64_t H = cfg.hidden_size, qs = cfg.q_size(), kvs = cfg.kv_size(), I = cfg.intermediate_size;
-  const int d = cfg.head_dim;
   const int bs = s.kv.block_size;
 
   // Host-side step description.

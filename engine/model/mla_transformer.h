@@ -37,6 +37,7 @@
 #include "absl/status/status.h"
 #include "engine/kv_cache/paged_kv_cache.h"
 #include "engine/model/model_config.h"
+#include "engine/model/linear_batch.h"
 #include "engine/model/model_runner.h"
 #include "engine/model/rope.h"
 #include "engine/model/transformer.h"
@@ -61,11 +62,8 @@ class MlaTransformer : public ModelRunner {
                     std::vector<float>* weights);
 
  private:
-  struct LinearJob {
-    const Linear* linear;
-    float* y;  // [m, linear->n()]
-  };
-  void RunLinears(const std::vector<LinearJob>& jobs, const float* x, int64_t m);
+  using LinearJob = LinearBatch::Job;
+  void RunLinears(const std::vector<LinearJob>& jobs, const float* x, int64_t m) { linears_.Run(jobs, x, m); }
   void Attention(int layer, const ForwardBatch& batch, PagedKvCache& cache);
   void Moe(const LayerWeights& L, int64_t T);
 
@@ -75,11 +73,10 @@ class MlaTransformer : public ModelRunner {
   ThreadPool* pool_;
   std::vector<float> x_, h_, qa_, kva_, q_, attn_, tmp_, gate_, up_, moe_out_, router_;
   std::vector<float> lat_c_, lat_pe_, kvb_, khalf_, vhalf_, ebuf_, eout_;
-  std::vector<std::vector<float>> rotated_;
   // Per layer, kv_b_proj as fp32 [heads * (nope + v), kv_lora_rank] for the absorbed decode
   // attention (empty: rebuild keys and values from the latent instead).
   std::vector<std::vector<float>> kvb_f32_;
-  std::vector<std::pair<int, int>> rotated_keys_;
+  LinearBatch linears_;
 };
 
 }  // namespace tq

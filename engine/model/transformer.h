@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "engine/kv_cache/paged_kv_cache.h"
 #include "engine/model/model_config.h"
+#include "engine/model/linear_batch.h"
 #include "engine/model/model_runner.h"
 #include "engine/model/rope.h"
 #include "engine/model/weights.h"
@@ -69,13 +70,8 @@ class Transformer : public ModelRunner {
   absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
 
  private:
-  struct LinearJob {
-    const Linear* linear;
-    float* y;  // [m, linear->n()]
-  };
-  // Runs linears sharing the input x [m, k] (row stride k), splitting all their output rows over
-  // the thread pool together.
-  void RunLinears(const std::vector<LinearJob>& jobs, const float* x, int64_t m);
+  using LinearJob = LinearBatch::Job;
+  void RunLinears(const std::vector<LinearJob>& jobs, const float* x, int64_t m) { linears_.Run(jobs, x, m); }
   void Attention(int layer, const ForwardBatch& batch, PagedKvCache& cache);
 
   const ModelConfig cfg_;
@@ -84,8 +80,7 @@ class Transformer : public ModelRunner {
   ThreadPool* pool_;
   // Scratch, reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_, gate_, up_;
-  std::vector<std::vector<float>> rotated_;
-  std::vector<std::pair<int, int>> rotated_keys_;
+  LinearBatch linears_;
 };
 
 }  // namespace tq
