@@ -15,7 +15,12 @@
 #include <sstream>
 
 #include "prometheus/text_serializer.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/checkpoint/manifest.h"
 #include "services/common/log.h"
 
 namespace tq {
@@ -151,6 +156,38 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
 absl::StatusOr<std::string> ResolveAuthToken(const std::string& token, const std::string& file) {
   if (file.empty()) return token;
   return ReadTextFile(file);
+}
+
+grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string& token) {
+  if (token.empty()) return grpc::Status::OK;
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing authorization: Bearer <token>");
+  }
+  if (std::string(it->second.data(), it->second.size()) != "Bearer " + token) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid bearer token");
+  }
+  return grpc::Status::OK;
+}
+
+void ParseServerFlags(int argc, char** argv, const std::string& program, const std::string& usage,
+                      const std::string& main_file) {
+  absl::SetProgramUsageMessage(usage);
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = [main_file](absl::string_view file) { return absl::EndsWith(file, main_file); };
+  config.version_string = [program] { return absl::StrCat(program, " ", kTqserveVersion, "\n"); };
+  absl::SetFlagsUsageConfig(config);
+  absl::ParseCommandLine(argc, argv);
+}
+
+sigset_t BlockShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
 }
 
 void WritePortFile(const std::string& path, int grpc_port, int metrics_port) {

@@ -12,6 +12,8 @@
 #define TQSERVE_SERVICES_COMMON_SERVER_UTIL_H_
 
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_context.h>
+#include <signal.h>
 
 #include <memory>
 #include <string>
@@ -60,6 +62,18 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
 
 // The bearer token: `file` wins when set; `token` otherwise (may be empty: no auth).
 absl::StatusOr<std::string> ResolveAuthToken(const std::string& token, const std::string& file);
+
+// OK when `token` is empty or the call carries "authorization: Bearer <token>"; otherwise
+// UNAUTHENTICATED saying whether the header was missing or wrong.
+grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string& token);
+
+// Sets the --help text (flags of `main_file` only) and --version, then parses the flags.
+void ParseServerFlags(int argc, char** argv, const std::string& program, const std::string& usage,
+                      const std::string& main_file);
+
+// Blocks SIGTERM and SIGINT in the calling thread (and every thread started after it) so that
+// one thread can sigwait() for them; call before starting any thread. Returns the set.
+sigset_t BlockShutdownSignals();
 
 // Writes "grpc_port metrics_port\n" atomically (write + rename). No-op for an empty path.
 void WritePortFile(const std::string& path, int grpc_port, int metrics_port);

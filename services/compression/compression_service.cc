@@ -8,20 +8,11 @@
 #include "engine/checkpoint/catalog.h"
 #include "services/common/grpc_status.h"
 #include "services/common/log.h"
+#include "services/common/server_util.h"
 
 namespace tq::compression {
 grpc::Status CompressionService::Authorize(grpc::ServerContext* ctx) const {
-  if (options_.auth_token.empty()) return grpc::Status::OK;
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing authorization: Bearer <token>");
-  }
-  const std::string got(it->second.data(), it->second.size());
-  if (got != "Bearer " + options_.auth_token) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid bearer token");
-  }
-  return grpc::Status::OK;
+  return CheckBearerToken(*ctx, options_.auth_token);
 }
 
 grpc::Status CompressionService::Compress(grpc::ServerContext* ctx,

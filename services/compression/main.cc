@@ -14,9 +14,6 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/checkpoint/manifest.h"
@@ -86,24 +83,14 @@ int Fail(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "compresses Hugging Face checkpoints into TQ checkpoints in object "
+  tq::ParseServerFlags(argc, argv, "tq-compression-server",
+                       "compresses Hugging Face checkpoints into TQ checkpoints in object "
       "storage (file:// or s3://) over gRPC.\nUsage: tq-compression-server [--listen HOST:PORT] "
-      "[--metrics_port N] [--max_concurrent_jobs N] [--tls_cert F --tls_key F] [--auth_token T]");
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "services/compression/main.cc");
-  };
-  usage.version_string = [] { return absl::StrCat("tq-compression-server ", tq::kTqserveVersion, "\n"); };
-  absl::SetFlagsUsageConfig(usage);
-  absl::ParseCommandLine(argc, argv);
+      "[--metrics_port N] [--max_concurrent_jobs N] [--tls_cert F --tls_key F] [--auth_token T]",
+                       "services/compression/main.cc");
 
-  // Signals go to one thread (sigwait below); block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Signals go to one thread (sigwait); block them before any thread starts.
+  sigset_t signals = tq::BlockShutdownSignals();
 
   auto token_or = tq::ResolveAuthToken(absl::GetFlag(FLAGS_auth_token), absl::GetFlag(FLAGS_auth_token_file));
   if (!token_or.ok()) return Fail(std::string(token_or.status().message()));

@@ -11,6 +11,7 @@
 #include "engine/checkpoint/manifest.h"
 #include "services/common/grpc_status.h"
 #include "services/common/log.h"
+#include "services/common/server_util.h"
 
 namespace tq::inference {
 namespace {
@@ -123,14 +124,9 @@ int InferenceService::AbortAll() {
 }
 
 grpc::Status InferenceService::Authorize(grpc::ServerContext* ctx) const {
-  if (options_.auth_token.empty()) return grpc::Status::OK;
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end() || std::string(it->second.data(), it->second.size()) != "Bearer " + options_.auth_token) {
-    if (metrics_) metrics_->OnRejected(RejectReason::kUnauthenticated);
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong authorization: Bearer <token>");
-  }
-  return grpc::Status::OK;
+  grpc::Status s = CheckBearerToken(*ctx, options_.auth_token);
+  if (!s.ok() && metrics_) metrics_->OnRejected(RejectReason::kUnauthenticated);
+  return s;
 }
 
 grpc::Status InferenceService::Reject(RejectReason reason, grpc::StatusCode code, const std::string& message) {

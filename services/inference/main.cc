@@ -22,9 +22,6 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/checkpoint/manifest.h"
@@ -108,25 +105,15 @@ absl::Status WarmUp(tq::Engine& engine) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "serves a TQ or BF16 checkpoint over gRPC (tq.inference.v1.Inference) with health, reflection and "
+  tq::ParseServerFlags(argc, argv, "tq-inference-server",
+                       "serves a TQ or BF16 checkpoint over gRPC (tq.inference.v1.Inference) with health, reflection and "
       "Prometheus metrics.\nUsage: tq-inference-server --model URI [--listen HOST:PORT] [--metrics_port N] "
       "[--max_num_seqs N] [--max_waiting_requests N] [--kv_cache_bytes N] [--tls_cert F --tls_key F] "
-      "[--auth_token T]");
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "services/inference/main.cc");
-  };
-  usage.version_string = [] { return absl::StrCat("tq-inference-server ", tq::kTqserveVersion, "\n"); };
-  absl::SetFlagsUsageConfig(usage);
-  absl::ParseCommandLine(argc, argv);
+      "[--auth_token T]",
+                       "services/inference/main.cc");
 
   // Signals go to one thread (sigwait); block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  sigset_t signals = tq::BlockShutdownSignals();
 
   const std::string model_uri = absl::GetFlag(FLAGS_model);
   if (model_uri.empty()) return Fail("--model is required (a directory, file:// or s3:// URI)");
