@@ -9,6 +9,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -507,52 +508,70 @@ TEST_F(BadCheckpointTest, ErrorsNameTheProblem) {
 }
 
 // TQ checkpoints: logits from the codes equal logits from the dequantized weights (same function,
-// two code paths), for our format and the plugin's; greedy text equals through both paths.
-class TqPathTest : public ::testing::TestWithParam<CheckpointFormat> {};
+// two code paths); greedy text equals through both paths.
+struct TqPair {
+  CompressResult compressed;
+  std::unique_ptr<Engine> codes, dense;  // TQ layers from the codes / from dequantized weights
+};
 
-TEST_P(TqPathTest, CodesEqualDequantizedWeights) {
-  const std::string out = tq::testing::MakeTempDir("tq3");
+// Compresses `source` to TQ3 in `format` and opens it twice (fp32 KV cache, so only the weights'
+// path differs).
+std::optional<TqPair> MakeTqPair(const std::string& source, CheckpointFormat format) {
   CompressOptions co;
-  co.source = TinyDir();
-  co.destination = out;
-  co.format = GetParam();
+  co.source = source;
+  co.destination = tq::testing::MakeTempDir("tq3");
+  co.format = format;
   co.bits = 3;
   co.threads = 2;
   auto res = Compress(co, nullptr);
-  ASSERT_TRUE(res.ok()) << res.status();
+  EXPECT_TRUE(res.ok()) << res.status();
+  if (!res.ok()) return std::nullopt;
   EngineOptions o;
-  o.model_uri = out;
+  o.model_uri = co.destination;
   o.kv_codec = "fp32";
-  auto codes = MakeEngine(o);
+  TqPair p{*res, MakeEngine(o), nullptr};
   o.dequantize_tq = true;
-  auto dense = MakeEngine(o);
-  ASSERT_NE(codes, nullptr);
-  ASSERT_NE(dense, nullptr);
-  EXPECT_EQ(codes->model_info().checkpoint_kind, GetParam() == CheckpointFormat::kTq ? "tq" : "tq-plugin");
-  EXPECT_EQ(codes->model_info().quantized_linears, 42u);  // 6 layers x 7; lm_head kept
-  EXPECT_EQ(dense->model_info().quantized_linears, 0u);
-  EXPECT_EQ(codes->model_info().tq_bits, std::vector<int>{3});
-  EXPECT_EQ(codes->model_info().tq_group_size, 128);
-  EXPECT_NEAR(codes->model_info().tq_bits_per_weight, 3.25, 0.01);
-  EXPECT_EQ(codes->model_info().tq_policy, "uniform");
-  if (GetParam() == CheckpointFormat::kTq) {
-    EXPECT_EQ(codes->model_info().manifest_sha256, res->manifest_sha256);
-  } else {
-    EXPECT_EQ(codes->model_info().manifest_sha256, "");
-  }
-  // Per-token NLL of a window (all positions' logits enter it).
-  std::vector<int32_t> ids = codes->tokenizer()->Encode(
+  p.dense = MakeEngine(o);
+  if (p.codes == nullptr || p.dense == nullptr) return std::nullopt;
+  return p;
+}
+
+// Per-token NLL of a window (all positions' logits enter it) and greedy continuations agree.
+void ExpectSameFunction(Engine& codes, Engine& dense) {
+  EXPECT_EQ(dense.model_info().quantized_linears, 0u);
+  std::vector<int32_t> ids = codes.tokenizer()->Encode(
       "In the beginning God created the heaven and the earth. And the earth was without form, and void; "
       "and darkness was upon the face of the deep.");
-  auto a = codes->Score({ids});
-  auto b = dense->Score({ids});
+  auto a = codes.Score({ids});
+  auto b = dense.Score({ids});
   ASSERT_TRUE(a.ok() && b.ok());
   double max_diff = 0;
   for (size_t i = 0; i < (*a)[0].size(); ++i) max_diff = std::max(max_diff, std::fabs(double((*a)[0][i]) - (*b)[0][i]));
   EXPECT_LE(max_diff, kMaxRelTqPathDiff * 10) << "NLL differs by " << max_diff;
   for (const std::string& p : Prompts()) {
-    EXPECT_EQ(RunToEnd(*codes, Greedy(p, 12)).ids, RunToEnd(*dense, Greedy(p, 12)).ids) << p;
+    EXPECT_EQ(RunToEnd(codes, Greedy(p, 12)).ids, RunToEnd(dense, Greedy(p, 12)).ids) << p;
   }
+}
+
+// Our format and the plugin's.
+class TqPathTest : public ::testing::TestWithParam<CheckpointFormat> {};
+
+TEST_P(TqPathTest, CodesEqualDequantizedWeights) {
+  auto p = MakeTqPair(TinyDir(), GetParam());
+  ASSERT_TRUE(p.has_value());
+  const ModelInfo& info = p->codes->model_info();
+  EXPECT_EQ(info.checkpoint_kind, GetParam() == CheckpointFormat::kTq ? "tq" : "tq-plugin");
+  EXPECT_EQ(info.quantized_linears, 42u);  // 6 layers x 7; lm_head kept
+  EXPECT_EQ(info.tq_bits, std::vector<int>{3});
+  EXPECT_EQ(info.tq_group_size, 128);
+  EXPECT_NEAR(info.tq_bits_per_weight, 3.25, 0.01);
+  EXPECT_EQ(info.tq_policy, "uniform");
+  if (GetParam() == CheckpointFormat::kTq) {
+    EXPECT_EQ(info.manifest_sha256, p->compressed.manifest_sha256);
+  } else {
+    EXPECT_EQ(info.manifest_sha256, "");
+  }
+  ExpectSameFunction(*p->codes, *p->dense);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, TqPathTest, ::testing::Values(CheckpointFormat::kTq, CheckpointFormat::kPlugin));
@@ -560,36 +579,10 @@ INSTANTIATE_TEST_SUITE_P(Formats, TqPathTest, ::testing::Values(CheckpointFormat
 // MLA + MoE (DeepSeek-V3): experts, router-fed MLPs and the MLA projections computed from TQ3
 // codes equal the same model with dequantized weights; the router gate stays high precision.
 TEST(TqMlaMoeTest, DeepSeekCodesEqualDequantizedWeights) {
-  const std::string out = tq::testing::MakeTempDir("dsv3tq3");
-  CompressOptions co;
-  co.source = tq::testing::TestDataPath("testdata/models/tq-tiny-deepseek-v3");
-  co.destination = out;
-  co.bits = 3;
-  co.threads = 2;
-  auto res = Compress(co, nullptr);
-  ASSERT_TRUE(res.ok()) << res.status();
-  EngineOptions o;
-  o.model_uri = out;
-  o.kv_codec = "fp32";
-  auto codes = MakeEngine(o);
-  o.dequantize_tq = true;
-  auto dense = MakeEngine(o);
-  ASSERT_NE(codes, nullptr);
-  ASSERT_NE(dense, nullptr);
-  EXPECT_GT(codes->model_info().quantized_linears, 0u);
-  EXPECT_EQ(dense->model_info().quantized_linears, 0u);
-  std::vector<int32_t> ids = codes->tokenizer()->Encode(
-      "In the beginning God created the heaven and the earth. And the earth was without form, and void; "
-      "and darkness was upon the face of the deep.");
-  auto a = codes->Score({ids});
-  auto b = dense->Score({ids});
-  ASSERT_TRUE(a.ok() && b.ok());
-  double max_diff = 0;
-  for (size_t i = 0; i < (*a)[0].size(); ++i) max_diff = std::max(max_diff, std::fabs(double((*a)[0][i]) - (*b)[0][i]));
-  EXPECT_LE(max_diff, kMaxRelTqPathDiff * 10) << "NLL differs by " << max_diff;
-  for (const std::string& p : Prompts()) {
-    EXPECT_EQ(RunToEnd(*codes, Greedy(p, 12)).ids, RunToEnd(*dense, Greedy(p, 12)).ids) << p;
-  }
+  auto p = MakeTqPair(tq::testing::TestDataPath("testdata/models/tq-tiny-deepseek-v3"), CheckpointFormat::kTq);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_GT(p->codes->model_info().quantized_linears, 0u);
+  ExpectSameFunction(*p->codes, *p->dense);
 }
 
 TEST(TqLoadTest, CorruptedTqCheckpointIsRefused) {
