@@ -7,7 +7,7 @@
 // [num_layers][num_blocks, block_size, num_kv_heads, head_dim] each, and reads the block tables
 // every step.
 //
-// Per step: the batch's token ids, positions, cache slots and block tables go up in one copy;
+// Per step: the batch's token ids, positions, cache slots and block tables go up (small copies);
 // embedding, RMSNorm, the linear layers, q/k norms, RoPE, K/V writes, paged attention, SwiGLU and
 // the residuals run as kernels on one stream (kernels/cuda/nn_ops.h); only the requested logits
 // rows come back.
