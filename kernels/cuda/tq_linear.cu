@@ -776,6 +776,297 @@ __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
 }
 
 // ---------------------------------------------------------------------------------------------
+// (c) The TQ GEMM (larger m): each CTA owns a tile of kBM activation rows x 128 weight rows and a
+// K range of whole groups (one group = one K step). Per step it decodes the 128 x 128 weight tile
+// from the packed codes into shared memory as fp16 (codebook pair table as in the mma kernel;
+// c · gain computed in fp32, rounded once), runs mma.sync m16n8k16 (fp16, fp32 accumulation) over
+// it and the fp16 x_rot tile (the separate rotation's output) with ldmatrix fragments into
+// per-step partial sums, and adds those times the (row, group) activation scale. Each weight code
+// is decoded once per kBM activation rows (the mma kernel decodes it once per 8-32 rows).
+//
+// Pipeline (cp.async, one commit group per step): the codes + gains ring is kGemmCodeStages deep
+// (the HBM stream: ~4 steps in flight per SM cover its latency), the x ring kGemmXStages (L2,
+// prefetched 2 steps ahead); the decoded tile is double-buffered, so step s+1 is decoded while
+// step s is multiplied, with one CTA barrier per step. Warps: 2 (M) x 4 (N), warp tile
+// (kBM/2) x 32.
+//
+// Shared memory: pair table [4^bits][32 copies] u32 | decoded tiles 2 x [128][136] fp16 |
+// x ring kGemmXStages x { [kBM][136] fp16, scales [kBM] f32 } | code ring kGemmCodeStages x { codes [128][bytes per
+// group], gains [128] f32 }.
+constexpr int kGemmBN = 128;               // weight rows per CTA tile
+constexpr int kGemmLd = kG + 8;            // halves per shared-memory row (conflict-free ldmatrix)
+constexpr int kGemmRowBytes = kGemmLd * 2;
+constexpr int kGemmCodeStages = 5;         // codes issued this many steps ahead
+constexpr int kGemmXStages = 3;            // x issued kGemmXAhead steps ahead
+constexpr int kGemmXAhead = 2;
+
+template <int kBits, int kBM>
+struct GemmLayout {
+  static constexpr int kBpg = kG * kBits / 8;
+  static constexpr int kLut = (1 << (2 * kBits)) * 32 * 4;
+  static constexpr int kW = kGemmBN * kGemmRowBytes;
+  static constexpr int kXScales = kBM * kGemmRowBytes;  // scale offset inside an x stage
+  static constexpr int kX = kXScales + kBM * 4;
+  static constexpr int kCodes = kGemmBN * kBpg;
+  static constexpr int kCodeStage = kCodes + kGemmBN * 4;
+  static constexpr int kOffW = kLut;
+  static constexpr int kOffX = kLut + 2 * kW;
+  static constexpr int kOffCodes = kOffX + kGemmXStages * kX;
+  static constexpr int kSmem = kOffCodes + kGemmCodeStages * kCodeStage;
+};
+
+size_t GemmSmemHost(int bits, int bm) {
+  const size_t lut = static_cast<size_t>(1) << (2 * bits + 7);
+  const size_t bpg = static_cast<size_t>(kG) * bits / 8;
+  return lut + 2 * kGemmBN * kGemmRowBytes +
+         kGemmXStages * static_cast<size_t>(bm) * (kGemmRowBytes + 4) +
+         kGemmCodeStages * (kGemmBN * bpg + kGemmBN * 4);
+}
+
+struct GemmParams {
+  const uint8_t* packed;
+  const float* gains;
+  const float* codebook;
+  int n, groups, m;
+  const __half* x;        // x_rot fp16 [m, groups * 128]
+  const float* x_scale;   // [m, groups]
+  float* y_f32;
+  __nv_bfloat16* y_bf16;
+  int64_t ldy;
+  float* ws;  // [splits, m, n] partials when splits > 1
+  int splits, gr;
+};
+
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem_row) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+template <int kBits, int kBM>
+__global__ void __launch_bounds__(kThreads, 1) TqGemmKernel(const GemmParams p) {
+  using L = GemmLayout<kBits, kBM>;
+  constexpr int kMT = kBM / 32;            // m16 tiles per warp
+  constexpr int kNT = 4;                   // n8 tiles per warp
+  constexpr int kHalfWords = L::kBpg / 8;  // one thread decodes half a group row: 64 codes
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_m = warp >> 2, warp_n = warp & 3;
+  const int n0 = blockIdx.x * kGemmBN;
+  const int m0 = blockIdx.y * kBM;
+  const int split = blockIdx.z;
+  const int g_begin = split * p.gr;
+  const int steps = min(p.groups, g_begin + p.gr) - g_begin;  // >= 1 (host-checked)
+
+  auto x_slot = [&](int s) { return smem + L::kOffX + (s % kGemmXStages) * L::kX; };
+  auto code_slot = [&](int s) { return smem + L::kOffCodes + (s % kGemmCodeStages) * L::kCodeStage; };
+  auto issue_x = [&](int s) {
+    unsigned char* st = x_slot(s);
+    const int g = g_begin + s;
+#pragma unroll
+    for (int i = 0; i < kBM * 16 / kThreads; ++i) {  // 16 chunks of 16 B per row
+      const int c = i * kThreads + tid;
+      const int r = c >> 4, ch = c & 15;
+      const bool ok = m0 + r < p.m;
+      const __half* src =
+          ok ? p.x + static_cast<int64_t>(m0 + r) * p.groups * kG + g * kG + ch * 8 : p.x;
+      CpAsync16(st + r * kGemmRowBytes + ch * 16, src, ok);
+    }
+    if (tid < kBM) {  // rows past m: scale 0 (and x 0)
+      const bool ok = m0 + tid < p.m;
+      CpAsync4(st + L::kXScales + tid * 4,
+               ok ? p.x_scale + static_cast<int64_t>(m0 + tid) * p.groups + g : p.x_scale, ok);
+    }
+  };
+  auto issue_codes = [&](int s) {
+    unsigned char* st = code_slot(s);
+    const int g = g_begin + s;
+    constexpr int kChunks = L::kBpg / 16;
+    for (int c = tid; c < kGemmBN * kChunks; c += kThreads) {
+      const int r = c / kChunks, q = c - r * kChunks;
+      const bool ok = n0 + r < p.n;
+      const uint8_t* src =
+          ok ? p.packed + (static_cast<int64_t>(n0 + r) * p.groups + g) * L::kBpg + q * 16
+             : p.packed;
+      CpAsync16(st + r * L::kBpg + q * 16, src, ok);
+    }
+    if (tid < kGemmBN) {
+      const bool ok = n0 + tid < p.n;
+      CpAsync4(st + L::kCodes + tid * 4,
+               ok ? p.gains + static_cast<int64_t>(n0 + tid) * p.groups + g : p.gains, ok);
+    }
+  };
+
+  // Thread (r, h) decodes codes [64h, 64h + 64) of weight row r into fp16 pairs of c · gain.
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4u;
+  auto decode = [&](int s, int buf) {
+    const unsigned char* st = code_slot(s);
+    const int r = tid & (kGemmBN - 1), h = tid >> 7;
+    const unsigned char* src = st + r * L::kBpg + h * (L::kBpg / 2);
+    uint32_t w[kHalfWords];
+    if constexpr (kHalfWords % 4 == 0) {
+#pragma unroll
+      for (int i = 0; i < kHalfWords / 4; ++i) {
+        const uint4 q = reinterpret_cast<const uint4*>(src)[i];
+        w[4 * i] = q.x, w[4 * i + 1] = q.y, w[4 * i + 2] = q.z, w[4 * i + 3] = q.w;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kHalfWords / 2; ++i) {
+        const uint2 q = reinterpret_cast<const uint2*>(src)[i];
+        w[2 * i] = q.x, w[2 * i + 1] = q.y;
+      }
+    }
+    const float gain = *reinterpret_cast<const float*>(st + L::kCodes + r * 4);
+    unsigned char* dst = smem + L::kOffW + buf * L::kW + r * kGemmRowBytes + h * 128;
+#pragma unroll
+    for (int q = 0; q < 8; ++q) {
+      uint32_t o[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        uint32_t v = LutLookup<kBits, kHalfWords>(smem, lane4, w, 4 * q + e);
+        const float2 c = __half22float2(*reinterpret_cast<const __half2*>(&v));
+        const __half2 prod = __floats2half2_rn(c.x * gain, c.y * gain);
+        o[e] = *reinterpret_cast<const uint32_t*>(&prod);
+      }
+      *reinterpret_cast<uint4*>(dst + q * 16) = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+  };
+
+  float acc[kMT][kNT][4];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+  }
+  auto compute = [&](int s, int buf) {
+    const unsigned char* xs = x_slot(s);
+    const unsigned char* wt = smem + L::kOffW + buf * L::kW;
+    float part[kMT][kNT][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) part[mt][nt][0] = part[mt][nt][1] = part[mt][nt][2] = part[mt][nt][3] = 0.0f;
+    }
+#pragma unroll
+    for (int ks = 0; ks < kG / 16; ++ks) {
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        const int row = warp_m * (kBM / 2) + mt * 16 + (lane & 15);
+        LdMatrixX4(a[mt], xs + row * kGemmRowBytes + (ks * 16 + (lane >> 4) * 8) * 2);
+      }
+      uint32_t b[kNT][2];
+#pragma unroll
+      for (int np = 0; np < kNT / 2; ++np) {
+        const int nrow = warp_n * 32 + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+        uint32_t t[4];
+        LdMatrixX4(t, wt + nrow * kGemmRowBytes + (ks * 16 + ((lane >> 3) & 1) * 8) * 2);
+        b[2 * np][0] = t[0], b[2 * np][1] = t[1], b[2 * np + 1][0] = t[2], b[2 * np + 1][1] = t[3];
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          Mma16816(part[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+        }
+      }
+    }
+    // This group's sums times the activation scale of rows g and g + 8 of each m16 tile.
+    const float* xsc = reinterpret_cast<const float*>(xs + L::kXScales);
+    const int gid = lane >> 2;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      const int r = warp_m * (kBM / 2) + mt * 16 + gid;
+      const float s0 = xsc[r], s1 = xsc[r + 8];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        acc[mt][nt][0] = fmaf(part[mt][nt][0], s0, acc[mt][nt][0]);
+        acc[mt][nt][1] = fmaf(part[mt][nt][1], s0, acc[mt][nt][1]);
+        acc[mt][nt][2] = fmaf(part[mt][nt][2], s1, acc[mt][nt][2]);
+        acc[mt][nt][3] = fmaf(part[mt][nt][3], s1, acc[mt][nt][3]);
+      }
+    }
+  };
+
+  // Prologue: groups P_j = {codes(j), x(j) for j < kGemmXAhead}, j < kGemmCodeStages; the pair
+  // table (fp16 pairs, as the mma kernel's); step 0 decoded. Step s's group G_s = {codes(s + kGemmCodeStages),
+  // x(s + kGemmXAhead)}. At the top of step s, x(s) and codes(s + 1) lie in all but the newest
+  // kGemmXAhead - 1 groups.
+  static_assert(kGemmCodeStages > kGemmXAhead && kGemmXStages == kGemmXAhead + 1, "pipeline");
+#pragma unroll
+  for (int j = 0; j < kGemmCodeStages; ++j) {
+    if (j < steps) issue_codes(j);
+    if (j < kGemmXAhead && j < steps) issue_x(j);
+    CpAsyncCommit();
+  }
+  {
+    const float cb = p.codebook[lane & ((1 << kBits) - 1)];
+    uint32_t* lut = reinterpret_cast<uint32_t*>(smem);
+    for (int i = tid; i < (1 << (2 * kBits)) * 32; i += kThreads) {  // a multiple of kThreads
+      const int v = i >> 5;
+      const float lo = __shfl_sync(kFullMask, cb, v & ((1 << kBits) - 1));
+      const float hi = __shfl_sync(kFullMask, cb, v >> kBits);
+      const __half2 h2 = __floats2half2_rn(lo, hi);
+      lut[i] = *reinterpret_cast<const uint32_t*>(&h2);
+    }
+  }
+  CpAsyncWait<kGemmCodeStages - 1>();
+  __syncthreads();
+  decode(0, 0);
+  for (int s = 0; s < steps; ++s) {
+    CpAsyncWait<kGemmXAhead - 1>();  // x(s), codes(s + 1): this thread's part
+    __syncthreads();  // everyone's; decode(s) visible; compute(s - 1) and decode(s) done
+    if (s + kGemmCodeStages < steps) issue_codes(s + kGemmCodeStages);
+    if (s + kGemmXAhead < steps) issue_x(s + kGemmXAhead);
+    CpAsyncCommit();
+    if (s + 1 < steps) decode(s + 1, (s + 1) & 1);
+    compute(s, s & 1);
+  }
+
+  // Epilogue: rows m0 + warp_m·kBM/2 + mt·16 + g (+8), columns n0 + warp_n·32 + nt·8 + 2t (+1).
+  const int gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = m0 + warp_m * (kBM / 2) + mt * 16 + gid + (e >> 1) * 8;
+        const int col = n0 + warp_n * 32 + nt * 8 + 2 * tig + (e & 1);
+        if (row >= p.m || col >= p.n) continue;
+        const float v = acc[mt][nt][e];
+        if (p.splits > 1) {
+          p.ws[(static_cast<int64_t>(split) * p.m + row) * p.n + col] = v;
+        } else {
+          const int64_t at = static_cast<int64_t>(row) * p.ldy + col;
+          if (p.y_f32 != nullptr) p.y_f32[at] = v;
+          if (p.y_bf16 != nullptr) p.y_bf16[at] = __float2bfloat16_rn(v);
+        }
+      }
+    }
+  }
+}
+
+// Sums the split-K partials in split order (deterministic) and stores y.
+__global__ void __launch_bounds__(kThreads) GemmSplitReduceKernel(const float* __restrict__ ws,
+                                                                  int splits, int m, int n,
+                                                                  float* __restrict__ y_f32,
+                                                                  __nv_bfloat16* __restrict__ y_bf16,
+                                                                  int64_t ldy) {
+  const int64_t total = static_cast<int64_t>(m) * n;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += ws[s * total + i];
+    const int64_t row = i / n, col = i - row * n;
+    if (y_f32 != nullptr) y_f32[row * ldy + col] = sum;
+    if (y_bf16 != nullptr) y_bf16[row * ldy + col] = __float2bfloat16_rn(sum);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Host side.
 
 constexpr size_t kMaxSharedBytes = 160 * 1024;  // fits sm_80 (163 KB) and sm_90 (227 KB)
@@ -1073,6 +1364,160 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
 }
 
 // ---------------------------------------------------------------------------------------------
+// (c) GEMM, host side.
+namespace {
+
+// cudaDevAttrMaxSharedMemoryPerBlockOptin by compute capability (for host-only planning).
+size_t MaxSharedOptin(int sm_major, int sm_minor) {
+  if (sm_major >= 9) return 227 * 1024;
+  if (sm_major == 8 && (sm_minor == 0 || sm_minor == 7)) return 163 * 1024;
+  return 99 * 1024;
+}
+
+}  // namespace
+
+size_t TqGemmSharedBytes(int bits, int bm) { return GemmSmemHost(bits, bm); }
+
+TqGemmConfig NormalizeTqGemmConfig(int64_t m, int64_t n, int64_t k, TqGemmConfig cfg) {
+  cfg.bm = cfg.bm == 128 ? 128 : 64;
+  const int64_t groups = TqCudaGroups(k);
+  int64_t splits = std::max<int64_t>(1, std::min<int64_t>(cfg.splits, groups));
+  const int64_t gr = (groups + splits - 1) / splits;
+  cfg.splits = static_cast<int>(std::max<int64_t>(1, (groups + gr - 1) / gr));
+  (void)m;
+  (void)n;
+  return cfg;
+}
+
+TqGemmConfig PlanTqGemm(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors,
+                        int sm_major, int sm_minor) {
+  TqGemmConfig cfg;
+  const size_t limit = MaxSharedOptin(sm_major, sm_minor);
+  cfg.bm = m > 64 && GemmSmemHost(bits, 128) <= limit ? 128 : 64;
+  if (GemmSmemHost(bits, cfg.bm) > limit) {
+    cfg.bm = 0;  // does not fit this device
+    return cfg;
+  }
+  // One CTA per SM (the tile's shared memory): split K until the tiles fill about one wave,
+  // keeping at least 2 groups per split.
+  const int64_t tiles = ((n + kGemmBN - 1) / kGemmBN) * ((m + cfg.bm - 1) / cfg.bm);
+  const int64_t groups = TqCudaGroups(k);
+  int64_t splits = std::max<int64_t>(1, multiprocessors / std::max<int64_t>(1, tiles));
+  splits = std::min<int64_t>({splits, std::max<int64_t>(1, groups / 2), 16});
+  cfg.splits = static_cast<int>(splits);
+  return NormalizeTqGemmConfig(m, n, k, cfg);
+}
+
+size_t TqGemmWorkspaceBytes(int64_t m, int64_t n, int64_t k, const TqGemmConfig& cfg) {
+  const TqGemmConfig c = NormalizeTqGemmConfig(m, n, k, cfg);
+  return c.splits > 1 ? static_cast<size_t>(c.splits) * m * n * sizeof(float) : 0;
+}
+
+namespace {
+
+template <int kBits, int kBM>
+cudaError_t LaunchGemmInstance(const GemmParams& p, dim3 grid, cudaStream_t stream) {
+  using L = GemmLayout<kBits, kBM>;
+  auto kernel = TqGemmKernel<kBits, kBM>;
+  static std::atomic<bool> attr_set{false};
+  if (!attr_set.load()) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem);
+    if (err != cudaSuccess) return err;
+    attr_set.store(true);
+  }
+  kernel<<<grid, kThreads, L::kSmem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int kBits>
+cudaError_t LaunchGemmBits(int bm, const GemmParams& p, dim3 grid, cudaStream_t stream) {
+  return bm == 128 ? LaunchGemmInstance<kBits, 128>(p, grid, stream)
+                   : LaunchGemmInstance<kBits, 64>(p, grid, stream);
+}
+
+}  // namespace
+
+cudaError_t LaunchTqGemm(const TqGemmArgs& a, const TqGemmConfig& cfg_in, cudaStream_t stream) {
+  const TqCudaWeights& w = a.w;
+  if (!ValidWeights(w) || a.m < 0 || a.m >= (int64_t{1} << 31) ||
+      (a.y_f32 == nullptr && a.y_bf16 == nullptr) || a.ldy < w.n ||
+      (a.m > 0 && w.k > 0 && (a.x_rot_f16 == nullptr || a.x_scale == nullptr)) ||
+      cfg_in.bm == 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.m == 0 || w.n == 0) return cudaSuccess;
+  if ((a.x_rot_f16 != nullptr && !Aligned(a.x_rot_f16, 16)) ||
+      (a.x_scale != nullptr && !Aligned(a.x_scale, 4))) {
+    return cudaErrorMisalignedAddress;
+  }
+  if (w.k == 0) {
+    for (int64_t i = 0; i < a.m; ++i) {
+      if (a.y_f32 != nullptr) {
+        const cudaError_t e = cudaMemsetAsync(a.y_f32 + i * a.ldy, 0, w.n * sizeof(float), stream);
+        if (e != cudaSuccess) return e;
+      }
+      if (a.y_bf16 != nullptr) {
+        const cudaError_t e = cudaMemsetAsync(a.y_bf16 + i * a.ldy, 0, w.n * 2, stream);
+        if (e != cudaSuccess) return e;
+      }
+    }
+    return cudaSuccess;
+  }
+  const TqGemmConfig cfg = NormalizeTqGemmConfig(a.m, w.n, w.k, cfg_in);
+  int device = 0, optin = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  }
+  if (err != cudaSuccess) return err;
+  if (GemmSmemHost(w.bits, cfg.bm) > static_cast<size_t>(optin)) {
+    return cudaErrorInvalidConfiguration;
+  }
+  const size_t ws_need = TqGemmWorkspaceBytes(a.m, w.n, w.k, cfg);
+  if (ws_need > 0 && (a.workspace == nullptr || a.workspace_bytes < ws_need)) {
+    return cudaErrorInvalidValue;
+  }
+  GemmParams p{};
+  p.packed = w.packed;
+  p.gains = w.gains;
+  p.codebook = w.codebook;
+  p.n = static_cast<int>(w.n);
+  p.groups = static_cast<int>(TqCudaGroups(w.k));
+  p.m = static_cast<int>(a.m);
+  p.x = reinterpret_cast<const __half*>(a.x_rot_f16);
+  p.x_scale = a.x_scale;
+  p.y_f32 = a.y_f32;
+  p.y_bf16 = reinterpret_cast<__nv_bfloat16*>(a.y_bf16);
+  p.ldy = a.ldy;
+  p.splits = cfg.splits;
+  p.gr = (p.groups + cfg.splits - 1) / cfg.splits;
+  p.ws = cfg.splits > 1 ? static_cast<float*>(a.workspace) : nullptr;
+  const int64_t m_tiles = (a.m + cfg.bm - 1) / cfg.bm;
+  if (m_tiles > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>((w.n + kGemmBN - 1) / kGemmBN),
+                  static_cast<unsigned>(m_tiles), static_cast<unsigned>(cfg.splits));
+  switch (w.bits) {
+    case 2:
+      err = LaunchGemmBits<2>(cfg.bm, p, grid, stream);
+      break;
+    case 3:
+      err = LaunchGemmBits<3>(cfg.bm, p, grid, stream);
+      break;
+    default:
+      err = LaunchGemmBits<4>(cfg.bm, p, grid, stream);
+      break;
+  }
+  if (err != cudaSuccess || cfg.splits == 1) return err;
+  const int64_t total = a.m * w.n;
+  const unsigned blocks =
+      static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 4096));
+  GemmSplitReduceKernel<<<blocks, kThreads, 0, stream>>>(p.ws, cfg.splits, p.m, p.n, a.y_f32,
+                                                         p.y_bf16, a.ldy);
+  return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------
 // (d)
 cudaError_t LaunchTqDequantize(const TqCudaWeights& w, float* w_f32, uint16_t* w_bf16, int64_t ldw,
                                cudaStream_t stream) {
@@ -1123,6 +1568,8 @@ const char* TqKernelName(TqKernel kernel) {
       return "mma_separate";
     case TqKernel::kDequantCublas:
       return "dequant_cublas";
+    case TqKernel::kGemm:
+      return "gemm";
     default:
       return "unsupported";
   }
@@ -1145,11 +1592,16 @@ TqKernel SelectTqKernel(int bits, int group_size, int rotation_block, int64_t m,
   if (TqCudaUnsupportedReason(bits, group_size, rotation_block, sm_major, sm_minor) != nullptr) {
     return TqKernel::kUnsupported;
   }
-  // H100 crossovers (docs/BENCHMARKS.md §8): fused rotation while it is cheap, separate rotation
-  // up to m = 64, then dequantize + cuBLAS (neither beats cuBLAS BF16 on resident BF16 weights
-  // there; a real TQ GEMM for prefill is future work).
+  // Crossovers measured on an H100/H200 (docs/BENCHMARKS.md §8): fused rotation while it is
+  // cheap, separate rotation for small m, then the GEMM where its shared memory fits the device
+  // (else dequantize + cuBLAS).
+  // H200 (§8, m sweeps): the GEMM wins from m = 32 on every shape (and from m = 16 on 4096 x
+  // 4096 only); dequantize + cuBLAS wins again at m = 1024.
   if (m <= 2) return TqKernel::kMmaFused;
-  if (m <= 64) return TqKernel::kMmaSeparate;
+  if (m <= 16) return TqKernel::kMmaSeparate;
+  if (m <= 512 && GemmSmemHost(bits, 64) <= MaxSharedOptin(sm_major, sm_minor)) {
+    return TqKernel::kGemm;
+  }
   return TqKernel::kDequantCublas;
 }
 

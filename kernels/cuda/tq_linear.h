@@ -32,6 +32,13 @@
 //       round trip through HBM) or read from (a)'s fp16 output ("separate"). Split-K across CTAs
 //       (small n or long k) reduces deterministically: the last CTA of a tile sums the partials
 //       in a fixed order.
+//   (c) LaunchTqGemm: the TQ GEMM for larger m (prefill, big decode batches). Each CTA decodes a
+//       128-row x 128-column weight tile per K step (one group) into shared memory as fp16
+//       (c · gain) once for up to 64 or 128 activation rows, and multiplies it with (a)'s fp16
+//       x_rot tile on the tensor cores (mma.sync m16n8k16, fp32 accumulation, ldmatrix
+//       fragments), scaling each group's partial sums by the activation scale. cp.async rings
+//       (codes 5 steps ahead, x 2), decoded tile double-buffered. Split-K across CTAs writes fp32
+//       partials to the workspace, summed in split order by a second kernel.
 //   (d) LaunchTqDequantize: Ŵ → float32 (bitwise equal to quant::TqQuantizer::DequantizeRows)
 //       or bf16 (its round-to-nearest-even), for a cuBLAS fallback at large m and for tests.
 //   (e) SelectTqKernel / TqCudaSupport: which path runs for (bits, G, B, m) and whether a device
@@ -43,6 +50,12 @@
 // operand is within 2^-11 (relative) of its float32 value, hence
 // |y − y_fp32| ≤ ~2·2^-11 · Σ_g gain·Σ_t |c·x_rot| ≤ 9.8e-4 · ‖ŵ_j‖·‖x_i‖ (Cauchy–Schwarz),
 // usually far less (random data: ~1e-5). NaN and Inf in x or the gains propagate to y.
+//
+// Precision of (c): x_rot as in (b); the decoded weight is fp16(fp16(c) · gain) (products in
+// fp32, one rounding), so each weight is within ~2·2^-11 of its float32 value and
+// |y − y_fp32| ≤ ~3·2^-11 · Σ_g gain·Σ_t |c·x_rot| ≤ 1.5e-3 · ‖ŵ_j‖·‖x_i‖ (typically ~1e-4).
+// A decoded weight below 2^-14 in magnitude is an fp16 subnormal (absolute error ≤ 2^-25); one
+// above 65504 would overflow (no TQ checkpoint of a trained model comes near either).
 //
 // Determinism: for a given (m, n, k, config) every launch produces the same bits. Results are
 // not batch invariant (the plan, hence the summation order, depends on m).
@@ -101,7 +114,7 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
                                 float* x_scale, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
-// (b) + (c) The tensor-core TQ GEMV / small-M GEMM.
+// (b) The tensor-core TQ GEMV / small-M kernel.
 
 // Tiling of one launch; PlanTqMma picks it, tests and benchmarks may override it.
 struct TqMmaConfig {
@@ -146,6 +159,35 @@ size_t TqMmaSharedBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaCo
 cudaError_t LaunchTqLinearMma(const TqMmaArgs& args, const TqMmaConfig& cfg, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
+// (c) The TQ GEMM.
+struct TqGemmConfig {
+  int bm = 64;     // activation rows per CTA tile: 64 or 128 (0 from PlanTqGemm = cannot run)
+  int splits = 1;  // K split across CTAs; clamped so that no split is empty
+};
+
+struct TqGemmArgs {
+  TqCudaWeights w;
+  int64_t m = 0;
+  const uint16_t* x_rot_f16 = nullptr;   // LaunchTqRotateInput's fp16 output [m, Kp]
+  const float* x_scale = nullptr;        // and its scales [m, groups]
+  float* y_f32 = nullptr;                // outputs as in TqMmaArgs (at least one)
+  uint16_t* y_bf16 = nullptr;
+  int64_t ldy = 0;
+  void* workspace = nullptr;             // TqGemmWorkspaceBytes (no zeroing needed)
+  size_t workspace_bytes = 0;
+};
+
+// A config for this problem on a device with `multiprocessors` SMs of compute capability
+// sm_major.sm_minor; bm = 0 when the kernel's shared memory does not fit the device.
+TqGemmConfig PlanTqGemm(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors,
+                        int sm_major, int sm_minor);
+TqGemmConfig NormalizeTqGemmConfig(int64_t m, int64_t n, int64_t k, TqGemmConfig cfg);
+size_t TqGemmWorkspaceBytes(int64_t m, int64_t n, int64_t k, const TqGemmConfig& cfg);
+size_t TqGemmSharedBytes(int bits, int bm);
+
+cudaError_t LaunchTqGemm(const TqGemmArgs& args, const TqGemmConfig& cfg, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
 // (d) Dequantization: out[j * ldw + t] = Ŵ[j, t] for j < n, t < k (the padding is dropped).
 // Exactly one of w_f32 / w_bf16 is non-null.
 cudaError_t LaunchTqDequantize(const TqCudaWeights& w, float* w_f32, uint16_t* w_bf16, int64_t ldw,
@@ -158,6 +200,7 @@ enum class TqKernel {
   kMmaFused = 1,       // LaunchTqLinearMma with fused_rotation
   kMmaSeparate = 2,    // LaunchTqRotateInput (fp16) + LaunchTqLinearMma
   kDequantCublas = 3,  // LaunchTqDequantize (bf16) + a cuBLAS BF16 GEMM
+  kGemm = 4,           // LaunchTqRotateInput (fp16) + LaunchTqGemm
 };
 
 const char* TqKernelName(TqKernel kernel);

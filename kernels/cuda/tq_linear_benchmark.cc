@@ -10,7 +10,7 @@
 // (codes + gains, or BF16), activations read and outputs written. The floor is those bytes at
 // 3.0 TB/s (the measured device-to-device copy rate of an H100, counting read + write).
 //
-// Usage: tq_linear_benchmark [--reps N] [--quick]
+// Usage: tq_linear_benchmark [--reps N] [--quick] [--msweep (m sweeps only)] [--only N K BITS M]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -268,11 +268,11 @@ TqLinearRunner* g_runner = nullptr;
 
 // Times one TQ path (runner dispatch with `kernel`, optional mma config) on fresh copies.
 double TimeTq(const TqCopies& wc, const Activations& act, int64_t m, TqKernel kernel,
-              const TqMmaConfig* cfg) {
-  CHECK_OK(g_runner->Reserve(wc.View(0), m, kernel, cfg, g_stream));
+              const TqMmaConfig* cfg, const TqGemmConfig* gemm = nullptr) {
+  CHECK_OK(g_runner->Reserve(wc.View(0), m, kernel, cfg, g_stream, gemm));
   return TimeSequence(wc.copies(), [&](int c) {
     CHECK_OK(g_runner->Run(wc.View(c), act.x, TqActType::kBF16, m, wc.k, nullptr,
-                           static_cast<uint16_t*>(act.y16), wc.n, g_stream, kernel, cfg));
+                           static_cast<uint16_t*>(act.y16), wc.n, g_stream, kernel, cfg, gemm));
   });
 }
 
@@ -345,18 +345,39 @@ void ModelShapes(bool quick) {
   }
 }
 
-void MSweep(int64_t n, int64_t k, bool quick) {
-  std::printf("\n== m sweep, TQ3, N=%lld K=%lld: TQ paths vs cuBLAS BF16 (us; speedup = cuBLAS / best TQ) ==\n",
-              static_cast<long long>(n), static_cast<long long>(k));
-  std::printf("%5s | %9s | %9s %9s %9s %9s | %-14s %7s | %s\n", "m", "cuBLAS", "mma_fused",
-              "mma_sep", "deq+cuBLAS", "dequant", "best", "speedup", "planned tiling");
-  TqCopies wc(3, n, k);
-  for (int64_t m : {1, 2, 4, 8, 16, 32, 64, 128, 256, 1024}) {
+std::string GemmName(int64_t m, const TqCopies& wc, const TqGemmConfig& c) {
+  const TqGemmConfig n = NormalizeTqGemmConfig(m, wc.n, wc.k, c);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "bm%d s%d", n.bm, n.splits);
+  return buf;
+}
+
+void MSweep(int64_t n, int64_t k, int bits, bool quick) {
+  std::printf("\n== m sweep, TQ%d, N=%lld K=%lld: TQ paths vs cuBLAS BF16 (us; speedup = cuBLAS / best TQ) ==\n",
+              bits, static_cast<long long>(n), static_cast<long long>(k));
+  std::printf("%5s | %9s | %9s %9s %9s %9s %9s | %-14s %7s | %s\n", "m", "cuBLAS", "mma_fused",
+              "mma_sep", "gemm", "deq+cuBLAS", "dequant", "best", "speedup",
+              "planned tiling; gemm variants");
+  TqCopies wc(bits, n, k);
+  for (int64_t m : {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}) {
     if (quick && m != 1 && m != 16 && m != 256) continue;
     const double cub = TimeCublas(m, n, k);
     Activations act(m, n, k);
     const double fused = m <= 16 ? TimeTq(wc, act, m, TqKernel::kMmaFused, nullptr) : 0.0;
-    const double sep = TimeTq(wc, act, m, TqKernel::kMmaSeparate, nullptr);
+    const double sep = m <= 64 ? TimeTq(wc, act, m, TqKernel::kMmaSeparate, nullptr) : 1e30;
+    const double gemm = m >= 2 ? TimeTq(wc, act, m, TqKernel::kGemm, nullptr) : 1e30;
+    std::string gemm_variants;
+    if (m >= 8 && m <= 256 && !quick) {
+      for (int bm : {64, 128}) {
+        for (int sp : {1, 2, 4, 8}) {
+          const TqGemmConfig c{bm, sp};
+          const double t = TimeTq(wc, act, m, TqKernel::kGemm, nullptr, &c);
+          char buf[48];
+          std::snprintf(buf, sizeof(buf), " %s=%.1f", GemmName(m, wc, c).c_str(), t);
+          gemm_variants += buf;
+        }
+      }
+    }
     const double deq = TimeTq(wc, act, m, TqKernel::kDequantCublas, nullptr);
     // The dequantization alone (bf16 weight written once).
     void* wbuf;
@@ -368,12 +389,15 @@ void MSweep(int64_t n, int64_t k, bool quick) {
     double best = sep;
     const char* best_name = "mma_separate";
     if (fused > 0 && fused < best) best = fused, best_name = "mma_fused";
+    if (gemm < best) best = gemm, best_name = "gemm";
     if (deq < best) best = deq, best_name = "dequant_cublas";
-    TqMmaConfig plan = PlanTqMma(m, n, k, 3, g_runner->multiprocessors());
-    std::printf("%5lld | %9.2f | %9.2f %9.2f %9.2f %9.2f | %-14s %6.2fx | %s (dispatch: %s)\n",
-                static_cast<long long>(m), cub, fused, sep, deq, dq_only, best_name, cub / best,
+    TqMmaConfig plan = PlanTqMma(m, n, k, bits, g_runner->multiprocessors());
+    std::printf("%5lld | %9.2f | %9.2f %9.2f %9.2f %9.2f %9.2f | %-14s %6.2fx | %s; gemm plan %s (dispatch: %s);%s\n",
+                static_cast<long long>(m), cub, fused, sep < 1e29 ? sep : 0.0,
+                gemm < 1e29 ? gemm : 0.0, deq, dq_only, best_name, cub / best,
                 CfgName(m, wc, plan).c_str(),
-                TqKernelName(g_runner->KernelFor(wc.View(0), m)));
+                GemmName(m, wc, g_runner->GemmConfigFor(wc.View(0), m)).c_str(),
+                TqKernelName(g_runner->KernelFor(wc.View(0), m)), gemm_variants.c_str());
     std::fflush(stdout);
   }
 }
@@ -432,10 +456,11 @@ void Only(int64_t n, int64_t k, int bits, int64_t m) {
 }
 
 int Main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, msweep_only = false;
   int64_t only[4] = {0, 0, 0, 0};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--msweep") == 0) msweep_only = true;
     if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) g_reps = std::atoi(argv[++i]);
     if (std::strcmp(argv[i], "--only") == 0 && i + 4 < argc) {
       for (int j = 0; j < 4; ++j) only[j] = std::atoll(argv[++i]);
@@ -473,9 +498,14 @@ int Main(int argc, char** argv) {
     return 0;
   }
   CopyBandwidth();
-  ModelShapes(quick);
-  MSweep(4096, 4096, quick);
-  MSweep(14336, 4096, quick);
+  if (!msweep_only) ModelShapes(quick);
+  MSweep(4096, 4096, 3, quick);
+  MSweep(14336, 4096, 3, quick);
+  if (!quick) {
+    MSweep(4096, 14336, 3, true);
+    MSweep(4096, 4096, 4, true);
+    MSweep(4096, 4096, 2, true);
+  }
   if (!quick) RotateTiming();
   cublasDestroy(g_cublas);
   return 0;

@@ -54,7 +54,7 @@ absl::StatusOr<std::unique_ptr<TqLinearRunner>> TqLinearRunner::Create(int devic
 
 TqLinearRunner::~TqLinearRunner() {
   if (cublas_ != nullptr) cublasDestroy(Handle(cublas_));
-  for (Buffer* b : {&workspace_, &x_rot_, &weight_, &cublas_workspace_}) {
+  for (Buffer* b : {&workspace_, &x_rot_, &gemm_workspace_, &weight_, &cublas_workspace_}) {
     if (b->ptr != nullptr) cudaFree(b->ptr);
   }
 }
@@ -92,9 +92,21 @@ absl::Status TqLinearRunner::Grow(Buffer& b, size_t bytes, bool zero, cudaStream
   return absl::OkStatus();
 }
 
+TqGemmConfig TqLinearRunner::GemmConfigFor(const TqCudaWeights& w, int64_t m) const {
+  return PlanTqGemm(m, w.n, w.k, w.bits, multiprocessors_, sm_major_, sm_minor_);
+}
+
 absl::Status TqLinearRunner::Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
-                                     const TqMmaConfig* mma_config, cudaStream_t stream) {
+                                     const TqMmaConfig* mma_config, cudaStream_t stream,
+                                     const TqGemmConfig* gemm_config) {
   if (kernel == TqKernel::kUnsupported) kernel = KernelFor(w, m);
+  if (kernel == TqKernel::kGemm) {
+    const TqGemmConfig cfg = gemm_config != nullptr ? *gemm_config : GemmConfigFor(w, m);
+    const size_t ws = TqGemmWorkspaceBytes(m, w.n, w.k, cfg);
+    if (ws > 0) TQ_RETURN_IF_ERROR(Grow(gemm_workspace_, ws, /*zero=*/false, stream));
+    TQ_RETURN_IF_ERROR(Grow(x_rot_, XRotBytes(w, m), /*zero=*/false, stream));
+    return absl::OkStatus();
+  }
   if (kernel == TqKernel::kMmaFused || kernel == TqKernel::kMmaSeparate) {
     TqMmaConfig cfg = mma_config != nullptr ? *mma_config
                                             : PlanTqMma(m, w.n, w.k, w.bits, multiprocessors_);
@@ -102,13 +114,30 @@ absl::Status TqLinearRunner::Reserve(const TqCudaWeights& w, int64_t m, TqKernel
     const size_t ws = TqMmaWorkspaceBytes(m, w.n, w.k, w.bits, cfg);
     if (ws > 0) TQ_RETURN_IF_ERROR(Grow(workspace_, ws, /*zero=*/true, stream));
     if (kernel == TqKernel::kMmaSeparate) {
-      const size_t half_bytes = (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
-      TQ_RETURN_IF_ERROR(
-          Grow(x_rot_, half_bytes + static_cast<size_t>(m) * TqCudaGroups(w.k) * 4, false, stream));
+      TQ_RETURN_IF_ERROR(Grow(x_rot_, XRotBytes(w, m), /*zero=*/false, stream));
     }
   } else if (kernel == TqKernel::kDequantCublas) {
     TQ_RETURN_IF_ERROR(Grow(weight_, static_cast<size_t>(w.n) * w.k * 4, false, stream));
   }
+  return absl::OkStatus();
+}
+
+size_t TqLinearRunner::XRotBytes(const TqCudaWeights& w, int64_t m) {
+  const size_t half_bytes = (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
+  return half_bytes + static_cast<size_t>(m) * TqCudaGroups(w.k) * 4;
+}
+
+absl::Status TqLinearRunner::RotateToHalf(const TqCudaWeights& w, const void* x,
+                                          TqActType x_type, int64_t m, int64_t ldx,
+                                          cudaStream_t stream, const uint16_t** x_h,
+                                          const float** x_scale) {
+  uint16_t* h = static_cast<uint16_t*>(x_rot_.ptr);
+  const size_t half_bytes = (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
+  float* sc = reinterpret_cast<float*>(static_cast<char*>(x_rot_.ptr) + half_bytes);
+  TQ_CUDA_RETURN_IF_ERROR(
+      LaunchTqRotateInput(x, x_type, m, w.k, ldx, w.rotation_block, nullptr, h, sc, stream));
+  *x_h = h;
+  *x_scale = sc;
   return absl::OkStatus();
 }
 
@@ -132,16 +161,32 @@ absl::Status TqLinearRunner::RunMma(const TqCudaWeights& w, const void* x, TqAct
   a.ldy = ldy;
   a.workspace = workspace_.ptr;
   a.workspace_bytes = workspace_.bytes;
-  if (!fused) {
-    uint16_t* x_h = static_cast<uint16_t*>(x_rot_.ptr);
-    const size_t half_bytes = (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
-    float* x_scale = reinterpret_cast<float*>(static_cast<char*>(x_rot_.ptr) + half_bytes);
-    TQ_CUDA_RETURN_IF_ERROR(LaunchTqRotateInput(x, x_type, m, w.k, ldx, w.rotation_block,
-                                                nullptr, x_h, x_scale, stream));
-    a.x_rot_f16 = x_h;
-    a.x_scale = x_scale;
-  }
+  if (!fused) TQ_RETURN_IF_ERROR(RotateToHalf(w, x, x_type, m, ldx, stream, &a.x_rot_f16, &a.x_scale));
   TQ_CUDA_RETURN_IF_ERROR(LaunchTqLinearMma(a, cfg, stream));
+  return absl::OkStatus();
+}
+
+absl::Status TqLinearRunner::RunGemm(const TqCudaWeights& w, const void* x, TqActType x_type,
+                                     int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
+                                     int64_t ldy, cudaStream_t stream,
+                                     const TqGemmConfig* gemm_config) {
+  const TqGemmConfig cfg = gemm_config != nullptr ? *gemm_config : GemmConfigFor(w, m);
+  if (cfg.bm == 0) {
+    return absl::UnimplementedError(absl::StrCat(
+        "TQ GEMM: its shared memory (", TqGemmSharedBytes(w.bits, 64),
+        " bytes) does not fit sm_", sm_major_, sm_minor_));
+  }
+  TQ_RETURN_IF_ERROR(Reserve(w, m, TqKernel::kGemm, nullptr, stream, &cfg));
+  TqGemmArgs a;
+  a.w = w;
+  a.m = m;
+  TQ_RETURN_IF_ERROR(RotateToHalf(w, x, x_type, m, ldx, stream, &a.x_rot_f16, &a.x_scale));
+  a.y_f32 = y_f32;
+  a.y_bf16 = y_bf16;
+  a.ldy = ldy;
+  a.workspace = gemm_workspace_.ptr;
+  a.workspace_bytes = gemm_workspace_.bytes;
+  TQ_CUDA_RETURN_IF_ERROR(LaunchTqGemm(a, cfg, stream));
   return absl::OkStatus();
 }
 
@@ -180,7 +225,8 @@ absl::Status TqLinearRunner::RunDequantCublas(const TqCudaWeights& w, const void
 absl::Status TqLinearRunner::Run(const TqCudaWeights& w, const void* x, TqActType x_type,
                                  int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
                                  int64_t ldy, cudaStream_t stream, TqKernel force,
-                                 const TqMmaConfig* mma_config) {
+                                 const TqMmaConfig* mma_config,
+                                 const TqGemmConfig* gemm_config) {
   TQ_RETURN_IF_ERROR(CheckSupported(w));
   if (m < 0 || ldx < w.k || ldy < w.n || (y_f32 == nullptr && y_bf16 == nullptr)) {
     return absl::InvalidArgumentError(absl::StrCat("TqLinearRunner::Run: bad shape m=", m,
@@ -196,6 +242,8 @@ absl::Status TqLinearRunner::Run(const TqCudaWeights& w, const void* x, TqActTyp
       return RunMma(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, false, mma_config);
     case TqKernel::kDequantCublas:
       return RunDequantCublas(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream);
+    case TqKernel::kGemm:
+      return RunGemm(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, gemm_config);
     default:
       return absl::UnimplementedError("TqLinearRunner::Run: no kernel for this configuration");
   }

@@ -2,7 +2,7 @@
 //
 // Host-side front end of the CUDA TQ linear kernels (kernels/cuda/tq_linear.h): absl::Status
 // instead of cudaError_t (each error names the failed call), the dispatch of SelectTqKernel, the
-// scratch buffers each path needs (split-K workspace, fp16 x_rot, a dequantized BF16 weight) and
+// scratch buffers each path needs (split-K workspaces, fp16 x_rot, a dequantized BF16 weight) and
 // the cuBLAS BF16 fallback for large m.
 //
 // Usage:
@@ -46,15 +46,21 @@ class TqLinearRunner {
   TqKernel KernelFor(const TqCudaWeights& w, int64_t m) const;
 
   // y = x · Ŵᵀ (tq_linear.h). `force` = kUnsupported lets SelectTqKernel choose; any other value
-  // runs that path (tests, benchmarks). `mma_config` overrides PlanTqMma for the mma paths.
+  // runs that path (tests, benchmarks). `mma_config` / `gemm_config` override PlanTqMma /
+  // PlanTqGemm.
   absl::Status Run(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
                    int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy, cudaStream_t stream,
                    TqKernel force = TqKernel::kUnsupported,
-                   const TqMmaConfig* mma_config = nullptr);
+                   const TqMmaConfig* mma_config = nullptr,
+                   const TqGemmConfig* gemm_config = nullptr);
 
   // Allocates the scratch Run needs for (w, m, path) now.
   absl::Status Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
-                       const TqMmaConfig* mma_config, cudaStream_t stream);
+                       const TqMmaConfig* mma_config, cudaStream_t stream,
+                       const TqGemmConfig* gemm_config = nullptr);
+
+  // The GEMM config Run uses for (w, m) unless overridden.
+  TqGemmConfig GemmConfigFor(const TqCudaWeights& w, int64_t m) const;
 
   int multiprocessors() const { return multiprocessors_; }
 
@@ -70,6 +76,14 @@ class TqLinearRunner {
   absl::Status RunMma(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
                       int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,
                       cudaStream_t stream, bool fused, const TqMmaConfig* mma_config);
+  // Bytes of x_rot_ for the fp16 rotation of m rows; RotateToHalf fills it (Reserve first).
+  static size_t XRotBytes(const TqCudaWeights& w, int64_t m);
+  absl::Status RotateToHalf(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
+                            int64_t ldx, cudaStream_t stream, const uint16_t** x_h,
+                            const float** x_scale);
+  absl::Status RunGemm(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
+                       int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,
+                       cudaStream_t stream, const TqGemmConfig* gemm_config);
   absl::Status RunDequantCublas(const TqCudaWeights& w, const void* x, TqActType x_type,
                                 int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
                                 int64_t ldy, cudaStream_t stream);
@@ -78,7 +92,8 @@ class TqLinearRunner {
   int sm_major_ = 0, sm_minor_ = 0, multiprocessors_ = 0;
   void* cublas_ = nullptr;  // cublasHandle_t
   Buffer workspace_;        // split-K partials + counters (zeroed once)
-  Buffer x_rot_;            // fp16 x_rot + scales (separate rotation)
+  Buffer x_rot_;            // fp16 x_rot + scales (separate rotation and GEMM)
+  Buffer gemm_workspace_;   // GEMM split-K partials
   Buffer weight_;           // dequantized weight (bf16 or f32)
   Buffer cublas_workspace_;
 };

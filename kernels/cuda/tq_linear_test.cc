@@ -50,6 +50,8 @@ constexpr double kMaxCublasF32Err = 1e-5;
 // End to end on quantized Gaussian weights vs float64 x·Ŵᵀ: the mma bound plus the float32
 // rotations of x (CPU) and of the weights (DequantizeRows).
 constexpr double kMaxEndToEndErr = 1.2e-3;
+// The GEMM's fp16 operands (tq_linear.h "Precision of (c)"): worst case 1.5e-3.
+constexpr double kMaxGemmErr = 1.5e-3;
 
 #define SKIP_WITHOUT_GPU()                                              \
   do {                                                                  \
@@ -459,6 +461,121 @@ TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
               kMaxMmaErr);
 }
 
+// The GEMM path (c): tilings x awkward shapes, against the CPU, guards, determinism.
+TEST(TqCudaGemmTest, MatchesCpuTqLinear) {
+  SKIP_WITHOUT_GPU();
+  auto info = GetDeviceInfo(0);
+  ASSERT_TRUE(info.ok()) << info.status();
+  int optin = 0;
+  CUDA_ASSERT_OK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+  const Shape shapes[] = {{1, 1, 128, 0},     {9, 7, 1000, 0},    {63, 129, 4096, 0},
+                          {65, 4097, 384, 0}, {130, 300, 1280, 32}, {200, 257, 2048, 0},
+                          {17, 1024, 4096, 0}};
+  uint32_t seed = 9000;
+  double worst = 0.0;
+  for (int bits : {2, 3, 4}) {
+    for (const Shape& s : shapes) {
+      const uint32_t wseed = seed++, xseed = seed++;
+      SCOPED_TRACE(ShapeName(bits, s) + " seeds " + std::to_string(wseed) + "," +
+                   std::to_string(xseed));
+      const HostWeights hw = RandomWeights(bits, s.n, s.k, s.block, wseed);
+      const int64_t ldx = s.k + 3;
+      const std::vector<float> x = RandomActivations(s.m, ldx, /*bf16=*/true, xseed);
+      const CpuReference ref = RunCpu(hw, x, s.m, ldx);
+      DeviceWeights dw(hw);
+      const TqCudaWeights w = dw.View(hw);
+      DeviceVector<uint16_t> dx(ToBf16(x));
+      const int64_t kp = TqCudaPaddedK(s.k), groups = TqCudaGroups(s.k);
+      DeviceVector<uint16_t> x_h(s.m * kp);
+      DeviceVector<float> x_scale(s.m * groups);
+      CUDA_ASSERT_OK(LaunchTqRotateInput(dx.get(), TqActType::kBF16, s.m, s.k, ldx, s.block,
+                                         nullptr, x_h.get(), x_scale.get(), nullptr));
+      const int64_t ldy = s.n + 3;
+      DeviceVector<float> y32(s.m * ldy);
+      DeviceVector<uint16_t> y16(s.m * ldy);
+      struct Variant {
+        const char* name;
+        TqGemmConfig cfg;
+        bool plan;
+      };
+      const Variant variants[] = {{"plan", {}, true},
+                                  {"bm64 s1", {64, 1}, false},
+                                  {"bm64 s3", {64, 3}, false},
+                                  {"bm128 s1", {128, 1}, false},
+                                  {"bm128 s5", {128, 5}, false}};
+      for (const Variant& v : variants) {
+        const TqGemmConfig cfg =
+            v.plan ? PlanTqGemm(s.m, s.n, s.k, bits, info->multiprocessors, info->sm_major,
+                                info->sm_minor)
+                   : v.cfg;
+        if (cfg.bm == 0 ||
+            TqGemmSharedBytes(bits, cfg.bm) > static_cast<size_t>(optin)) {
+          std::printf("%s %s: skipped (shared memory)\n", ShapeName(bits, s).c_str(), v.name);
+          continue;
+        }
+        SCOPED_TRACE(v.name);
+        DeviceVector<uint8_t> ws(std::max<size_t>(TqGemmWorkspaceBytes(s.m, s.n, s.k, cfg), 16));
+        TqGemmArgs a;
+        a.w = w;
+        a.m = s.m;
+        a.x_rot_f16 = x_h.get();
+        a.x_scale = x_scale.get();
+        a.y_f32 = y32.get();
+        a.y_bf16 = y16.get();
+        a.ldy = ldy;
+        a.workspace = ws.get();
+        a.workspace_bytes = ws.size();
+        std::vector<float> first;
+        for (int rep = 0; rep < 2; ++rep) {
+          std::vector<float> guard32(s.m * ldy, -7.25f);
+          std::vector<uint16_t> guard16(s.m * ldy, 0x4321);
+          for (int64_t i = 0; i < s.m; ++i) {
+            for (int64_t j = 0; j < s.n; ++j) {
+              guard32[i * ldy + j] = std::numeric_limits<float>::quiet_NaN();
+              guard16[i * ldy + j] = 0x7fc0;
+            }
+          }
+          y32.Upload(guard32);
+          y16.Upload(guard16);
+          CUDA_ASSERT_OK(LaunchTqGemm(a, cfg, nullptr));
+          CUDA_ASSERT_OK(cudaDeviceSynchronize());
+          const std::vector<float> got = y32.Download();
+          const std::vector<uint16_t> got16 = y16.Download();
+          int64_t guard_hits = 0, unwritten = 0, bf16_mismatch = 0;
+          for (int64_t i = 0; i < s.m; ++i) {
+            for (int64_t j = s.n; j < ldy; ++j) {
+              guard_hits += got[i * ldy + j] != -7.25f || got16[i * ldy + j] != 0x4321;
+            }
+            for (int64_t j = 0; j < s.n; ++j) {
+              unwritten += !std::isfinite(got[i * ldy + j]);
+              bf16_mismatch += got16[i * ldy + j] != cpu::FloatToBf16(got[i * ldy + j]);
+            }
+          }
+          ASSERT_EQ(guard_hits, 0) << "writes outside [0, n)";
+          ASSERT_EQ(unwritten, 0) << "outputs left NaN (unwritten) or non-finite";
+          EXPECT_EQ(bf16_mismatch, 0) << "bf16 output is not RNE(float32 output)";
+          if (rep == 0) {
+            first = got;
+            const ErrorStats e = Compare(got, ldy, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
+            EXPECT_LE(e.max_norm_err, kMaxGemmErr) << "rel_l2 " << e.rel_l2;
+            worst = std::max(worst, e.max_norm_err);
+            if (v.plan) {
+              const TqGemmConfig c = NormalizeTqGemmConfig(s.m, s.n, s.k, cfg);
+              std::printf("%-34s gemm plan bm=%d splits=%d: max norm err %.3g, rel L2 %.3g\n",
+                          ShapeName(bits, s).c_str(), c.bm, c.splits, e.max_norm_err, e.rel_l2);
+            }
+          } else {
+            EXPECT_EQ(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)), 0)
+                << "second launch differs (non-deterministic)";
+          }
+        }
+      }
+    }
+  }
+  std::printf("worst normalized error over all gemm cases: %.3g (bound %.3g)\n", worst,
+              kMaxGemmErr);
+}
+
 TEST(TqCudaMmaTest, NanInOneRowStaysInThatRow) {
   SKIP_WITHOUT_GPU();
   const HostWeights hw = RandomWeights(3, 300, 1024, 0, 77);
@@ -553,7 +670,8 @@ TEST(TqCudaRunnerTest, EveryPathAgainstCpu) {
         DeviceVector<uint16_t> dx16(ToBf16(x));
         DeviceVector<float> dx32(x);
         for (TqKernel kernel : {TqKernel::kUnsupported, TqKernel::kMmaFused,
-                                TqKernel::kMmaSeparate, TqKernel::kDequantCublas}) {
+                                TqKernel::kMmaSeparate, TqKernel::kDequantCublas,
+                                TqKernel::kGemm}) {
           SCOPED_TRACE(ShapeName(bits, s) + (bf16 ? " bf16 " : " f32 ") + TqKernelName(kernel));
           DeviceVector<float> y(s.m * s.n);
           y.Poison();
@@ -568,6 +686,7 @@ TEST(TqCudaRunnerTest, EveryPathAgainstCpu) {
           const ErrorStats e = Compare(got, s.n, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
           const TqKernel ran = kernel == TqKernel::kUnsupported ? (*runner)->KernelFor(w, s.m) : kernel;
           const double tol = ran == TqKernel::kDequantCublas ? (bf16 ? kMaxCublasBf16Err : kMaxCublasF32Err)
+                             : ran == TqKernel::kGemm        ? kMaxGemmErr
                                                              : kMaxMmaErr;
           EXPECT_LE(e.max_norm_err, tol) << "ran " << TqKernelName(ran) << ", rel_l2 " << e.rel_l2;
         }
@@ -644,7 +763,10 @@ TEST(TqCudaSupportTest, Reasons) {
   EXPECT_NE(TqCudaUnsupportedReason(3, 128, 0, 7, 5), nullptr);
   EXPECT_EQ(SelectTqKernel(3, 128, 0, 1, 9, 0), TqKernel::kMmaFused);
   EXPECT_EQ(SelectTqKernel(3, 128, 0, 16, 9, 0), TqKernel::kMmaSeparate);
+  EXPECT_EQ(SelectTqKernel(3, 128, 0, 17, 9, 0), TqKernel::kGemm);
+  EXPECT_EQ(SelectTqKernel(4, 128, 0, 512, 8, 0), TqKernel::kDequantCublas);  // smem
   EXPECT_EQ(SelectTqKernel(3, 64, 0, 1, 9, 0), TqKernel::kUnsupported);
+  EXPECT_EQ(SelectTqKernel(4, 128, 0, 512, 9, 0), TqKernel::kGemm);
   EXPECT_EQ(SelectTqKernel(4, 128, 0, 4096, 9, 0), TqKernel::kDequantCublas);
   // Plans always fit and never leave a split empty.
   for (int bits : {2, 3, 4}) {
