@@ -1595,11 +1595,11 @@ TqKernel SelectTqKernel(int bits, int group_size, int rotation_block, int64_t m,
   // Crossovers measured on an H100/H200 (docs/BENCHMARKS.md §8): fused rotation while it is
   // cheap, separate rotation for small m, then the GEMM where its shared memory fits the device
   // (else dequantize + cuBLAS).
-  // H200 (§8, m sweeps): the GEMM wins from m = 32 on every shape (and from m = 16 on 4096 x
-  // 4096 only); dequantize + cuBLAS wins again at m = 1024.
+  // H200 (§8, m sweeps): the GEMM wins from m = 32 on every shape (from m = 16 on 4096 x 4096
+  // only) up to m = 256; dequantize + cuBLAS wins from m = 512.
   if (m <= 2) return TqKernel::kMmaFused;
   if (m <= 16) return TqKernel::kMmaSeparate;
-  if (m <= 512 && GemmSmemHost(bits, 64) <= MaxSharedOptin(sm_major, sm_minor)) {
+  if (m <= 256 && GemmSmemHost(bits, 64) <= MaxSharedOptin(sm_major, sm_minor)) {
     return TqKernel::kGemm;
   }
   return TqKernel::kDequantCublas;

@@ -766,7 +766,8 @@ TEST(TqCudaSupportTest, Reasons) {
   EXPECT_EQ(SelectTqKernel(3, 128, 0, 17, 9, 0), TqKernel::kGemm);
   EXPECT_EQ(SelectTqKernel(4, 128, 0, 512, 8, 0), TqKernel::kDequantCublas);  // smem
   EXPECT_EQ(SelectTqKernel(3, 64, 0, 1, 9, 0), TqKernel::kUnsupported);
-  EXPECT_EQ(SelectTqKernel(4, 128, 0, 512, 9, 0), TqKernel::kGemm);
+  EXPECT_EQ(SelectTqKernel(4, 128, 0, 256, 9, 0), TqKernel::kGemm);
+  EXPECT_EQ(SelectTqKernel(3, 128, 0, 512, 9, 0), TqKernel::kDequantCublas);
   EXPECT_EQ(SelectTqKernel(4, 128, 0, 4096, 9, 0), TqKernel::kDequantCublas);
   // Plans always fit and never leave a split empty.
   for (int bits : {2, 3, 4}) {
