@@ -1432,8 +1432,13 @@ cudaError_t LaunchGemmInstance(const GemmParams& p, dim3 grid, cudaStream_t stre
 
 template <int kBits>
 cudaError_t LaunchGemmBits(int bm, const GemmParams& p, dim3 grid, cudaStream_t stream) {
-  return bm == 128 ? LaunchGemmInstance<kBits, 128>(p, grid, stream)
-                   : LaunchGemmInstance<kBits, 64>(p, grid, stream);
+  if (bm != 128) return LaunchGemmInstance<kBits, 64>(p, grid, stream);
+  // TQ4's 128-row tile (pair table 32 KB) needs more shared memory than any device has.
+  if constexpr (GemmLayout<kBits, 128>::kSmem > 227 * 1024) {
+    return cudaErrorInvalidConfiguration;
+  } else {
+    return LaunchGemmInstance<kBits, 128>(p, grid, stream);
+  }
 }
 
 }  // namespace
