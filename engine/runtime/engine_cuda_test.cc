@@ -75,6 +75,16 @@ std::vector<std::vector<int32_t>> Prompts(int vocab) {
   return p;
 }
 
+// *worst = max(*worst, |a - b|) over every scored position (equal shapes required).
+void AccumulateWorstNllDiff(const std::vector<std::vector<float>>& a,
+                            const std::vector<std::vector<float>>& b, double* worst) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t s = 0; s < a.size(); ++s) {
+    ASSERT_EQ(a[s].size(), b[s].size());
+    for (size_t i = 0; i < a[s].size(); ++i) *worst = std::max(*worst, std::fabs(double(a[s][i]) - b[s][i]));
+  }
+}
+
 void CompareBackends(const std::string& uri) {
   auto cpu = Make(uri, "cpu");
   auto gpu = Make(uri, "cuda");
@@ -95,10 +105,7 @@ void CompareBackends(const std::string& uri) {
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
   double worst = 0;
-  for (size_t s = 0; s < prompts.size(); ++s) {
-    ASSERT_EQ((*a)[s].size(), (*b)[s].size());
-    for (size_t i = 0; i < (*a)[s].size(); ++i) worst = std::max(worst, std::fabs(double((*a)[s][i]) - (*b)[s][i]));
-  }
+  ASSERT_NO_FATAL_FAILURE(AccumulateWorstNllDiff(*a, *b, &worst));
   std::printf("%s: max |NLL cpu - cuda| = %.3g\n", uri.c_str(), worst);
   EXPECT_LE(worst, kMaxNllDiff) << uri;
   // One prompt per step: the small- and medium-m kernels.
@@ -109,9 +116,7 @@ void CompareBackends(const std::string& uri) {
     auto sb = gpu->Score({p});
     ASSERT_TRUE(sa.ok()) << sa.status();
     ASSERT_TRUE(sb.ok()) << sb.status();
-    for (size_t i = 0; i < (*sa)[0].size(); ++i) {
-      worst_solo = std::max(worst_solo, std::fabs(double((*sa)[0][i]) - (*sb)[0][i]));
-    }
+    ASSERT_NO_FATAL_FAILURE(AccumulateWorstNllDiff(*sa, *sb, &worst_solo));
   }
   std::printf("%s: max |NLL cpu - cuda| one prompt per step = %.3g (bound %.3g)\n", uri.c_str(),
               worst_solo, solo_tol);

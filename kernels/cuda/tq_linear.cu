@@ -1176,6 +1176,19 @@ bool ValidRotationBlock(int block) {
   return block >= 2 && block <= kG && (block & (block - 1)) == 0;
 }
 
+// y[i, 0..n) = 0 for i < m in each non-null output (k = 0: an empty sum).
+cudaError_t ZeroOutputs(float* y_f32, uint16_t* y_bf16, int64_t m, int64_t n, int64_t ldy,
+                        cudaStream_t stream) {
+  cudaError_t e = cudaSuccess;
+  if (y_f32 != nullptr) {
+    e = cudaMemset2DAsync(y_f32, ldy * sizeof(float), 0, n * sizeof(float), m, stream);
+  }
+  if (e == cudaSuccess && y_bf16 != nullptr) {
+    e = cudaMemset2DAsync(y_bf16, ldy * 2, 0, n * 2, m, stream);
+  }
+  return e;
+}
+
 bool ValidWeights(const TqCudaWeights& w) {
   return w.packed != nullptr && w.gains != nullptr && w.codebook != nullptr && w.n >= 0 &&
          w.k >= 0 && w.n < (int64_t{1} << 31) && w.k < (int64_t{1} << 31) &&
@@ -1295,19 +1308,8 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
     if (a.x_rot_f16 == nullptr || a.x_scale == nullptr) return cudaErrorInvalidValue;
     if (!Aligned(a.x_rot_f16, 16) || !Aligned(a.x_scale, 4)) return cudaErrorMisalignedAddress;
   }
-  if (w.k == 0) {
-    // No inputs: y = 0.
-    for (int64_t i = 0; i < a.m; ++i) {
-      if (a.y_f32 != nullptr) {
-        const cudaError_t e = cudaMemsetAsync(a.y_f32 + i * a.ldy, 0, w.n * sizeof(float), stream);
-        if (e != cudaSuccess) return e;
-      }
-      if (a.y_bf16 != nullptr) {
-        const cudaError_t e = cudaMemsetAsync(a.y_bf16 + i * a.ldy, 0, w.n * 2, stream);
-        if (e != cudaSuccess) return e;
-      }
-    }
-    return cudaSuccess;
+  if (w.k == 0) {  // no inputs: y = 0
+    return ZeroOutputs(a.y_f32, a.y_bf16, a.m, w.n, a.ldy, stream);
   }
   const size_t ws_need = TqMmaWorkspaceBytes(a.m, w.n, w.k, w.bits, cfg);
   if (ws_need > 0 && (a.workspace == nullptr || a.workspace_bytes < ws_need)) {
@@ -1457,17 +1459,7 @@ cudaError_t LaunchTqGemm(const TqGemmArgs& a, const TqGemmConfig& cfg_in, cudaSt
     return cudaErrorMisalignedAddress;
   }
   if (w.k == 0) {
-    for (int64_t i = 0; i < a.m; ++i) {
-      if (a.y_f32 != nullptr) {
-        const cudaError_t e = cudaMemsetAsync(a.y_f32 + i * a.ldy, 0, w.n * sizeof(float), stream);
-        if (e != cudaSuccess) return e;
-      }
-      if (a.y_bf16 != nullptr) {
-        const cudaError_t e = cudaMemsetAsync(a.y_bf16 + i * a.ldy, 0, w.n * 2, stream);
-        if (e != cudaSuccess) return e;
-      }
-    }
-    return cudaSuccess;
+    return ZeroOutputs(a.y_f32, a.y_bf16, a.m, w.n, a.ldy, stream);
   }
   const TqGemmConfig cfg = NormalizeTqGemmConfig(a.m, w.n, w.k, cfg_in);
   int device = 0, optin = 0;

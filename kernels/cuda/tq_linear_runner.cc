@@ -122,9 +122,17 @@ absl::Status TqLinearRunner::Reserve(const TqCudaWeights& w, int64_t m, TqKernel
   return absl::OkStatus();
 }
 
+namespace {
+
+// x_rot_ holds the fp16 x_rot [m, Kp] (padded to 16 bytes), then the scales [m, groups].
+size_t XRotHalfBytes(const TqCudaWeights& w, int64_t m) {
+  return (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
+}
+
+}  // namespace
+
 size_t TqLinearRunner::XRotBytes(const TqCudaWeights& w, int64_t m) {
-  const size_t half_bytes = (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
-  return half_bytes + static_cast<size_t>(m) * TqCudaGroups(w.k) * 4;
+  return XRotHalfBytes(w, m) + static_cast<size_t>(m) * TqCudaGroups(w.k) * 4;
 }
 
 absl::Status TqLinearRunner::RotateToHalf(const TqCudaWeights& w, const void* x,
@@ -132,8 +140,7 @@ absl::Status TqLinearRunner::RotateToHalf(const TqCudaWeights& w, const void* x,
                                           cudaStream_t stream, const uint16_t** x_h,
                                           const float** x_scale) {
   uint16_t* h = static_cast<uint16_t*>(x_rot_.ptr);
-  const size_t half_bytes = (static_cast<size_t>(m) * TqCudaPaddedK(w.k) * 2 + 15) & ~size_t{15};
-  float* sc = reinterpret_cast<float*>(static_cast<char*>(x_rot_.ptr) + half_bytes);
+  float* sc = reinterpret_cast<float*>(static_cast<char*>(x_rot_.ptr) + XRotHalfBytes(w, m));
   TQ_CUDA_RETURN_IF_ERROR(
       LaunchTqRotateInput(x, x_type, m, w.k, ldx, w.rotation_block, nullptr, h, sc, stream));
   *x_h = h;

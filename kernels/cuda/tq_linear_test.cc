@@ -337,6 +337,41 @@ struct MmaVariant {
   bool plan;
 };
 
+// Output buffers [m, ldy] of a launch: a sentinel in the guard columns [n, ldy), NaN (f32) and a
+// NaN pattern (bf16) over [0, n) so that unwritten outputs show.
+void PoisonOutputs(DeviceVector<float>& y32, DeviceVector<uint16_t>& y16, int64_t m, int64_t n,
+                   int64_t ldy) {
+  std::vector<float> guard32(m * ldy, -7.25f);
+  std::vector<uint16_t> guard16(m * ldy, 0x4321);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      guard32[i * ldy + j] = std::numeric_limits<float>::quiet_NaN();
+      guard16[i * ldy + j] = 0x7fc0;
+    }
+  }
+  y32.Upload(guard32);
+  y16.Upload(guard16);
+}
+
+// After PoisonOutputs and a launch: guard columns untouched, every output written and finite,
+// bf16 output = RNE(float32 output).
+void CheckOutputs(const std::vector<float>& got, const std::vector<uint16_t>& got16, int64_t m,
+                  int64_t n, int64_t ldy) {
+  int64_t guard_hits = 0, unwritten = 0, bf16_mismatch = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = n; j < ldy; ++j) {
+      guard_hits += got[i * ldy + j] != -7.25f || got16[i * ldy + j] != 0x4321;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      unwritten += !std::isfinite(got[i * ldy + j]);
+      bf16_mismatch += got16[i * ldy + j] != cpu::FloatToBf16(got[i * ldy + j]);
+    }
+  }
+  ASSERT_EQ(guard_hits, 0) << "writes outside [0, n)";
+  ASSERT_EQ(unwritten, 0) << "outputs left NaN (unwritten) or non-finite";
+  EXPECT_EQ(bf16_mismatch, 0) << "bf16 output is not RNE(float32 output)";
+}
+
 TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
   SKIP_WITHOUT_GPU();
   auto info = GetDeviceInfo(0);
@@ -386,9 +421,6 @@ TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
           const size_t ws_bytes = TqMmaWorkspaceBytes(s.m, s.n, s.k, bits, cfg);
           DeviceVector<uint8_t> ws(std::max<size_t>(ws_bytes, 16));
           CUDA_ASSERT_OK(cudaMemset(ws.get(), 0, ws.size()));
-          // Guards: a sentinel everywhere, then NaN over the outputs.
-          std::vector<float> guard32(s.m * ldy, -7.25f);
-          std::vector<uint16_t> guard16(s.m * ldy, 0x4321);
           TqMmaArgs a;
           a.w = w;
           a.m = s.m;
@@ -404,32 +436,11 @@ TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
           a.workspace_bytes = ws.size();
           std::vector<float> first;
           for (int rep = 0; rep < 2; ++rep) {
-            for (int64_t i = 0; i < s.m; ++i) {
-              for (int64_t j = 0; j < s.n; ++j) {
-                guard32[i * ldy + j] = std::numeric_limits<float>::quiet_NaN();
-                guard16[i * ldy + j] = 0x7fc0;
-              }
-            }
-            y32.Upload(guard32);
-            y16.Upload(guard16);
+            PoisonOutputs(y32, y16, s.m, s.n, ldy);
             CUDA_ASSERT_OK(LaunchTqLinearMma(a, cfg, nullptr));
             CUDA_ASSERT_OK(cudaDeviceSynchronize());
             const std::vector<float> got = y32.Download();
-            const std::vector<uint16_t> got16 = y16.Download();
-            // Guard columns untouched, every output written and finite.
-            int64_t guard_hits = 0, unwritten = 0, bf16_mismatch = 0;
-            for (int64_t i = 0; i < s.m; ++i) {
-              for (int64_t j = s.n; j < ldy; ++j) {
-                guard_hits += got[i * ldy + j] != -7.25f || got16[i * ldy + j] != 0x4321;
-              }
-              for (int64_t j = 0; j < s.n; ++j) {
-                unwritten += !std::isfinite(got[i * ldy + j]);
-                bf16_mismatch += got16[i * ldy + j] != cpu::FloatToBf16(got[i * ldy + j]);
-              }
-            }
-            ASSERT_EQ(guard_hits, 0) << "writes outside [0, n)";
-            ASSERT_EQ(unwritten, 0) << "outputs left NaN (unwritten) or non-finite";
-            EXPECT_EQ(bf16_mismatch, 0) << "bf16 output is not RNE(float32 output)";
+            ASSERT_NO_FATAL_FAILURE(CheckOutputs(got, y16.Download(), s.m, s.n, ldy));
             if (rep == 0) {
               first = got;
               const ErrorStats e = Compare(got, ldy, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
@@ -527,33 +538,11 @@ TEST(TqCudaGemmTest, MatchesCpuTqLinear) {
         a.workspace_bytes = ws.size();
         std::vector<float> first;
         for (int rep = 0; rep < 2; ++rep) {
-          std::vector<float> guard32(s.m * ldy, -7.25f);
-          std::vector<uint16_t> guard16(s.m * ldy, 0x4321);
-          for (int64_t i = 0; i < s.m; ++i) {
-            for (int64_t j = 0; j < s.n; ++j) {
-              guard32[i * ldy + j] = std::numeric_limits<float>::quiet_NaN();
-              guard16[i * ldy + j] = 0x7fc0;
-            }
-          }
-          y32.Upload(guard32);
-          y16.Upload(guard16);
+          PoisonOutputs(y32, y16, s.m, s.n, ldy);
           CUDA_ASSERT_OK(LaunchTqGemm(a, cfg, nullptr));
           CUDA_ASSERT_OK(cudaDeviceSynchronize());
           const std::vector<float> got = y32.Download();
-          const std::vector<uint16_t> got16 = y16.Download();
-          int64_t guard_hits = 0, unwritten = 0, bf16_mismatch = 0;
-          for (int64_t i = 0; i < s.m; ++i) {
-            for (int64_t j = s.n; j < ldy; ++j) {
-              guard_hits += got[i * ldy + j] != -7.25f || got16[i * ldy + j] != 0x4321;
-            }
-            for (int64_t j = 0; j < s.n; ++j) {
-              unwritten += !std::isfinite(got[i * ldy + j]);
-              bf16_mismatch += got16[i * ldy + j] != cpu::FloatToBf16(got[i * ldy + j]);
-            }
-          }
-          ASSERT_EQ(guard_hits, 0) << "writes outside [0, n)";
-          ASSERT_EQ(unwritten, 0) << "outputs left NaN (unwritten) or non-finite";
-          EXPECT_EQ(bf16_mismatch, 0) << "bf16 output is not RNE(float32 output)";
+          ASSERT_NO_FATAL_FAILURE(CheckOutputs(got, y16.Download(), s.m, s.n, ldy));
           if (rep == 0) {
             first = got;
             const ErrorStats e = Compare(got, ldy, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
