@@ -11,6 +11,7 @@
 // 3.0 TB/s (the measured device-to-device copy rate of an H100, counting read + write).
 //
 // Usage: tq_linear_benchmark [--reps N] [--quick] [--msweep (m sweeps only)] [--only N K BITS M]
+// (--only: TQ_ONLY_KERNEL=<TqKernel value> forces a path, e.g. 2 = kMmaSeparate, for profiling)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -442,12 +443,16 @@ void RotateTiming() {
 }
 
 // --only N K BITS M: 20 plain launches of the planned kernel (for a profiler), then exit.
+// With TQ_ONLY_KERNEL=<TqKernel number> that path instead of the dispatched one.
 void Only(int64_t n, int64_t k, int bits, int64_t m) {
   TqCopies wc(bits, n, k);
   Activations act(m, n, k);
+  const char* force = std::getenv("TQ_ONLY_KERNEL");
+  const TqKernel kernel = force != nullptr ? static_cast<TqKernel>(std::atoi(force))
+                                           : TqKernel::kUnsupported;
   for (int i = 0; i < 20; ++i) {
     CHECK_OK(g_runner->Run(wc.View(i % wc.copies()), act.x, TqActType::kBF16, m, k, nullptr,
-                           static_cast<uint16_t*>(act.y16), n, g_stream));
+                           static_cast<uint16_t*>(act.y16), n, g_stream, kernel));
   }
   CHECK_CUDA(cudaStreamSynchronize(g_stream));
   std::printf("ran TQ%d m=%lld %lldx%lld (%s) 20 times\n", bits, static_cast<long long>(m),
