@@ -28,6 +28,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>  // the typed cudaMalloc<T> overload
 
+#include "kernels/cuda/graph_timer.h"
 #include "kernels/cuda/tq_linear.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
@@ -111,41 +112,9 @@ void FillGains(float* dst, size_t count) {
   }
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Captures `copies` launches (enqueue(i) for i < copies) into a graph; returns the median time
-// of one launch in microseconds.
+// The median time of one of `copies` launches replayed as a CUDA graph (graph_timer.h).
 double TimeSequence(int copies, const std::function<void(int)>& enqueue) {
-  for (int i = 0; i < copies; ++i) enqueue(i);  // warm-up outside the graph (allocations etc.)
-  CHECK_CUDA(cudaStreamSynchronize(g_stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < copies; ++i) enqueue(i);
-  CHECK_CUDA(cudaStreamEndCapture(g_stream, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, g_stream));
-  std::vector<double> us;
-  for (int r = 0; r < g_reps; ++r) {
-    CHECK_CUDA(cudaEventRecord(a, g_stream));
-    CHECK_CUDA(cudaGraphLaunch(exec, g_stream));
-    CHECK_CUDA(cudaEventRecord(b, g_stream));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-    us.push_back(1000.0 * ms / copies);
-  }
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  return Median(us);
+  return TimeGraphMedianUs(g_stream, copies, g_reps, enqueue);
 }
 
 int CopiesFor(size_t bytes) {

@@ -79,6 +79,10 @@ class KvRotation {
   int block() const { return block_; }
   void Forward(const float* x, float* y) const;   // y = R x   (x == y allowed)
   void Inverse(const float* y, float* x) const;   // x = Rᵀ y  (x == y allowed)
+  // The factors of R = D2·H·D1 / divisor (per block): empty signs when signs = false.
+  const std::vector<float>& signs1() const { return s1_; }
+  const std::vector<float>& signs2() const { return s2_; }
+  float divisor() const { return div_; }
 
  private:
   int d_, block_;

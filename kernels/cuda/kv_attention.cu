@@ -1,0 +1,418 @@
+// Decode attention over a packed (or BF16) paged KV cache. Contract: kernels/cuda/kv_attention.h.
+#include "kernels/cuda/kv_attention.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace tq::cuda {
+namespace {
+
+constexpr int kD = 128;             // head_dim
+constexpr int kWarp = 32;
+constexpr int kWarps = 4;           // per CTA
+constexpr int kThreads = kWarps * kWarp;
+constexpr int kDpl = kD / kWarp;    // value dimensions per lane
+constexpr int kMaxBits = 4;
+constexpr unsigned kFull = 0xffffffffu;
+
+// Format codes of the templates: 0 = BF16, 2/3/4 = PolarQuant with that many bits.
+constexpr int FormatCode(const KvVectorFormat& f) {
+  return f.kind == KvVectorKind::kBf16 ? 0 : f.bits;
+}
+
+__host__ __device__ constexpr int VectorBytes(int code) {
+  return code == 0 ? 2 * kD : kD * code / 8 + 4;
+}
+
+__device__ __forceinline__ float WarpMax(float v) {
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
+  return v;
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float Bf16Lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float Bf16Hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+
+// In-place natural-order Walsh–Hadamard transform of `count` vectors of kD floats in shared
+// memory (pairs (i, i + h), lower a + b, upper a − b, as quant::FwhtInPlace), all threads.
+__device__ void FwhtShared(float* v, int count) {
+  for (int h = 1; h < kD; h *= 2) {
+    for (int p = threadIdx.x; p < count * (kD / 2); p += blockDim.x) {
+      const int vec = p / (kD / 2), t = p % (kD / 2);
+      const int i = (t / h) * 2 * h + (t % h);
+      float* x = v + vec * kD;
+      const float a = x[i], b = x[i + h];
+      x[i] = a + b;
+      x[i + h] = a - b;
+    }
+    __syncthreads();
+  }
+}
+
+__device__ __forceinline__ void CpAsync(void* smem, const void* gmem, int bytes) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  if (bytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(gmem));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(gmem));
+  }
+}
+
+// The address of position j's vector of KV head kvh.
+__device__ __forceinline__ const uint8_t* VectorAt(const uint8_t* cache, const int32_t* table, int64_t j,
+                                                   int block_size, int num_kv_heads, int kvh, int bytes) {
+  const int64_t block = table[j / block_size];
+  return cache + ((block * num_kv_heads + kvh) * block_size + j % block_size) * bytes;
+}
+
+// Scores of one key (this lane's) for kG heads: s[h] = q_rot[h] · key (q_rot already scaled).
+template <int kG, int kF>
+__device__ __forceinline__ void ScoreKey(const uint8_t* key, const float (*q_rot)[kD], const float* cb,
+                                         int lane, float (&s)[kG]) {
+#pragma unroll
+  for (int h = 0; h < kG; ++h) s[h] = 0.0f;
+  if constexpr (kF == 0) {
+    const uint4* k4 = reinterpret_cast<const uint4*>(key);
+    uint4 kw[kD / 8];  // every load in flight before the first use
+#pragma unroll
+    for (int c = 0; c < kD / 8; ++c) kw[c] = k4[c];
+#pragma unroll
+    for (int c = 0; c < kD / 8; ++c) {
+      const uint4 w = kw[c];
+      const float kv[8] = {Bf16Lo(w.x), Bf16Hi(w.x), Bf16Lo(w.y), Bf16Hi(w.y),
+                           Bf16Lo(w.z), Bf16Hi(w.z), Bf16Lo(w.w), Bf16Hi(w.w)};
+#pragma unroll
+      for (int h = 0; h < kG; ++h) {
+        const float4 qa = *reinterpret_cast<const float4*>(&q_rot[h][8 * c]);
+        const float4 qb = *reinterpret_cast<const float4*>(&q_rot[h][8 * c + 4]);
+        s[h] += qa.x * kv[0] + qa.y * kv[1] + qa.z * kv[2] + qa.w * kv[3] + qb.x * kv[4] + qb.y * kv[5] +
+                qb.z * kv[6] + qb.w * kv[7];
+      }
+    }
+  } else {
+    constexpr int kWords = kD * kF / 32;
+    constexpr uint32_t kMask = (1u << kF) - 1u;
+    const uint32_t* kw = reinterpret_cast<const uint32_t*>(key);
+    uint32_t w[kWords];
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) w[i] = kw[i];
+    const float gain = __uint_as_float(kw[kWords]);
+#pragma unroll
+    for (int i = 0; i < kD; i += 4) {
+      float c[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int pos = (i + e) * kF, wi = pos >> 5, off = pos & 31;
+        uint32_t v;
+        if (off + kF <= 32) {
+          v = w[wi] >> off;
+        } else {
+          v = __funnelshift_r(w[wi], w[wi + 1], off);
+        }
+        c[e] = cb[(v & kMask) * kWarp + lane];
+      }
+#pragma unroll
+      for (int h = 0; h < kG; ++h) {
+        const float4 q = *reinterpret_cast<const float4*>(&q_rot[h][i]);
+        s[h] += q.x * c[0] + q.y * c[1] + q.z * c[2] + q.w * c[3];
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < kG; ++h) s[h] *= gain;
+  }
+}
+
+// acc[h][e] += p[h] · value[kDpl·lane + e] (the value in the attention space).
+template <int kG, int kF>
+__device__ __forceinline__ void AccumulateValue(const uint8_t* value, const float* p, const float* cb, int lane,
+                                                float (&acc)[kG][kDpl]) {
+  float v[kDpl];
+  float g = 1.0f;
+  if constexpr (kF == 0) {
+    const uint2 w = reinterpret_cast<const uint2*>(value)[lane];
+    v[0] = Bf16Lo(w.x), v[1] = Bf16Hi(w.x), v[2] = Bf16Lo(w.y), v[3] = Bf16Hi(w.y);
+  } else {
+    constexpr int kWords = kD * kF / 32;
+    constexpr uint32_t kMask = (1u << kF) - 1u;
+    const uint32_t* vw = reinterpret_cast<const uint32_t*>(value);
+    const int pos = kDpl * kF * lane, wi = pos >> 5, off = pos & 31;
+    uint32_t bits = vw[wi] >> off;
+    if (off + kDpl * kF > 32) bits = __funnelshift_r(vw[wi], vw[min(wi + 1, kWords - 1)], off);
+    g = __uint_as_float(vw[kWords]);
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) v[e] = cb[((bits >> (e * kF)) & kMask) * kWarp + lane];
+  }
+#pragma unroll
+  for (int h = 0; h < kG; ++h) {
+    const float pg = p[h * kWarp] * g;
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) acc[h][e] += pg * v[e];
+  }
+}
+
+struct KernelArgs {
+  PackedAttentionParams p;
+  int group;  // query heads per KV head (<= kG)
+};
+
+// Grid (rows, num_kv_heads, splits). Writes per (row, head, split): m, l, acc[kD].
+template <int kG, int kKF, int kVF>
+__global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
+  const PackedAttentionParams& p = a.p;
+  const int64_t row = blockIdx.x;
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
+  __shared__ __align__(16) float q_rot[kG][kD];
+  __shared__ float cbk[(1 << kMaxBits) * kWarp], cbv[(1 << kMaxBits) * kWarp];
+  __shared__ float p_s[kWarps][kG][kWarp];
+  __shared__ float m_s[kWarps][kG], l_s[kWarps][kG];
+  // Scratch: each warp's tile of values in the loop, then the warps' sums for the merge.
+  constexpr int kTileBytes = kWarp * VectorBytes(kVF);
+  constexpr int kScratch = kWarps * kTileBytes > kWarps * kG * kD * 4 ? kWarps * kTileBytes : kWarps * kG * kD * 4;
+  __shared__ __align__(16) uint8_t scratch[kScratch];
+  uint8_t* const v_tile = scratch + warp * kTileBytes;
+  float (*const acc_s)[kG][kD] = reinterpret_cast<float (*)[kG][kD]>(scratch);
+
+  // 1. The group's queries in the key attention space, scaled: scale · R q (or scale · q).
+  const float* q = p.q + row * p.ldq + static_cast<int64_t>(kvh) * a.group * kD;
+  const float* ks = p.k_format.signs;
+  for (int i = tid; i < kG * kD; i += kThreads) {
+    const int h = i / kD, c = i % kD;
+    const float x = h < a.group ? q[h * kD + c] : 0.0f;
+    q_rot[h][c] = (kKF != 0 && ks != nullptr) ? x * ks[c] : x;
+  }
+  if constexpr (kKF != 0) {
+    for (int i = tid; i < (1 << kKF) * kWarp; i += kThreads) cbk[i] = p.k_format.codebook[i / kWarp];
+  }
+  if constexpr (kVF != 0) {
+    for (int i = tid; i < (1 << kVF) * kWarp; i += kThreads) cbv[i] = p.v_format.codebook[i / kWarp];
+  }
+  __syncthreads();
+  if constexpr (kKF != 0) {
+    FwhtShared(&q_rot[0][0], kG);
+    const float inv = 1.0f / p.k_format.divisor;
+    for (int i = tid; i < kG * kD; i += kThreads) {
+      const int h = i / kD, c = i % kD;
+      const float y = q_rot[h][c] * inv;
+      q_rot[h][c] = (ks != nullptr ? y * ks[kD + c] : y) * p.scale;
+    }
+  } else {
+    for (int i = tid; i < kG * kD; i += kThreads) (&q_rot[0][0])[i] *= p.scale;
+  }
+  __syncthreads();
+
+  // 2. This split's positions, 32 per warp at a time.
+  const int64_t n = static_cast<int64_t>(p.positions[row]) + 1;
+  const int64_t chunk = (n + p.splits - 1) / p.splits;
+  const int64_t lo = split * chunk, hi = n < lo + chunk ? n : lo + chunk;
+  const int32_t* table = p.block_table + p.table_offset[row];
+  constexpr int kKB = VectorBytes(kKF), kVB = VectorBytes(kVF);
+  float m[kG], l[kG], acc[kG][kDpl];
+#pragma unroll
+  for (int h = 0; h < kG; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) acc[h][e] = 0.0f;
+  }
+  for (int64_t tb = lo + warp * kWarp; tb < hi; tb += kWarps * kWarp) {
+    const int64_t j = tb + lane;
+    const bool valid = j < hi;
+    const int cnt = hi - tb < kWarp ? static_cast<int>(hi - tb) : kWarp;
+    // The tile's values into shared memory (cp.async: in flight while the keys are scored).
+    {
+      constexpr int kChunk = kVF == 0 ? 16 : 4;
+      constexpr int kPer = kVB / kChunk;
+      uint8_t* dst = v_tile;
+      for (int i = lane; i < cnt * kPer; i += kWarp) {
+        const int vec = i / kPer, part = i - vec * kPer;
+        const uint8_t* src = VectorAt(p.v_cache, table, tb + vec, p.block_size, p.num_kv_heads, kvh, kVB);
+        CpAsync(dst + vec * kVB + part * kChunk, src + part * kChunk, kChunk);
+      }
+      asm volatile("cp.async.commit_group;\n" ::);
+    }
+    float s[kG];
+    if (valid) {
+      const uint8_t* key = VectorAt(p.k_cache, table, j, p.block_size, p.num_kv_heads, kvh, kKB);
+      ScoreKey<kG, kKF>(key, q_rot, cbk, lane, s);
+    }
+#pragma unroll
+    for (int h = 0; h < kG; ++h) {
+      const float sv = valid ? s[h] : -INFINITY;
+      const float m_new = fmaxf(m[h], WarpMax(sv));  // finite: lane 0 is valid
+      const float corr = m[h] == -INFINITY ? 0.0f : __expf(m[h] - m_new);
+      const float e = valid ? __expf(sv - m_new) : 0.0f;
+      l[h] = l[h] * corr + WarpSum(e);
+#pragma unroll
+      for (int d = 0; d < kDpl; ++d) acc[h][d] *= corr;
+      m[h] = m_new;
+      p_s[warp][h][lane] = e;
+    }
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncwarp();
+    for (int jj = 0; jj < cnt; ++jj) {
+      AccumulateValue<kG, kVF>(v_tile + jj * kVB, &p_s[warp][0][jj], cbv, lane, acc);
+    }
+    __syncwarp();
+  }
+
+  // 3. Merge the 4 warps; write this split's (m, l, acc).
+  __syncthreads();  // acc_s reuses the value tiles
+  if (lane == 0) {
+#pragma unroll
+    for (int h = 0; h < kG; ++h) m_s[warp][h] = m[h], l_s[warp][h] = l[h];
+  }
+#pragma unroll
+  for (int h = 0; h < kG; ++h) {
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) acc_s[warp][h][kDpl * lane + e] = acc[h][e];
+  }
+  __syncthreads();
+  for (int h = 0; h < a.group; ++h) {
+    float big = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) big = fmaxf(big, m_s[w][h]);
+    float sum_l = 0.0f, sum_a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = m_s[w][h] == -INFINITY ? 0.0f : __expf(m_s[w][h] - big);
+      sum_l += l_s[w][h] * f;
+      sum_a += acc_s[w][h][tid] * f;
+    }
+    const int head = kvh * a.group + h;
+    float* ws = p.workspace + ((row * p.num_heads + head) * p.splits + split) * (kD + 2);
+    if (tid == 0) ws[0] = big, ws[1] = sum_l;
+    ws[2 + tid] = sum_a;
+  }
+}
+
+// Grid (rows, num_heads): merges the splits, divides, maps values back (Rᵀ) when packed.
+template <bool kRotateBack>
+__global__ void __launch_bounds__(kThreads) MergeKernel(const PackedAttentionParams p) {
+  const int64_t row = blockIdx.x;
+  const int head = blockIdx.y, tid = threadIdx.x;
+  __shared__ float y[kD];
+  const float* ws = p.workspace + (row * p.num_heads + head) * p.splits * (kD + 2);
+  float big = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) big = fmaxf(big, ws[s * (kD + 2)]);
+  float sum_l = 0.0f, sum_a = 0.0f;
+  for (int s = 0; s < p.splits; ++s) {
+    const float ms = ws[s * (kD + 2)];
+    const float f = ms == -INFINITY ? 0.0f : __expf(ms - big);
+    sum_l += ws[s * (kD + 2) + 1] * f;
+    sum_a += ws[s * (kD + 2) + 2 + tid] * f;
+  }
+  float v = sum_l > 0.0f ? sum_a / sum_l : 0.0f;
+  if constexpr (kRotateBack) {  // x = Rᵀ y = D1·H·D2·y / divisor
+    const float* sg = p.v_format.signs;
+    y[tid] = sg != nullptr ? v * sg[kD + tid] : v;
+    __syncthreads();
+    FwhtShared(y, 1);
+    v = y[tid] / p.v_format.divisor;
+    if (sg != nullptr) v *= sg[tid];
+  }
+  p.out[row * p.ldo + static_cast<int64_t>(head) * kD + tid] = v;
+}
+
+template <int kG, int kKF, int kVF>
+cudaError_t LaunchSplit(const PackedAttentionParams& p, int group, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_kv_heads),
+                  static_cast<unsigned>(p.splits));
+  SplitKernel<kG, kKF, kVF><<<grid, kThreads, 0, stream>>>(KernelArgs{p, group});
+  return cudaGetLastError();
+}
+
+template <int kKF, int kVF>
+cudaError_t LaunchGroup(const PackedAttentionParams& p, int group, cudaStream_t stream) {
+  if (group <= 1) return LaunchSplit<1, kKF, kVF>(p, group, stream);
+  if (group <= 2) return LaunchSplit<2, kKF, kVF>(p, group, stream);
+  if (group <= 4) return LaunchSplit<4, kKF, kVF>(p, group, stream);
+  return LaunchSplit<8, kKF, kVF>(p, group, stream);
+}
+
+bool ValidFormat(const KvVectorFormat& f) {
+  if (f.kind == KvVectorKind::kBf16) return true;
+  return f.kind == KvVectorKind::kPolar && f.bits >= 2 && f.bits <= 4 && f.codebook != nullptr &&
+         f.divisor > 0.0f;
+}
+
+}  // namespace
+
+int64_t KvVectorBytes(const KvVectorFormat& f, int head_dim) {
+  return f.kind == KvVectorKind::kBf16 ? 2 * static_cast<int64_t>(head_dim)
+                                       : static_cast<int64_t>(head_dim) * f.bits / 8 + 4;
+}
+
+int PlanAttentionSplits(int64_t rows, int num_kv_heads, int64_t max_context, int multiprocessors) {
+  const int64_t units = std::max<int64_t>(1, rows * std::max(1, num_kv_heads));
+  const int64_t want = (8 * std::max(1, multiprocessors) + units - 1) / units;
+  const int64_t most = std::max<int64_t>(1, max_context / 128);
+  return static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, kMaxAttentionSplits)));
+}
+
+size_t PackedAttentionWorkspaceBytes(int64_t rows, int num_heads, int head_dim, int splits) {
+  return static_cast<size_t>(rows) * num_heads * splits * (head_dim + 2) * sizeof(float);
+}
+
+const char* PackedAttentionUnsupportedReason(const PackedAttentionParams& p) {
+  if (p.head_dim != kD) return "packed KV attention needs head_dim 128";
+  if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return "num_heads must be a multiple of num_kv_heads";
+  if (p.num_heads / p.num_kv_heads > 8) return "more than 8 query heads per KV head";
+  if (!ValidFormat(p.k_format) || !ValidFormat(p.v_format)) {
+    return "KV vector format must be BF16 or PolarQuant with 2-4 bits and a codebook";
+  }
+  const int kf = FormatCode(p.k_format), vf = FormatCode(p.v_format);
+  const bool instantiated = (kf == 0 && vf == 0) || (kf != 0 && vf != 0);
+  if (!instantiated) return "K and V must both be BF16 or both PolarQuant";
+  return nullptr;
+}
+
+cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream) {
+  if (PackedAttentionUnsupportedReason(p) != nullptr || p.rows < 0 || p.block_size <= 0 || p.splits < 1 ||
+      p.splits > kMaxAttentionSplits || p.ldq < p.num_heads * kD || p.ldo < p.num_heads * kD) {
+    return cudaErrorInvalidValue;
+  }
+  if (p.rows == 0) return cudaSuccess;
+  if (p.q == nullptr || p.k_cache == nullptr || p.v_cache == nullptr || p.block_table == nullptr ||
+      p.table_offset == nullptr || p.positions == nullptr || p.out == nullptr || p.workspace == nullptr ||
+      p.workspace_bytes < PackedAttentionWorkspaceBytes(p.rows, p.num_heads, kD, p.splits)) {
+    return cudaErrorInvalidValue;
+  }
+  if (reinterpret_cast<uintptr_t>(p.k_cache) % 16 != 0 || reinterpret_cast<uintptr_t>(p.v_cache) % 16 != 0) {
+    return cudaErrorMisalignedAddress;
+  }
+  const int group = p.num_heads / p.num_kv_heads;
+  const int kf = FormatCode(p.k_format), vf = FormatCode(p.v_format);
+  cudaError_t e;
+  if (kf == 0) {
+    e = LaunchGroup<0, 0>(p, group, stream);
+  } else if (kf == 2) {
+    e = vf == 2 ? LaunchGroup<2, 2>(p, group, stream)
+                : vf == 3 ? LaunchGroup<2, 3>(p, group, stream) : LaunchGroup<2, 4>(p, group, stream);
+  } else if (kf == 3) {
+    e = vf == 2 ? LaunchGroup<3, 2>(p, group, stream)
+                : vf == 3 ? LaunchGroup<3, 3>(p, group, stream) : LaunchGroup<3, 4>(p, group, stream);
+  } else {
+    e = vf == 2 ? LaunchGroup<4, 2>(p, group, stream)
+                : vf == 3 ? LaunchGroup<4, 3>(p, group, stream) : LaunchGroup<4, 4>(p, group, stream);
+  }
+  if (e != cudaSuccess) return e;
+  const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
+  if (vf == 0) {
+    MergeKernel<false><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    MergeKernel<true><<<grid, kThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace tq::cuda

@@ -1,0 +1,101 @@
+// File: kernels/cuda/kv_attention.h
+//
+// Decode attention that reads a paged KV cache in a KV codec's packed form (or BF16) directly:
+// the query is rotated once, keys are scored from their codes in the rotated space, values are
+// summed from their codes in the rotated space and rotated back once per head — no dequantized
+// copy of the cache (issue 7; CPU reference: engine/kv_cache/kv_compressor.h ScoreKeys /
+// AccumulateValues, kernels/quant/kv_quant.h).
+//
+// Flash-decoding: the positions of each (row, KV head) are split across `splits` CTAs. A CTA
+// (4 warps) serves all G = num_heads / num_kv_heads query heads of its KV head (the GQA group
+// shares every key and value it reads), 32 positions per warp at a time: the tile's values are
+// copied to shared memory (cp.async) while lane j scores key j of the tile for the G heads (its
+// whole key loaded at once), the warp updates an online softmax per head, then lane i
+// accumulates dimensions 4i..4i+3 of the tile's values. A second kernel merges the splits (log-sum-exp),
+// divides, and applies Rᵀ to packed values.
+//
+// Vector formats (head_dim d = 128; one format for K and one for V):
+//   kBf16   2d bytes of bf16 bits.
+//   kPolar  PolarQuant / TurboQuant_mse with a stored gain (quant::KvMseQuantizer with fp32 gain,
+//           i.e. the plugin presets turbo3, turbo4 and k4v3 with qjl=0, and the vLLM-style keys
+//           whose gain is corrected at encode): [codes: d·bits/8 bytes, packed as
+//           kernels/quant/packing.h | fp32 gain g]. The vector is g · Rᵀ c[idx] with
+//           R = D2·H·D1 / divisor (signs may be absent: plain Hadamard). bits 2, 3 or 4.
+//
+// Cache layout (per layer; K and V separately): [num_blocks, num_kv_heads, block_size, bytes] —
+// the positions of one KV head within a block are contiguous, so a warp's tile of packed vectors
+// is whole sectors. Row t attends to positions [0, positions[t]] (causal) of its sequence through
+// block_table + table_offset[t] (block ids in position order).
+//
+// Precision: fp32 throughout (codebook, gains, rotation, scores, softmax, sums); results equal
+// the CPU reference up to float summation order (~1e-6 relative).
+//
+// Usage:
+//   tq::cuda::PackedAttentionParams p;  // q, caches, formats, tables, shapes, out
+//   p.splits = tq::cuda::PlanAttentionSplits(rows, num_kv_heads, max_context, sms);
+//   // workspace: PackedAttentionWorkspaceBytes(rows, num_heads, head_dim, p.splits) bytes
+//   cudaError_t e = tq::cuda::PackedAttention(p, stream);
+#ifndef TQSERVE_KERNELS_CUDA_KV_ATTENTION_H_
+#define TQSERVE_KERNELS_CUDA_KV_ATTENTION_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#if TQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+namespace tq::cuda {
+
+enum class KvVectorKind : int { kBf16 = 0, kPolar = 1 };
+
+struct KvVectorFormat {
+  KvVectorKind kind = KvVectorKind::kBf16;
+  int bits = 0;                     // kPolar: 2, 3 or 4
+  const float* codebook = nullptr;  // kPolar: 2^bits centroids (device)
+  const float* signs = nullptr;     // kPolar: D1 then D2 (2·d floats, device), or null (plain H)
+  float divisor = 1.0f;             // kPolar: the rotation's divisor (sqrt(d))
+};
+
+// Bytes of one stored vector of `head_dim` values.
+int64_t KvVectorBytes(const KvVectorFormat& f, int head_dim);
+
+struct PackedAttentionParams {
+  const float* q = nullptr;  // [rows, num_heads * head_dim], row stride ldq
+  int64_t ldq = 0;
+  const uint8_t* k_cache = nullptr;  // layout above
+  const uint8_t* v_cache = nullptr;
+  KvVectorFormat k_format, v_format;
+  const int32_t* block_table = nullptr;   // flat block ids of all sequences
+  const int32_t* table_offset = nullptr;  // [rows]: where the row's sequence table starts
+  const int32_t* positions = nullptr;     // [rows]: the row attends to [0, positions[row]]
+  int64_t rows = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;  // divides num_heads; num_heads / num_kv_heads <= 8
+  int head_dim = 128;
+  int block_size = 0;
+  float scale = 0.0f;    // usually 1/sqrt(head_dim)
+  float* out = nullptr;  // [rows, num_heads * head_dim], row stride ldo
+  int64_t ldo = 0;
+  int splits = 1;        // position splits per (row, KV head), 1..kMaxAttentionSplits
+  float* workspace = nullptr;  // PackedAttentionWorkspaceBytes
+  size_t workspace_bytes = 0;
+};
+
+inline constexpr int kMaxAttentionSplits = 256;
+
+// Splits for `rows` rows of up to `max_context` positions on a device of `multiprocessors` SMs:
+// about eight CTAs per SM, at least 128 positions per split.
+int PlanAttentionSplits(int64_t rows, int num_kv_heads, int64_t max_context, int multiprocessors);
+
+// Bytes of fp32 partial results (m, l and head_dim sums per row, head and split).
+size_t PackedAttentionWorkspaceBytes(int64_t rows, int num_heads, int head_dim, int splits);
+
+// nullptr when the kernel supports these shapes and formats; else a static string saying why not.
+const char* PackedAttentionUnsupportedReason(const PackedAttentionParams& p);
+
+cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream);
+
+}  // namespace tq::cuda
+
+#endif  // TQ_HAVE_CUDA
+#endif  // TQSERVE_KERNELS_CUDA_KV_ATTENTION_H_

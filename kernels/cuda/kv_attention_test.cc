@@ -1,0 +1,303 @@
+// Parity of the CUDA packed-KV decode attention (kernels/cuda/kv_attention.h) with a CPU
+// reference: keys and values are encoded with the CPU KV quantizers (kernels/quant/kv_quant.h,
+// the codecs of the turbo presets) or rounded to bf16, decoded on the CPU, and attention is
+// computed in double. Paged caches with shuffled block tables, several sequences of awkward
+// lengths, GQA groups 1/4/8, several split counts; outputs poisoned with NaN first. Skips with
+// the reason when the binary has no CUDA or the machine has no GPU.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/half.h"
+#include "kernels/cuda/device.h"
+#include "kernels/quant/codebook.h"
+#include "kernels/quant/kv_quant.h"
+
+#if TQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/kv_attention.h"
+#endif
+
+namespace tq::cuda {
+namespace {
+
+// Absolute, on outputs of magnitude ~1: fp32 scores / softmax / sums (and __expf) against double.
+constexpr double kAttentionTol = 2e-4;
+
+#define SKIP_WITHOUT_GPU()                                                \
+  do {                                                                    \
+    const std::string reason = GpuUnavailableReason();                    \
+    if (!reason.empty()) GTEST_SKIP() << "CUDA test skipped: " << reason; \
+  } while (0)
+
+#if TQ_HAVE_CUDA
+template <typename T>
+class DeviceVector {
+ public:
+  explicit DeviceVector(const std::vector<T>& host) : n_(host.size()) {
+    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&p_), std::max<size_t>(1, n_) * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DeviceVector() { cudaFree(p_); }
+  DeviceVector(const DeviceVector&) = delete;
+  DeviceVector& operator=(const DeviceVector&) = delete;
+  T* get() const { return p_; }
+  std::vector<T> Host() const {
+    std::vector<T> h(n_);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+constexpr int kD = 128;
+
+// One side (K or V) of a format: how to encode a vector on the CPU and decode it back.
+struct Side {
+  int bits = 0;  // 0 = bf16
+  uint32_t seed = 0;
+  std::unique_ptr<quant::KvMseQuantizer> q;
+  int64_t bytes() const { return bits == 0 ? 2 * kD : q->bytes(); }
+  void Encode(const float* x, uint8_t* dst, float* decoded) const {
+    if (bits == 0) {
+      for (int i = 0; i < kD; ++i) {
+        const uint16_t b = cpu::FloatToBf16(x[i]);
+        std::memcpy(dst + 2 * i, &b, 2);
+        decoded[i] = cpu::Bf16ToFloat(b);
+      }
+    } else {
+      q->Encode(x, dst);
+      q->Decode(dst, decoded);
+    }
+  }
+};
+
+Side MakeSide(int bits, uint32_t seed) {
+  Side s;
+  s.bits = bits;
+  s.seed = seed;
+  if (bits != 0) {
+    quant::KvMseSpec spec;
+    spec.dim = kD;
+    spec.bits = bits;
+    spec.signs = true;
+    spec.seed = seed;
+    spec.gain = quant::KvGain::kNormCorrected;
+    spec.norm_type = quant::KvScalar::kF32;
+    s.q = std::make_unique<quant::KvMseQuantizer>(spec);
+  }
+  return s;
+}
+
+// Device copies of a side's codebook and signs, and the format pointing at them.
+struct DeviceFormat {
+  std::unique_ptr<DeviceVector<float>> codebook, signs;
+  KvVectorFormat f;
+  explicit DeviceFormat(const Side& s) {
+    if (s.bits == 0) return;
+    f.kind = KvVectorKind::kPolar;
+    f.bits = s.bits;
+    codebook = std::make_unique<DeviceVector<float>>(s.q->codebook().centroids);
+    std::vector<float> sg = s.q->rotation().signs1();
+    sg.insert(sg.end(), s.q->rotation().signs2().begin(), s.q->rotation().signs2().end());
+    signs = std::make_unique<DeviceVector<float>>(sg);
+    f.codebook = codebook->get();
+    f.signs = signs->get();
+    f.divisor = s.q->rotation().divisor();
+  }
+};
+
+struct Case {
+  int num_heads, num_kv_heads;
+  std::vector<int32_t> positions;  // one row per sequence
+  int block_size;
+};
+
+// Runs one case for the given K/V bit widths (0 = bf16) and split counts; returns the worst
+// absolute error.
+double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& split_list, uint32_t seed) {
+  const Side ks = MakeSide(kbits, quant::kKvKeySeed), vs = MakeSide(vbits, quant::kKvValueSeed);
+  const int rows = static_cast<int>(c.positions.size());
+  const int bs = c.block_size, nkv = c.num_kv_heads, nh = c.num_heads;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  // Blocks of every sequence, allocated in a shuffled order.
+  std::vector<int32_t> table, offset;
+  int total_blocks = 0;
+  for (int r = 0; r < rows; ++r) total_blocks += (c.positions[r] + bs) / bs;
+  std::vector<int32_t> ids(total_blocks);
+  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), rng);
+  int next = 0;
+  for (int r = 0; r < rows; ++r) {
+    offset.push_back(static_cast<int32_t>(table.size()));
+    for (int b = 0; b < (c.positions[r] + bs) / bs; ++b) table.push_back(ids[next++]);
+  }
+  // Cache contents and the decoded vectors the reference uses.
+  const int64_t kb = ks.bytes(), vb = vs.bytes();
+  std::vector<uint8_t> kc(static_cast<size_t>(total_blocks) * nkv * bs * kb, 0);
+  std::vector<uint8_t> vc(static_cast<size_t>(total_blocks) * nkv * bs * vb, 0);
+  // decoded[r][pos][head][d]
+  std::vector<std::vector<float>> kdec(rows), vdec(rows);
+  std::vector<float> x(kD);
+  for (int r = 0; r < rows; ++r) {
+    const int n = c.positions[r] + 1;
+    kdec[r].resize(static_cast<size_t>(n) * nkv * kD);
+    vdec[r].resize(static_cast<size_t>(n) * nkv * kD);
+    for (int j = 0; j < n; ++j) {
+      const int64_t blk = table[offset[r] + j / bs];
+      for (int h = 0; h < nkv; ++h) {
+        const int64_t slot = (blk * nkv + h) * bs + j % bs;
+        for (float& v : x) v = nd(rng) * 2.0f;
+        ks.Encode(x.data(), kc.data() + slot * kb, &kdec[r][(static_cast<size_t>(j) * nkv + h) * kD]);
+        for (float& v : x) v = nd(rng);
+        vs.Encode(x.data(), vc.data() + slot * vb, &vdec[r][(static_cast<size_t>(j) * nkv + h) * kD]);
+      }
+    }
+  }
+  std::vector<float> q(static_cast<size_t>(rows) * nh * kD);
+  for (float& v : q) v = nd(rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
+  // Reference in double.
+  std::vector<double> ref(q.size());
+  const int group = nh / nkv;
+  for (int r = 0; r < rows; ++r) {
+    const int n = c.positions[r] + 1;
+    for (int h = 0; h < nh; ++h) {
+      const int kvh = h / group;
+      std::vector<double> s(n);
+      double big = -1e300;
+      for (int j = 0; j < n; ++j) {
+        double acc = 0;
+        const float* kv = &kdec[r][(static_cast<size_t>(j) * nkv + kvh) * kD];
+        for (int i = 0; i < kD; ++i) acc += static_cast<double>(q[(r * nh + h) * kD + i]) * kv[i];
+        s[j] = acc * scale;
+        big = std::max(big, s[j]);
+      }
+      double sum = 0;
+      for (int j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] - big));
+      for (int i = 0; i < kD; ++i) {
+        double a = 0;
+        for (int j = 0; j < n; ++j) a += s[j] * vdec[r][(static_cast<size_t>(j) * nkv + kvh) * kD + i];
+        ref[(r * nh + h) * kD + i] = a / sum;
+      }
+    }
+  }
+  DeviceVector<float> dq(q);
+  DeviceVector<uint8_t> dkc(kc), dvc(vc);
+  DeviceVector<int32_t> dtab(table), doff(offset), dpos(c.positions);
+  DeviceFormat kf(ks), vf(vs);
+  double worst = 0.0;
+  for (int splits : split_list) {
+    SCOPED_TRACE("splits " + std::to_string(splits));
+    DeviceVector<float> out(std::vector<float>(q.size(), std::nanf("")));
+    DeviceVector<float> ws(std::vector<float>(PackedAttentionWorkspaceBytes(rows, nh, kD, splits) / 4 + 1));
+    PackedAttentionParams p;
+    p.q = dq.get();
+    p.ldq = static_cast<int64_t>(nh) * kD;
+    p.k_cache = dkc.get();
+    p.v_cache = dvc.get();
+    p.k_format = kf.f;
+    p.v_format = vf.f;
+    p.block_table = dtab.get();
+    p.table_offset = doff.get();
+    p.positions = dpos.get();
+    p.rows = rows;
+    p.num_heads = nh;
+    p.num_kv_heads = nkv;
+    p.head_dim = kD;
+    p.block_size = bs;
+    p.scale = scale;
+    p.out = out.get();
+    p.ldo = static_cast<int64_t>(nh) * kD;
+    p.splits = splits;
+    p.workspace = ws.get();
+    p.workspace_bytes = PackedAttentionWorkspaceBytes(rows, nh, kD, splits);
+    EXPECT_EQ(PackedAttentionUnsupportedReason(p), nullptr);
+    EXPECT_EQ(PackedAttention(p, nullptr), cudaSuccess);
+    const std::vector<float> got = out.Host();
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (!std::isfinite(got[i])) {
+        ADD_FAILURE() << "output " << i << " not finite (unwritten?)";
+        return 1e30;
+      }
+      worst = std::max(worst, std::fabs(got[i] - ref[i]));
+    }
+  }
+  return worst;
+}
+#endif
+
+TEST(PackedAttentionTest, MatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+#if TQ_HAVE_CUDA
+  const Case cases[] = {
+      {8, 8, {0, 16, 130}, 16},      // MHA, a 1-position sequence, a block boundary
+      {8, 2, {299, 5}, 16},          // GQA 4
+      {8, 1, {1000}, 32},            // GQA 8 (MQA), long enough for many splits
+      {6, 2, {47, 300, 77, 1}, 8},   // GQA 3 (padded to a group of 4), small blocks
+  };
+  const std::pair<int, int> formats[] = {{0, 0}, {3, 3}, {4, 4}, {4, 3}, {2, 2}};
+  uint32_t seed = 5;
+  double worst_all = 0.0;
+  for (const auto& [kbits, vbits] : formats) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE("K bits " + std::to_string(kbits) + " V bits " + std::to_string(vbits) + " heads " +
+                   std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads));
+      const double worst = RunCase(c, kbits, vbits, {1, 3, 16}, seed++);
+      EXPECT_LE(worst, kAttentionTol);
+      worst_all = std::max(worst_all, worst);
+    }
+  }
+  std::printf("packed attention: worst |gpu - cpu| %.3g over all formats and cases (bound %.1g)\n", worst_all,
+              kAttentionTol);
+#endif
+}
+
+TEST(PackedAttentionTest, RejectsWhatItCannotRun) {
+#if TQ_HAVE_CUDA
+  PackedAttentionParams p;
+  p.num_heads = 8;
+  p.num_kv_heads = 8;
+  p.head_dim = 64;
+  EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);
+  p.head_dim = 128;
+  EXPECT_EQ(PackedAttentionUnsupportedReason(p), nullptr);
+  p.num_kv_heads = 3;
+  EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);  // 8 % 3
+  p.num_heads = 48;
+  p.num_kv_heads = 3;
+  EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);  // 16 per KV head
+  p.num_heads = 8;
+  p.num_kv_heads = 2;
+  p.k_format.kind = KvVectorKind::kPolar;
+  p.k_format.bits = 3;  // no codebook
+  EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);
+  float cb[8] = {};
+  p.k_format.codebook = cb;
+  EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);  // K packed, V bf16
+  p.k_format.bits = 5;
+  EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);
+  EXPECT_EQ(PackedAttention(p, nullptr), cudaErrorInvalidValue);
+  // Splits: about 8 CTAs per SM, >= 128 positions each, at most kMaxAttentionSplits.
+  EXPECT_EQ(PlanAttentionSplits(1, 8, 32768, 132), 132);
+  EXPECT_EQ(PlanAttentionSplits(1, 8, 100, 132), 1);
+  EXPECT_EQ(PlanAttentionSplits(64, 8, 32768, 132), 3);
+  EXPECT_LE(PlanAttentionSplits(1, 1, 1 << 20, 1000), kMaxAttentionSplits);
+#else
+  GTEST_SKIP() << "CUDA test skipped: built without the CUDA toolkit";
+#endif
+}
+
+}  // namespace
+}  // namespace tq::cuda
