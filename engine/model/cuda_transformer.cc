@@ -5,11 +5,14 @@
 #if TQ_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/kv_attention.h"
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
@@ -232,6 +235,7 @@ struct DeviceLinear {
 };
 
 constexpr int64_t kMaxGraphBatch = 64;
+constexpr int32_t kPagedDecodeMaxContext = 128;
 
 struct DeviceLayer {
   DeviceLinear qkv, o, gate_up, down;  // q/k/v and gate/up fused row-wise
@@ -256,9 +260,17 @@ struct CudaTransformer::State {
   DeviceBuffer ids, positions, slots, table_offset, tables, logit_rows;
   // Activations.
   DeviceBuffer x, h, qkv, attn, tmp, gate, gate_up, sel, normed, logits;
+  // Split-K decode attention (kernels/cuda/kv_attention.h) when it supports the shapes, else the
+  // one-CTA-per-head PagedAttention; its split partials.
+  bool split_attention = false;
+  bool split_always = false;  // TQ_CUDA_ATTENTION=split: also for short decode steps
+  bool split_now = false;     // this step's choice (see Forward)
+  int multiprocessors = 1;
+  int64_t max_positions = 0;
+  DeviceBuffer attn_ws;
   int64_t capacity_tokens = 0, capacity_rows = 0;
   bool use_graphs = true;
-  std::map<int64_t, cudaGraphExec_t> graphs;  // decode batch size -> captured step
+  std::map<int64_t, cudaGraphExec_t> graphs;  // 2 · decode batch size + split_now -> captured step
   std::unique_ptr<cuda::TqLinearRunner> graph_runner, eager_runner;
 
   ~State() {
@@ -273,10 +285,23 @@ struct CudaTransformer::State {
     graphs.clear();
   }
 
+  // Position splits of the attention of a T-row step: fixed per T (not per context), so that a
+  // captured graph serves every context length (the kernel skips splits a row does not reach).
+  int AttentionSplits(int64_t T) const {
+    return cuda::PlanAttentionSplits(T, cfg.num_kv_heads, max_positions, multiprocessors);
+  }
+
   // Grows the step buffers; captured graphs refer to the old addresses and are dropped.
   absl::Status EnsureCapacity(int64_t T, int64_t R) {
     const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
     if (T > capacity_tokens || R > capacity_rows) DropGraphs();
+    if (split_attention) {
+      const size_t need = cuda::PackedAttentionWorkspaceBytes(T, cfg.num_heads, cfg.head_dim, AttentionSplits(T));
+      if (need > attn_ws.bytes()) {
+        DropGraphs();
+        TQ_RETURN_IF_ERROR(attn_ws.Reserve(need));
+      }
+    }
     if (T > capacity_tokens) {
       const int64_t t = std::max<int64_t>(T, 64);
       const int64_t qkv_n = cfg.q_size() + 2 * cfg.kv_size();
@@ -326,6 +351,30 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
         cuda::ApplyRope(kv_k, ld, T, cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
     TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
                                               L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
+    if (split_now) {
+      cuda::PackedAttentionParams ap;  // BF16 vectors in the engine's slot-major layout
+      ap.q = qv;
+      ap.ldq = ld;
+      ap.k_cache = L.k_cache.as<uint8_t>();
+      ap.v_cache = L.v_cache.as<uint8_t>();
+      ap.block_table = tables.as<int32_t>();
+      ap.table_offset = table_offset.as<int32_t>();
+      ap.positions = pos;
+      ap.rows = T;
+      ap.num_heads = cfg.num_heads;
+      ap.num_kv_heads = cfg.num_kv_heads;
+      ap.head_dim = d;
+      ap.block_size = kv.block_size;
+      ap.layout = cuda::KvCacheLayout::kSlotMajor;
+      ap.window = cfg.sliding_window[l];
+      ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
+      ap.out = at;
+      ap.ldo = qs;
+      ap.splits = AttentionSplits(T);
+      ap.workspace = attn_ws.as<float>();
+      ap.workspace_bytes = attn_ws.bytes();
+      TQ_CUDA_RETURN_IF_ERROR(cuda::PackedAttention(ap, st));
+    } else {
     cuda::PagedAttentionParams ap;
     ap.q = qv;
     ap.ldq = ld;
@@ -344,6 +393,7 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
     ap.out = at;
     ap.ldo = qs;
     TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
+    }
     TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
     TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
@@ -365,7 +415,8 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
 // batch size (all buffers they touch have fixed addresses); other steps launch eagerly.
 absl::Status CudaTransformer::State::Run(int64_t T, int64_t R, bool decode_only) {
   if (!use_graphs || !decode_only || T > kMaxGraphBatch || R != T) return Compute(T, R, false);
-  auto it = graphs.find(T);
+  const int64_t key = 2 * T + (split_now ? 1 : 0);
+  auto it = graphs.find(key);
   if (it == graphs.end()) {
     cudaGraph_t graph = nullptr;
     TQ_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
@@ -377,7 +428,7 @@ absl::Status CudaTransformer::State::Run(int64_t T, int64_t R, bool decode_only)
     const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     TQ_CUDA_RETURN_IF_ERROR(inst);
-    it = graphs.emplace(T, exec).first;
+    it = graphs.emplace(key, exec).first;
   }
   TQ_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(it->second, stream));
   return absl::OkStatus();
@@ -411,6 +462,20 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   cudaDeviceProp prop;
   TQ_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
   r->description_ = absl::StrCat(prop.name, ", sm_", prop.major, prop.minor, ", ", prop.multiProcessorCount, " SMs");
+  s.multiprocessors = prop.multiProcessorCount;
+  s.max_positions = rope.max_positions();
+  {
+    cuda::PackedAttentionParams probe;
+    probe.num_heads = cfg.num_heads;
+    probe.num_kv_heads = cfg.num_kv_heads;
+    probe.head_dim = cfg.head_dim;
+    s.split_attention = cuda::PackedAttentionUnsupportedReason(probe) == nullptr;
+    // TQ_CUDA_ATTENTION=paged / split forces one kernel for every step (A/B measurements).
+    const char* force = std::getenv("TQ_CUDA_ATTENTION");
+    if (force != nullptr && std::strcmp(force, "paged") == 0) s.split_attention = false;
+    s.split_always = s.split_attention && force != nullptr && std::strcmp(force, "split") == 0;
+    absl::StrAppend(&r->description_, s.split_attention ? ", split-K attention" : ", paged attention");
+  }
   TQ_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   TQ_ASSIGN_OR_RETURN(s.graph_runner, cuda::TqLinearRunner::Create(options.device));
   TQ_ASSIGN_OR_RETURN(s.eager_runner, cuda::TqLinearRunner::Create(options.device));
@@ -544,6 +609,11 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   for (const ForwardSequence& seq : batch.seqs) {
     decode_only = decode_only && seq.num_tokens == 1 && seq.logits == LogitsMode::kLast;
   }
+  // Attention kernel of this step: split-K (kernels/cuda/kv_attention.h) for prefill and for
+  // decode steps whose longest context exceeds one split (kPagedDecodeMaxContext positions);
+  // below that the one-CTA-per-head PagedAttention has less fixed cost (docs/BENCHMARKS.md §12).
+  const int32_t longest = T > 0 ? *std::max_element(pos.begin(), pos.end()) + 1 : 0;
+  s.split_now = s.split_attention && (s.split_always || !decode_only || longest > kPagedDecodeMaxContext);
   cudaStream_t st = s.stream;
   TQ_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(s.ids.as<void>(), batch.tokens.data(), T * sizeof(int32_t), cudaMemcpyHostToDevice, st));

@@ -10,11 +10,9 @@
 namespace tq::cuda {
 namespace {
 
-constexpr int kD = 128;             // head_dim
 constexpr int kWarp = 32;
 constexpr int kWarps = 4;           // per CTA
 constexpr int kThreads = kWarps * kWarp;
-constexpr int kDpl = kD / kWarp;    // value dimensions per lane
 constexpr int kMaxBits = 4;
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -23,8 +21,8 @@ constexpr int FormatCode(const KvVectorFormat& f) {
   return f.kind == KvVectorKind::kBf16 ? 0 : f.bits;
 }
 
-__host__ __device__ constexpr int VectorBytes(int code) {
-  return code == 0 ? 2 * kD : kD * code / 8 + 4;
+__host__ __device__ constexpr int VectorBytes(int code, int d) {
+  return code == 0 ? 2 * d : d * code / 8 + 4;
 }
 
 __device__ __forceinline__ float WarpMax(float v) {
@@ -44,6 +42,7 @@ __device__ __forceinline__ float Bf16Hi(uint32_t w) { return __uint_as_float(w &
 
 // In-place natural-order Walsh–Hadamard transform of `count` vectors of kD floats in shared
 // memory (pairs (i, i + h), lower a + b, upper a − b, as quant::FwhtInPlace), all threads.
+template <int kD>
 __device__ void FwhtShared(float* v, int count) {
   for (int h = 1; h < kD; h *= 2) {
     for (int p = threadIdx.x; p < count * (kD / 2); p += blockDim.x) {
@@ -69,13 +68,19 @@ __device__ __forceinline__ void CpAsync(void* smem, const void* gmem, int bytes)
 
 // The address of position j's vector of KV head kvh.
 __device__ __forceinline__ const uint8_t* VectorAt(const uint8_t* cache, const int32_t* table, int64_t j,
-                                                   int block_size, int num_kv_heads, int kvh, int bytes) {
+                                                   int block_size, int num_kv_heads, int kvh, int bytes,
+                                                   KvCacheLayout layout) {
   const int64_t block = table[j / block_size];
-  return cache + ((block * num_kv_heads + kvh) * block_size + j % block_size) * bytes;
+  const int64_t slot = j % block_size;
+  const int64_t index = layout == KvCacheLayout::kHeadMajor ? (block * num_kv_heads + kvh) * block_size + slot
+                                                             : (block * block_size + slot) * num_kv_heads + kvh;
+  return cache + index * bytes;
 }
 
+constexpr int64_t kMinSplitPositions = 128;
+
 // Scores of one key (this lane's) for kG heads: s[h] = q_rot[h] · key (q_rot already scaled).
-template <int kG, int kF>
+template <int kD, int kG, int kF>
 __device__ __forceinline__ void ScoreKey(const uint8_t* key, const float (*q_rot)[kD], const float* cb,
                                          int lane, float (&s)[kG]) {
 #pragma unroll
@@ -131,15 +136,21 @@ __device__ __forceinline__ void ScoreKey(const uint8_t* key, const float (*q_rot
   }
 }
 
-// acc[h][e] += p[h] · value[kDpl·lane + e] (the value in the attention space).
-template <int kG, int kF>
+// acc[h][e] += p[h] · value[kDpl·lane + e] (the value in the attention space; kDpl = kD / 32).
+template <int kD, int kG, int kF>
 __device__ __forceinline__ void AccumulateValue(const uint8_t* value, const float* p, const float* cb, int lane,
-                                                float (&acc)[kG][kDpl]) {
+                                                float (&acc)[kG][kD / kWarp]) {
+  constexpr int kDpl = kD / kWarp;
   float v[kDpl];
   float g = 1.0f;
-  if constexpr (kF == 0) {
+  if constexpr (kF == 0 && kDpl == 4) {
     const uint2 w = reinterpret_cast<const uint2*>(value)[lane];
     v[0] = Bf16Lo(w.x), v[1] = Bf16Hi(w.x), v[2] = Bf16Lo(w.y), v[3] = Bf16Hi(w.y);
+  } else if constexpr (kF == 0 && kDpl == 2) {
+    const uint32_t w = reinterpret_cast<const uint32_t*>(value)[lane];
+    v[0] = Bf16Lo(w), v[1] = Bf16Hi(w);
+  } else if constexpr (kF == 0) {
+    v[0] = __uint_as_float(static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(value)[lane]) << 16);
   } else {
     constexpr int kWords = kD * kF / 32;
     constexpr uint32_t kMask = (1u << kF) - 1u;
@@ -165,8 +176,9 @@ struct KernelArgs {
 };
 
 // Grid (rows, num_kv_heads, splits). Writes per (row, head, split): m, l, acc[kD].
-template <int kG, int kKF, int kVF>
+template <int kD, int kG, int kKF, int kVF>
 __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
+  constexpr int kDpl = kD / kWarp;
   const PackedAttentionParams& p = a.p;
   const int64_t row = blockIdx.x;
   const int kvh = blockIdx.y, split = blockIdx.z;
@@ -176,11 +188,26 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
   __shared__ float p_s[kWarps][kG][kWarp];
   __shared__ float m_s[kWarps][kG], l_s[kWarps][kG];
   // Scratch: each warp's tile of values in the loop, then the warps' sums for the merge.
-  constexpr int kTileBytes = kWarp * VectorBytes(kVF);
+  constexpr int kTileBytes = kWarp * VectorBytes(kVF, kD);
   constexpr int kScratch = kWarps * kTileBytes > kWarps * kG * kD * 4 ? kWarps * kTileBytes : kWarps * kG * kD * 4;
   __shared__ __align__(16) uint8_t scratch[kScratch];
   uint8_t* const v_tile = scratch + warp * kTileBytes;
   float (*const acc_s)[kG][kD] = reinterpret_cast<float (*)[kG][kD]>(scratch);
+
+  // This split's positions [lo, hi) of the row's range [first, n).
+  const int64_t n = static_cast<int64_t>(p.positions[row]) + 1;
+  const int64_t first = p.window > 0 && n > p.window ? n - p.window : 0;
+  int64_t chunk = (n - first + p.splits - 1) / p.splits;
+  chunk = chunk < kMinSplitPositions ? kMinSplitPositions : chunk;
+  const int64_t lo = first + split * chunk, hi = n < lo + chunk ? n : lo + chunk;
+  if (lo >= hi) {  // an empty split (a short row): contributes nothing
+    for (int h = 0; h < a.group; ++h) {
+      float* ws = p.workspace + ((row * p.num_heads + kvh * a.group + h) * p.splits + split) * (kD + 2);
+      if (tid == 0) ws[0] = -INFINITY, ws[1] = 0.0f;
+      if (tid < kD) ws[2 + tid] = 0.0f;
+    }
+    return;
+  }
 
   // 1. The group's queries in the key attention space, scaled: scale · R q (or scale · q).
   const float* q = p.q + row * p.ldq + static_cast<int64_t>(kvh) * a.group * kD;
@@ -198,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
   }
   __syncthreads();
   if constexpr (kKF != 0) {
-    FwhtShared(&q_rot[0][0], kG);
+    FwhtShared<kD>(&q_rot[0][0], kG);
     const float inv = 1.0f / p.k_format.divisor;
     for (int i = tid; i < kG * kD; i += kThreads) {
       const int h = i / kD, c = i % kD;
@@ -211,11 +238,8 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
   __syncthreads();
 
   // 2. This split's positions, 32 per warp at a time.
-  const int64_t n = static_cast<int64_t>(p.positions[row]) + 1;
-  const int64_t chunk = (n + p.splits - 1) / p.splits;
-  const int64_t lo = split * chunk, hi = n < lo + chunk ? n : lo + chunk;
   const int32_t* table = p.block_table + p.table_offset[row];
-  constexpr int kKB = VectorBytes(kKF), kVB = VectorBytes(kVF);
+  constexpr int kKB = VectorBytes(kKF, kD), kVB = VectorBytes(kVF, kD);
   float m[kG], l[kG], acc[kG][kDpl];
 #pragma unroll
   for (int h = 0; h < kG; ++h) {
@@ -235,15 +259,15 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
       uint8_t* dst = v_tile;
       for (int i = lane; i < cnt * kPer; i += kWarp) {
         const int vec = i / kPer, part = i - vec * kPer;
-        const uint8_t* src = VectorAt(p.v_cache, table, tb + vec, p.block_size, p.num_kv_heads, kvh, kVB);
+        const uint8_t* src = VectorAt(p.v_cache, table, tb + vec, p.block_size, p.num_kv_heads, kvh, kVB, p.layout);
         CpAsync(dst + vec * kVB + part * kChunk, src + part * kChunk, kChunk);
       }
       asm volatile("cp.async.commit_group;\n" ::);
     }
     float s[kG];
     if (valid) {
-      const uint8_t* key = VectorAt(p.k_cache, table, j, p.block_size, p.num_kv_heads, kvh, kKB);
-      ScoreKey<kG, kKF>(key, q_rot, cbk, lane, s);
+      const uint8_t* key = VectorAt(p.k_cache, table, j, p.block_size, p.num_kv_heads, kvh, kKB, p.layout);
+      ScoreKey<kD, kG, kKF>(key, q_rot, cbk, lane, s);
     }
 #pragma unroll
     for (int h = 0; h < kG; ++h) {
@@ -260,7 +284,7 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
     asm volatile("cp.async.wait_group 0;\n" ::);
     __syncwarp();
     for (int jj = 0; jj < cnt; ++jj) {
-      AccumulateValue<kG, kVF>(v_tile + jj * kVB, &p_s[warp][0][jj], cbv, lane, acc);
+      AccumulateValue<kD, kG, kVF>(v_tile + jj * kVB, &p_s[warp][0][jj], cbv, lane, acc);
     }
     __syncwarp();
   }
@@ -286,20 +310,21 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
     for (int w = 0; w < kWarps; ++w) {
       const float f = m_s[w][h] == -INFINITY ? 0.0f : __expf(m_s[w][h] - big);
       sum_l += l_s[w][h] * f;
-      sum_a += acc_s[w][h][tid] * f;
+      if (tid < kD) sum_a += acc_s[w][h][tid] * f;
     }
     const int head = kvh * a.group + h;
     float* ws = p.workspace + ((row * p.num_heads + head) * p.splits + split) * (kD + 2);
     if (tid == 0) ws[0] = big, ws[1] = sum_l;
-    ws[2 + tid] = sum_a;
+    if (tid < kD) ws[2 + tid] = sum_a;
   }
 }
 
 // Grid (rows, num_heads): merges the splits, divides, maps values back (Rᵀ) when packed.
-template <bool kRotateBack>
+template <int kD, bool kRotateBack>
 __global__ void __launch_bounds__(kThreads) MergeKernel(const PackedAttentionParams p) {
   const int64_t row = blockIdx.x;
   const int head = blockIdx.y, tid = threadIdx.x;
+  const int c = tid < kD ? tid : kD - 1;  // threads beyond head_dim only join the barriers
   __shared__ float y[kD];
   const float* ws = p.workspace + (row * p.num_heads + head) * p.splits * (kD + 2);
   float big = -INFINITY;
@@ -309,34 +334,50 @@ __global__ void __launch_bounds__(kThreads) MergeKernel(const PackedAttentionPar
     const float ms = ws[s * (kD + 2)];
     const float f = ms == -INFINITY ? 0.0f : __expf(ms - big);
     sum_l += ws[s * (kD + 2) + 1] * f;
-    sum_a += ws[s * (kD + 2) + 2 + tid] * f;
+    sum_a += ws[s * (kD + 2) + 2 + c] * f;
   }
   float v = sum_l > 0.0f ? sum_a / sum_l : 0.0f;
   if constexpr (kRotateBack) {  // x = Rᵀ y = D1·H·D2·y / divisor
     const float* sg = p.v_format.signs;
-    y[tid] = sg != nullptr ? v * sg[kD + tid] : v;
+    if (tid < kD) y[tid] = sg != nullptr ? v * sg[kD + tid] : v;
     __syncthreads();
-    FwhtShared(y, 1);
-    v = y[tid] / p.v_format.divisor;
-    if (sg != nullptr) v *= sg[tid];
+    FwhtShared<kD>(y, 1);
+    v = y[c] / p.v_format.divisor;
+    if (sg != nullptr) v *= sg[c];
   }
-  p.out[row * p.ldo + static_cast<int64_t>(head) * kD + tid] = v;
+  if (tid < kD) p.out[row * p.ldo + static_cast<int64_t>(head) * kD + tid] = v;
 }
 
-template <int kG, int kKF, int kVF>
+template <int kD, int kG, int kKF, int kVF>
 cudaError_t LaunchSplit(const PackedAttentionParams& p, int group, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_kv_heads),
                   static_cast<unsigned>(p.splits));
-  SplitKernel<kG, kKF, kVF><<<grid, kThreads, 0, stream>>>(KernelArgs{p, group});
+  SplitKernel<kD, kG, kKF, kVF><<<grid, kThreads, 0, stream>>>(KernelArgs{p, group});
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  const dim3 merge(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
+  MergeKernel<kD, (kVF != 0)><<<merge, kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
-template <int kKF, int kVF>
+template <int kD, int kKF, int kVF>
 cudaError_t LaunchGroup(const PackedAttentionParams& p, int group, cudaStream_t stream) {
-  if (group <= 1) return LaunchSplit<1, kKF, kVF>(p, group, stream);
-  if (group <= 2) return LaunchSplit<2, kKF, kVF>(p, group, stream);
-  if (group <= 4) return LaunchSplit<4, kKF, kVF>(p, group, stream);
-  return LaunchSplit<8, kKF, kVF>(p, group, stream);
+  if (group <= 1) return LaunchSplit<kD, 1, kKF, kVF>(p, group, stream);
+  if (group <= 2) return LaunchSplit<kD, 2, kKF, kVF>(p, group, stream);
+  if (group <= 4) return LaunchSplit<kD, 4, kKF, kVF>(p, group, stream);
+  return LaunchSplit<kD, 8, kKF, kVF>(p, group, stream);
+}
+
+template <int kKF, int kVF>
+cudaError_t LaunchDim(const PackedAttentionParams& p, int group, cudaStream_t stream) {
+  switch (p.head_dim) {
+    case 32:
+      return LaunchGroup<32, kKF, kVF>(p, group, stream);
+    case 64:
+      return LaunchGroup<64, kKF, kVF>(p, group, stream);
+    default:
+      return LaunchGroup<128, kKF, kVF>(p, group, stream);
+  }
 }
 
 bool ValidFormat(const KvVectorFormat& f) {
@@ -364,7 +405,9 @@ size_t PackedAttentionWorkspaceBytes(int64_t rows, int num_heads, int head_dim, 
 }
 
 const char* PackedAttentionUnsupportedReason(const PackedAttentionParams& p) {
-  if (p.head_dim != kD) return "packed KV attention needs head_dim 128";
+  if (p.head_dim != 32 && p.head_dim != 64 && p.head_dim != 128) {
+    return "packed KV attention needs head_dim 32, 64 or 128";
+  }
   if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return "num_heads must be a multiple of num_kv_heads";
   if (p.num_heads / p.num_kv_heads > 8) return "more than 8 query heads per KV head";
   if (!ValidFormat(p.k_format) || !ValidFormat(p.v_format)) {
@@ -378,13 +421,15 @@ const char* PackedAttentionUnsupportedReason(const PackedAttentionParams& p) {
 
 cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream) {
   if (PackedAttentionUnsupportedReason(p) != nullptr || p.rows < 0 || p.block_size <= 0 || p.splits < 1 ||
-      p.splits > kMaxAttentionSplits || p.ldq < p.num_heads * kD || p.ldo < p.num_heads * kD) {
+      p.window < 0 || (p.layout != KvCacheLayout::kHeadMajor && p.layout != KvCacheLayout::kSlotMajor) ||
+      p.splits > kMaxAttentionSplits || p.ldq < static_cast<int64_t>(p.num_heads) * p.head_dim ||
+      p.ldo < static_cast<int64_t>(p.num_heads) * p.head_dim) {
     return cudaErrorInvalidValue;
   }
   if (p.rows == 0) return cudaSuccess;
   if (p.q == nullptr || p.k_cache == nullptr || p.v_cache == nullptr || p.block_table == nullptr ||
       p.table_offset == nullptr || p.positions == nullptr || p.out == nullptr || p.workspace == nullptr ||
-      p.workspace_bytes < PackedAttentionWorkspaceBytes(p.rows, p.num_heads, kD, p.splits)) {
+      p.workspace_bytes < PackedAttentionWorkspaceBytes(p.rows, p.num_heads, p.head_dim, p.splits)) {
     return cudaErrorInvalidValue;
   }
   if (reinterpret_cast<uintptr_t>(p.k_cache) % 16 != 0 || reinterpret_cast<uintptr_t>(p.v_cache) % 16 != 0) {
@@ -392,27 +437,17 @@ cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream)
   }
   const int group = p.num_heads / p.num_kv_heads;
   const int kf = FormatCode(p.k_format), vf = FormatCode(p.v_format);
-  cudaError_t e;
-  if (kf == 0) {
-    e = LaunchGroup<0, 0>(p, group, stream);
-  } else if (kf == 2) {
-    e = vf == 2 ? LaunchGroup<2, 2>(p, group, stream)
-                : vf == 3 ? LaunchGroup<2, 3>(p, group, stream) : LaunchGroup<2, 4>(p, group, stream);
-  } else if (kf == 3) {
-    e = vf == 2 ? LaunchGroup<3, 2>(p, group, stream)
-                : vf == 3 ? LaunchGroup<3, 3>(p, group, stream) : LaunchGroup<3, 4>(p, group, stream);
-  } else {
-    e = vf == 2 ? LaunchGroup<4, 2>(p, group, stream)
-                : vf == 3 ? LaunchGroup<4, 3>(p, group, stream) : LaunchGroup<4, 4>(p, group, stream);
+  if (kf == 0) return LaunchDim<0, 0>(p, group, stream);
+  if (kf == 2) {
+    return vf == 2 ? LaunchDim<2, 2>(p, group, stream)
+                   : vf == 3 ? LaunchDim<2, 3>(p, group, stream) : LaunchDim<2, 4>(p, group, stream);
   }
-  if (e != cudaSuccess) return e;
-  const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
-  if (vf == 0) {
-    MergeKernel<false><<<grid, kThreads, 0, stream>>>(p);
-  } else {
-    MergeKernel<true><<<grid, kThreads, 0, stream>>>(p);
+  if (kf == 3) {
+    return vf == 2 ? LaunchDim<3, 2>(p, group, stream)
+                   : vf == 3 ? LaunchDim<3, 3>(p, group, stream) : LaunchDim<3, 4>(p, group, stream);
   }
-  return cudaGetLastError();
+  return vf == 2 ? LaunchDim<4, 2>(p, group, stream)
+                 : vf == 3 ? LaunchDim<4, 3>(p, group, stream) : LaunchDim<4, 4>(p, group, stream);
 }
 
 }  // namespace tq::cuda

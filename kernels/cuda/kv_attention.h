@@ -14,7 +14,7 @@
 // accumulates dimensions 4i..4i+3 of the tile's values. A second kernel merges the splits (log-sum-exp),
 // divides, and applies Rᵀ to packed values.
 //
-// Vector formats (head_dim d = 128; one format for K and one for V):
+// Vector formats (head_dim d = 32, 64 or 128; one format for K and one for V):
 //   kBf16   2d bytes of bf16 bits.
 //   kPolar  PolarQuant / TurboQuant_mse with a stored gain (quant::KvMseQuantizer with fp32 gain,
 //           i.e. the plugin presets turbo3, turbo4 and k4v3 with qjl=0, and the vLLM-style keys
@@ -22,10 +22,16 @@
 //           kernels/quant/packing.h | fp32 gain g]. The vector is g · Rᵀ c[idx] with
 //           R = D2·H·D1 / divisor (signs may be absent: plain Hadamard). bits 2, 3 or 4.
 //
-// Cache layout (per layer; K and V separately): [num_blocks, num_kv_heads, block_size, bytes] —
-// the positions of one KV head within a block are contiguous, so a warp's tile of packed vectors
-// is whole sectors. Row t attends to positions [0, positions[t]] (causal) of its sequence through
-// block_table + table_offset[t] (block ids in position order).
+// Cache layouts (per layer; K and V separately):
+//   kHeadMajor [num_blocks, num_kv_heads, block_size, bytes] — the positions of one KV head
+//              within a block are contiguous (whole sectors for a warp's tile of packed vectors);
+//   kSlotMajor [num_blocks, block_size, num_kv_heads, bytes] — the engine's BF16 cache
+//              (kernels/cuda/nn_ops.h).
+// Row t attends to positions [lo, positions[t]] of its sequence through block_table +
+// table_offset[t] (block ids in position order), lo = max(0, positions[t] − window + 1) when
+// window > 0, else 0 (causal, optional sliding window). A split covers at least 128 positions;
+// splits beyond the row's length do nothing (so a fixed split count serves any context, as CUDA
+// graphs need).
 //
 // Precision: fp32 throughout (codebook, gains, rotation, scores, softmax, sums); results equal
 // the CPU reference up to float summation order (~1e-6 relative).
@@ -47,6 +53,7 @@
 namespace tq::cuda {
 
 enum class KvVectorKind : int { kBf16 = 0, kPolar = 1 };
+enum class KvCacheLayout : int { kHeadMajor = 0, kSlotMajor = 1 };
 
 struct KvVectorFormat {
   KvVectorKind kind = KvVectorKind::kBf16;
@@ -71,8 +78,10 @@ struct PackedAttentionParams {
   int64_t rows = 0;
   int num_heads = 0;
   int num_kv_heads = 0;  // divides num_heads; num_heads / num_kv_heads <= 8
-  int head_dim = 128;
+  int head_dim = 128;    // 32, 64 or 128
   int block_size = 0;
+  KvCacheLayout layout = KvCacheLayout::kHeadMajor;
+  int64_t window = 0;    // 0: full causal
   float scale = 0.0f;    // usually 1/sqrt(head_dim)
   float* out = nullptr;  // [rows, num_heads * head_dim], row stride ldo
   int64_t ldo = 0;

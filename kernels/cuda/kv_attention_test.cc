@@ -60,17 +60,16 @@ class DeviceVector {
   size_t n_ = 0;
 };
 
-constexpr int kD = 128;
-
 // One side (K or V) of a format: how to encode a vector on the CPU and decode it back.
 struct Side {
+  int d = 128;
   int bits = 0;  // 0 = bf16
   uint32_t seed = 0;
   std::unique_ptr<quant::KvMseQuantizer> q;
-  int64_t bytes() const { return bits == 0 ? 2 * kD : q->bytes(); }
+  int64_t bytes() const { return bits == 0 ? 2 * d : q->bytes(); }
   void Encode(const float* x, uint8_t* dst, float* decoded) const {
     if (bits == 0) {
-      for (int i = 0; i < kD; ++i) {
+      for (int i = 0; i < d; ++i) {
         const uint16_t b = cpu::FloatToBf16(x[i]);
         std::memcpy(dst + 2 * i, &b, 2);
         decoded[i] = cpu::Bf16ToFloat(b);
@@ -82,13 +81,14 @@ struct Side {
   }
 };
 
-Side MakeSide(int bits, uint32_t seed) {
+Side MakeSide(int d, int bits, uint32_t seed) {
   Side s;
+  s.d = d;
   s.bits = bits;
   s.seed = seed;
   if (bits != 0) {
     quant::KvMseSpec spec;
-    spec.dim = kD;
+    spec.dim = d;
     spec.bits = bits;
     spec.signs = true;
     spec.seed = seed;
@@ -121,12 +121,16 @@ struct Case {
   int num_heads, num_kv_heads;
   std::vector<int32_t> positions;  // one row per sequence
   int block_size;
+  KvCacheLayout layout = KvCacheLayout::kHeadMajor;
+  int64_t window = 0;
+  int head_dim = 128;
 };
 
 // Runs one case for the given K/V bit widths (0 = bf16) and split counts; returns the worst
 // absolute error.
 double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& split_list, uint32_t seed) {
-  const Side ks = MakeSide(kbits, quant::kKvKeySeed), vs = MakeSide(vbits, quant::kKvValueSeed);
+  const int kD = c.head_dim;
+  const Side ks = MakeSide(kD, kbits, quant::kKvKeySeed), vs = MakeSide(kD, vbits, quant::kKvValueSeed);
   const int rows = static_cast<int>(c.positions.size());
   const int bs = c.block_size, nkv = c.num_kv_heads, nh = c.num_heads;
   std::mt19937 rng(seed);
@@ -157,7 +161,8 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
     for (int j = 0; j < n; ++j) {
       const int64_t blk = table[offset[r] + j / bs];
       for (int h = 0; h < nkv; ++h) {
-        const int64_t slot = (blk * nkv + h) * bs + j % bs;
+        const int64_t slot = c.layout == KvCacheLayout::kHeadMajor ? (blk * nkv + h) * bs + j % bs
+                                                                   : (blk * bs + j % bs) * nkv + h;
         for (float& v : x) v = nd(rng) * 2.0f;
         ks.Encode(x.data(), kc.data() + slot * kb, &kdec[r][(static_cast<size_t>(j) * nkv + h) * kD]);
         for (float& v : x) v = nd(rng);
@@ -173,11 +178,12 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
   const int group = nh / nkv;
   for (int r = 0; r < rows; ++r) {
     const int n = c.positions[r] + 1;
+    const int first = c.window > 0 && n > c.window ? n - static_cast<int>(c.window) : 0;
     for (int h = 0; h < nh; ++h) {
       const int kvh = h / group;
-      std::vector<double> s(n);
+      std::vector<double> s(n, 0.0);
       double big = -1e300;
-      for (int j = 0; j < n; ++j) {
+      for (int j = first; j < n; ++j) {
         double acc = 0;
         const float* kv = &kdec[r][(static_cast<size_t>(j) * nkv + kvh) * kD];
         for (int i = 0; i < kD; ++i) acc += static_cast<double>(q[(r * nh + h) * kD + i]) * kv[i];
@@ -185,10 +191,10 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
         big = std::max(big, s[j]);
       }
       double sum = 0;
-      for (int j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] - big));
+      for (int j = first; j < n; ++j) sum += (s[j] = std::exp(s[j] - big));
       for (int i = 0; i < kD; ++i) {
         double a = 0;
-        for (int j = 0; j < n; ++j) a += s[j] * vdec[r][(static_cast<size_t>(j) * nkv + kvh) * kD + i];
+        for (int j = first; j < n; ++j) a += s[j] * vdec[r][(static_cast<size_t>(j) * nkv + kvh) * kD + i];
         ref[(r * nh + h) * kD + i] = a / sum;
       }
     }
@@ -217,6 +223,8 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
     p.num_kv_heads = nkv;
     p.head_dim = kD;
     p.block_size = bs;
+    p.layout = c.layout;
+    p.window = c.window;
     p.scale = scale;
     p.out = out.get();
     p.ldo = static_cast<int64_t>(nh) * kD;
@@ -246,6 +254,14 @@ TEST(PackedAttentionTest, MatchesCpuReference) {
       {8, 2, {299, 5}, 16},          // GQA 4
       {8, 1, {1000}, 32},            // GQA 8 (MQA), long enough for many splits
       {6, 2, {47, 300, 77, 1}, 8},   // GQA 3 (padded to a group of 4), small blocks
+      // The engine's slot-major layout; a sliding window (also shorter than a split).
+      {8, 2, {700, 3, 129}, 16, KvCacheLayout::kSlotMajor, 0},
+      {4, 2, {900, 40}, 16, KvCacheLayout::kSlotMajor, 100},
+      {4, 4, {600}, 16, KvCacheLayout::kHeadMajor, 300},
+      // Smaller heads (the tiny test models').
+      {4, 2, {333, 20}, 16, KvCacheLayout::kSlotMajor, 0, 64},
+      {6, 2, {260, 0}, 16, KvCacheLayout::kSlotMajor, 0, 32},
+      {4, 1, {500}, 8, KvCacheLayout::kHeadMajor, 130, 32},
   };
   const std::pair<int, int> formats[] = {{0, 0}, {3, 3}, {4, 4}, {4, 3}, {2, 2}};
   uint32_t seed = 5;
@@ -253,8 +269,9 @@ TEST(PackedAttentionTest, MatchesCpuReference) {
   for (const auto& [kbits, vbits] : formats) {
     for (const Case& c : cases) {
       SCOPED_TRACE("K bits " + std::to_string(kbits) + " V bits " + std::to_string(vbits) + " heads " +
-                   std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads));
-      const double worst = RunCase(c, kbits, vbits, {1, 3, 16}, seed++);
+                   std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " d " +
+                   std::to_string(c.head_dim));
+      const double worst = RunCase(c, kbits, vbits, {1, 3, 16, 200}, seed++);
       EXPECT_LE(worst, kAttentionTol);
       worst_all = std::max(worst_all, worst);
     }
@@ -269,8 +286,10 @@ TEST(PackedAttentionTest, RejectsWhatItCannotRun) {
   PackedAttentionParams p;
   p.num_heads = 8;
   p.num_kv_heads = 8;
-  p.head_dim = 64;
+  p.head_dim = 48;
   EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);
+  p.head_dim = 64;
+  EXPECT_EQ(PackedAttentionUnsupportedReason(p), nullptr);
   p.head_dim = 128;
   EXPECT_EQ(PackedAttentionUnsupportedReason(p), nullptr);
   p.num_kv_heads = 3;
@@ -288,6 +307,10 @@ TEST(PackedAttentionTest, RejectsWhatItCannotRun) {
   EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);  // K packed, V bf16
   p.k_format.bits = 5;
   EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);
+  EXPECT_EQ(PackedAttention(p, nullptr), cudaErrorInvalidValue);
+  p.k_format = KvVectorFormat();
+  p.block_size = 16;
+  p.window = -1;  // everything else valid (rows = 0 would be a no-op)
   EXPECT_EQ(PackedAttention(p, nullptr), cudaErrorInvalidValue);
   // Splits: about 8 CTAs per SM, >= 128 positions each, at most kMaxAttentionSplits.
   EXPECT_EQ(PlanAttentionSplits(1, 8, 32768, 132), 132);
