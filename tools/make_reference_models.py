@@ -4,12 +4,12 @@
 These models widen the engine's equivalence tests beyond the one trained Qwen3 model
 (testdata/models/tq-tiny-qwen3): each exercises config paths the trained model does not have
 (attention and MLP biases, tied embeddings, llama3 / yarn / linear RoPE scaling, MQA, a head_dim
-that is not hidden/heads, a sliding window). The weights are random, so the text is meaningless,
+that is not hidden/heads, a sliding window, a Qwen3-MoE with softmax-routed experts). The weights are random, so the text is meaningless,
 but the logits are exactly what transformers computes for them.
 
 Run on a machine with torch and transformers (the GPU machine has both; the CPU does the math):
 
-  python3 tools/make_reference_models.py OUT_DIR testdata/models/tq-tiny-qwen3
+  python3 tools/make_reference_models.py OUT_DIR testdata/models/tq-tiny-qwen3 [NAME...]
 
 It writes OUT_DIR/<name>/ with config.json, generation_config.json, model.safetensors (BF16),
 tokenizer.json + tokenizer_config.json (copied from the tokenizer folder; the vocabulary is
@@ -27,7 +27,7 @@ import sys
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3MoeConfig
 
 VOCAB = 4096
 
@@ -73,6 +73,15 @@ SPECS = [
           num_attention_heads=4, num_key_value_heads=2, head_dim=48, sliding_window=8,
           tie_word_embeddings=False, rms_norm_eps=1e-5, max_position_embeddings=512,
           bos_token_id=0, eos_token_id=0, pad_token_id=0)),
+    # Qwen3-MoE: q/k norms, 8 softmax-routed experts, top-2 renormalised, layer 0 a dense MLP
+    # (mlp_only_layers), layers 1-2 MoE.
+    ("ref-qwen3-moe", Qwen3MoeConfig, rope("default", 1000000.0),
+     dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+          num_attention_heads=4, num_key_value_heads=2, head_dim=32, num_experts=8,
+          num_experts_per_tok=2, moe_intermediate_size=64, norm_topk_prob=True,
+          decoder_sparse_step=1, mlp_only_layers=[0], tie_word_embeddings=False,
+          rms_norm_eps=1e-6, max_position_embeddings=512, use_sliding_window=False,
+          bos_token_id=0, eos_token_id=0, pad_token_id=0)),
 ]
 
 PROMPT_LENGTHS = [1, 6, 23, 70]
@@ -85,6 +94,8 @@ def randomize(model, gen):
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
             elif name.endswith("bias"):
                 p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 3 and "experts" in name:  # fused experts [E, out, in]
+                p.copy_(torch.randn(p.shape, generator=gen) / (p.shape[2] ** 0.5))
             elif p.dim() == 2:
                 std = 1.0 / (p.shape[1] ** 0.5)
                 if "lm_head" in name or ("embed_tokens" in name and model.config.tie_word_embeddings):
@@ -134,18 +145,32 @@ def reference(model, ids):
     }
 
 
+def check_per_expert(folder):
+    """The engine reads per-expert tensors (model.layers.N.mlp.experts.E.gate_proj.weight); a
+    transformers version that saved fused 3-D expert tensors would need converting first."""
+    from safetensors import safe_open
+    with safe_open(os.path.join(folder, "model.safetensors"), "pt") as f:
+        fused = [k for k in f.keys() if "experts" in k and f.get_slice(k).get_shape().__len__() == 3]
+    if fused:
+        raise SystemExit(f"{folder}: fused expert tensors saved ({fused[:2]}...): unfuse them first")
+
+
 def main():
     out_dir, tok_dir = sys.argv[1], sys.argv[2]
+    only = set(sys.argv[3:])  # optional model names to build (default: all)
     torch.set_num_threads(8)
     torch.backends.cuda.matmul.allow_tf32 = False
     gen = torch.Generator().manual_seed(20261128)
     for name, cls, rope_params, kw in SPECS:
+        if only and name not in only:
+            continue
         cfg = make_config(cls, rope_params, **kw)
         model = AutoModelForCausalLM.from_config(cfg).float()
         randomize(model, gen)
         folder = os.path.join(out_dir, name)
         os.makedirs(folder, exist_ok=True)
         model.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+        check_per_expert(folder)
         for f in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(os.path.join(tok_dir, f), folder)
         ref_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,

@@ -38,6 +38,7 @@
 #include "engine/kv_cache/paged_kv_cache.h"
 #include "engine/model/model_config.h"
 #include "engine/model/linear_batch.h"
+#include "engine/model/moe.h"
 #include "engine/model/model_runner.h"
 #include "engine/model/rope.h"
 #include "engine/model/transformer.h"
@@ -71,12 +72,13 @@ class MlaTransformer : public ModelRunner {
   const ModelWeights& w_;
   RopeTable rope_;
   ThreadPool* pool_;
-  std::vector<float> x_, h_, qa_, kva_, q_, attn_, tmp_, gate_, up_, moe_out_, router_;
-  std::vector<float> lat_c_, lat_pe_, kvb_, khalf_, vhalf_, ebuf_, eout_;
+  std::vector<float> x_, h_, qa_, kva_, q_, attn_, tmp_, gate_, up_, moe_out_;
+  std::vector<float> lat_c_, lat_pe_, kvb_, khalf_, vhalf_;
   // Per layer, kv_b_proj as fp32 [heads * (nope + v), kv_lora_rank] for the absorbed decode
   // attention (empty: rebuild keys and values from the latent instead).
   std::vector<std::vector<float>> kvb_f32_;
   LinearBatch linears_;
+  MoeBlock moe_;
 };
 
 }  // namespace tq

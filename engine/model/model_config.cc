@@ -230,6 +230,46 @@ absl::Status ParseDeepseekV3(const json& j, ModelConfig* cfg) {
   if (auto it = j.find("moe_layer_freq"); it != j.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<int64_t>() != 1) return Bad("moe_layer_freq", "only 1 is supported");
   }
+  e.moe_layers.assign(cfg->num_layers, 0);
+  for (int l = e.first_k_dense_replace; l < cfg->num_layers; ++l) e.moe_layers[l] = 1;
+  return absl::OkStatus();
+}
+
+// Qwen3MoeForCausalLM: Qwen3 attention; the MLP of layer l is a softmax-routed MoE unless l is in
+// mlp_only_layers or (l + 1) is not a multiple of decoder_sparse_step (transformers'
+// Qwen3MoeDecoderLayer).
+absl::Status ParseQwen3Moe(const json& j, ModelConfig* cfg) {
+  MoeConfig& e = cfg->moe;
+  int64_t v = 0;
+  auto get = [&](const char* key, int* out, bool required, int64_t lo, int64_t hi) -> absl::Status {
+    v = *out;
+    if (auto s = GetInt(j, key, &v, required, lo, hi); !s.ok()) return s;
+    *out = static_cast<int>(v);
+    return absl::OkStatus();
+  };
+  e.softmax_scoring = true;
+  e.norm_topk_prob = false;  // transformers' Qwen3MoeConfig default
+  // The Hub's configs say num_experts; transformers 5 writes num_local_experts.
+  const char* experts_key = j.contains("num_experts") ? "num_experts" : "num_local_experts";
+  if (auto s = get(experts_key, &e.n_routed_experts, true, 1, 1 << 16); !s.ok()) return s;
+  if (auto s = get("num_experts_per_tok", &e.num_experts_per_tok, true, 1, e.n_routed_experts); !s.ok()) return s;
+  if (auto s = GetInt(j, "moe_intermediate_size", &e.moe_intermediate_size, true, 1, kMaxModelWidth); !s.ok()) {
+    return s;
+  }
+  if (auto s = GetBool(j, "norm_topk_prob", &e.norm_topk_prob); !s.ok()) return s;
+  int step = 1;
+  if (auto s = get("decoder_sparse_step", &step, false, 1, kMaxLayers); !s.ok()) return s;
+  e.moe_layers.assign(cfg->num_layers, 0);
+  for (int l = 0; l < cfg->num_layers; ++l) e.moe_layers[l] = (l + 1) % step == 0 ? 1 : 0;
+  if (auto it = j.find("mlp_only_layers"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) return Bad("mlp_only_layers", "must be a list of layer indices");
+    for (const json& x : *it) {
+      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= cfg->num_layers) {
+        return Bad("mlp_only_layers", absl::StrCat("entries must be layer indices in [0, ", cfg->num_layers, ")"));
+      }
+      e.moe_layers[x.get<int64_t>()] = 0;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -247,6 +287,8 @@ const char* ModelArchName(ModelArch a) {
       return "qwen3";
     case ModelArch::kDeepseekV3:
       return "deepseek_v3";
+    case ModelArch::kQwen3Moe:
+      return "qwen3_moe";
   }
   return "?";
 }
@@ -293,10 +335,14 @@ int64_t ModelConfig::ParameterCount() const {
   if (attention_bias) attn += q_size() + 2 * kv_size();
   if (attention_out_bias) attn += h;
   if (qk_norm) attn += 2 * head_dim;
-  int64_t mlp = 3 * h * intermediate_size;
-  if (mlp_bias) mlp += 2 * intermediate_size + h;
-  const int64_t per_layer = attn + mlp + 2 * h;
-  return vocab_size * h * (tie_word_embeddings ? 1 : 2) + num_layers * per_layer + h;
+  int64_t total = vocab_size * h * (tie_word_embeddings ? 1 : 2) + h;
+  for (int l = 0; l < num_layers; ++l) {
+    int64_t mlp = 3 * h * intermediate_size;
+    if (mlp_bias) mlp += 2 * intermediate_size + h;
+    if (is_moe_layer(l)) mlp = int64_t{moe.n_routed_experts} * (3 * h * moe.moe_intermediate_size + h);
+    total += attn + mlp + 2 * h;
+  }
+  return total;
 }
 
 std::string ModelConfig::DebugString() const {
@@ -309,6 +355,10 @@ std::string ModelConfig::DebugString() const {
                                               " nope ", mla.qk_nope_head_dim, " rope ", mla.qk_rope_head_dim,
                                               " v ", mla.v_head_dim)
                                : "",
+                      arch == ModelArch::kQwen3Moe
+                          ? absl::StrCat(", MoE ", moe.n_routed_experts, " experts top-", moe.num_experts_per_tok,
+                                         " x ", moe.moe_intermediate_size, " (softmax routing)")
+                          : "",
                       is_mla() ? absl::StrCat(", MoE ", moe.n_routed_experts, " experts top-",
                                               moe.num_experts_per_tok, " x ", moe.moe_intermediate_size,
                                               ", shared ", moe.n_shared_experts, ", dense layers ",
@@ -339,11 +389,13 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
     cfg.arch = ModelArch::kQwen3;
   } else if (cfg.architecture == "DeepseekV3ForCausalLM") {
     cfg.arch = ModelArch::kDeepseekV3;
+  } else if (cfg.architecture == "Qwen3MoeForCausalLM") {
+    cfg.arch = ModelArch::kQwen3Moe;
   } else {
     return Bad("architectures",
                absl::StrCat("'", cfg.architecture,
                             "' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
-                            "Qwen2ForCausalLM, Qwen3ForCausalLM, DeepseekV3ForCausalLM)"));
+                            "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, DeepseekV3ForCausalLM)"));
   }
 
   int64_t v = 0;
@@ -423,11 +475,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
       }
       break;
     }
-    case ModelArch::kQwen3: {
+    case ModelArch::kQwen3:
+    case ModelArch::kQwen3Moe: {
       bool b = false;
       if (auto s = GetBool(j, "attention_bias", &b); !s.ok()) return s;
       cfg.attention_bias = cfg.attention_out_bias = b;
       cfg.qk_norm = true;
+      if (cfg.arch == ModelArch::kQwen3Moe) {
+        if (auto s = ParseQwen3Moe(j, &cfg); !s.ok()) return s;
+      }
       break;
     }
   }
@@ -464,7 +520,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
   }
   if (cfg.arch == ModelArch::kMistral) {
     if (window > 0) cfg.sliding_window.assign(cfg.num_layers, window);
-  } else if (cfg.arch == ModelArch::kQwen2 || cfg.arch == ModelArch::kQwen3) {
+  } else if (cfg.arch == ModelArch::kQwen2 || cfg.arch == ModelArch::kQwen3 || cfg.arch == ModelArch::kQwen3Moe) {
     bool use = false;
     if (auto s = GetBool(j, "use_sliding_window", &use); !s.ok()) return s;
     if (use && window > 0) {

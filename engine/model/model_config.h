@@ -8,6 +8,9 @@
 // activation other than SiLU, an unknown RoPE type, inconsistent sizes) is refused at load time
 // with InvalidArgument naming the field.
 //
+// Qwen3MoeForCausalLM: Qwen3 attention and a softmax-routed Mixture of Experts (MoeConfig) on the
+// layers moe.moe_layers marks (decoder_sparse_step, mlp_only_layers), run by transformer.h.
+//
 // DeepseekV3ForCausalLM: Multi-head Latent Attention (MlaConfig) and a Mixture of Experts
 // (MoeConfig) on layers >= first_k_dense_replace; `head_dim` is then the RoPE width
 // (qk_rope_head_dim) and the KV cache holds one latent vector per token and layer
@@ -30,7 +33,7 @@
 
 namespace tq {
 
-enum class ModelArch { kLlama, kMistral, kQwen2, kQwen3, kDeepseekV3 };
+enum class ModelArch { kLlama, kMistral, kQwen2, kQwen3, kDeepseekV3, kQwen3Moe };
 const char* ModelArchName(ModelArch a);
 
 enum class RopeType { kDefault, kLinear, kLlama3, kYarn };
@@ -66,8 +69,11 @@ struct MlaConfig {
   int latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }
 };
 
-// DeepSeek-V3 Mixture of Experts: sigmoid routing with e_score_correction_bias, group top-k.
+// Mixture of Experts (engine/model/moe.h): DeepSeek-V3 (sigmoid routing with
+// e_score_correction_bias, group top-k, shared experts) and Qwen3-MoE (softmax routing, top-k).
 struct MoeConfig {
+  bool softmax_scoring = false;   // Qwen3-MoE; else sigmoid (DeepSeek-V3)
+  std::vector<char> moe_layers;   // per layer: 1 = MoE MLP, 0 = dense MLP
   int first_k_dense_replace = 0;  // layers [0, first_k_dense_replace) are dense MLPs
   int n_routed_experts = 0;
   int num_experts_per_tok = 0;
@@ -110,7 +116,9 @@ struct ModelConfig {
   MlaConfig mla;
   MoeConfig moe;
   bool is_mla() const { return arch == ModelArch::kDeepseekV3; }
-  bool is_moe_layer(int layer) const { return is_mla() && moe.n_routed_experts > 0 && layer >= moe.first_k_dense_replace; }
+  bool is_moe_layer(int layer) const {
+    return layer >= 0 && layer < static_cast<int>(moe.moe_layers.size()) && moe.moe_layers[layer] != 0;
+  }
   // Width of the rotary embedding (RopeTable::Create's head_dim).
   int rope_dim() const { return head_dim; }
   // Shape of the paged KV cache: dense models cache num_kv_heads x head_dim for K and for V;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 
 #include "engine/model/rope.h"
 #include "gtest/gtest.h"
@@ -77,6 +78,61 @@ TEST(ModelConfigTest, ParsesDeepseekV3) {
   EXPECT_FALSE(c->is_moe_layer(0));
   EXPECT_TRUE(c->is_moe_layer(1) && c->is_moe_layer(3));
   EXPECT_EQ(c->ParameterCount(), 6169856);  // shared/models/README.md
+}
+
+// Qwen3-30B-A3B's config.json (the Hub's key names), shrunk.
+constexpr char kQwen3Moe[] = R"({
+  "architectures": ["Qwen3MoeForCausalLM"], "attention_bias": false, "decoder_sparse_step": 1,
+  "head_dim": 128, "hidden_act": "silu", "hidden_size": 2048, "intermediate_size": 6144,
+  "max_position_embeddings": 40960, "mlp_only_layers": [], "model_type": "qwen3_moe",
+  "moe_intermediate_size": 768, "norm_topk_prob": true, "num_attention_heads": 32,
+  "num_experts": 128, "num_experts_per_tok": 8, "num_hidden_layers": 48, "num_key_value_heads": 4,
+  "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": false,
+  "use_sliding_window": false, "vocab_size": 151936})";
+
+TEST(ModelConfigTest, ParsesQwen3Moe) {
+  auto c = ParseModelConfig(kQwen3Moe);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, ModelArch::kQwen3Moe);
+  EXPECT_FALSE(c->is_mla());
+  EXPECT_TRUE(c->qk_norm);
+  EXPECT_EQ(c->moe.n_routed_experts, 128);
+  EXPECT_EQ(c->moe.num_experts_per_tok, 8);
+  EXPECT_EQ(c->moe.moe_intermediate_size, 768);
+  EXPECT_TRUE(c->moe.softmax_scoring);
+  EXPECT_TRUE(c->moe.norm_topk_prob);
+  EXPECT_EQ(c->moe.n_shared_experts, 0);
+  for (int l = 0; l < 48; ++l) EXPECT_TRUE(c->is_moe_layer(l)) << l;
+  EXPECT_FALSE(c->is_moe_layer(48));
+  // 30.5 B parameters in all (3.3 B active), as the model card says.
+  EXPECT_NEAR(static_cast<double>(c->ParameterCount()), 30.5e9, 0.2e9);
+  EXPECT_NE(c->DebugString().find("128 experts top-8"), std::string::npos) << c->DebugString();
+
+  // transformers 5's key name, dense layers by decoder_sparse_step and mlp_only_layers.
+  std::string s = kQwen3Moe;
+  s.replace(s.find("\"num_experts\""), 13, "\"num_local_experts\"");
+  s.replace(s.find("\"decoder_sparse_step\": 1"), 24, "\"decoder_sparse_step\": 2");
+  s.replace(s.find("\"mlp_only_layers\": []"), 21, "\"mlp_only_layers\": [5]");
+  c = ParseModelConfig(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->moe.n_routed_experts, 128);
+  EXPECT_FALSE(c->is_moe_layer(0));
+  EXPECT_TRUE(c->is_moe_layer(1));
+  EXPECT_FALSE(c->is_moe_layer(5));  // listed
+  EXPECT_TRUE(c->is_moe_layer(47));
+
+  // Errors name the field.
+  for (const auto& [from, to, field] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"\"mlp_only_layers\": []", "\"mlp_only_layers\": [48]", "mlp_only_layers"},
+           {"\"num_experts_per_tok\": 8", "\"num_experts_per_tok\": 129", "num_experts_per_tok"},
+           {"\"num_experts\": 128,", "", "num_local_experts"},
+           {"\"decoder_sparse_step\": 1", "\"decoder_sparse_step\": 0", "decoder_sparse_step"}}) {
+    std::string bad = kQwen3Moe;
+    bad.replace(bad.find(from), from.size(), to);
+    auto e = ParseModelConfig(bad);
+    ASSERT_FALSE(e.ok()) << from;
+    EXPECT_NE(e.status().message().find(field), std::string::npos) << e.status();
+  }
 }
 
 TEST(ModelConfigTest, DeepseekV3RefusesUnsupported) {

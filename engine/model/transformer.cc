@@ -163,11 +163,15 @@ absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache
         nn::RmsNorm(x_.data() + t * H, L.post_attention_norm.data(), H, eps, h_.data() + t * H);
       }
     });
-    RunLinears({{&L.gate, gate_.data()}, {&L.up, up_.data()}}, h_.data(), T);
-    pool_->ParallelFor(T, 4, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) nn::SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
-    });
-    RunLinears({{&L.down, tmp_.data()}}, gate_.data(), T);
+    if (L.moe) {  // Qwen3-MoE: the routed experts of each token (engine/model/moe.h)
+      moe_.Run(cfg_.moe, L, h_.data(), T, H, linears_, pool_, tmp_.data());
+    } else {
+      RunLinears({{&L.gate, gate_.data()}, {&L.up, up_.data()}}, h_.data(), T);
+      pool_->ParallelFor(T, 4, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) nn::SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
+      });
+      RunLinears({{&L.down, tmp_.data()}}, gate_.data(), T);
+    }
     for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
   }
 

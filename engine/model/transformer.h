@@ -31,6 +31,7 @@
 #include "engine/kv_cache/paged_kv_cache.h"
 #include "engine/model/model_config.h"
 #include "engine/model/linear_batch.h"
+#include "engine/model/moe.h"
 #include "engine/model/model_runner.h"
 #include "engine/model/rope.h"
 #include "engine/model/weights.h"
@@ -81,6 +82,7 @@ class Transformer : public ModelRunner {
   // Scratch, reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_, gate_, up_;
   LinearBatch linears_;
+  MoeBlock moe_;  // Qwen3-MoE layers
 };
 
 }  // namespace tq

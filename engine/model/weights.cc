@@ -87,6 +87,9 @@ absl::StatusOr<ExpertWeights> BindExpert(const ModelCheckpoint& ckpt, const std:
 }
 
 // One DeepseekV3 decoder layer: MLA attention, then a dense MLP or the MoE.
+absl::Status BindMoe(const ModelCheckpoint& ckpt, const ModelConfig& cfg, const std::string& p,
+                     const BindOptions& options, LayerWeights* L);
+
 absl::Status BindMlaLayer(const ModelCheckpoint& ckpt, const ModelConfig& cfg, int l, const BindOptions& options,
                           LayerWeights* L) {
   const std::string p = absl::StrCat("model.layers.", l, ".");
@@ -110,12 +113,23 @@ absl::Status BindMlaLayer(const ModelCheckpoint& ckpt, const ModelConfig& cfg, i
     TQ_ASSIGN_OR_RETURN(L->down, BindLinear(ckpt, p + "mlp.down_proj", h, cfg.intermediate_size, false, options));
     return absl::OkStatus();
   }
+  return BindMoe(ckpt, cfg, p, options, L);
+}
+
+// The MoE MLP of a layer (engine/model/moe.h): the router (kept in full precision), the routed
+// experts and, for DeepSeek-V3, the score-correction bias and the shared experts.
+absl::Status BindMoe(const ModelCheckpoint& ckpt, const ModelConfig& cfg, const std::string& p,
+                     const BindOptions& options, LayerWeights* L) {
+  const int64_t h = cfg.hidden_size;
   const MoeConfig& e = cfg.moe;
   L->moe = true;
   // The router stays in full precision (transformers computes it in fp32).
   TQ_ASSIGN_OR_RETURN(L->router, BindLinear(ckpt, p + "mlp.gate", e.n_routed_experts, h, false, BindOptions{true}));
   if (L->router.quantized()) return TensorError(p + "mlp.gate.weight", "the MoE router must not be quantized");
-  TQ_ASSIGN_OR_RETURN(L->router_bias, LoadVector(ckpt, p + "mlp.gate.e_score_correction_bias", e.n_routed_experts));
+  if (cfg.arch == ModelArch::kDeepseekV3) {
+    TQ_ASSIGN_OR_RETURN(L->router_bias,
+                        LoadVector(ckpt, p + "mlp.gate.e_score_correction_bias", e.n_routed_experts));
+  }
   L->experts.reserve(e.n_routed_experts);
   for (int x = 0; x < e.n_routed_experts; ++x) {
     TQ_ASSIGN_OR_RETURN(ExpertWeights ew, BindExpert(ckpt, absl::StrCat(p, "mlp.experts.", x, "."), h,
@@ -362,9 +376,15 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> BindModelWeights(ModelCheckpoint& 
     TQ_ASSIGN_OR_RETURN(L.k, BindLinear(ckpt, p + "self_attn.k_proj", cfg.kv_size(), h, cfg.attention_bias, options));
     TQ_ASSIGN_OR_RETURN(L.v, BindLinear(ckpt, p + "self_attn.v_proj", cfg.kv_size(), h, cfg.attention_bias, options));
     TQ_ASSIGN_OR_RETURN(L.o, BindLinear(ckpt, p + "self_attn.o_proj", h, cfg.q_size(), cfg.attention_out_bias, options));
-    TQ_ASSIGN_OR_RETURN(L.gate, BindLinear(ckpt, p + "mlp.gate_proj", cfg.intermediate_size, h, cfg.mlp_bias, options));
-    TQ_ASSIGN_OR_RETURN(L.up, BindLinear(ckpt, p + "mlp.up_proj", cfg.intermediate_size, h, cfg.mlp_bias, options));
-    TQ_ASSIGN_OR_RETURN(L.down, BindLinear(ckpt, p + "mlp.down_proj", h, cfg.intermediate_size, cfg.mlp_bias, options));
+    if (cfg.is_moe_layer(l)) {  // Qwen3-MoE
+      TQ_RETURN_IF_ERROR(BindMoe(ckpt, cfg, p, options, &L));
+    } else {
+      TQ_ASSIGN_OR_RETURN(L.gate,
+                          BindLinear(ckpt, p + "mlp.gate_proj", cfg.intermediate_size, h, cfg.mlp_bias, options));
+      TQ_ASSIGN_OR_RETURN(L.up, BindLinear(ckpt, p + "mlp.up_proj", cfg.intermediate_size, h, cfg.mlp_bias, options));
+      TQ_ASSIGN_OR_RETURN(L.down,
+                          BindLinear(ckpt, p + "mlp.down_proj", h, cfg.intermediate_size, cfg.mlp_bias, options));
+    }
     TQ_ASSIGN_OR_RETURN(L.input_norm, LoadVector(ckpt, p + "input_layernorm.weight", h));
     TQ_ASSIGN_OR_RETURN(L.post_attention_norm, LoadVector(ckpt, p + "post_attention_layernorm.weight", h));
     if (cfg.qk_norm) {

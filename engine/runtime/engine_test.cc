@@ -487,7 +487,7 @@ TEST_F(BadCheckpointTest, ErrorsNameTheProblem) {
       {Patched("num_hidden_layers", "5"), "more layers"},
       {Patched("intermediate_size", "512"), "model.layers.0.mlp.gate_proj.weight"},
       {Patched("vocab_size", "5000"), "model.embed_tokens.weight"},
-      {Patched("architectures", "[\"Qwen3MoeForCausalLM\"]"), "not supported"},
+      {Patched("architectures", "[\"MixtralForCausalLM\"]"), "not supported"},
       {Patched("attention_bias", "true"), "q_proj.bias"},
       {Patched("num_attention_heads", "null"), "num_attention_heads: missing"},
       {Patched("hidden_act", "\"gelu\""), "hidden_act"},
@@ -583,6 +583,25 @@ TEST(TqMlaMoeTest, DeepSeekCodesEqualDequantizedWeights) {
   ASSERT_TRUE(p.has_value());
   EXPECT_GT(p->codes->model_info().quantized_linears, 0u);
   ExpectSameFunction(*p->codes, *p->dense);
+}
+
+// Qwen3-MoE: softmax-routed experts from TQ3 codes equal the dequantized model; the MoE runs on
+// the CPU only, and asking for CUDA says so before any device is touched.
+TEST(TqMlaMoeTest, Qwen3MoeCodesEqualDequantizedWeights) {
+  auto p = MakeTqPair(tq::testing::TestDataPath("testdata/models/ref-qwen3-moe"), CheckpointFormat::kTq);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_GT(p->codes->model_info().quantized_linears, 0u);
+  ExpectSameFunction(*p->codes, *p->dense);
+}
+
+TEST(EngineCreateTest, MoeOnCudaIsRefused) {
+  EngineOptions o;
+  o.model_uri = tq::testing::TestDataPath("testdata/models/ref-qwen3-moe");
+  o.device = "cuda";
+  auto e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << e.status();
+  EXPECT_NE(e.status().message().find("MoE"), std::string::npos) << e.status();
 }
 
 TEST(TqLoadTest, CorruptedTqCheckpointIsRefused) {

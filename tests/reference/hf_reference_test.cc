@@ -1,6 +1,7 @@
 // The engine computes what Hugging Face transformers computes: for the trained tiny Qwen3, the
 // trained tiny DeepSeek-V3 (MLA + MoE, engine/model/mla_transformer.h) and
-// the three random-init reference models (testdata/models/*/reference.json, fp32 on the CPU),
+// the four random-init reference models (incl. a Qwen3-MoE; testdata/models/*/reference.json, fp32
+// on the CPU),
 // last-position logits within 1e-3 × max|logit| (observed ~1e-6), identical top-5, identical
 // argmax and log-sum-exp at every prompt position, and the identical 16-token greedy
 // continuation through the engine's request API (KV cache, scheduler, sampler).
@@ -147,7 +148,7 @@ TEST_P(HfReferenceTest, LogitsAndGreedyMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Models, HfReferenceTest,
                          ::testing::Values("tq-tiny-qwen3", "ref-llama-bias-tied", "ref-qwen2-yarn-mqa",
-                                           "ref-mistral-swa", "tq-tiny-deepseek-v3"),
+                                           "ref-mistral-swa", "ref-qwen3-moe", "tq-tiny-deepseek-v3"),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string s = i.param;
                            for (char& c : s) {
