@@ -1,9 +1,14 @@
 // gen_checkpoint: writes a random Llama-architecture checkpoint (BF16 safetensors, sharded like
 // Hugging Face's, with config.json) of any shape, for benchmarks and memory measurements where
-// no real weights can be downloaded. Weights ~ N(0, 0.02^2), norms 1.
+// no real weights can be downloaded. Weights ~ N(0, 0.02^2), norms 1. With --experts N it writes
+// a Qwen3MoeForCausalLM instead (q/k norms, a router and N experts of --moe-intermediate per
+// layer, --experts-per-tok of them active).
 //
 //   bazel run -c opt //tools:gen_checkpoint -- --out /tmp/llama-2g --hidden 4096 \
 //       --intermediate 11008 --layers 5 --vocab 32000
+//   # Qwen3-30B-A3B's shape (48 layers there):
+//   gen_checkpoint --out /tmp/q3moe --hidden 2048 --heads 32 --kv-heads 4 --head-dim 128 \
+//       --layers 8 --vocab 151936 --experts 128 --experts-per-tok 8 --moe-intermediate 768
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -25,6 +30,8 @@ namespace {
 struct Args {
   std::string out;
   int64_t hidden = 4096, intermediate = 11008, layers = 4, vocab = 32000, heads = 32, kv_heads = 8;
+  int64_t head_dim = 0;  // 0: hidden / heads
+  int64_t experts = 0, experts_per_tok = 8, moe_intermediate = 768;  // experts > 0: Qwen3-MoE
   uint64_t shard_bytes = uint64_t{2} << 30;
   uint64_t seed = 1;
 };
@@ -50,7 +57,8 @@ struct Rng {
 int Usage() {
   std::fprintf(stderr,
                "usage: gen_checkpoint --out DIR [--hidden 4096] [--intermediate 11008] "
-               "[--layers 4] [--vocab 32000] [--heads 32] [--kv-heads 8] [--shard-gib 2] [--seed 1]\n");
+               "[--layers 4] [--vocab 32000] [--heads 32] [--kv-heads 8] [--head-dim hidden/heads] "
+               "[--experts 0] [--experts-per-tok 8] [--moe-intermediate 768] [--shard-gib 2] [--seed 1]\n");
   return 2;
 }
 
@@ -67,12 +75,20 @@ int main(int argc, char** argv) {
     else if (k == "--vocab") a.vocab = std::atoll(v.c_str());
     else if (k == "--heads") a.heads = std::atoll(v.c_str());
     else if (k == "--kv-heads") a.kv_heads = std::atoll(v.c_str());
+    else if (k == "--head-dim") a.head_dim = std::atoll(v.c_str());
+    else if (k == "--experts") a.experts = std::atoll(v.c_str());
+    else if (k == "--experts-per-tok") a.experts_per_tok = std::atoll(v.c_str());
+    else if (k == "--moe-intermediate") a.moe_intermediate = std::atoll(v.c_str());
     else if (k == "--shard-gib") a.shard_bytes = static_cast<uint64_t>(std::atof(v.c_str()) * (1 << 30));
     else if (k == "--seed") a.seed = std::strtoull(v.c_str(), nullptr, 10);
     else return Usage();
   }
-  if (a.out.empty() || a.hidden % a.heads != 0) return Usage();
-  const int64_t hd = a.hidden / a.heads;
+  if (a.out.empty() || (a.head_dim == 0 && a.hidden % a.heads != 0) || a.experts < 0 ||
+      (a.experts > 0 && (a.experts_per_tok < 1 || a.experts_per_tok > a.experts || a.moe_intermediate < 1))) {
+    return Usage();
+  }
+  const bool moe = a.experts > 0;
+  const int64_t hd = a.head_dim > 0 ? a.head_dim : a.hidden / a.heads;
   std::vector<tq::TensorSpec> all;
   auto add = [&](const std::string& n, std::vector<int64_t> s) {
     all.push_back({n, tq::DType::kBF16, std::move(s)});
@@ -86,9 +102,21 @@ int main(int argc, char** argv) {
     add(p + "self_attn.k_proj.weight", {a.kv_heads * hd, a.hidden});
     add(p + "self_attn.v_proj.weight", {a.kv_heads * hd, a.hidden});
     add(p + "self_attn.o_proj.weight", {a.hidden, a.heads * hd});
-    add(p + "mlp.gate_proj.weight", {a.intermediate, a.hidden});
-    add(p + "mlp.up_proj.weight", {a.intermediate, a.hidden});
-    add(p + "mlp.down_proj.weight", {a.hidden, a.intermediate});
+    if (!moe) {
+      add(p + "mlp.gate_proj.weight", {a.intermediate, a.hidden});
+      add(p + "mlp.up_proj.weight", {a.intermediate, a.hidden});
+      add(p + "mlp.down_proj.weight", {a.hidden, a.intermediate});
+      continue;
+    }
+    add(p + "self_attn.q_norm.weight", {hd});
+    add(p + "self_attn.k_norm.weight", {hd});
+    add(p + "mlp.gate.weight", {a.experts, a.hidden});
+    for (int64_t e = 0; e < a.experts; ++e) {
+      const std::string x = absl::StrCat(p, "mlp.experts.", e, ".");
+      add(x + "gate_proj.weight", {a.moe_intermediate, a.hidden});
+      add(x + "up_proj.weight", {a.moe_intermediate, a.hidden});
+      add(x + "down_proj.weight", {a.hidden, a.moe_intermediate});
+    }
   }
   add("model.norm.weight", {a.hidden});
   add("lm_head.weight", {a.vocab, a.hidden});
@@ -151,8 +179,16 @@ int main(int argc, char** argv) {
     (void)tq::WriteFileAtomic(tq::JoinPath(a.out, "model.safetensors.index.json"), index.dump(2));
   }
   nlohmann::ordered_json cfg;
-  cfg["architectures"] = {"LlamaForCausalLM"};
-  cfg["model_type"] = "llama";
+  cfg["architectures"] = {moe ? "Qwen3MoeForCausalLM" : "LlamaForCausalLM"};
+  cfg["model_type"] = moe ? "qwen3_moe" : "llama";
+  if (moe) {
+    cfg["num_experts"] = a.experts;
+    cfg["num_experts_per_tok"] = a.experts_per_tok;
+    cfg["moe_intermediate_size"] = a.moe_intermediate;
+    cfg["norm_topk_prob"] = true;
+    cfg["decoder_sparse_step"] = 1;
+    cfg["mlp_only_layers"] = nlohmann::ordered_json::array();
+  }
   cfg["hidden_size"] = a.hidden;
   cfg["intermediate_size"] = a.intermediate;
   cfg["num_hidden_layers"] = a.layers;
@@ -162,7 +198,7 @@ int main(int argc, char** argv) {
   cfg["vocab_size"] = a.vocab;
   cfg["max_position_embeddings"] = 8192;
   cfg["rms_norm_eps"] = 1e-5;
-  cfg["rope_theta"] = 500000.0;
+  cfg["rope_theta"] = moe ? 1000000.0 : 500000.0;
   cfg["tie_word_embeddings"] = false;
   cfg["torch_dtype"] = "bfloat16";
   cfg["hidden_act"] = "silu";

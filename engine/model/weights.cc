@@ -429,10 +429,10 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> BindModelWeights(ModelCheckpoint& 
   };
   for (const LayerWeights& L : mw->layers) {
     if (!cfg.is_mla()) {
-      for (const Linear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) count(*lin);
-      continue;
+      for (const Linear* lin : {&L.q, &L.k, &L.v, &L.o}) count(*lin);
+    } else {
+      for (const Linear* lin : {&L.q_a, &L.q_b, &L.kv_a, &L.kv_b, &L.o}) count(*lin);
     }
-    for (const Linear* lin : {&L.q_a, &L.q_b, &L.kv_a, &L.kv_b, &L.o}) count(*lin);
     if (!L.moe) {
       for (const Linear* lin : {&L.gate, &L.up, &L.down}) count(*lin);
       continue;
