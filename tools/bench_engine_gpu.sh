@@ -32,3 +32,12 @@ for m in bf16 tq3 tq4; do
   echo "== $m"
   "$bench" --model "$work/$m" --device cuda --batch 1,8 --prompt-len 128 --decode-tokens 64 ${BENCH_ARGS:-}
 done
+# LONG_CONTEXT=4096,8000: TQ3 decode at those contexts, split-K attention (default rule) against
+# the one-CTA-per-head PagedAttention (docs/BENCHMARKS.md §9).
+for ctx in $(echo "${LONG_CONTEXT:-}" | tr "," " "); do
+  for attn in auto paged; do
+    echo "== tq3 decode at context $ctx, attention $attn"
+    TQ_CUDA_ATTENTION=$attn "$bench" --model "$work/tq3" --device cuda --batch 1,8 --prompt-len 128 \
+      --decode-context "$ctx" --decode-tokens 32 --kv-cache-gib 8 --repeats 1
+  done
+done

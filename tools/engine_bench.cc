@@ -3,9 +3,11 @@
 //   bazel run -c opt //tools:engine_bench -- --model /models/llama-tq3 --batch 1,8
 //
 // Prefill: one request of --prompt-len random token ids scheduled in one step; tokens/s =
-// prompt length / time to first token. Decode at batch B: B requests with 8-token prompts and
-// --decode-tokens new tokens each (ignore eos, greedy); tokens/s counts the tokens produced after
-// the last request's first token, over the time until the last finishes (steady-state decode).
+// prompt length / time to first token. Decode at batch B: B requests with --decode-context-token
+// prompts (default 8) and --decode-tokens new tokens each (ignore eos, greedy); tokens/s counts
+// the tokens produced after the last request's first token, over the time until the last
+// finishes (steady-state decode at that context). Long contexts need a KV cache to match:
+// --kv-cache-gib (default: the engine's automatic size, at most 1 GiB).
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -28,6 +30,8 @@ struct Args {
   int threads = 0;
   int prompt_len = 128;
   int decode_tokens = 32;
+  int decode_context = 8;
+  double kv_cache_gib = 0;
   std::vector<int> batches = {1, 8};
   std::string kv_codec = "bf16";
   std::string device = "cpu";
@@ -46,6 +50,10 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!absl::SimpleAtoi(next(), &a->prompt_len)) return false;
     } else if (k == "--decode-tokens") {
       if (!absl::SimpleAtoi(next(), &a->decode_tokens)) return false;
+    } else if (k == "--decode-context") {
+      if (!absl::SimpleAtoi(next(), &a->decode_context) || a->decode_context < 1) return false;
+    } else if (k == "--kv-cache-gib") {
+      if (!absl::SimpleAtod(next(), &a->kv_cache_gib) || !(a->kv_cache_gib > 0)) return false;
     } else if (k == "--repeats") {
       if (!absl::SimpleAtoi(next(), &a->repeats)) return false;
     } else if (k == "--kv-codec") {
@@ -110,7 +118,8 @@ int main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &a)) {
     std::fprintf(stderr,
                  "usage: engine_bench --model URI [--threads N] [--prompt-len 128] [--decode-tokens 32] "
-                 "[--batch 1,8] [--kv-codec bf16] [--device cpu|cuda] [--repeats 2]\n");
+                 "[--decode-context 8] [--kv-cache-gib G] [--batch 1,8] [--kv-codec bf16] [--device cpu|cuda] "
+                 "[--repeats 2]\n");
     return 2;
   }
   tq::EngineOptions o;
@@ -120,7 +129,8 @@ int main(int argc, char** argv) {
   o.device = a.device;
   o.max_num_batched_tokens = std::max(512, a.prompt_len);
   o.max_num_seqs = 64;
-  o.max_model_len = std::max(a.prompt_len, 8 + a.decode_tokens) + 16;
+  o.max_model_len = std::max(a.prompt_len, a.decode_context + a.decode_tokens) + 16;
+  if (a.kv_cache_gib > 0) o.kv_cache_bytes = static_cast<int64_t>(a.kv_cache_gib * (1 << 30));
   auto t0 = Clock::now();
   auto engine = tq::Engine::Create(o);
   if (!engine.ok()) {
@@ -152,7 +162,7 @@ int main(int argc, char** argv) {
     double best = 0;
     for (int r = 0; r < a.repeats; ++r) {
       Run run;
-      if (!Submit(**engine, b, 8, a.decode_tokens + 1, 100 + r, &run)) return 1;
+      if (!Submit(**engine, b, a.decode_context, a.decode_tokens + 1, 100 + r, &run)) return 1;
       Clock::time_point steady = run.token_times[0][0], end = run.token_times[0].back();
       for (const auto& t : run.token_times) {
         steady = std::max(steady, t.front());
@@ -163,7 +173,12 @@ int main(int argc, char** argv) {
       const double s = std::chrono::duration<double>(end - steady).count();
       best = std::max(best, tokens / s);
     }
-    std::printf("decode batch %d: %.2f tokens/s (%.2f per sequence)\n", b, best, best / b);
+    if (a.decode_context == 8) {
+      std::printf("decode batch %d: %.2f tokens/s (%.2f per sequence)\n", b, best, best / b);
+    } else {
+      std::printf("decode batch %d at context %d: %.2f tokens/s (%.2f per sequence)\n", b, a.decode_context, best,
+                  best / b);
+    }
   }
   return 0;
 }
