@@ -38,6 +38,6 @@ for ctx in $(echo "${LONG_CONTEXT:-}" | tr "," " "); do
   for attn in auto paged; do
     echo "== tq3 decode at context $ctx, attention $attn"
     TQ_CUDA_ATTENTION=$attn "$bench" --model "$work/tq3" --device cuda --batch 1,8 --prompt-len 128 \
-      --decode-context "$ctx" --decode-tokens 32 --kv-cache-gib 8 --repeats 1
+      --decode-context "$ctx" --decode-tokens 32 --kv-cache-gib 10 --repeats 1
   done
 done
