@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -92,26 +94,16 @@ class Fp8Codec final : public KvCodec {
 };
 
 // Codecs built for one head_dim: calling them with another is a programming error.
+// A codec bound to one head_dim over a quantizer Q (bytes(), Encode, Decode): the storage half of
+// KvCodec, with the head_dim checked on every call; subclasses add the attention space.
+template <typename Q>
 class BoundCodec : public KvCodec {
  public:
-  BoundCodec(std::string name, int dim) : name_(std::move(name)), dim_(dim) {}
+  template <typename... Args>
+  BoundCodec(std::string name, int dim, Args&&... args)
+      : name_(std::move(name)), dim_(dim), q_(std::forward<Args>(args)...) {}
   const char* name() const override { return name_.c_str(); }
   bool lossless() const override { return false; }
-
- protected:
-  void Check(int head_dim) const {
-    if (head_dim != dim_) {
-      std::fprintf(stderr, "KV codec '%s' is built for head_dim %d, called with %d\n", name_.c_str(), dim_, head_dim);
-      std::abort();
-    }
-  }
-  std::string name_;
-  int dim_;
-};
-
-class MseCodec final : public BoundCodec {
- public:
-  MseCodec(std::string name, const KvMseSpec& spec) : BoundCodec(std::move(name), spec.dim), q_(spec) {}
   int64_t BytesPerVector(int head_dim) const override {
     Check(head_dim);
     return q_.bytes();
@@ -124,6 +116,23 @@ class MseCodec final : public BoundCodec {
     Check(head_dim);
     q_.Decode(src, dst);
   }
+
+ protected:
+  void Check(int head_dim) const {
+    if (head_dim != dim_) {
+      std::fprintf(stderr, "KV codec '%s' is built for head_dim %d, called with %d\n", name_.c_str(), dim_, head_dim);
+      std::abort();
+    }
+  }
+  std::string name_;
+  int dim_;
+  Q q_;
+};
+
+// PolarQuant / TurboQuant_mse: attention in the rotated space.
+class MseCodec final : public BoundCodec<quant::KvMseQuantizer> {
+ public:
+  MseCodec(std::string name, const KvMseSpec& spec) : BoundCodec(std::move(name), spec.dim, spec) {}
   bool identity_attention() const override { return false; }
   void DecodeAttention(const uint8_t* src, int head_dim, float* dst) const override {
     Check(head_dim);
@@ -141,28 +150,13 @@ class MseCodec final : public BoundCodec {
     Check(head_dim);
     q_.rotation().Inverse(acc, dst);
   }
-
- private:
-  quant::KvMseQuantizer q_;
 };
 
 // TurboQuant_prod keys: scores in 2·head_dim floats. Key role only.
-class ProdCodec final : public BoundCodec {
+class ProdCodec final : public BoundCodec<quant::KvProdQuantizer> {
  public:
   ProdCodec(std::string name, const KvMseSpec& mse, uint32_t qjl_seed)
-      : BoundCodec(std::move(name), mse.dim), q_(mse, qjl_seed) {}
-  int64_t BytesPerVector(int head_dim) const override {
-    Check(head_dim);
-    return q_.bytes();
-  }
-  void Encode(const float* src, int head_dim, uint8_t* dst) const override {
-    Check(head_dim);
-    q_.Encode(src, dst);
-  }
-  void Decode(const uint8_t* src, int head_dim, float* dst) const override {
-    Check(head_dim);
-    q_.Decode(src, dst);
-  }
+      : BoundCodec(std::move(name), mse.dim, mse, qjl_seed) {}
   bool identity_attention() const override { return false; }
   int AttentionDim(int head_dim) const override { return 2 * head_dim; }
   void DecodeAttention(const uint8_t* src, int head_dim, float* dst) const override {
@@ -182,29 +176,12 @@ class ProdCodec final : public BoundCodec {
     std::fprintf(stderr, "KV codec '%s' stores keys only\n", name_.c_str());
     std::abort();
   }
-
- private:
-  quant::KvProdQuantizer q_;
 };
 
-class UniformCodec final : public BoundCodec {
+// vLLM's uniform values (scale/zero): the identity attention space.
+class UniformCodec final : public BoundCodec<quant::KvUniformQuantizer> {
  public:
-  UniformCodec(std::string name, int dim, int bits) : BoundCodec(std::move(name), dim), q_(dim, bits) {}
-  int64_t BytesPerVector(int head_dim) const override {
-    Check(head_dim);
-    return q_.bytes();
-  }
-  void Encode(const float* src, int head_dim, uint8_t* dst) const override {
-    Check(head_dim);
-    q_.Encode(src, dst);
-  }
-  void Decode(const uint8_t* src, int head_dim, float* dst) const override {
-    Check(head_dim);
-    q_.Decode(src, dst);
-  }
-
- private:
-  quant::KvUniformQuantizer q_;
+  UniformCodec(std::string name, int dim, int bits) : BoundCodec(std::move(name), dim, dim, bits) {}
 };
 
 // ---------------------------------------------------------------------------------------------
