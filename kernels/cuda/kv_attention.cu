@@ -386,7 +386,130 @@ bool ValidFormat(const KvVectorFormat& f) {
          f.divisor > 0.0f;
 }
 
+// One warp per (row, KV head): lane holds elements kDpl·lane .. +kDpl (kDpl = kD / 32).
+template <int kD, int kBits>
+__global__ void __launch_bounds__(kThreads) WritePolarKernel(const float* __restrict__ x, int64_t ld, int64_t rows,
+                                                             int num_kv_heads, const int64_t* __restrict__ slots,
+                                                             const KvPolarEncoder enc, uint8_t* __restrict__ cache) {
+  constexpr int kDpl = kD / kWarp;
+  constexpr int kWords = kD * kBits / 32;
+  constexpr int kBytes = kD * kBits / 8 + 4;
+  __shared__ uint32_t words[kWarps][kWords];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  if (task >= rows * num_kv_heads) return;  // warp-uniform
+  const int64_t row = task / num_kv_heads;
+  const int head = static_cast<int>(task % num_kv_heads);
+  const float* v = x + row * ld + static_cast<int64_t>(head) * kD + kDpl * lane;
+  float y[kDpl];
+  double ss = 0.0;
+#pragma unroll
+  for (int e = 0; e < kDpl; ++e) {
+    y[e] = v[e];
+    ss += static_cast<double>(y[e]) * y[e];
+  }
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) ss += __shfl_xor_sync(kFull, ss, o);
+  const float n = static_cast<float>(sqrt(ss));
+  const float div = n > 0.0f ? n : 1.0f;
+#pragma unroll
+  for (int e = 0; e < kDpl; ++e) {
+    y[e] = y[e] / div;
+    if (enc.signs != nullptr) y[e] = y[e] * enc.signs[kDpl * lane + e];
+  }
+  // Natural-order FWHT over the warp: pairs (j, j + h) within a lane, then across lanes.
+  for (int h = 1; h < kDpl; h *= 2) {
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) {
+      if ((e & h) == 0) {
+        const float a = y[e], b = y[e + h];
+        y[e] = a + b;
+        y[e + h] = a - b;
+      }
+    }
+  }
+  for (int m = 1; m < kWarp; m *= 2) {
+    const bool upper = (lane & m) != 0;
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) {
+      const float partner = __shfl_xor_sync(kFull, y[e], m);
+      y[e] = upper ? partner - y[e] : y[e] + partner;
+    }
+  }
+  uint32_t code = 0;  // this lane's kDpl codes, code e at bits e·kBits
+  double cs = 0.0;
+#pragma unroll
+  for (int e = 0; e < kDpl; ++e) {
+    float r = y[e] / enc.divisor;
+    if (enc.signs != nullptr) r = r * enc.signs[kD + kDpl * lane + e];
+    int idx = 0;
+    for (int b = 0; b < (1 << kBits) - 1; ++b) {
+      const float bd = enc.boundaries[b];
+      idx += enc.ties_up ? (bd <= r ? 1 : 0) : (bd < r ? 1 : 0);
+    }
+    code |= static_cast<uint32_t>(idx) << (e * kBits);
+    const float c = enc.centroids[idx];
+    cs += static_cast<double>(c) * c;
+  }
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) cs += __shfl_xor_sync(kFull, cs, o);
+  const float cn = static_cast<float>(sqrt(cs));
+  const float g = cn > 0.0f ? n / cn : n;
+  // Pack: this lane's kDpl·kBits bits at bit kDpl·kBits·lane of the little-endian code stream.
+  for (int w = lane; w < kWords; w += kWarp) words[warp][w] = 0u;
+  __syncwarp();
+  const int pos = kDpl * kBits * lane, wi = pos >> 5, off = pos & 31;
+  atomicOr(&words[warp][wi], code << off);
+  if (off + kDpl * kBits > 32) atomicOr(&words[warp][wi + 1], code >> (32 - off));
+  __syncwarp();
+  const int64_t slot = slots[row];
+  uint32_t* dst = reinterpret_cast<uint32_t*>(cache + (slot * num_kv_heads + head) * kBytes);
+  for (int w = lane; w < kWords; w += kWarp) dst[w] = words[warp][w];
+  if (lane == 0) dst[kWords] = __float_as_uint(g);
+}
+
+template <int kD>
+cudaError_t LaunchWritePolar(const float* x, int64_t ld, int64_t rows, int num_kv_heads, const int64_t* slots,
+                             const KvPolarEncoder& enc, uint8_t* cache, cudaStream_t stream) {
+  const int64_t tasks = rows * num_kv_heads;
+  const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
+  switch (enc.bits) {
+    case 2:
+      WritePolarKernel<kD, 2><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc, cache);
+      break;
+    case 3:
+      WritePolarKernel<kD, 3><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc, cache);
+      break;
+    default:
+      WritePolarKernel<kD, 4><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc, cache);
+      break;
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t WriteKvPolar(const float* x, int64_t ld, int64_t rows, int num_kv_heads, int head_dim,
+                         const int64_t* slots, const KvPolarEncoder& enc, uint8_t* cache, cudaStream_t stream) {
+  if (rows < 0 || num_kv_heads <= 0 || (head_dim != 32 && head_dim != 64 && head_dim != 128) || enc.bits < 2 ||
+      enc.bits > 4 || ld < static_cast<int64_t>(num_kv_heads) * head_dim || !(enc.divisor > 0.0f)) {
+    return cudaErrorInvalidValue;
+  }
+  if (rows == 0) return cudaSuccess;
+  if (x == nullptr || slots == nullptr || cache == nullptr || enc.centroids == nullptr ||
+      enc.boundaries == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  if (reinterpret_cast<uintptr_t>(cache) % 4 != 0) return cudaErrorMisalignedAddress;
+  switch (head_dim) {
+    case 32:
+      return LaunchWritePolar<32>(x, ld, rows, num_kv_heads, slots, enc, cache, stream);
+    case 64:
+      return LaunchWritePolar<64>(x, ld, rows, num_kv_heads, slots, enc, cache, stream);
+    default:
+      return LaunchWritePolar<128>(x, ld, rows, num_kv_heads, slots, enc, cache, stream);
+  }
+}
 
 int64_t KvVectorBytes(const KvVectorFormat& f, int head_dim) {
   return f.kind == KvVectorKind::kBf16 ? 2 * static_cast<int64_t>(head_dim)

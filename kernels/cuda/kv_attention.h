@@ -104,6 +104,28 @@ const char* PackedAttentionUnsupportedReason(const PackedAttentionParams& p);
 
 cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream);
 
+// ---------------------------------------------------------------------------------------------
+// The writer: K or V rows into a slot-major packed cache, as quant::KvMseQuantizer::Encode does
+// (fp32 gain, norm corrected at encode — the plugin presets): n = ‖x‖ (double sum), y = R·(x/n),
+// idx_i = the number of boundaries below y_i (ties_up: at or below), g = n / ‖c[idx]‖, packed as
+// kernels/quant/packing.h, then g. The same float operations in the same order as the CPU, so
+// the codes are bitwise equal (the gain within an ulp: the double sums are reduced in another
+// order). head_dim 32, 64 or 128; bits 2, 3 or 4.
+struct KvPolarEncoder {
+  int bits = 3;
+  const float* centroids = nullptr;   // 2^bits (device)
+  const float* boundaries = nullptr;  // 2^bits - 1 (device)
+  const float* signs = nullptr;       // D1 then D2 (2·head_dim, device), or null
+  float divisor = 1.0f;
+  bool ties_up = false;               // vLLM's `y >= mid`; the plugin's searchsorted: false
+};
+
+// x: rows × (num_kv_heads · head_dim) fp32, row stride ld; row r's head h goes to the vector
+// at slot slots[r] (= block · block_size + offset) of `cache` ([num_blocks, block_size,
+// num_kv_heads, bytes], bytes = KvVectorBytes of the format).
+cudaError_t WriteKvPolar(const float* x, int64_t ld, int64_t rows, int num_kv_heads, int head_dim,
+                         const int64_t* slots, const KvPolarEncoder& enc, uint8_t* cache, cudaStream_t stream);
+
 }  // namespace tq::cuda
 
 #endif  // TQ_HAVE_CUDA

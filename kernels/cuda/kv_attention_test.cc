@@ -281,6 +281,83 @@ TEST(PackedAttentionTest, MatchesCpuReference) {
 #endif
 }
 
+// The GPU writer produces the CPU quantizer's bytes: codes bitwise, the gain within an ulp
+// (its double sums are reduced in another order). Plugin keys and values (signs, ties to the
+// lower bucket) and vLLM-style keys (plain Hadamard, ties up); a zero vector; shuffled slots.
+TEST(PackedAttentionTest, WriterMatchesCpuEncoder) {
+  SKIP_WITHOUT_GPU();
+#if TQ_HAVE_CUDA
+  int64_t code_mismatch = 0, gain_far = 0, vectors = 0;
+  uint32_t seed = 90;
+  for (int d : {32, 64, 128}) {
+    for (int bits : {2, 3, 4}) {
+      for (bool plugin : {true, false}) {
+        quant::KvMseSpec spec;
+        spec.dim = d;
+        spec.bits = bits;
+        spec.signs = plugin;
+        spec.ties_up = !plugin;
+        spec.seed = quant::kKvKeySeed;
+        spec.gain = quant::KvGain::kNormCorrected;
+        spec.norm_type = quant::KvScalar::kF32;
+        const quant::KvMseQuantizer q(spec);
+        const int nkv = 3, rows = 37;
+        const int64_t bytes = q.bytes();
+        std::mt19937 rng(seed++);
+        std::normal_distribution<float> nd(0.0f, 1.5f);
+        std::vector<float> x(static_cast<size_t>(rows) * nkv * d);
+        for (float& v : x) v = nd(rng);
+        std::fill(x.begin(), x.begin() + d, 0.0f);  // row 0, head 0: a zero vector
+        std::vector<int64_t> slots(rows);
+        for (int r = 0; r < rows; ++r) slots[r] = r;
+        std::shuffle(slots.begin(), slots.end(), rng);
+        std::vector<uint8_t> want(static_cast<size_t>(rows) * nkv * bytes, 0);
+        for (int r = 0; r < rows; ++r) {
+          for (int h = 0; h < nkv; ++h) {
+            q.Encode(&x[(static_cast<size_t>(r) * nkv + h) * d], &want[(slots[r] * nkv + h) * bytes]);
+          }
+        }
+        std::vector<float> sg = q.rotation().signs1();
+        sg.insert(sg.end(), q.rotation().signs2().begin(), q.rotation().signs2().end());
+        DeviceVector<float> dx(x), dcent(q.codebook().centroids), dbound(q.codebook().boundaries),
+            dsign(sg.empty() ? std::vector<float>(1) : sg);
+        DeviceVector<int64_t> dslots(slots);
+        DeviceVector<uint8_t> cache(std::vector<uint8_t>(want.size(), 0xAB));
+        KvPolarEncoder enc;
+        enc.bits = bits;
+        enc.centroids = dcent.get();
+        enc.boundaries = dbound.get();
+        enc.signs = plugin ? dsign.get() : nullptr;
+        enc.divisor = q.rotation().divisor();
+        enc.ties_up = spec.ties_up;
+        ASSERT_EQ(WriteKvPolar(dx.get(), static_cast<int64_t>(nkv) * d, rows, nkv, d, dslots.get(), enc,
+                               cache.get(), nullptr),
+                  cudaSuccess);
+        const std::vector<uint8_t> got = cache.Host();
+        const int64_t code_bytes = bytes - 4;
+        for (int64_t v = 0; v < static_cast<int64_t>(rows) * nkv; ++v) {
+          ++vectors;
+          if (std::memcmp(&got[v * bytes], &want[v * bytes], code_bytes) != 0) ++code_mismatch;
+          int32_t a, b;
+          std::memcpy(&a, &got[v * bytes + code_bytes], 4);
+          std::memcpy(&b, &want[v * bytes + code_bytes], 4);
+          if (std::abs(static_cast<int64_t>(a) - b) > 1) ++gain_far;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(code_mismatch, 0) << "of " << vectors << " vectors";
+  EXPECT_EQ(gain_far, 0) << "gains more than an ulp apart, of " << vectors;
+  std::printf("packed KV writer: %lld vectors, codes bitwise equal to the CPU encoder\n",
+              static_cast<long long>(vectors));
+  // Bad arguments.
+  KvPolarEncoder enc;
+  EXPECT_EQ(WriteKvPolar(nullptr, 128, 1, 1, 48, nullptr, enc, nullptr, nullptr), cudaErrorInvalidValue);
+  enc.bits = 5;
+  EXPECT_EQ(WriteKvPolar(nullptr, 128, 1, 1, 128, nullptr, enc, nullptr, nullptr), cudaErrorInvalidValue);
+#endif
+}
+
 TEST(PackedAttentionTest, RejectsWhatItCannotRun) {
 #if TQ_HAVE_CUDA
   PackedAttentionParams p;
