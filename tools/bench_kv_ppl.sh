@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# WikiText-2 perplexity of the tiny trained Qwen3 for every KV cache codec × weight format
-# (docs/BENCHMARKS.md, "KV cache codecs (CPU)").
+# WikiText-2 perplexity of a tiny trained model for every KV cache codec × weight format
+# (docs/BENCHMARKS.md, "KV cache codecs (CPU)"; MODEL=testdata/models/tq-tiny-deepseek-v3 for the
+# MLA latent cache, §11).
 #
-#   tools/bench_kv_ppl.sh [NUM_TOKENS] [THREADS]
+#   [MODEL=dir] tools/bench_kv_ppl.sh [NUM_TOKENS] [THREADS]
 #
 # Compresses testdata/models/tq-tiny-qwen3 to TQ4 and TQ3 (our defaults: least-squares gain),
 # then runs `tqctl eval-ppl --kv-codec C` on testdata/data/wikitext-2/test.txt (tokenized in one
@@ -19,7 +20,7 @@ num=${1:-16384}
 threads=${2:-2}
 bazel build --disk_cache="$HOME/.cache/tqserve-bazel" //services/tqctl >/dev/null 2>&1
 tqctl=bazel-bin/services/tqctl/tqctl
-src=testdata/models/tq-tiny-qwen3
+src=${MODEL:-testdata/models/tq-tiny-qwen3}
 data=testdata/data/wikitext-2/test.txt
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
