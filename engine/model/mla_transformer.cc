@@ -49,11 +49,6 @@ std::string MlaTransformer::Describe() const {
 }
 
 
-void MlaTransformer::Route(const MoeConfig& moe, const float* logits, const float* bias, std::vector<int>* experts,
-                           std::vector<float>* weights) {
-  RouteMoeToken(moe, logits, bias, experts, weights);
-}
-
 void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCache& cache) {
   const MlaConfig& m = cfg_.mla;
   const int nh = cfg_.num_heads;
@@ -150,13 +145,6 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
   }
 }
 
-void MlaTransformer::Moe(const LayerWeights& L, int64_t T) {
-  const int64_t H = cfg_.hidden_size;
-  moe_out_.resize(T * H);
-  moe_.Run(cfg_.moe, L, h_.data(), T, H, linears_, pool_, moe_out_.data());
-  for (int64_t i = 0; i < T * H; ++i) x_[i] += moe_out_[i];
-}
-
 absl::Status MlaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) {
   logits->clear();
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
@@ -241,45 +229,9 @@ absl::Status MlaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& ca
     Attention(l, batch, cache);
     RunLinears({{&L.o, tmp_.data()}}, attn_.data(), T);
     for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
-    pool_->ParallelFor(T, 16, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        nn::RmsNorm(x_.data() + t * H, L.post_attention_norm.data(), H, eps, h_.data() + t * H);
-      }
-    });
-    if (L.moe) {
-      Moe(L, T);
-    } else {
-      const int64_t I = cfg_.intermediate_size;
-      gate_.resize(T * I);
-      up_.resize(T * I);
-      RunLinears({{&L.gate, gate_.data()}, {&L.up, up_.data()}}, h_.data(), T);
-      pool_->ParallelFor(T, 4, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) nn::SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
-      });
-      RunLinears({{&L.down, tmp_.data()}}, gate_.data(), T);
-      for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
-    }
+    ffn_.Run(cfg_, L, x_.data(), T, linears_, pool_);
   }
-  std::vector<int64_t> rows;
-  {
-    int64_t t = 0;
-    for (const ForwardSequence& s : batch.seqs) {
-      if (s.logits == LogitsMode::kAll) {
-        for (int64_t i = 0; i < s.num_tokens; ++i) rows.push_back(t + i);
-      } else if (s.logits == LogitsMode::kLast) {
-        rows.push_back(t + s.num_tokens - 1);
-      }
-      t += s.num_tokens;
-    }
-  }
-  if (rows.empty()) return absl::OkStatus();
-  const int64_t R = static_cast<int64_t>(rows.size());
-  std::vector<float> normed(R * H);
-  for (int64_t r = 0; r < R; ++r) {
-    nn::RmsNorm(x_.data() + rows[r] * H, w_.final_norm.data(), H, eps, normed.data() + r * H);
-  }
-  logits->resize(static_cast<size_t>(R) * cfg_.vocab_size);
-  RunLinears({{&w_.lm_head, logits->data()}}, normed.data(), R);
+  ComputeLogits(cfg_, w_, batch, x_.data(), linears_, logits);
   return absl::OkStatus();
 }
 

@@ -58,27 +58,22 @@ class MlaTransformer : public ModelRunner {
   std::string Describe() const override;
   absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
 
-  // The MoE routing of one token (exposed for tests): expert ids and weights, in selection order.
-  static void Route(const MoeConfig& moe, const float* logits, const float* bias, std::vector<int>* experts,
-                    std::vector<float>* weights);
-
  private:
   using LinearJob = LinearBatch::Job;
   void RunLinears(const std::vector<LinearJob>& jobs, const float* x, int64_t m) { linears_.Run(jobs, x, m); }
   void Attention(int layer, const ForwardBatch& batch, PagedKvCache& cache);
-  void Moe(const LayerWeights& L, int64_t T);
 
   const ModelConfig cfg_;
   const ModelWeights& w_;
   RopeTable rope_;
   ThreadPool* pool_;
-  std::vector<float> x_, h_, qa_, kva_, q_, attn_, tmp_, gate_, up_, moe_out_;
+  std::vector<float> x_, h_, qa_, kva_, q_, attn_, tmp_;
   std::vector<float> lat_c_, lat_pe_, kvb_, khalf_, vhalf_;
   // Per layer, kv_b_proj as fp32 [heads * (nope + v), kv_lora_rank] for the absorbed decode
   // attention (empty: rebuild keys and values from the latent instead).
   std::vector<std::vector<float>> kvb_f32_;
   LinearBatch linears_;
-  MoeBlock moe_;
+  FeedForward ffn_;
 };
 
 }  // namespace tq

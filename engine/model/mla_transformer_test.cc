@@ -1,4 +1,4 @@
-// MlaTransformer: MoE routing rules, and that batching, chunked prefill and decode through the
+// MlaTransformer: the MoE routing rules of DeepSeek-V3 (engine/model/moe.h), and that batching, chunked prefill and decode through the
 // latent KV cache give the logits of one full-prompt forward (tiny DeepSeek-V3).
 #include "engine/model/mla_transformer.h"
 
@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/moe.h"
 #include "gtest/gtest.h"
 #include "tests/util/testdata.h"
 
@@ -23,7 +24,7 @@ TEST(MlaRouteTest, BiasSelectsButDoesNotWeigh) {
   const float bias[8] = {0, 0, 0, 0, 0, 0, 0, 2.0f};  // expert 7: sigmoid(0.5)+2 is the best choice
   std::vector<int> ex;
   std::vector<float> w;
-  MlaTransformer::Route(m, logits, bias, &ex, &w);
+  RouteMoeToken(m, logits, bias, &ex, &w);
   ASSERT_EQ(ex, (std::vector<int>{7, 0}));
   const float s7 = Sigmoid(0.5f), s0 = Sigmoid(3.0f);
   EXPECT_NEAR(w[0], s7 / (s7 + s0), 1e-6);
@@ -31,7 +32,7 @@ TEST(MlaRouteTest, BiasSelectsButDoesNotWeigh) {
   // Unnormalized, scaled.
   m.norm_topk_prob = false;
   m.routed_scaling_factor = 2.5;
-  MlaTransformer::Route(m, logits, bias, &ex, &w);
+  RouteMoeToken(m, logits, bias, &ex, &w);
   EXPECT_NEAR(w[0], 2.5f * s7, 1e-6);
   EXPECT_NEAR(w[1], 2.5f * s0, 1e-6);
 }
@@ -47,11 +48,11 @@ TEST(MlaRouteTest, GroupLimitedRouting) {
   const float bias[8] = {};
   std::vector<int> ex;
   std::vector<float> w;
-  MlaTransformer::Route(m, logits, bias, &ex, &w);
+  RouteMoeToken(m, logits, bias, &ex, &w);
   EXPECT_EQ(ex, (std::vector<int>{4, 5}));
   EXPECT_NEAR(w[0] + w[1], 1.0f, 1e-6);
   m.topk_group = 2;
-  MlaTransformer::Route(m, logits, bias, &ex, &w);
+  RouteMoeToken(m, logits, bias, &ex, &w);
   EXPECT_EQ(ex, (std::vector<int>{0, 4}));
 }
 

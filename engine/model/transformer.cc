@@ -87,7 +87,7 @@ absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
   if (T == 0) return absl::OkStatus();
   const int64_t H = cfg_.hidden_size;
-  const int64_t qs = cfg_.q_size(), kvs = cfg_.kv_size(), I = cfg_.intermediate_size;
+  const int64_t qs = cfg_.q_size(), kvs = cfg_.kv_size();
   const int d = cfg_.head_dim;
   // Validate the batch.
   int64_t covered = 0;
@@ -117,8 +117,6 @@ absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache
   v_.resize(T * kvs);
   attn_.resize(T * qs);
   tmp_.resize(T * H);
-  gate_.resize(T * I);
-  up_.resize(T * I);
   for (int64_t t = 0; t < T; ++t) w_.Embed(batch.tokens[t], H, x_.data() + t * H);
 
   // Position of every token.
@@ -158,45 +156,57 @@ absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache
     Attention(l, batch, cache);
     RunLinears({{&L.o, tmp_.data()}}, attn_.data(), T);
     for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
-    pool_->ParallelFor(T, 16, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        nn::RmsNorm(x_.data() + t * H, L.post_attention_norm.data(), H, eps, h_.data() + t * H);
-      }
-    });
-    if (L.moe) {  // Qwen3-MoE: the routed experts of each token (engine/model/moe.h)
-      moe_.Run(cfg_.moe, L, h_.data(), T, H, linears_, pool_, tmp_.data());
-    } else {
-      RunLinears({{&L.gate, gate_.data()}, {&L.up, up_.data()}}, h_.data(), T);
-      pool_->ParallelFor(T, 4, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) nn::SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
-      });
-      RunLinears({{&L.down, tmp_.data()}}, gate_.data(), T);
-    }
-    for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+    ffn_.Run(cfg_, L, x_.data(), T, linears_, pool_);
   }
+  ComputeLogits(cfg_, w_, batch, x_.data(), linears_, logits);
+  return absl::OkStatus();
+}
 
-  // Rows that need logits.
-  std::vector<int64_t> rows;
-  {
-    int64_t t = 0;
-    for (const ForwardSequence& s : batch.seqs) {
-      if (s.logits == LogitsMode::kAll) {
-        for (int64_t i = 0; i < s.num_tokens; ++i) rows.push_back(t + i);
-      } else if (s.logits == LogitsMode::kLast) {
-        rows.push_back(t + s.num_tokens - 1);
-      }
-      t += s.num_tokens;
-    }
+void FeedForward::Run(const ModelConfig& cfg, const LayerWeights& L, float* x, int64_t T, LinearBatch& linears,
+                      ThreadPool* pool) {
+  const int64_t H = cfg.hidden_size;
+  const float eps = static_cast<float>(cfg.rms_norm_eps);
+  h_.resize(T * H);
+  out_.resize(T * H);
+  pool->ParallelFor(T, 16, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) nn::RmsNorm(x + t * H, L.post_attention_norm.data(), H, eps, h_.data() + t * H);
+  });
+  if (L.moe) {  // the routed experts of each token (engine/model/moe.h)
+    moe_.Run(cfg.moe, L, h_.data(), T, H, linears, pool, out_.data());
+  } else {
+    const int64_t I = cfg.intermediate_size;
+    gate_.resize(T * I);
+    up_.resize(T * I);
+    linears.Run({{&L.gate, gate_.data()}, {&L.up, up_.data()}}, h_.data(), T);
+    pool->ParallelFor(T, 4, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) nn::SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
+    });
+    linears.Run({{&L.down, out_.data()}}, gate_.data(), T);
   }
-  if (rows.empty()) return absl::OkStatus();
+  for (int64_t i = 0; i < T * H; ++i) x[i] += out_[i];
+}
+
+void ComputeLogits(const ModelConfig& cfg, const ModelWeights& w, const ForwardBatch& batch, const float* x,
+                   LinearBatch& linears, std::vector<float>* logits) {
+  const int64_t H = cfg.hidden_size;
+  std::vector<int64_t> rows;
+  int64_t t = 0;
+  for (const ForwardSequence& s : batch.seqs) {
+    if (s.logits == LogitsMode::kAll) {
+      for (int64_t i = 0; i < s.num_tokens; ++i) rows.push_back(t + i);
+    } else if (s.logits == LogitsMode::kLast) {
+      rows.push_back(t + s.num_tokens - 1);
+    }
+    t += s.num_tokens;
+  }
+  if (rows.empty()) return;
   const int64_t R = static_cast<int64_t>(rows.size());
   std::vector<float> normed(R * H);
   for (int64_t r = 0; r < R; ++r) {
-    nn::RmsNorm(x_.data() + rows[r] * H, w_.final_norm.data(), H, eps, normed.data() + r * H);
+    nn::RmsNorm(x + rows[r] * H, w.final_norm.data(), H, static_cast<float>(cfg.rms_norm_eps), normed.data() + r * H);
   }
-  logits->resize(static_cast<size_t>(R) * cfg_.vocab_size);
-  RunLinears({{&w_.lm_head, logits->data()}}, normed.data(), R);
-  return absl::OkStatus();
+  logits->resize(static_cast<size_t>(R) * cfg.vocab_size);
+  linears.Run({{&w.lm_head, logits->data()}}, normed.data(), R);
 }
 
 }  // namespace tq

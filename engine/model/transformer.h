@@ -11,7 +11,7 @@
 // Per layer (transformers' LlamaDecoderLayer, fp32):
 //   h = RMSNorm(x);  q,k,v = h·Wqkvᵀ (+b);  [Qwen3: RMSNorm per head of q and k];  RoPE(q, k)
 //   cache[pos] = k, v;  a = softmax(q·Kᵀ/√d + causal/sliding mask)·V;  x += a·Woᵀ (+b)
-//   h = RMSNorm(x);  x += (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ
+//   h = RMSNorm(x);  x += (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ   (Qwen3-MoE layers: the experts of moe.h)
 // then logits = RMSNorm(x)·W_lmᵀ for the rows that need them.
 //
 // TQ layers rotate their input once per (group size, rotation block) and share it: q/k/v read
@@ -56,6 +56,25 @@ struct ForwardBatch {
   std::vector<ForwardSequence> seqs;  // in token order
 };
 
+// The feed-forward step of a decoder layer on the CPU, shared by Transformer and MlaTransformer:
+// x[T, H] += MLP(RMSNorm(x; post_attention_norm)) — the dense SwiGLU, or the MoE of moe.h when
+// the layer has one. Holds its scratch (one per model runner).
+class FeedForward {
+ public:
+  void Run(const ModelConfig& cfg, const LayerWeights& L, float* x, int64_t T, LinearBatch& linears,
+           ThreadPool* pool);
+
+ private:
+  std::vector<float> h_, gate_, up_, out_;
+  MoeBlock moe_;
+};
+
+// The final step of the CPU decoders: the rows of x [tokens, H] that `batch` asks logits for
+// (each sequence's last token, or every token), RMSNorm(final_norm), then the lm_head; logits
+// is resized to rows × vocab.
+void ComputeLogits(const ModelConfig& cfg, const ModelWeights& w, const ForwardBatch& batch, const float* x,
+                   LinearBatch& linears, std::vector<float>* logits);
+
 class Transformer : public ModelRunner {
  public:
   // `weights` and `pool` must outlive the model.
@@ -80,9 +99,9 @@ class Transformer : public ModelRunner {
   RopeTable rope_;
   ThreadPool* pool_;
   // Scratch, reused across steps.
-  std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_, gate_, up_;
+  std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_;
   LinearBatch linears_;
-  MoeBlock moe_;  // Qwen3-MoE layers
+  FeedForward ffn_;
 };
 
 }  // namespace tq
