@@ -45,6 +45,14 @@ absl::Status GetInt(const json& j, const char* key, int64_t* out, bool required,
   return absl::OkStatus();
 }
 
+// The same for an int field (every bound passed fits an int); *out is kept when the key is absent.
+absl::Status GetInt(const json& j, const char* key, int* out, bool required, int64_t min_value, int64_t max_value) {
+  int64_t v = *out;
+  if (auto s = GetInt(j, key, &v, required, min_value, max_value); !s.ok()) return s;
+  *out = static_cast<int>(v);
+  return absl::OkStatus();
+}
+
 absl::Status GetBool(const json& j, const char* key, bool* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
@@ -164,22 +172,15 @@ absl::Status ParseRope(const json& j, ModelConfig* cfg) {
 absl::Status ParseDeepseekV3(const json& j, ModelConfig* cfg) {
   MlaConfig& m = cfg->mla;
   MoeConfig& e = cfg->moe;
-  int64_t v = 0;
-  auto get = [&](const char* key, int* out, bool required, int64_t lo, int64_t hi) -> absl::Status {
-    v = *out;
-    if (auto s = GetInt(j, key, &v, required, lo, hi); !s.ok()) return s;
-    *out = static_cast<int>(v);
-    return absl::OkStatus();
-  };
   // q_lora_rank: null means a plain q_proj (DeepSeek-V2-Lite), not supported yet.
   if (auto it = j.find("q_lora_rank"); it == j.end() || it->is_null()) {
     return Bad("q_lora_rank", "null/missing (a plain q_proj) is not supported; expected a LoRA rank");
   }
-  if (auto s = get("q_lora_rank", &m.q_lora_rank, true, 1, kMaxModelWidth); !s.ok()) return s;
-  if (auto s = get("kv_lora_rank", &m.kv_lora_rank, true, 1, kMaxModelWidth); !s.ok()) return s;
-  if (auto s = get("qk_nope_head_dim", &m.qk_nope_head_dim, true, 1, kMaxHeadDim); !s.ok()) return s;
-  if (auto s = get("qk_rope_head_dim", &m.qk_rope_head_dim, true, 2, kMaxHeadDim); !s.ok()) return s;
-  if (auto s = get("v_head_dim", &m.v_head_dim, true, 1, kMaxHeadDim); !s.ok()) return s;
+  if (auto s = GetInt(j, "q_lora_rank", &m.q_lora_rank, true, 1, kMaxModelWidth); !s.ok()) return s;
+  if (auto s = GetInt(j, "kv_lora_rank", &m.kv_lora_rank, true, 1, kMaxModelWidth); !s.ok()) return s;
+  if (auto s = GetInt(j, "qk_nope_head_dim", &m.qk_nope_head_dim, true, 1, kMaxHeadDim); !s.ok()) return s;
+  if (auto s = GetInt(j, "qk_rope_head_dim", &m.qk_rope_head_dim, true, 2, kMaxHeadDim); !s.ok()) return s;
+  if (auto s = GetInt(j, "v_head_dim", &m.v_head_dim, true, 1, kMaxHeadDim); !s.ok()) return s;
   if (m.qk_rope_head_dim % 2 != 0) return Bad("qk_rope_head_dim", "must be even (RoPE rotates pairs)");
   if (m.latent_dim() % 2 != 0) {
     return Bad("kv_lora_rank", "kv_lora_rank + qk_rope_head_dim must be even (the latent cache splits it in halves)");
@@ -199,10 +200,10 @@ absl::Status ParseDeepseekV3(const json& j, ModelConfig* cfg) {
   cfg->head_dim = m.qk_rope_head_dim;
 
   // MoE.
-  if (auto s = get("n_routed_experts", &e.n_routed_experts, true, 1, 1 << 16); !s.ok()) return s;
-  if (auto s = get("num_experts_per_tok", &e.num_experts_per_tok, true, 1, e.n_routed_experts); !s.ok()) return s;
-  if (auto s = get("n_group", &e.n_group, false, 1, e.n_routed_experts); !s.ok()) return s;
-  if (auto s = get("topk_group", &e.topk_group, false, 1, e.n_group); !s.ok()) return s;
+  if (auto s = GetInt(j, "n_routed_experts", &e.n_routed_experts, true, 1, 1 << 16); !s.ok()) return s;
+  if (auto s = GetInt(j, "num_experts_per_tok", &e.num_experts_per_tok, true, 1, e.n_routed_experts); !s.ok()) return s;
+  if (auto s = GetInt(j, "n_group", &e.n_group, false, 1, e.n_routed_experts); !s.ok()) return s;
+  if (auto s = GetInt(j, "topk_group", &e.topk_group, false, 1, e.n_group); !s.ok()) return s;
   if (e.n_routed_experts % e.n_group != 0) return Bad("n_group", "must divide n_routed_experts");
   if (e.n_routed_experts / e.n_group < 2) {
     return Bad("n_group", "groups must hold at least 2 experts (group score = sum of the top 2)");
@@ -210,15 +211,15 @@ absl::Status ParseDeepseekV3(const json& j, ModelConfig* cfg) {
   if (e.num_experts_per_tok > e.topk_group * (e.n_routed_experts / e.n_group)) {
     return Bad("num_experts_per_tok", "exceeds the experts of the topk_group selected groups");
   }
-  if (auto s = get("n_shared_experts", &e.n_shared_experts, false, 0, 1 << 16); !s.ok()) return s;
+  if (auto s = GetInt(j, "n_shared_experts", &e.n_shared_experts, false, 0, 1 << 16); !s.ok()) return s;
   if (auto s = GetInt(j, "moe_intermediate_size", &e.moe_intermediate_size, true, 1, kMaxModelWidth); !s.ok()) {
     return s;
   }
-  if (auto s = get("first_k_dense_replace", &e.first_k_dense_replace, false, 0, kMaxLayers); !s.ok()) return s;
+  if (auto s = GetInt(j, "first_k_dense_replace", &e.first_k_dense_replace, false, 0, kMaxLayers); !s.ok()) return s;
   if (auto s = GetBool(j, "norm_topk_prob", &e.norm_topk_prob); !s.ok()) return s;
   if (auto s = GetNumber(j, "routed_scaling_factor", &e.routed_scaling_factor); !s.ok()) return s;
   if (!(e.routed_scaling_factor > 0)) return Bad("routed_scaling_factor", "must be > 0");
-  if (auto s = get("num_nextn_predict_layers", &e.num_nextn_predict_layers, false, 0, 64); !s.ok()) return s;
+  if (auto s = GetInt(j, "num_nextn_predict_layers", &e.num_nextn_predict_layers, false, 0, 64); !s.ok()) return s;
   for (const char* key : {"scoring_func", "topk_method"}) {
     if (auto it = j.find(key); it != j.end() && !it->is_null()) {
       const char* want = std::string(key) == "scoring_func" ? "sigmoid" : "noaux_tc";
@@ -240,25 +241,18 @@ absl::Status ParseDeepseekV3(const json& j, ModelConfig* cfg) {
 // Qwen3MoeDecoderLayer).
 absl::Status ParseQwen3Moe(const json& j, ModelConfig* cfg) {
   MoeConfig& e = cfg->moe;
-  int64_t v = 0;
-  auto get = [&](const char* key, int* out, bool required, int64_t lo, int64_t hi) -> absl::Status {
-    v = *out;
-    if (auto s = GetInt(j, key, &v, required, lo, hi); !s.ok()) return s;
-    *out = static_cast<int>(v);
-    return absl::OkStatus();
-  };
   e.softmax_scoring = true;
   e.norm_topk_prob = false;  // transformers' Qwen3MoeConfig default
   // The Hub's configs say num_experts; transformers 5 writes num_local_experts.
   const char* experts_key = j.contains("num_experts") ? "num_experts" : "num_local_experts";
-  if (auto s = get(experts_key, &e.n_routed_experts, true, 1, 1 << 16); !s.ok()) return s;
-  if (auto s = get("num_experts_per_tok", &e.num_experts_per_tok, true, 1, e.n_routed_experts); !s.ok()) return s;
+  if (auto s = GetInt(j, experts_key, &e.n_routed_experts, true, 1, 1 << 16); !s.ok()) return s;
+  if (auto s = GetInt(j, "num_experts_per_tok", &e.num_experts_per_tok, true, 1, e.n_routed_experts); !s.ok()) return s;
   if (auto s = GetInt(j, "moe_intermediate_size", &e.moe_intermediate_size, true, 1, kMaxModelWidth); !s.ok()) {
     return s;
   }
   if (auto s = GetBool(j, "norm_topk_prob", &e.norm_topk_prob); !s.ok()) return s;
   int step = 1;
-  if (auto s = get("decoder_sparse_step", &step, false, 1, kMaxLayers); !s.ok()) return s;
+  if (auto s = GetInt(j, "decoder_sparse_step", &step, false, 1, kMaxLayers); !s.ok()) return s;
   e.moe_layers.assign(cfg->num_layers, 0);
   for (int l = 0; l < cfg->num_layers; ++l) e.moe_layers[l] = (l + 1) % step == 0 ? 1 : 0;
   if (auto it = j.find("mlp_only_layers"); it != j.end() && !it->is_null()) {
