@@ -351,12 +351,10 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
         cuda::ApplyRope(kv_k, ld, T, cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
     TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
                                               L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
-    if (split_now) {
-      cuda::PackedAttentionParams ap;  // BF16 vectors in the engine's slot-major layout
+    // The fields both attention kernels share (their caches differ only in the pointer type).
+    auto attention_shape = [&](auto& ap) {
       ap.q = qv;
       ap.ldq = ld;
-      ap.k_cache = L.k_cache.as<uint8_t>();
-      ap.v_cache = L.v_cache.as<uint8_t>();
       ap.block_table = tables.as<int32_t>();
       ap.table_offset = table_offset.as<int32_t>();
       ap.positions = pos;
@@ -365,34 +363,27 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
       ap.num_kv_heads = cfg.num_kv_heads;
       ap.head_dim = d;
       ap.block_size = kv.block_size;
-      ap.layout = cuda::KvCacheLayout::kSlotMajor;
       ap.window = cfg.sliding_window[l];
       ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
       ap.out = at;
       ap.ldo = qs;
+    };
+    if (split_now) {
+      cuda::PackedAttentionParams ap;  // BF16 vectors in the engine's slot-major layout
+      attention_shape(ap);
+      ap.k_cache = L.k_cache.as<uint8_t>();
+      ap.v_cache = L.v_cache.as<uint8_t>();
+      ap.layout = cuda::KvCacheLayout::kSlotMajor;
       ap.splits = AttentionSplits(T);
       ap.workspace = attn_ws.as<float>();
       ap.workspace_bytes = attn_ws.bytes();
       TQ_CUDA_RETURN_IF_ERROR(cuda::PackedAttention(ap, st));
     } else {
-    cuda::PagedAttentionParams ap;
-    ap.q = qv;
-    ap.ldq = ld;
-    ap.k_cache = L.k_cache.as<uint16_t>();
-    ap.v_cache = L.v_cache.as<uint16_t>();
-    ap.block_table = tables.as<int32_t>();
-    ap.table_offset = table_offset.as<int32_t>();
-    ap.positions = pos;
-    ap.rows = T;
-    ap.num_heads = cfg.num_heads;
-    ap.num_kv_heads = cfg.num_kv_heads;
-    ap.head_dim = d;
-    ap.block_size = kv.block_size;
-    ap.window = cfg.sliding_window[l];
-    ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
-    ap.out = at;
-    ap.ldo = qs;
-    TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
+      cuda::PagedAttentionParams ap;
+      attention_shape(ap);
+      ap.k_cache = L.k_cache.as<uint16_t>();
+      ap.v_cache = L.v_cache.as<uint16_t>();
+      TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
     }
     TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));

@@ -14,7 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/half.h"
-#include "kernels/cuda/device.h"
+#include "kernels/cuda/device_testing.h"
 #include "kernels/quant/codebook.h"
 #include "kernels/quant/kv_quant.h"
 
@@ -30,36 +30,7 @@ namespace {
 // Absolute, on outputs of magnitude ~1: fp32 scores / softmax / sums (and __expf) against double.
 constexpr double kAttentionTol = 2e-4;
 
-#define SKIP_WITHOUT_GPU()                                                \
-  do {                                                                    \
-    const std::string reason = GpuUnavailableReason();                    \
-    if (!reason.empty()) GTEST_SKIP() << "CUDA test skipped: " << reason; \
-  } while (0)
-
 #if TQ_HAVE_CUDA
-template <typename T>
-class DeviceVector {
- public:
-  explicit DeviceVector(const std::vector<T>& host) : n_(host.size()) {
-    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&p_), std::max<size_t>(1, n_) * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DeviceVector() { cudaFree(p_); }
-  DeviceVector(const DeviceVector&) = delete;
-  DeviceVector& operator=(const DeviceVector&) = delete;
-  T* get() const { return p_; }
-  std::vector<T> Host() const {
-    std::vector<T> h(n_);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_ = 0;
-};
-
 // One side (K or V) of a format: how to encode a vector on the CPU and decode it back.
 struct Side {
   int d = 128;
@@ -233,7 +204,7 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
     p.workspace_bytes = PackedAttentionWorkspaceBytes(rows, nh, kD, splits);
     EXPECT_EQ(PackedAttentionUnsupportedReason(p), nullptr);
     EXPECT_EQ(PackedAttention(p, nullptr), cudaSuccess);
-    const std::vector<float> got = out.Host();
+    const std::vector<float> got = out.Download();
     for (size_t i = 0; i < got.size(); ++i) {
       if (!std::isfinite(got[i])) {
         ADD_FAILURE() << "output " << i << " not finite (unwritten?)";
@@ -333,7 +304,7 @@ TEST(PackedAttentionTest, WriterMatchesCpuEncoder) {
         ASSERT_EQ(WriteKvPolar(dx.get(), static_cast<int64_t>(nkv) * d, rows, nkv, d, dslots.get(), enc,
                                cache.get(), nullptr),
                   cudaSuccess);
-        const std::vector<uint8_t> got = cache.Host();
+        const std::vector<uint8_t> got = cache.Download();
         const int64_t code_bytes = bytes - 4;
         for (int64_t v = 0; v < static_cast<int64_t>(rows) * nkv; ++v) {
           ++vectors;

@@ -11,7 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/half.h"
-#include "kernels/cuda/device.h"
+#include "kernels/cuda/device_testing.h"
 #include "kernels/nn/ops.h"
 
 #if TQ_HAVE_CUDA
@@ -28,12 +28,6 @@ constexpr float kFp32ElementwiseTol = 2e-6f;  // relative, one-op fp32 results (
 constexpr float kFp32ReductionTol = 2e-5f;    // relative, fp32 reductions in another order
 constexpr float kAttentionTol = 1e-4f;        // absolute, softmax-weighted fp32 sums of bf16 values
 
-#define SKIP_WITHOUT_GPU()                                                          \
-  do {                                                                              \
-    const std::string reason = GpuUnavailableReason();                              \
-    if (!reason.empty()) GTEST_SKIP() << "CUDA test skipped: " << reason;           \
-  } while (0)
-
 std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> d(0.0f, scale);
@@ -47,35 +41,6 @@ void ExpectFinite(const std::vector<float>& v, const char* what) {
 }
 
 #if TQ_HAVE_CUDA
-// A device copy of a host vector; Host() reads it back.
-template <typename T>
-class DeviceVector {
- public:
-  explicit DeviceVector(const std::vector<T>& host) : n_(host.size()) {
-    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&p_), std::max<size_t>(1, n_) * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  // n elements poisoned (NaN for floats, 0xff bytes otherwise).
-  static DeviceVector Poisoned(size_t n) {
-    std::vector<T> h(n);
-    std::memset(h.data(), 0xff, n * sizeof(T));
-    return DeviceVector(h);
-  }
-  ~DeviceVector() { cudaFree(p_); }
-  DeviceVector(DeviceVector&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; }
-  T* get() const { return p_; }
-  std::vector<T> Host() const {
-    std::vector<T> h(n_);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_ = 0;
-};
-
 std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
   std::vector<uint16_t> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) out[i] = cpu::FloatToBf16(v[i]);
@@ -95,7 +60,7 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
   DeviceVector<int32_t> did(ids);
   auto dx = DeviceVector<float>::Poisoned(rows * hidden);
   ASSERT_EQ(EmbedRows(dt.get(), DType::kBF16, did.get(), rows, hidden, dx.get(), nullptr), cudaSuccess);
-  std::vector<float> x = dx.Host();
+  std::vector<float> x = dx.Download();
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < hidden; ++c) {
       ASSERT_EQ(x[r * hidden + c], cpu::Bf16ToFloat(table16[ids[r] * hidden + c])) << r << "," << c;
@@ -107,7 +72,7 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
   auto dw = DeviceVector<float>(w);
   auto dy = DeviceVector<float>::Poisoned(rows * hidden);
   ASSERT_EQ(RmsNormRows(dx.get(), hidden, dw.get(), rows, hidden, 1e-6f, dy.get(), hidden, nullptr), cudaSuccess);
-  std::vector<float> y = dy.Host();
+  std::vector<float> y = dy.Download();
   for (int64_t r = 0; r < rows; ++r) {
     std::vector<float> ref(hidden);
     nn::RmsNorm(x.data() + r * hidden, w.data(), hidden, 1e-6f, ref.data());
@@ -121,7 +86,7 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
     std::vector<float> hx = Random(rows * ld, 8), hw = Random(48, 9);
     DeviceVector<float> dhx(hx), dhw(hw);
     ASSERT_EQ(RmsNormHeads(dhx.get() + 16, ld, rows, 3, 48, dhw.get(), 1e-6f, nullptr), cudaSuccess);
-    std::vector<float> got = dhx.Host();
+    std::vector<float> got = dhx.Download();
     for (int64_t r = 0; r < rows; ++r) {
       for (int h = 0; h < 3; ++h) nn::RmsNorm(&hx[r * ld + 16 + h * 48], hw.data(), 48, 1e-6f, &hx[r * ld + 16 + h * 48]);
     }
@@ -136,7 +101,7 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
   DeviceVector<int32_t> dpos(pos);
   ASSERT_EQ(ApplyRope(dq.get(), heads * hd, rows, heads, hd, dpos.get(), dcos.get(), dsin.get(), nullptr),
             cudaSuccess);
-  std::vector<float> qr = dq.Host();
+  std::vector<float> qr = dq.Download();
   for (int64_t r = 0; r < rows; ++r) {
     nn::ApplyRope(q.data() + r * heads * hd, hd, heads, cos.data() + pos[r] * hd / 2, sin.data() + pos[r] * hd / 2);
   }
@@ -146,7 +111,7 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
   DeviceVector<float> dg(g), du(u);
   auto ds = DeviceVector<float>::Poisoned(rows * 333);
   ASSERT_EQ(SiluMul(dg.get(), 333, du.get(), 333, rows, 333, ds.get(), 333, nullptr), cudaSuccess);
-  std::vector<float> s = ds.Host(), sref(rows * 333);
+  std::vector<float> s = ds.Download(), sref(rows * 333);
   nn::SiluMul(g.data(), u.data(), rows * 333, sref.data());
   for (size_t i = 0; i < s.size(); ++i) ASSERT_NEAR(s[i], sref[i], 1e-5f * (1 + std::fabs(sref[i]))) << i;
 #endif
@@ -203,7 +168,7 @@ TEST(NnOpsTest, PagedAttentionMatchesCpu) {
         p.out = dout.get();
         p.ldo = heads * hd;
         ASSERT_EQ(PagedAttention(p, nullptr), cudaSuccess);
-        std::vector<float> out = dout.Host();
+        std::vector<float> out = dout.Download();
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t pos = row_pos[r];
           const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
@@ -238,7 +203,7 @@ TEST(NnOpsTest, PagedAttentionMatchesCpu) {
   auto kc = DeviceVector<uint16_t>::Poisoned(10 * width), vc = DeviceVector<uint16_t>::Poisoned(10 * width);
   ASSERT_EQ(WriteKvBf16(dk.get(), dv.get(), width, rows, 2, 64, dslots.get(), kc.get(), vc.get(), nullptr),
             cudaSuccess);
-  std::vector<uint16_t> kh = kc.Host(), vh = vc.Host();
+  std::vector<uint16_t> kh = kc.Download(), vh = vc.Download();
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < width; ++j) {
       ASSERT_EQ(kh[slots[r] * width + j], cpu::FloatToBf16(k[r * width + j]));
@@ -267,7 +232,7 @@ TEST(NnOpsTest, DenseLinearMatchesCpu) {
         auto dy = DeviceVector<float>::Poisoned(m * n);
         const void* wp = t == DType::kF32 ? static_cast<const void*>(dw32.get()) : dw16.get();
         ASSERT_EQ(DenseLinear(wp, t, n, k, dx.get(), k, m, db.get(), dy.get(), n, nullptr), cudaSuccess);
-        std::vector<float> y = dy.Host();
+        std::vector<float> y = dy.Download();
         for (int64_t r = 0; r < m; ++r) {
           for (int64_t j = 0; j < n; ++j) {
             double ref = bias[j], mag = std::fabs(bias[j]);

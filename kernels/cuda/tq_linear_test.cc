@@ -15,7 +15,7 @@
 #include "kernels/cuda/tq_linear.h"
 
 #include "gtest/gtest.h"
-#include "kernels/cuda/device.h"
+#include "kernels/cuda/device_testing.h"
 
 #if TQ_HAVE_CUDA
 #include <algorithm>
@@ -53,46 +53,7 @@ constexpr double kMaxEndToEndErr = 1.2e-3;
 // The GEMM's fp16 operands (tq_linear.h "Precision of (c)"): worst case 1.5e-3.
 constexpr double kMaxGemmErr = 1.5e-3;
 
-#define SKIP_WITHOUT_GPU()                                              \
-  do {                                                                  \
-    const std::string reason = GpuUnavailableReason();                  \
-    if (!reason.empty()) GTEST_SKIP() << "CUDA test skipped: " << reason; \
-  } while (0)
-
 #define CUDA_ASSERT_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr << ": " << cudaGetErrorString(cudaGetLastError())
-
-// A device buffer of T.
-template <typename T>
-class DeviceVector {
- public:
-  explicit DeviceVector(size_t count) : count_(count) {
-    if (count > 0 && cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)) != cudaSuccess) {
-      ptr_ = nullptr;
-    }
-  }
-  explicit DeviceVector(const std::vector<T>& host) : DeviceVector(host.size()) { Upload(host); }
-  ~DeviceVector() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceVector(const DeviceVector&) = delete;
-  DeviceVector& operator=(const DeviceVector&) = delete;
-  T* get() const { return ptr_; }
-  size_t size() const { return count_; }
-  void Upload(const std::vector<T>& host) {
-    cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
-  }
-  std::vector<T> Download() const {
-    std::vector<T> host(count_);
-    cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost);
-    return host;
-  }
-  // Fills every byte with `byte` (0xff: float32 NaN, bf16 NaN).
-  void Poison(uint8_t byte = 0xff) { cudaMemset(ptr_, byte, count_ * sizeof(T)); }
-
- private:
-  T* ptr_ = nullptr;
-  size_t count_ = 0;
-};
 
 struct HostWeights {
   int bits = 3;
