@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -333,6 +334,25 @@ void CheckOutputs(const std::vector<float>& got, const std::vector<uint16_t>& go
   EXPECT_EQ(bf16_mismatch, 0) << "bf16 output is not RNE(float32 output)";
 }
 
+// Runs `launch` twice on poisoned outputs: each output passes CheckOutputs and the second launch
+// gives the first's bits; *first = the first fp32 output.
+void LaunchTwice(const std::function<cudaError_t()>& launch, DeviceVector<float>& y32, DeviceVector<uint16_t>& y16,
+                 int64_t m, int64_t n, int64_t ldy, std::vector<float>* first) {
+  for (int rep = 0; rep < 2; ++rep) {
+    PoisonOutputs(y32, y16, m, n, ldy);
+    CUDA_ASSERT_OK(launch());
+    CUDA_ASSERT_OK(cudaDeviceSynchronize());
+    const std::vector<float> got = y32.Download();
+    ASSERT_NO_FATAL_FAILURE(CheckOutputs(got, y16.Download(), m, n, ldy));
+    if (rep == 0) {
+      *first = got;
+    } else {
+      EXPECT_EQ(std::memcmp(first->data(), got.data(), got.size() * sizeof(float)), 0)
+          << "second launch differs (non-deterministic)";
+    }
+  }
+}
+
 TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
   SKIP_WITHOUT_GPU();
   auto info = GetDeviceInfo(0);
@@ -396,28 +416,15 @@ TEST(TqCudaMmaTest, MatchesCpuTqLinear) {
           a.workspace = ws.get();
           a.workspace_bytes = ws.size();
           std::vector<float> first;
-          for (int rep = 0; rep < 2; ++rep) {
-            PoisonOutputs(y32, y16, s.m, s.n, ldy);
-            CUDA_ASSERT_OK(LaunchTqLinearMma(a, cfg, nullptr));
-            CUDA_ASSERT_OK(cudaDeviceSynchronize());
-            const std::vector<float> got = y32.Download();
-            ASSERT_NO_FATAL_FAILURE(CheckOutputs(got, y16.Download(), s.m, s.n, ldy));
-            if (rep == 0) {
-              first = got;
-              const ErrorStats e = Compare(got, ldy, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
-              EXPECT_LE(e.max_norm_err, kMaxMmaErr) << "rel_l2 " << e.rel_l2;
-              worst_overall = std::max(worst_overall, e.max_norm_err);
-              if (v.plan && mode == 0) {
-                std::printf("%-34s plan nt=%d splits=%d: max norm err %.3g, rel L2 %.3g\n",
-                            ShapeName(bits, s).c_str(),
-                            NormalizeTqMmaConfig(s.m, s.n, s.k, bits, cfg).n_tiles,
-                            NormalizeTqMmaConfig(s.m, s.n, s.k, bits, cfg).splits, e.max_norm_err,
-                            e.rel_l2);
-              }
-            } else {
-              EXPECT_EQ(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)), 0)
-                  << "second launch differs (non-deterministic)";
-            }
+          ASSERT_NO_FATAL_FAILURE(LaunchTwice([&] { return LaunchTqLinearMma(a, cfg, nullptr); }, y32, y16, s.m,
+                                              s.n, ldy, &first));
+          const ErrorStats e = Compare(first, ldy, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
+          EXPECT_LE(e.max_norm_err, kMaxMmaErr) << "rel_l2 " << e.rel_l2;
+          worst_overall = std::max(worst_overall, e.max_norm_err);
+          if (v.plan && mode == 0) {
+            const TqMmaConfig c = NormalizeTqMmaConfig(s.m, s.n, s.k, bits, cfg);
+            std::printf("%-34s plan nt=%d splits=%d: max norm err %.3g, rel L2 %.3g\n",
+                        ShapeName(bits, s).c_str(), c.n_tiles, c.splits, e.max_norm_err, e.rel_l2);
           }
           // Fused (bf16 in) and separate rotation produce the same fp16 operands: same bits.
           if (mode == 0) prev_fused = first;
@@ -498,26 +505,15 @@ TEST(TqCudaGemmTest, MatchesCpuTqLinear) {
         a.workspace = ws.get();
         a.workspace_bytes = ws.size();
         std::vector<float> first;
-        for (int rep = 0; rep < 2; ++rep) {
-          PoisonOutputs(y32, y16, s.m, s.n, ldy);
-          CUDA_ASSERT_OK(LaunchTqGemm(a, cfg, nullptr));
-          CUDA_ASSERT_OK(cudaDeviceSynchronize());
-          const std::vector<float> got = y32.Download();
-          ASSERT_NO_FATAL_FAILURE(CheckOutputs(got, y16.Download(), s.m, s.n, ldy));
-          if (rep == 0) {
-            first = got;
-            const ErrorStats e = Compare(got, ldy, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
-            EXPECT_LE(e.max_norm_err, kMaxGemmErr) << "rel_l2 " << e.rel_l2;
-            worst = std::max(worst, e.max_norm_err);
-            if (v.plan) {
-              const TqGemmConfig c = NormalizeTqGemmConfig(s.m, s.n, s.k, cfg);
-              std::printf("%-34s gemm plan bm=%d splits=%d: max norm err %.3g, rel L2 %.3g\n",
-                          ShapeName(bits, s).c_str(), c.bm, c.splits, e.max_norm_err, e.rel_l2);
-            }
-          } else {
-            EXPECT_EQ(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)), 0)
-                << "second launch differs (non-deterministic)";
-          }
+        ASSERT_NO_FATAL_FAILURE(
+            LaunchTwice([&] { return LaunchTqGemm(a, cfg, nullptr); }, y32, y16, s.m, s.n, ldy, &first));
+        const ErrorStats e = Compare(first, ldy, ref.y, s.m, s.n, hw.row_norm, ref.x_norm);
+        EXPECT_LE(e.max_norm_err, kMaxGemmErr) << "rel_l2 " << e.rel_l2;
+        worst = std::max(worst, e.max_norm_err);
+        if (v.plan) {
+          const TqGemmConfig c = NormalizeTqGemmConfig(s.m, s.n, s.k, cfg);
+          std::printf("%-34s gemm plan bm=%d splits=%d: max norm err %.3g, rel L2 %.3g\n",
+                      ShapeName(bits, s).c_str(), c.bm, c.splits, e.max_norm_err, e.rel_l2);
         }
       }
     }
