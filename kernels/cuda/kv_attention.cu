@@ -393,7 +393,7 @@ __global__ void __launch_bounds__(kThreads) WritePolarKernel(const float* __rest
                                                              const KvPolarEncoder enc, uint8_t* __restrict__ cache) {
   constexpr int kDpl = kD / kWarp;
   constexpr int kWords = kD * kBits / 32;
-  constexpr int kBytes = kD * kBits / 8 + 4;
+  constexpr int kBytes = VectorBytes(kBits, kD);
   __shared__ uint32_t words[kWarps][kWords];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
@@ -511,10 +511,7 @@ cudaError_t WriteKvPolar(const float* x, int64_t ld, int64_t rows, int num_kv_he
   }
 }
 
-int64_t KvVectorBytes(const KvVectorFormat& f, int head_dim) {
-  return f.kind == KvVectorKind::kBf16 ? 2 * static_cast<int64_t>(head_dim)
-                                       : static_cast<int64_t>(head_dim) * f.bits / 8 + 4;
-}
+int64_t KvVectorBytes(const KvVectorFormat& f, int head_dim) { return VectorBytes(FormatCode(f), head_dim); }
 
 int PlanAttentionSplits(int64_t rows, int num_kv_heads, int64_t max_context, int multiprocessors) {
   const int64_t units = std::max<int64_t>(1, rows * std::max(1, num_kv_heads));
