@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/nn/ops.h"
+#include "kernels/util/status_macros.h"
 
 namespace tq {
 
@@ -89,26 +90,7 @@ absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache
   const int64_t H = cfg_.hidden_size;
   const int64_t qs = cfg_.q_size(), kvs = cfg_.kv_size();
   const int d = cfg_.head_dim;
-  // Validate the batch.
-  int64_t covered = 0;
-  for (const ForwardSequence& s : batch.seqs) {
-    if (s.num_tokens < 1) return absl::InvalidArgumentError("forward: empty sequence slice");
-    if (s.start_pos + s.num_tokens > rope_.max_positions()) {
-      return absl::OutOfRangeError(absl::StrCat("forward: position ", s.start_pos + s.num_tokens - 1,
-                                                " beyond the context of ", rope_.max_positions()));
-    }
-    if (cache.Capacity(s.kv) < s.start_pos + s.num_tokens) {
-      return absl::InternalError("forward: KV cache space not reserved");
-    }
-    covered += s.num_tokens;
-  }
-  if (covered != T) return absl::InvalidArgumentError("forward: sequence slices do not cover the tokens");
-  for (int32_t tok : batch.tokens) {
-    if (tok < 0 || tok >= cfg_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", tok, " outside the vocabulary [0, ",
-                                                     cfg_.vocab_size, ")"));
-    }
-  }
+  TQ_RETURN_IF_ERROR(ValidateForwardBatch(batch, cache, rope_.max_positions(), cfg_.vocab_size));
 
   x_.resize(T * H);
   h_.resize(T * H);
@@ -120,17 +102,9 @@ absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache
   for (int64_t t = 0; t < T; ++t) w_.Embed(batch.tokens[t], H, x_.data() + t * H);
 
   // Position of every token.
-  std::vector<int64_t> pos(T);
-  std::vector<size_t> seq_of(T);
-  {
-    int64_t t = 0;
-    for (size_t s = 0; s < batch.seqs.size(); ++s) {
-      for (int64_t i = 0; i < batch.seqs[s].num_tokens; ++i, ++t) {
-        pos[t] = batch.seqs[s].start_pos + i;
-        seq_of[t] = s;
-      }
-    }
-  }
+  std::vector<int64_t> pos;
+  std::vector<size_t> seq_of;
+  TokenPositions(batch, &pos, &seq_of);
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const LayerWeights& L = w_.layers[l];
@@ -160,6 +134,43 @@ absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache
   }
   ComputeLogits(cfg_, w_, batch, x_.data(), linears_, logits);
   return absl::OkStatus();
+}
+
+absl::Status ValidateForwardBatch(const ForwardBatch& batch, const PagedKvCache& cache, int64_t max_positions,
+                                  int64_t vocab_size) {
+  int64_t covered = 0;
+  for (const ForwardSequence& s : batch.seqs) {
+    if (s.num_tokens < 1) return absl::InvalidArgumentError("forward: empty sequence slice");
+    if (s.start_pos + s.num_tokens > max_positions) {
+      return absl::OutOfRangeError(absl::StrCat("forward: position ", s.start_pos + s.num_tokens - 1,
+                                                " beyond the context of ", max_positions));
+    }
+    if (cache.Capacity(s.kv) < s.start_pos + s.num_tokens) {
+      return absl::InternalError("forward: KV cache space not reserved");
+    }
+    covered += s.num_tokens;
+  }
+  if (covered != static_cast<int64_t>(batch.tokens.size())) {
+    return absl::InvalidArgumentError("forward: sequence slices do not cover the tokens");
+  }
+  for (int32_t tok : batch.tokens) {
+    if (tok < 0 || tok >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tok, " outside the vocabulary [0, ", vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void TokenPositions(const ForwardBatch& batch, std::vector<int64_t>* pos, std::vector<size_t>* seq_of) {
+  pos->resize(batch.tokens.size());
+  seq_of->resize(batch.tokens.size());
+  int64_t t = 0;
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    for (int64_t i = 0; i < batch.seqs[s].num_tokens; ++i, ++t) {
+      (*pos)[t] = batch.seqs[s].start_pos + i;
+      (*seq_of)[t] = s;
+    }
+  }
 }
 
 void FeedForward::Run(const ModelConfig& cfg, const LayerWeights& L, float* x, int64_t T, LinearBatch& linears,

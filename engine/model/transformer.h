@@ -56,6 +56,15 @@ struct ForwardBatch {
   std::vector<ForwardSequence> seqs;  // in token order
 };
 
+// Checks a step's batch (as both CPU decoders need it): every slice non-empty, within
+// max_positions and the cache's reserved space, the slices covering the tokens exactly, every
+// token id in [0, vocab_size). InvalidArgument / OutOfRange / Internal naming the problem.
+absl::Status ValidateForwardBatch(const ForwardBatch& batch, const PagedKvCache& cache, int64_t max_positions,
+                                  int64_t vocab_size);
+
+// The position and the sequence index (into batch.seqs) of every token of the batch.
+void TokenPositions(const ForwardBatch& batch, std::vector<int64_t>* pos, std::vector<size_t>* seq_of);
+
 // The feed-forward step of a decoder layer on the CPU, shared by Transformer and MlaTransformer:
 // x[T, H] += MLP(RMSNorm(x; post_attention_norm)) — the dense SwiGLU, or the MoE of moe.h when
 // the layer has one. Holds its scratch (one per model runner).
