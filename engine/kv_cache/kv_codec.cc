@@ -150,6 +150,7 @@ class MseCodec final : public BoundCodec<quant::KvMseQuantizer> {
     Check(head_dim);
     q_.rotation().Inverse(acc, dst);
   }
+  const quant::KvMseQuantizer* mse_quantizer() const override { return &q_; }
 };
 
 // TurboQuant_prod keys: scores in 2·head_dim floats. Key role only.

@@ -58,6 +58,10 @@
 
 namespace tq {
 
+namespace quant {
+class KvMseQuantizer;
+}  // namespace quant
+
 class KvCodec {
  public:
   virtual ~KvCodec() = default;
@@ -78,6 +82,10 @@ class KvCodec {
   virtual void PrepareQuery(const float* q, int head_dim, float* dst) const;
   // Values: maps an attention-space sum of head_dim floats back (in place allowed).
   virtual void FinishValue(const float* acc, int head_dim, float* dst) const;
+
+  // The PolarQuant / TurboQuant_mse quantizer behind a rotated Lloyd–Max codec (its codebook,
+  // rotation and storage form, e.g. for a GPU backend that reads the same bytes); else null.
+  virtual const quant::KvMseQuantizer* mse_quantizer() const { return nullptr; }
 };
 
 enum class KvRole { kKey, kValue };

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/quant/kv_quant.h"
 
 namespace tq {
 namespace {
@@ -102,6 +103,27 @@ TEST(KvCodecTest, SingleCodecsAndMiddleLayerCodecs) {
   auto q = MakeKvCodec("turbo3:qjl=1", KvRole::kKey, 128);
   ASSERT_TRUE(q.ok());
   EXPECT_EQ((*q)->BytesPerVector(128), 56);
+}
+
+// The quantizer behind the rotated Lloyd–Max codecs (what a GPU backend reads): the plugin's
+// PolarQuant with its fp32 corrected gain (8-bit keys on boundary layers), vLLM's keys with an
+// fp16 norm corrected at decode; none for bf16, uniform values or QJL keys.
+TEST(KvCodecTest, MseQuantizerOfRotatedCodecs) {
+  const KvCacheFormat f = Format("turbo3", 12, 128);
+  ASSERT_NE(f.keys[0]->mse_quantizer(), nullptr);
+  EXPECT_EQ(f.keys[0]->mse_quantizer()->spec().bits, 8);  // boundary layer
+  ASSERT_NE(f.keys[6]->mse_quantizer(), nullptr);
+  EXPECT_EQ(f.keys[6]->mse_quantizer()->spec().bits, 3);
+  EXPECT_EQ(f.keys[6]->mse_quantizer()->spec().gain, quant::KvGain::kNormCorrected);
+  EXPECT_EQ(f.keys[6]->mse_quantizer()->bytes(), f.keys[6]->BytesPerVector(128));
+  EXPECT_EQ(f.values[6]->mse_quantizer()->spec().seed, quant::kKvValueSeed);
+  EXPECT_EQ(f.sink->mse_quantizer(), nullptr);
+  const KvCacheFormat v = Format("k3v4_nc", 6, 64);
+  ASSERT_NE(v.keys[3]->mse_quantizer(), nullptr);
+  EXPECT_EQ(v.keys[3]->mse_quantizer()->spec().gain, quant::KvGain::kNormCorrectedAtDecode);
+  EXPECT_EQ(v.values[3]->mse_quantizer(), nullptr);  // uniform
+  EXPECT_EQ(v.keys[0]->mse_quantizer(), nullptr);    // bf16 boundary layer
+  EXPECT_EQ(Format("turbo3:qjl=1", 12, 128).keys[6]->mse_quantizer(), nullptr);
 }
 
 // The contract attention relies on, for the codecs of every layer of every preset (boundary

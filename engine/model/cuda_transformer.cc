@@ -17,10 +17,66 @@
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
 #include "kernels/quant/tq_quantize.h"
-#include "kernels/util/status_macros.h"
 #endif
+#include <string>
+#include <unordered_map>
+
+#include "kernels/quant/kv_quant.h"
+#include "kernels/util/status_macros.h"
 
 namespace tq {
+
+namespace {
+
+constexpr char kCudaKvFormats[] =
+    "the CUDA backend stores the KV cache as bf16 or as the PolarQuant presets turbo3, turbo4 and k4v3 "
+    "without QJL (sink=N and boundary=N allowed)";
+
+// How the CUDA kernels store one layer's K or V codec: 0 = bf16, b = PolarQuant codes of b bits
+// + fp32 corrected gain (kernels/cuda/kv_attention.h); else UNIMPLEMENTED.
+absl::StatusOr<int> DeviceKvBits(const KvCodec& codec, bool key, const std::string& format_name) {
+  if (std::string(codec.name()) == "bf16") return 0;
+  const quant::KvMseQuantizer* q = codec.mse_quantizer();
+  if (q != nullptr && q->spec().gain == quant::KvGain::kNormCorrected && q->spec().norm_type == quant::KvScalar::kF32) {
+    const int bits = q->spec().bits;
+    if ((bits >= 2 && bits <= 4) || (key && bits == 8)) return bits;
+  }
+  return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; got \"", format_name, "\" whose ",
+                                               key ? "keys" : "values", " are ", codec.name()));
+}
+
+}  // namespace
+
+absl::Status CudaTransformer::CheckKvFormat(const KvCacheFormat& f, int num_heads, int num_kv_heads, int head_dim) {
+  if (f.keys.empty() && f.sink_tokens == 0) return absl::OkStatus();  // bf16
+  if (f.qjl) return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; got \"", f.name, "\" (QJL keys)"));
+  bool needs_split_kernel = f.sink_tokens > 0;
+  for (int l = 0; l < f.num_layers(); ++l) {
+    TQ_ASSIGN_OR_RETURN(const int kb, DeviceKvBits(*f.keys[l], true, f.name));
+    TQ_ASSIGN_OR_RETURN(const int vb, DeviceKvBits(*f.values[l], false, f.name));
+    if ((kb == 0) != (vb == 0)) {
+      return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; \"", f.name, "\" stores layer ", l,
+                                                   "'s keys and values in different families"));
+    }
+    needs_split_kernel = needs_split_kernel || kb != 0;
+  }
+#if TQ_HAVE_CUDA
+  if (needs_split_kernel) {
+    cuda::PackedAttentionParams probe;
+    probe.num_heads = num_heads;
+    probe.num_kv_heads = num_kv_heads;
+    probe.head_dim = head_dim;
+    if (const char* why = cuda::PackedAttentionUnsupportedReason(probe)) {
+      return absl::UnimplementedError(absl::StrCat("KV cache \"", f.name, "\" on CUDA: ", why, " (this model: ",
+                                                   num_heads, " heads, ", num_kv_heads, " KV heads, head_dim ",
+                                                   head_dim, "); use --kv-cache bf16"));
+    }
+  }
+#else
+  (void)num_heads, (void)num_kv_heads, (void)head_dim, (void)needs_split_kernel;
+#endif
+  return absl::OkStatus();
+}
 
 #if !TQ_HAVE_CUDA
 
@@ -237,10 +293,58 @@ struct DeviceLinear {
 constexpr int64_t kMaxGraphBatch = 64;
 constexpr int32_t kPagedDecodeMaxContext = 128;
 
+// How one layer's K or V vectors are stored on the device (CheckKvFormat accepted the codec):
+// bf16, or PolarQuant codes + fp32 gain with the codec's codebook, boundaries and signs.
+struct DeviceKvSide {
+  cuda::KvVectorFormat format;   // what the attention kernel reads
+  cuda::KvPolarEncoder encoder;  // what the writer does (kPolar)
+  DeviceBuffer centroids, boundaries, signs;
+  int64_t bytes = 0;             // per vector
+
+  absl::Status Bind(const KvCodec& codec, int head_dim) {
+    const quant::KvMseQuantizer* q = codec.mse_quantizer();
+    if (q == nullptr) {  // bf16
+      bytes = 2 * static_cast<int64_t>(head_dim);
+      return absl::OkStatus();
+    }
+    const quant::KvRotation& rot = q->rotation();
+    TQ_RETURN_IF_ERROR(centroids.Upload(q->codebook().centroids.data(), q->codebook().centroids.size() * sizeof(float)));
+    TQ_RETURN_IF_ERROR(
+        boundaries.Upload(q->codebook().boundaries.data(), q->codebook().boundaries.size() * sizeof(float)));
+    if (q->spec().signs) {
+      std::vector<float> sg = rot.signs1();
+      sg.insert(sg.end(), rot.signs2().begin(), rot.signs2().end());
+      TQ_RETURN_IF_ERROR(signs.Upload(sg.data(), sg.size() * sizeof(float)));
+    }
+    format.kind = cuda::KvVectorKind::kPolar;
+    format.bits = q->spec().bits;
+    format.codebook = centroids.as<float>();
+    format.signs = q->spec().signs ? signs.as<float>() : nullptr;
+    format.divisor = rot.divisor();
+    encoder.bits = format.bits;
+    encoder.centroids = centroids.as<float>();
+    encoder.boundaries = boundaries.as<float>();
+    encoder.signs = format.signs;
+    encoder.divisor = format.divisor;
+    encoder.ties_up = q->spec().ties_up;
+    bytes = cuda::KvVectorBytes(format, head_dim);
+    if (bytes != codec.BytesPerVector(head_dim)) {
+      return absl::InternalError(absl::StrCat("KV codec ", codec.name(), ": ", codec.BytesPerVector(head_dim),
+                                              " bytes per vector on the CPU, ", bytes, " on the GPU"));
+    }
+    return absl::OkStatus();
+  }
+  bool packed() const { return format.kind == cuda::KvVectorKind::kPolar; }
+  // The writer's rotation into the attention space for sink vectors (0: the identity).
+  float sink_divisor() const { return packed() ? format.divisor : 0.0f; }
+};
+
 struct DeviceLayer {
   DeviceLinear qkv, o, gate_up, down;  // q/k/v and gate/up fused row-wise
   DeviceBuffer input_norm, post_norm, q_norm, k_norm;
+  DeviceKvSide k_side, v_side;
   DeviceBuffer k_cache, v_cache;
+  DeviceBuffer sink_k, sink_v;  // [sink slots, sink_tokens, num_kv_heads, head_dim] fp32
 };
 
 }  // namespace
@@ -257,7 +361,7 @@ struct CudaTransformer::State {
   DeviceLinear lm_head;
   DeviceBuffer cos, sin;
   // Step inputs.
-  DeviceBuffer ids, positions, slots, table_offset, tables, logit_rows;
+  DeviceBuffer ids, positions, slots, table_offset, tables, logit_rows, sink_slot;
   // Activations.
   DeviceBuffer x, h, qkv, attn, tmp, gate, gate_up, sel, normed, logits;
   // Split-K decode attention (kernels/cuda/kv_attention.h) when it supports the shapes, else the
@@ -265,6 +369,12 @@ struct CudaTransformer::State {
   bool split_attention = false;
   bool split_always = false;  // TQ_CUDA_ATTENTION=split: also for short decode steps
   bool split_now = false;     // this step's choice (see Forward)
+  bool packed_kv = false;     // some layer stores PolarQuant codes (the split-K kernel reads them)
+  // Sink positions (kv_codec.h sink=N): a slot of every layer's sink store per sequence.
+  int sink_tokens = 0;
+  int64_t sink_capacity = 0;  // slots allocated
+  std::unordered_map<SeqHandle, int32_t> sink_slots;
+  std::vector<int32_t> free_sink_slots;
   int multiprocessors = 1;
   int64_t max_positions = 0;
   DeviceBuffer attn_ws;
@@ -283,6 +393,58 @@ struct CudaTransformer::State {
   void DropGraphs() {
     for (auto& [n, g] : graphs) cudaGraphExecDestroy(g);
     graphs.clear();
+  }
+
+  // Bytes of one sink slot of one layer's K (or V) store.
+  size_t SinkSlotBytes() const {
+    return static_cast<size_t>(sink_tokens) * cfg.num_kv_heads * cfg.head_dim * sizeof(float);
+  }
+
+  // Grows every layer's sink stores to `slots` slots, keeping their contents.
+  absl::Status GrowSinkStores(int64_t slots, uint64_t* kv_bytes) {
+    if (slots <= sink_capacity) return absl::OkStatus();
+    DropGraphs();
+    for (DeviceLayer& L : layers) {
+      for (DeviceBuffer* store : {&L.sink_k, &L.sink_v}) {
+        DeviceBuffer grown;
+        TQ_RETURN_IF_ERROR(grown.Allocate(slots * SinkSlotBytes()));
+        if (sink_capacity > 0) {
+          TQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(grown.as<void>(), store->as<void>(), sink_capacity * SinkSlotBytes(),
+                                             cudaMemcpyDeviceToDevice));
+        }
+        *store = std::move(grown);
+      }
+    }
+    *kv_bytes += 2 * layers.size() * (slots - sink_capacity) * SinkSlotBytes();
+    for (int64_t s = slots - 1; s >= sink_capacity; --s) free_sink_slots.push_back(static_cast<int32_t>(s));
+    sink_capacity = slots;
+    return absl::OkStatus();
+  }
+
+  // The sink slot of a sequence: its own, or a free one for a sequence starting at position 0
+  // (slots of sequences the cache has freed are reclaimed; the stores grow when all are taken).
+  absl::StatusOr<int32_t> SinkSlot(SeqHandle h, int64_t start_pos, const PagedKvCache& cache, uint64_t* kv_bytes) {
+    auto it = sink_slots.find(h);
+    if (it != sink_slots.end()) return it->second;
+    if (start_pos > 0) {
+      return absl::InternalError(absl::StrCat("sequence ", h, " continues at position ", start_pos,
+                                              " but its sink positions were never written on this device"));
+    }
+    if (free_sink_slots.empty()) {
+      for (auto s = sink_slots.begin(); s != sink_slots.end();) {
+        if (cache.BlockTable(s->first).empty()) {
+          free_sink_slots.push_back(s->second);
+          s = sink_slots.erase(s);
+        } else {
+          ++s;
+        }
+      }
+    }
+    if (free_sink_slots.empty()) TQ_RETURN_IF_ERROR(GrowSinkStores(2 * sink_capacity, kv_bytes));
+    const int32_t slot = free_sink_slots.back();
+    free_sink_slots.pop_back();
+    sink_slots.emplace(h, slot);
+    return slot;
   }
 
   // Position splits of the attention of a T-row step: fixed per T (not per context), so that a
@@ -313,6 +475,7 @@ struct CudaTransformer::State {
       TQ_RETURN_IF_ERROR(positions.Reserve(t * sizeof(int32_t)));
       TQ_RETURN_IF_ERROR(slots.Reserve(t * sizeof(int64_t)));
       TQ_RETURN_IF_ERROR(table_offset.Reserve(t * sizeof(int32_t)));
+      TQ_RETURN_IF_ERROR(sink_slot.Reserve(t * sizeof(int32_t)));
       capacity_tokens = t;
     }
     if (R > capacity_rows) {
@@ -349,8 +512,22 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
     TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(qv, ld, T, cfg.num_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
     TQ_CUDA_RETURN_IF_ERROR(
         cuda::ApplyRope(kv_k, ld, T, cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
-                                              L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
+    if (L.k_side.packed()) {  // CheckKvFormat: K and V of a layer are both packed or both bf16
+      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvPolar(kv_k, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
+                                                 L.k_side.encoder, L.k_cache.as<uint8_t>(), st));
+      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvPolar(kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
+                                                 L.v_side.encoder, L.v_cache.as<uint8_t>(), st));
+    } else {
+      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
+                                                L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
+    }
+    if (sink_tokens > 0) {  // sink positions also go to the sequence's sink store
+      for (const auto& [x_side, side, store] : {std::tuple{kv_k, &L.k_side, &L.sink_k}, {kv_v, &L.v_side, &L.sink_v}}) {
+        TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvSinks(x_side, ld, T, cfg.num_kv_heads, d, pos, sink_slot.as<int32_t>(),
+                                                   sink_tokens, side->format.signs, side->sink_divisor(),
+                                                   store->as<float>(), st));
+      }
+    }
     // The fields both attention kernels share (their caches differ only in the pointer type).
     auto attention_shape = [&](auto& ap) {
       ap.q = qv;
@@ -369,11 +546,19 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
       ap.ldo = qs;
     };
     if (split_now) {
-      cuda::PackedAttentionParams ap;  // BF16 vectors in the engine's slot-major layout
+      cuda::PackedAttentionParams ap;  // the engine's slot-major layout
       attention_shape(ap);
       ap.k_cache = L.k_cache.as<uint8_t>();
       ap.v_cache = L.v_cache.as<uint8_t>();
+      ap.k_format = L.k_side.format;
+      ap.v_format = L.v_side.format;
       ap.layout = cuda::KvCacheLayout::kSlotMajor;
+      if (sink_tokens > 0) {
+        ap.sink_tokens = sink_tokens;
+        ap.sink_k = L.sink_k.as<float>();
+        ap.sink_v = L.sink_v.as<float>();
+        ap.sink_slot = sink_slot.as<int32_t>();
+      }
       ap.splits = AttentionSplits(T);
       ap.workspace = attn_ws.as<float>();
       ap.workspace_bytes = attn_ws.bytes();
@@ -436,6 +621,11 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
                                                    " visible)"));
   }
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+  TQ_RETURN_IF_ERROR(CheckKvFormat(options.kv_format, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim));
+  if (!options.kv_format.keys.empty() && options.kv_format.num_layers() != cfg.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache format for ", options.kv_format.num_layers(),
+                                                   " layers, model has ", cfg.num_layers));
+  }
   if (!cuda::PagedAttentionSupports(cfg.head_dim)) {
     return absl::UnimplementedError(absl::StrCat("CUDA attention supports even head_dim up to 256, got ",
                                                  cfg.head_dim));
@@ -461,11 +651,17 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     probe.num_kv_heads = cfg.num_kv_heads;
     probe.head_dim = cfg.head_dim;
     s.split_attention = cuda::PackedAttentionUnsupportedReason(probe) == nullptr;
-    // TQ_CUDA_ATTENTION=paged / split forces one kernel for every step (A/B measurements).
+    // A packed cache or sinks: only the split-K kernel reads them (CheckKvFormat made sure it can).
+    s.sink_tokens = options.kv_format.sink_tokens;
+    for (const auto& codec : options.kv_format.keys) s.packed_kv = s.packed_kv || codec->mse_quantizer() != nullptr;
+    const bool split_only = s.packed_kv || s.sink_tokens > 0;
+    // TQ_CUDA_ATTENTION=paged / split forces one kernel for every step (A/B measurements; a
+    // packed cache ignores "paged").
     const char* force = std::getenv("TQ_CUDA_ATTENTION");
-    if (force != nullptr && std::strcmp(force, "paged") == 0) s.split_attention = false;
-    s.split_always = s.split_attention && force != nullptr && std::strcmp(force, "split") == 0;
+    if (force != nullptr && std::strcmp(force, "paged") == 0 && !split_only) s.split_attention = false;
+    s.split_always = s.split_attention && (split_only || (force != nullptr && std::strcmp(force, "split") == 0));
     absl::StrAppend(&r->description_, s.split_attention ? ", split-K attention" : ", paged attention");
+    if (!options.kv_format.name.empty()) absl::StrAppend(&r->description_, ", KV ", options.kv_format.name);
   }
   TQ_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   TQ_ASSIGN_OR_RETURN(s.graph_runner, cuda::TqLinearRunner::Create(options.device));
@@ -494,8 +690,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     return b.Upload(v.data(), v.size() * sizeof(float));
   };
   s.layers.resize(cfg.num_layers);
-  const size_t pool = static_cast<size_t>(s.kv.num_blocks) * s.kv.block_size * cfg.num_kv_heads * cfg.head_dim *
-                      sizeof(uint16_t);
+  const size_t vectors = static_cast<size_t>(s.kv.num_blocks) * s.kv.block_size * cfg.num_kv_heads;
   for (int l = 0; l < cfg.num_layers; ++l) {
     const LayerWeights& L = weights.layers[l];
     DeviceLayer& D = s.layers[l];
@@ -510,10 +705,17 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.q_norm, L.q_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.k_norm, L.k_norm));
-    TQ_RETURN_IF_ERROR(D.k_cache.Allocate(pool));
-    TQ_RETURN_IF_ERROR(D.v_cache.Allocate(pool));
-    r->kv_bytes_ += 2 * pool;
+    if (!options.kv_format.keys.empty()) {
+      TQ_RETURN_IF_ERROR(D.k_side.Bind(*options.kv_format.keys[l], cfg.head_dim));
+      TQ_RETURN_IF_ERROR(D.v_side.Bind(*options.kv_format.values[l], cfg.head_dim));
+    } else {
+      D.k_side.bytes = D.v_side.bytes = 2 * static_cast<int64_t>(cfg.head_dim);
+    }
+    TQ_RETURN_IF_ERROR(D.k_cache.Allocate(vectors * D.k_side.bytes));
+    TQ_RETURN_IF_ERROR(D.v_cache.Allocate(vectors * D.v_side.bytes));
+    r->kv_bytes_ += vectors * (D.k_side.bytes + D.v_side.bytes);
   }
+  if (s.sink_tokens > 0) TQ_RETURN_IF_ERROR(s.GrowSinkStores(std::max(1, options.max_num_seqs), &r->kv_bytes_));
   TQ_RETURN_IF_ERROR(upload_floats(s.final_norm, weights.final_norm));
   TQ_RETURN_IF_ERROR(s.lm_head.BindRows({&weights.lm_head}, options.dequantize_tq, *s.eager_runner, &bytes,
                                         &r->tq_on_codes_, &r->dense_layers_));
@@ -554,9 +756,10 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
   if (T == 0) return absl::OkStatus();
   const int bs = s.kv.block_size;
+  TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(s.device));
 
   // Host-side step description.
-  std::vector<int32_t> pos(T), table_off(T), rows, tables;
+  std::vector<int32_t> pos(T), table_off(T), rows, tables, sink_slot;
   std::vector<int64_t> slots(T);
   int64_t t = 0;
   for (const ForwardSequence& seq : batch.seqs) {
@@ -568,6 +771,10 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
     const std::vector<int64_t>& table = cache.BlockTable(seq.kv);
     if (static_cast<int64_t>(table.size()) * bs < seq.start_pos + seq.num_tokens) {
       return absl::InternalError("forward: the sequence's KV blocks do not cover the batch");
+    }
+    if (s.sink_tokens > 0) {  // this sequence's slot in the sink stores
+      TQ_ASSIGN_OR_RETURN(const int32_t slot, s.SinkSlot(seq.kv, seq.start_pos, cache, &kv_bytes_));
+      sink_slot.insert(sink_slot.end(), static_cast<size_t>(seq.num_tokens), slot);
     }
     const int32_t off = static_cast<int32_t>(tables.size());
     for (int64_t b : table) tables.push_back(static_cast<int32_t>(b));
@@ -590,7 +797,6 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
     }
   }
   const int64_t R = static_cast<int64_t>(rows.size());
-  TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(s.device));
   TQ_RETURN_IF_ERROR(s.EnsureCapacity(T, R));
   if (tables.size() * sizeof(int32_t) > s.tables.bytes()) {
     s.DropGraphs();
@@ -619,6 +825,10 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   if (R > 0) {
     TQ_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(s.logit_rows.as<void>(), rows.data(), R * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  }
+  if (s.sink_tokens > 0) {
+    TQ_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(s.sink_slot.as<void>(), sink_slot.data(), T * sizeof(int32_t), cudaMemcpyHostToDevice, st));
   }
 
   TQ_RETURN_IF_ERROR(s.Run(T, R, decode_only));

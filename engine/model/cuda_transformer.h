@@ -3,9 +3,16 @@
 // The dense decoder's forward pass on one CUDA GPU: the same function as the CPU Transformer
 // (engine/model/transformer.h), with the weights uploaded once at load and the KV cache in GPU
 // memory. The engine's PagedKvCache keeps the bookkeeping (blocks, free list, block tables,
-// created with host_storage = false); this runner owns the BF16 K/V pools on the device,
-// [num_layers][num_blocks, block_size, num_kv_heads, head_dim] each, and reads the block tables
-// every step.
+// created with host_storage = false); this runner owns the K/V pools on the device,
+// [num_layers][num_blocks, block_size, num_kv_heads, bytes per vector] each, and reads the block
+// tables every step.
+//
+// KV cache formats (engine/kv_cache/kv_codec.h) on the GPU: bf16, and the plugin presets turbo3,
+// turbo4 and k4v3 without QJL — PolarQuant codes + fp32 corrected gain, the CPU codec's bytes
+// (kernels/cuda/kv_attention.h writes them and attends over them without a dequantized copy),
+// including their boundary layers (8-bit keys) and sink positions (bf16 vectors kept per
+// sequence, on the device in the attention space, max_num_seqs sequences at once).
+// CheckKvFormat says why any other format (fp8, the vLLM presets, qjl=1) is refused.
 //
 // Per step: the batch's token ids, positions, cache slots and block tables go up (small copies);
 // embedding, RMSNorm, the linear layers, q/k norms, RoPE, K/V writes, paged attention, SwiGLU and
@@ -38,6 +45,8 @@ namespace tq {
 struct CudaRunnerOptions {
   int device = 0;               // CUDA device ordinal
   KvCacheOptions kv;            // the engine cache's geometry (num_blocks etc.)
+  KvCacheFormat kv_format;      // the cache's codecs (empty: bf16 for every layer)
+  int max_num_seqs = 32;        // sequences at once (sink-position stores)
   bool dequantize_tq = false;   // run TQ layers from dequantized fp32 weights
   bool cuda_graphs = true;      // replay decode-only steps (<= 64 sequences) as CUDA graphs
 };
@@ -50,6 +59,11 @@ class CudaTransformer : public ModelRunner {
                                                                  const RopeTable& rope,
                                                                  const CudaRunnerOptions& options);
   ~CudaTransformer() override;
+
+  // OK if the CUDA kernels store and read this KV cache format for `num_kv_heads` /
+  // `num_heads` heads of `head_dim`; else UNIMPLEMENTED (or INVALID_ARGUMENT) saying what is
+  // supported. Host-only: works in builds without CUDA and on machines without a GPU.
+  static absl::Status CheckKvFormat(const KvCacheFormat& format, int num_heads, int num_kv_heads, int head_dim);
 
   absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
   int64_t max_positions() const override { return max_positions_; }

@@ -96,11 +96,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (!on_gpu && options.device != "cpu") {
     return absl::InvalidArgumentError(absl::StrCat("device must be \"cpu\" or \"cuda\", got \"", options.device, "\""));
   }
-  if (on_gpu && options.kv_codec != "bf16") {
-    return absl::InvalidArgumentError(absl::StrCat("the CUDA backend's KV cache is bf16; got kv_codec \"",
-                                                   options.kv_codec, "\""));
-  }
-
   if (on_gpu && cfg.is_mla()) {
     return absl::UnimplementedError(absl::StrCat(cfg.architecture, " (MLA + MoE) runs on the CPU only for now"));
   }
@@ -112,6 +107,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).
   const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_head_dim();
   TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));
+  if (on_gpu) TQ_RETURN_IF_ERROR(CudaTransformer::CheckKvFormat(kv_format, cfg.num_heads, kv_heads, kv_dim));
   KvCacheOptions kv;
   kv.num_layers = cfg.num_layers;
   kv.num_kv_heads = kv_heads;
@@ -145,6 +141,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     copt.cuda_graphs = options.cuda_graphs;
     copt.dequantize_tq = options.dequantize_tq;
     copt.kv = kv;
+    copt.kv_format = e->cache_->format();
+    copt.max_num_seqs = options.max_num_seqs;
     TQ_ASSIGN_OR_RETURN(e->model_, CudaTransformer::Create(cfg, *e->weights_, rope, copt));
   } else if (cfg.is_mla()) {
     e->model_ = std::make_unique<MlaTransformer>(cfg, *e->weights_, std::move(rope), e->pool_.get());

@@ -1,6 +1,7 @@
 // Decode attention over a packed (or BF16) paged KV cache. Contract: kernels/cuda/kv_attention.h.
 #include "kernels/cuda/kv_attention.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -13,10 +14,11 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kWarps = 4;           // per CTA
 constexpr int kThreads = kWarps * kWarp;
-constexpr int kMaxBits = 4;
+constexpr int kMaxBits = 4;         // values; keys also kBoundaryKeyBits
+constexpr int kBoundaryKeyBits = 8;  // the plugin presets' boundary-layer keys
 constexpr unsigned kFull = 0xffffffffu;
 
-// Format codes of the templates: 0 = BF16, 2/3/4 = PolarQuant with that many bits.
+// Format codes of the templates: 0 = BF16, 2/3/4/8 = PolarQuant with that many bits.
 constexpr int FormatCode(const KvVectorFormat& f) {
   return f.kind == KvVectorKind::kBf16 ? 0 : f.bits;
 }
@@ -79,6 +81,22 @@ __device__ __forceinline__ const uint8_t* VectorAt(const uint8_t* cache, const i
 
 constexpr int64_t kMinSplitPositions = 128;
 
+// Codebooks in shared memory: up to 4 bits one copy per lane (entry v of lane l at v·32 + l, no
+// bank conflicts), 8 bits a single copy (256 entries).
+constexpr int kCodebookFloats = (1 << kMaxBits) * kWarp > (1 << kBoundaryKeyBits) ? (1 << kMaxBits) * kWarp
+                                                                                  : (1 << kBoundaryKeyBits);
+template <int kF>
+__device__ __forceinline__ int CodebookIndex(uint32_t v, int lane) {
+  return kF <= kMaxBits ? static_cast<int>(v) * kWarp + lane : static_cast<int>(v);
+}
+template <int kF>
+__device__ void LoadCodebook(const float* codebook, float* cb) {
+  if constexpr (kF != 0) {
+    constexpr int kCopies = kF <= kMaxBits ? kWarp : 1;
+    for (int i = threadIdx.x; i < (1 << kF) * kCopies; i += blockDim.x) cb[i] = codebook[i / kCopies];
+  }
+}
+
 // Scores of one key (this lane's) for kG heads: s[h] = q_rot[h] · key (q_rot already scaled).
 template <int kD, int kG, int kF>
 __device__ __forceinline__ void ScoreKey(const uint8_t* key, const float (*q_rot)[kD], const float* cb,
@@ -123,7 +141,7 @@ __device__ __forceinline__ void ScoreKey(const uint8_t* key, const float (*q_rot
         } else {
           v = __funnelshift_r(w[wi], w[wi + 1], off);
         }
-        c[e] = cb[(v & kMask) * kWarp + lane];
+        c[e] = cb[CodebookIndex<kF>(v & kMask, lane)];
       }
 #pragma unroll
       for (int h = 0; h < kG; ++h) {
@@ -184,7 +202,7 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
   const int kvh = blockIdx.y, split = blockIdx.z;
   const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
   __shared__ __align__(16) float q_rot[kG][kD];
-  __shared__ float cbk[(1 << kMaxBits) * kWarp], cbv[(1 << kMaxBits) * kWarp];
+  __shared__ float cbk[kCodebookFloats], cbv[(1 << kMaxBits) * kWarp];
   __shared__ float p_s[kWarps][kG][kWarp];
   __shared__ float m_s[kWarps][kG], l_s[kWarps][kG];
   // Scratch: each warp's tile of values in the loop, then the warps' sums for the merge.
@@ -217,12 +235,8 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
     const float x = h < a.group ? q[h * kD + c] : 0.0f;
     q_rot[h][c] = (kKF != 0 && ks != nullptr) ? x * ks[c] : x;
   }
-  if constexpr (kKF != 0) {
-    for (int i = tid; i < (1 << kKF) * kWarp; i += kThreads) cbk[i] = p.k_format.codebook[i / kWarp];
-  }
-  if constexpr (kVF != 0) {
-    for (int i = tid; i < (1 << kVF) * kWarp; i += kThreads) cbv[i] = p.v_format.codebook[i / kWarp];
-  }
+  LoadCodebook<kKF>(p.k_format.codebook, cbk);
+  LoadCodebook<kVF>(p.v_format.codebook, cbv);
   __syncthreads();
   if constexpr (kKF != 0) {
     FwhtShared<kD>(&q_rot[0][0], kG);
@@ -248,7 +262,60 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
 #pragma unroll
     for (int e = 0; e < kDpl; ++e) acc[h][e] = 0.0f;
   }
-  for (int64_t tb = lo + warp * kWarp; tb < hi; tb += kWarps * kWarp) {
+  // One online-softmax step of a 32-position tile: s (this lane's scores, valid or not) rescale
+  // the running sums; the tile's weights go to p_s[warp].
+  auto online_step = [&](const float (&s)[kG], bool valid) {
+#pragma unroll
+    for (int h = 0; h < kG; ++h) {
+      const float sv = valid ? s[h] : -INFINITY;
+      const float m_new = fmaxf(m[h], WarpMax(sv));  // finite: lane 0 is valid
+      const float corr = m[h] == -INFINITY ? 0.0f : __expf(m[h] - m_new);
+      const float e = valid ? __expf(sv - m_new) : 0.0f;
+      l[h] = l[h] * corr + WarpSum(e);
+#pragma unroll
+      for (int d = 0; d < kDpl; ++d) acc[h][d] *= corr;
+      m[h] = m_new;
+      p_s[warp][h][lane] = e;
+    }
+  };
+  // 2a. Sink positions [lo, min(hi, sink_tokens)): fp32 vectors in the attention space.
+  const int64_t sink_hi = hi < p.sink_tokens ? hi : static_cast<int64_t>(p.sink_tokens);
+  if (lo < sink_hi) {
+    const int64_t stride = static_cast<int64_t>(p.num_kv_heads) * kD;  // floats per sink position
+    const int64_t base = static_cast<int64_t>(p.sink_slot[row]) * p.sink_tokens * stride + kvh * kD;
+    const float *sk = p.sink_k + base, *sv = p.sink_v + base;
+    for (int64_t tb = lo + warp * kWarp; tb < sink_hi; tb += kWarps * kWarp) {
+      const int64_t j = tb + lane;
+      const bool valid = j < sink_hi;
+      const int cnt = sink_hi - tb < kWarp ? static_cast<int>(sink_hi - tb) : kWarp;
+      float s[kG];
+#pragma unroll
+      for (int h = 0; h < kG; ++h) s[h] = 0.0f;
+      if (valid) {
+        const float* kv = sk + j * stride;
+        for (int c = 0; c < kD; ++c) {
+          const float k = kv[c];
+#pragma unroll
+          for (int h = 0; h < kG; ++h) s[h] += q_rot[h][c] * k;
+        }
+      }
+      online_step(s, valid);
+      __syncwarp();
+      for (int jj = 0; jj < cnt; ++jj) {
+        const float* vv = sv + (tb + jj) * stride + kDpl * lane;
+#pragma unroll
+        for (int h = 0; h < kG; ++h) {
+          const float pw = p_s[warp][h][jj];
+#pragma unroll
+          for (int e = 0; e < kDpl; ++e) acc[h][e] += pw * vv[e];
+        }
+      }
+      __syncwarp();
+    }
+  }
+  // 2b. The cached positions [max(lo, sink_hi), hi).
+  const int64_t start = lo > sink_hi ? lo : sink_hi;
+  for (int64_t tb = start + warp * kWarp; tb < hi; tb += kWarps * kWarp) {
     const int64_t j = tb + lane;
     const bool valid = j < hi;
     const int cnt = hi - tb < kWarp ? static_cast<int>(hi - tb) : kWarp;
@@ -269,18 +336,7 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
       const uint8_t* key = VectorAt(p.k_cache, table, j, p.block_size, p.num_kv_heads, kvh, kKB, p.layout);
       ScoreKey<kD, kG, kKF>(key, q_rot, cbk, lane, s);
     }
-#pragma unroll
-    for (int h = 0; h < kG; ++h) {
-      const float sv = valid ? s[h] : -INFINITY;
-      const float m_new = fmaxf(m[h], WarpMax(sv));  // finite: lane 0 is valid
-      const float corr = m[h] == -INFINITY ? 0.0f : __expf(m[h] - m_new);
-      const float e = valid ? __expf(sv - m_new) : 0.0f;
-      l[h] = l[h] * corr + WarpSum(e);
-#pragma unroll
-      for (int d = 0; d < kDpl; ++d) acc[h][d] *= corr;
-      m[h] = m_new;
-      p_s[warp][h][lane] = e;
-    }
+    online_step(s, valid);
     asm volatile("cp.async.wait_group 0;\n" ::);
     __syncwarp();
     for (int jj = 0; jj < cnt; ++jj) {
@@ -380,10 +436,36 @@ cudaError_t LaunchDim(const PackedAttentionParams& p, int group, cudaStream_t st
   }
 }
 
-bool ValidFormat(const KvVectorFormat& f) {
+// Values: BF16 or 2-4 bits; keys also 8 bits (boundary layers).
+bool ValidFormat(const KvVectorFormat& f, bool key) {
   if (f.kind == KvVectorKind::kBf16) return true;
-  return f.kind == KvVectorKind::kPolar && f.bits >= 2 && f.bits <= 4 && f.codebook != nullptr &&
-         f.divisor > 0.0f;
+  const bool bits_ok = (f.bits >= 2 && f.bits <= kMaxBits) || (key && f.bits == kBoundaryKeyBits);
+  return f.kind == KvVectorKind::kPolar && bits_ok && f.codebook != nullptr && f.divisor > 0.0f;
+}
+
+// Natural-order FWHT of a vector of 32·kDpl floats held by a warp (lane l: elements kDpl·l ..
+// kDpl·l + kDpl − 1): pairs (j, j + h) within a lane, then across lanes — the butterflies and
+// sums of quant::FwhtInPlace, so the results are bitwise the CPU's.
+template <int kDpl>
+__device__ __forceinline__ void FwhtWarp(float (&y)[kDpl], int lane) {
+  for (int h = 1; h < kDpl; h *= 2) {
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) {
+      if ((e & h) == 0) {
+        const float a = y[e], b = y[e + h];
+        y[e] = a + b;
+        y[e + h] = a - b;
+      }
+    }
+  }
+  for (int m = 1; m < kWarp; m *= 2) {
+    const bool upper = (lane & m) != 0;
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) {
+      const float partner = __shfl_xor_sync(kFull, y[e], m);
+      y[e] = upper ? partner - y[e] : y[e] + partner;
+    }
+  }
 }
 
 // One warp per (row, KV head): lane holds elements kDpl·lane .. +kDpl (kDpl = kD / 32).
@@ -417,35 +499,23 @@ __global__ void __launch_bounds__(kThreads) WritePolarKernel(const float* __rest
     y[e] = y[e] / div;
     if (enc.signs != nullptr) y[e] = y[e] * enc.signs[kDpl * lane + e];
   }
-  // Natural-order FWHT over the warp: pairs (j, j + h) within a lane, then across lanes.
-  for (int h = 1; h < kDpl; h *= 2) {
-#pragma unroll
-    for (int e = 0; e < kDpl; ++e) {
-      if ((e & h) == 0) {
-        const float a = y[e], b = y[e + h];
-        y[e] = a + b;
-        y[e + h] = a - b;
-      }
-    }
-  }
-  for (int m = 1; m < kWarp; m *= 2) {
-    const bool upper = (lane & m) != 0;
-#pragma unroll
-    for (int e = 0; e < kDpl; ++e) {
-      const float partner = __shfl_xor_sync(kFull, y[e], m);
-      y[e] = upper ? partner - y[e] : y[e] + partner;
-    }
-  }
+  FwhtWarp<kDpl>(y, lane);
   uint32_t code = 0;  // this lane's kDpl codes, code e at bits e·kBits
   double cs = 0.0;
 #pragma unroll
   for (int e = 0; e < kDpl; ++e) {
     float r = y[e] / enc.divisor;
     if (enc.signs != nullptr) r = r * enc.signs[kD + kDpl * lane + e];
-    int idx = 0;
-    for (int b = 0; b < (1 << kBits) - 1; ++b) {
-      const float bd = enc.boundaries[b];
-      idx += enc.ties_up ? (bd <= r ? 1 : 0) : (bd < r ? 1 : 0);
+    // idx = the number of boundaries below r (sorted: a binary search; NaN compares false -> 0).
+    int idx = 0, top = (1 << kBits) - 1;
+    while (idx < top) {
+      const int mid = (idx + top) / 2;
+      const float bd = enc.boundaries[mid];
+      if (enc.ties_up ? bd <= r : bd < r) {
+        idx = mid + 1;
+      } else {
+        top = mid;
+      }
     }
     code |= static_cast<uint32_t>(idx) << (e * kBits);
     const float c = enc.centroids[idx];
@@ -480,6 +550,10 @@ cudaError_t LaunchWritePolar(const float* x, int64_t ld, int64_t rows, int num_k
     case 3:
       WritePolarKernel<kD, 3><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
+    case kBoundaryKeyBits:
+      WritePolarKernel<kD, kBoundaryKeyBits><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc,
+                                                                            cache);
+      break;
     default:
       WritePolarKernel<kD, 4><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
@@ -487,12 +561,73 @@ cudaError_t LaunchWritePolar(const float* x, int64_t ld, int64_t rows, int num_k
   return cudaGetLastError();
 }
 
+// One warp per (row, KV head) of rows whose position is a sink: R·bf16(x) (or bf16(x)) in fp32.
+template <int kD>
+__global__ void __launch_bounds__(kThreads)
+    WriteSinksKernel(const float* __restrict__ x, int64_t ld, int64_t rows, int num_kv_heads,
+                     const int32_t* __restrict__ positions, const int32_t* __restrict__ sink_slot, int sink_tokens,
+                     const float* __restrict__ signs, float divisor, float* __restrict__ store) {
+  constexpr int kDpl = kD / kWarp;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  if (task >= rows * num_kv_heads) return;  // warp-uniform
+  const int64_t row = task / num_kv_heads;
+  const int head = static_cast<int>(task % num_kv_heads);
+  const int pos = positions[row];
+  if (pos < 0 || pos >= sink_tokens) return;
+  const float* v = x + row * ld + static_cast<int64_t>(head) * kD + kDpl * lane;
+  float y[kDpl];
+#pragma unroll
+  for (int e = 0; e < kDpl; ++e) {
+    y[e] = __bfloat162float(__float2bfloat16_rn(v[e]));  // the CPU's bf16 sink store
+    if (signs != nullptr) y[e] = y[e] * signs[kDpl * lane + e];
+  }
+  if (divisor > 0.0f) {  // the attention space: R·x (kv_quant.h KvRotation::Forward)
+    FwhtWarp<kDpl>(y, lane);
+#pragma unroll
+    for (int e = 0; e < kDpl; ++e) {
+      y[e] = y[e] / divisor;
+      if (signs != nullptr) y[e] = y[e] * signs[kD + kDpl * lane + e];
+    }
+  }
+  float* dst = store + ((static_cast<int64_t>(sink_slot[row]) * sink_tokens + pos) * num_kv_heads + head) * kD;
+#pragma unroll
+  for (int e = 0; e < kDpl; ++e) dst[kDpl * lane + e] = y[e];
+}
+
 }  // namespace
+
+cudaError_t WriteKvSinks(const float* x, int64_t ld, int64_t rows, int num_kv_heads, int head_dim,
+                         const int32_t* positions, const int32_t* sink_slot, int sink_tokens, const float* signs,
+                         float divisor, float* store, cudaStream_t stream) {
+  if (rows < 0 || num_kv_heads <= 0 || (head_dim != 32 && head_dim != 64 && head_dim != 128) || sink_tokens < 0 ||
+      ld < static_cast<int64_t>(num_kv_heads) * head_dim || divisor < 0.0f || (signs != nullptr && divisor == 0.0f)) {
+    return cudaErrorInvalidValue;
+  }
+  if (rows == 0 || sink_tokens == 0) return cudaSuccess;
+  if (x == nullptr || positions == nullptr || sink_slot == nullptr || store == nullptr) return cudaErrorInvalidValue;
+  const unsigned blocks = static_cast<unsigned>((rows * num_kv_heads + kWarps - 1) / kWarps);
+  switch (head_dim) {
+    case 32:
+      WriteSinksKernel<32><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, positions, sink_slot,
+                                                             sink_tokens, signs, divisor, store);
+      break;
+    case 64:
+      WriteSinksKernel<64><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, positions, sink_slot,
+                                                             sink_tokens, signs, divisor, store);
+      break;
+    default:
+      WriteSinksKernel<128><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, positions, sink_slot,
+                                                              sink_tokens, signs, divisor, store);
+      break;
+  }
+  return cudaGetLastError();
+}
 
 cudaError_t WriteKvPolar(const float* x, int64_t ld, int64_t rows, int num_kv_heads, int head_dim,
                          const int64_t* slots, const KvPolarEncoder& enc, uint8_t* cache, cudaStream_t stream) {
-  if (rows < 0 || num_kv_heads <= 0 || (head_dim != 32 && head_dim != 64 && head_dim != 128) || enc.bits < 2 ||
-      enc.bits > 4 || ld < static_cast<int64_t>(num_kv_heads) * head_dim || !(enc.divisor > 0.0f)) {
+  const bool bits_ok = (enc.bits >= 2 && enc.bits <= kMaxBits) || enc.bits == kBoundaryKeyBits;
+  if (rows < 0 || num_kv_heads <= 0 || (head_dim != 32 && head_dim != 64 && head_dim != 128) || !bits_ok || ld < static_cast<int64_t>(num_kv_heads) * head_dim || !(enc.divisor > 0.0f)) {
     return cudaErrorInvalidValue;
   }
   if (rows == 0) return cudaSuccess;
@@ -530,9 +665,10 @@ const char* PackedAttentionUnsupportedReason(const PackedAttentionParams& p) {
   }
   if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return "num_heads must be a multiple of num_kv_heads";
   if (p.num_heads / p.num_kv_heads > 8) return "more than 8 query heads per KV head";
-  if (!ValidFormat(p.k_format) || !ValidFormat(p.v_format)) {
-    return "KV vector format must be BF16 or PolarQuant with 2-4 bits and a codebook";
+  if (!ValidFormat(p.k_format, true) || !ValidFormat(p.v_format, false)) {
+    return "KV vector format must be BF16 or PolarQuant with 2-4 bits (keys also 8) and a codebook";
   }
+  if (p.sink_tokens < 0) return "negative sink_tokens";
   const int kf = FormatCode(p.k_format), vf = FormatCode(p.v_format);
   const bool instantiated = (kf == 0 && vf == 0) || (kf != 0 && vf != 0);
   if (!instantiated) return "K and V must both be BF16 or both PolarQuant";
@@ -547,6 +683,9 @@ cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream)
     return cudaErrorInvalidValue;
   }
   if (p.rows == 0) return cudaSuccess;
+  if (p.sink_tokens > 0 && (p.sink_k == nullptr || p.sink_v == nullptr || p.sink_slot == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
   if (p.q == nullptr || p.k_cache == nullptr || p.v_cache == nullptr || p.block_table == nullptr ||
       p.table_offset == nullptr || p.positions == nullptr || p.out == nullptr || p.workspace == nullptr ||
       p.workspace_bytes < PackedAttentionWorkspaceBytes(p.rows, p.num_heads, p.head_dim, p.splits)) {
@@ -565,6 +704,11 @@ cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream)
   if (kf == 3) {
     return vf == 2 ? LaunchDim<3, 2>(p, group, stream)
                    : vf == 3 ? LaunchDim<3, 3>(p, group, stream) : LaunchDim<3, 4>(p, group, stream);
+  }
+  if (kf == kBoundaryKeyBits) {
+    return vf == 2 ? LaunchDim<kBoundaryKeyBits, 2>(p, group, stream)
+                   : vf == 3 ? LaunchDim<kBoundaryKeyBits, 3>(p, group, stream)
+                             : LaunchDim<kBoundaryKeyBits, 4>(p, group, stream);
   }
   return vf == 2 ? LaunchDim<4, 2>(p, group, stream)
                  : vf == 3 ? LaunchDim<4, 3>(p, group, stream) : LaunchDim<4, 4>(p, group, stream);

@@ -20,13 +20,18 @@
 //           i.e. the plugin presets turbo3, turbo4 and k4v3 with qjl=0, and the vLLM-style keys
 //           whose gain is corrected at encode): [codes: d·bits/8 bytes, packed as
 //           kernels/quant/packing.h | fp32 gain g]. The vector is g · Rᵀ c[idx] with
-//           R = D2·H·D1 / divisor (signs may be absent: plain Hadamard). bits 2, 3 or 4.
+//           R = D2·H·D1 / divisor (signs may be absent: plain Hadamard). bits 2, 3 or 4; keys
+//           also 8 (the plugin presets' boundary layers).
 //
 // Cache layouts (per layer; K and V separately):
 //   kHeadMajor [num_blocks, num_kv_heads, block_size, bytes] — the positions of one KV head
 //              within a block are contiguous (whole sectors for a warp's tile of packed vectors);
 //   kSlotMajor [num_blocks, block_size, num_kv_heads, bytes] — the engine's BF16 cache
 //              (kernels/cuda/nn_ops.h).
+// Sinks (engine/kv_cache/kv_codec.h sink=N): positions [0, sink_tokens) of every sequence are read
+// from a side store of fp32 vectors already in the attention space (R·x for packed formats; the
+// CPU's ToAttention of its bf16 sink vector; written by WriteKvSinks), [slot, position, KV head,
+// head_dim] for K and for V, row t using slot sink_slot[t]; their cache slots are not read.
 // Row t attends to positions [lo, positions[t]] of its sequence through block_table +
 // table_offset[t] (block ids in position order), lo = max(0, positions[t] − window + 1) when
 // window > 0, else 0 (causal, optional sliding window). A split covers at least 128 positions;
@@ -57,7 +62,7 @@ enum class KvCacheLayout : int { kHeadMajor = 0, kSlotMajor = 1 };
 
 struct KvVectorFormat {
   KvVectorKind kind = KvVectorKind::kBf16;
-  int bits = 0;                     // kPolar: 2, 3 or 4
+  int bits = 0;                     // kPolar: 2, 3 or 4 (keys also 8)
   const float* codebook = nullptr;  // kPolar: 2^bits centroids (device)
   const float* signs = nullptr;     // kPolar: D1 then D2 (2·d floats, device), or null (plain H)
   float divisor = 1.0f;             // kPolar: the rotation's divisor (sqrt(d))
@@ -85,6 +90,10 @@ struct PackedAttentionParams {
   float scale = 0.0f;    // usually 1/sqrt(head_dim)
   float* out = nullptr;  // [rows, num_heads * head_dim], row stride ldo
   int64_t ldo = 0;
+  int sink_tokens = 0;                // > 0: sinks (above) from sink_k / sink_v
+  const float* sink_k = nullptr;
+  const float* sink_v = nullptr;
+  const int32_t* sink_slot = nullptr;  // [rows]
   int splits = 1;        // position splits per (row, KV head), 1..kMaxAttentionSplits
   float* workspace = nullptr;  // PackedAttentionWorkspaceBytes
   size_t workspace_bytes = 0;
@@ -110,7 +119,7 @@ cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream)
 // idx_i = the number of boundaries below y_i (ties_up: at or below), g = n / ‖c[idx]‖, packed as
 // kernels/quant/packing.h, then g. The same float operations in the same order as the CPU, so
 // the codes are bitwise equal (the gain within an ulp: the double sums are reduced in another
-// order). head_dim 32, 64 or 128; bits 2, 3 or 4.
+// order). head_dim 32, 64 or 128; bits 2, 3, 4 or 8.
 struct KvPolarEncoder {
   int bits = 3;
   const float* centroids = nullptr;   // 2^bits (device)
@@ -125,6 +134,15 @@ struct KvPolarEncoder {
 // num_kv_heads, bytes], bytes = KvVectorBytes of the format).
 cudaError_t WriteKvPolar(const float* x, int64_t ld, int64_t rows, int num_kv_heads, int head_dim,
                          const int64_t* slots, const KvPolarEncoder& enc, uint8_t* cache, cudaStream_t stream);
+
+// The sink writer: rows whose positions[r] < sink_tokens store each head's vector, rounded to
+// bf16 (round to nearest even) and mapped to the attention space — R·x with R = D2·H·D1 / divisor
+// (signs null: plain Hadamard), or unchanged when divisor == 0 — as fp32 at
+// store[((sink_slot[r] · sink_tokens + positions[r]) · num_kv_heads + head) · head_dim]; other
+// rows are skipped. head_dim 32, 64 or 128.
+cudaError_t WriteKvSinks(const float* x, int64_t ld, int64_t rows, int num_kv_heads, int head_dim,
+                         const int32_t* positions, const int32_t* sink_slot, int sink_tokens, const float* signs,
+                         float divisor, float* store, cudaStream_t stream);
 
 }  // namespace tq::cuda
 

@@ -95,6 +95,7 @@ struct Case {
   KvCacheLayout layout = KvCacheLayout::kHeadMajor;
   int64_t window = 0;
   int head_dim = 128;
+  int sink = 0;  // sink positions per sequence (bf16 in a side store, written by WriteKvSinks)
 };
 
 // Runs one case for the given K/V bit widths (0 = bf16) and split counts; returns the worst
@@ -125,19 +126,43 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
   // decoded[r][pos][head][d]
   std::vector<std::vector<float>> kdec(rows), vdec(rows);
   std::vector<float> x(kD);
+  // Sink positions: rows of K and V for the sink writer (sequence r in sink slot rows − 1 − r);
+  // their cache slots stay zero (a kernel reading them would score 0 and fail the comparison).
+  std::vector<float> sink_k, sink_v;
+  std::vector<int32_t> sink_pos, sink_row_slot, sink_slot(rows);
+  const Side bf16 = MakeSide(kD, 0, 0);
+  std::vector<uint8_t> scratch(2 * kD);
   for (int r = 0; r < rows; ++r) {
     const int n = c.positions[r] + 1;
+    sink_slot[r] = rows - 1 - r;
     kdec[r].resize(static_cast<size_t>(n) * nkv * kD);
     vdec[r].resize(static_cast<size_t>(n) * nkv * kD);
     for (int j = 0; j < n; ++j) {
       const int64_t blk = table[offset[r] + j / bs];
+      const bool sink = j < c.sink;
+      if (sink) {
+        sink_pos.push_back(j);
+        sink_row_slot.push_back(sink_slot[r]);
+      }
       for (int h = 0; h < nkv; ++h) {
         const int64_t slot = c.layout == KvCacheLayout::kHeadMajor ? (blk * nkv + h) * bs + j % bs
                                                                    : (blk * bs + j % bs) * nkv + h;
+        float* kd = &kdec[r][(static_cast<size_t>(j) * nkv + h) * kD];
+        float* vd = &vdec[r][(static_cast<size_t>(j) * nkv + h) * kD];
         for (float& v : x) v = nd(rng) * 2.0f;
-        ks.Encode(x.data(), kc.data() + slot * kb, &kdec[r][(static_cast<size_t>(j) * nkv + h) * kD]);
+        if (sink) {
+          bf16.Encode(x.data(), scratch.data(), kd);
+          sink_k.insert(sink_k.end(), x.begin(), x.end());
+        } else {
+          ks.Encode(x.data(), kc.data() + slot * kb, kd);
+        }
         for (float& v : x) v = nd(rng);
-        vs.Encode(x.data(), vc.data() + slot * vb, &vdec[r][(static_cast<size_t>(j) * nkv + h) * kD]);
+        if (sink) {
+          bf16.Encode(x.data(), scratch.data(), vd);
+          sink_v.insert(sink_v.end(), x.begin(), x.end());
+        } else {
+          vs.Encode(x.data(), vc.data() + slot * vb, vd);
+        }
       }
     }
   }
@@ -174,6 +199,23 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
   DeviceVector<uint8_t> dkc(kc), dvc(vc);
   DeviceVector<int32_t> dtab(table), doff(offset), dpos(c.positions);
   DeviceFormat kf(ks), vf(vs);
+  // The sink store, written by the GPU sink writer in each side's attention space.
+  const size_t store_floats = static_cast<size_t>(rows) * std::max(c.sink, 1) * nkv * kD;
+  DeviceVector<float> dsk(std::vector<float>(store_floats, std::nanf(""))),
+      dsv(std::vector<float>(store_floats, std::nanf("")));
+  DeviceVector<int32_t> dslot(sink_slot);
+  if (c.sink > 0) {
+    const int64_t n = static_cast<int64_t>(sink_pos.size());
+    DeviceVector<float> xk(sink_k), xv(sink_v);
+    DeviceVector<int32_t> dsp(sink_pos), dss(sink_row_slot);
+    const int64_t ld = static_cast<int64_t>(nkv) * kD;
+    EXPECT_EQ(WriteKvSinks(xk.get(), ld, n, nkv, kD, dsp.get(), dss.get(), c.sink, kf.f.signs,
+                           kbits == 0 ? 0.0f : kf.f.divisor, dsk.get(), nullptr),
+              cudaSuccess);
+    EXPECT_EQ(WriteKvSinks(xv.get(), ld, n, nkv, kD, dsp.get(), dss.get(), c.sink, vf.f.signs,
+                           vbits == 0 ? 0.0f : vf.f.divisor, dsv.get(), nullptr),
+              cudaSuccess);
+  }
   double worst = 0.0;
   for (int splits : split_list) {
     SCOPED_TRACE("splits " + std::to_string(splits));
@@ -200,6 +242,12 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
     p.out = out.get();
     p.ldo = static_cast<int64_t>(nh) * kD;
     p.splits = splits;
+    if (c.sink > 0) {
+      p.sink_tokens = c.sink;
+      p.sink_k = dsk.get();
+      p.sink_v = dsv.get();
+      p.sink_slot = dslot.get();
+    }
     p.workspace = ws.get();
     p.workspace_bytes = PackedAttentionWorkspaceBytes(rows, nh, kD, splits);
     EXPECT_EQ(PackedAttentionUnsupportedReason(p), nullptr);
@@ -233,15 +281,21 @@ TEST(PackedAttentionTest, MatchesCpuReference) {
       {4, 2, {333, 20}, 16, KvCacheLayout::kSlotMajor, 0, 64},
       {6, 2, {260, 0}, 16, KvCacheLayout::kSlotMajor, 0, 32},
       {4, 1, {500}, 8, KvCacheLayout::kHeadMajor, 130, 32},
+      // Sinks (the plugin presets keep 4): fewer positions than sinks, a split boundary
+      // inside none of them, a window that has moved past them, more sinks than a warp's tile.
+      {8, 2, {2, 4, 300, 130}, 16, KvCacheLayout::kSlotMajor, 0, 128, 4},
+      {4, 4, {400, 9}, 16, KvCacheLayout::kSlotMajor, 100, 64, 4},
+      {6, 2, {200, 40}, 16, KvCacheLayout::kHeadMajor, 0, 32, 37},
   };
-  const std::pair<int, int> formats[] = {{0, 0}, {3, 3}, {4, 4}, {4, 3}, {2, 2}};
+  // (K bits, V bits), 0 = bf16; 8-bit keys are the plugin presets' boundary layers.
+  const std::pair<int, int> formats[] = {{0, 0}, {3, 3}, {4, 4}, {4, 3}, {2, 2}, {8, 3}, {8, 4}};
   uint32_t seed = 5;
   double worst_all = 0.0;
   for (const auto& [kbits, vbits] : formats) {
     for (const Case& c : cases) {
       SCOPED_TRACE("K bits " + std::to_string(kbits) + " V bits " + std::to_string(vbits) + " heads " +
                    std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " d " +
-                   std::to_string(c.head_dim));
+                   std::to_string(c.head_dim) + " sinks " + std::to_string(c.sink));
       const double worst = RunCase(c, kbits, vbits, {1, 3, 16, 200}, seed++);
       EXPECT_LE(worst, kAttentionTol);
       worst_all = std::max(worst_all, worst);
@@ -261,7 +315,7 @@ TEST(PackedAttentionTest, WriterMatchesCpuEncoder) {
   int64_t code_mismatch = 0, gain_far = 0, vectors = 0;
   uint32_t seed = 90;
   for (int d : {32, 64, 128}) {
-    for (int bits : {2, 3, 4}) {
+    for (int bits : {2, 3, 4, 8}) {
       for (bool plugin : {true, false}) {
         quant::KvMseSpec spec;
         spec.dim = d;
@@ -314,6 +368,30 @@ TEST(PackedAttentionTest, WriterMatchesCpuEncoder) {
           std::memcpy(&b, &want[v * bytes + code_bytes], 4);
           if (std::abs(static_cast<int64_t>(a) - b) > 1) ++gain_far;
         }
+        if (bits == 2) {  // the sink writer: R·bf16(x), bitwise the CPU's KvRotation::Forward
+          std::vector<int32_t> pos(rows), sink_slot(rows);
+          for (int r = 0; r < rows; ++r) pos[r] = r % 5, sink_slot[r] = r / 5;  // positions 0-4, 4 sinks
+          const int sinks = 4, slot_count = (rows + 4) / 5;
+          std::vector<float> want_sink(static_cast<size_t>(slot_count) * sinks * nkv * d, -7.0f), bx(d);
+          for (int r = 0; r < rows; ++r) {
+            if (pos[r] >= sinks) continue;
+            for (int h = 0; h < nkv; ++h) {
+              for (int i = 0; i < d; ++i) {
+                bx[i] = cpu::Bf16ToFloat(cpu::FloatToBf16(x[(static_cast<size_t>(r) * nkv + h) * d + i]));
+              }
+              q.rotation().Forward(bx.data(),
+                                   &want_sink[((static_cast<size_t>(sink_slot[r]) * sinks + pos[r]) * nkv + h) * d]);
+            }
+          }
+          DeviceVector<int32_t> dpos(pos), dss(sink_slot);
+          DeviceVector<float> store(std::vector<float>(want_sink.size(), -7.0f));
+          ASSERT_EQ(WriteKvSinks(dx.get(), static_cast<int64_t>(nkv) * d, rows, nkv, d, dpos.get(), dss.get(), sinks,
+                                 plugin ? dsign.get() : nullptr, q.rotation().divisor(), store.get(), nullptr),
+                    cudaSuccess);
+          const std::vector<float> got_sink = store.Download();
+          EXPECT_EQ(std::memcmp(got_sink.data(), want_sink.data(), want_sink.size() * sizeof(float)), 0)
+              << "sink store differs from the CPU's rotation of the bf16 vectors (d " << d << ")";
+        }
       }
     }
   }
@@ -326,6 +404,10 @@ TEST(PackedAttentionTest, WriterMatchesCpuEncoder) {
   EXPECT_EQ(WriteKvPolar(nullptr, 128, 1, 1, 48, nullptr, enc, nullptr, nullptr), cudaErrorInvalidValue);
   enc.bits = 5;
   EXPECT_EQ(WriteKvPolar(nullptr, 128, 1, 1, 128, nullptr, enc, nullptr, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(WriteKvSinks(nullptr, 128, 1, 1, 48, nullptr, nullptr, 4, nullptr, 0.0f, nullptr, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(WriteKvSinks(nullptr, 128, 1, 1, 128, nullptr, nullptr, 4, nullptr, 0.0f, nullptr, nullptr),
+            cudaErrorInvalidValue);  // rows to write, no buffers
 #endif
 }
 
@@ -355,8 +437,18 @@ TEST(PackedAttentionTest, RejectsWhatItCannotRun) {
   EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);  // K packed, V bf16
   p.k_format.bits = 5;
   EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);
+  p.k_format.bits = 8;  // 8-bit keys (boundary layers), but not 8-bit values
+  p.v_format = p.k_format;
+  p.v_format.divisor = p.k_format.divisor = 1.0f;
+  EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);
+  p.v_format.bits = 3;
+  EXPECT_EQ(PackedAttentionUnsupportedReason(p), nullptr);
+  p.sink_tokens = -1;
+  EXPECT_NE(PackedAttentionUnsupportedReason(p), nullptr);
+  p.sink_tokens = 0;
+  p.k_format.bits = 5;
   EXPECT_EQ(PackedAttention(p, nullptr), cudaErrorInvalidValue);
-  p.k_format = KvVectorFormat();
+  p.k_format = p.v_format = KvVectorFormat();
   p.block_size = 16;
   p.window = -1;  // everything else valid (rows = 0 would be a no-op)
   EXPECT_EQ(PackedAttention(p, nullptr), cudaErrorInvalidValue);
