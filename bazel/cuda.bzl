@@ -25,6 +25,9 @@ CUDA_ARCHS = [
     ("compute_80", "sm_80"),
 ]
 
+def _gencode(archs):
+    return " ".join(["-gencode arch=%s,code=%s" % (a, c) for a, c in archs])
+
 def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility = None, testonly = False):
     """A cc_library whose device code is compiled by nvcc.
 
@@ -47,24 +50,29 @@ def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility =
         )
         return
     cu_srcs = [s for s in srcs if s.endswith(".cu")]
-    gencode = " ".join(["-gencode arch=%s,code=%s" % (a, c) for a, c in CUDA_ARCHS])
     archive = "lib%s_device.a" % name
+    # The command with the -gencode pairs left as {gencode}; `--define cuda_archs=hopper` keeps
+    # only sm_90a (//bazel:cuda_archs_hopper).
+    cmd = " ".join([
+        CUDA_PATH + "/bin/nvcc",
+        # TQ_HAVE_CUDA=1 as @local_cuda//:cuda defines it for host code, so that headers
+        # shared by .cu and .cc files see the same declarations.
+        "-ccbin /usr/bin/gcc -std=c++17 -O3 -lineinfo -DTQ_HAVE_CUDA=1",
+        "-Xcompiler -fPIC --expt-relaxed-constexpr",
+        "{gencode}",
+        "-I. -I$(GENDIR)",
+        " ".join(nvcc_flags),
+        "-lib -o $@",
+        " ".join(["$(location %s)" % s for s in cu_srcs]),
+    ])
     native.genrule(
         name = name + "_nvcc",
         srcs = srcs + hdrs,
         outs = [archive],
-        cmd = " ".join([
-            CUDA_PATH + "/bin/nvcc",
-            # TQ_HAVE_CUDA=1 as @local_cuda//:cuda defines it for host code, so that headers
-            # shared by .cu and .cc files see the same declarations.
-            "-ccbin /usr/bin/gcc -std=c++17 -O3 -lineinfo -DTQ_HAVE_CUDA=1",
-            "-Xcompiler -fPIC --expt-relaxed-constexpr",
-            gencode,
-            "-I. -I$(GENDIR)",
-            " ".join(nvcc_flags),
-            "-lib -o $@",
-            " ".join(["$(location %s)" % s for s in cu_srcs]),
-        ]),
+        cmd = select({
+            "//bazel:cuda_archs_hopper": cmd.replace("{gencode}", _gencode(CUDA_ARCHS[:1])),
+            "//conditions:default": cmd.replace("{gencode}", _gencode(CUDA_ARCHS)),
+        }),
         message = "nvcc " + name,
         testonly = testonly,
     )

@@ -30,11 +30,15 @@ constexpr double kMaxNllDiff = 2e-3;
 // operands (kernels/cuda/tq_linear.h, "Precision": normalized error ≤ 1.5e-3 per linear) instead
 // of the fp32 dequantize + SGEMM path that large batches take; measured 6.9e-3 on an H200.
 constexpr double kMaxNllDiffTqFp16 = 1e-2;
-// A packed KV cache: both backends encode the same keys and values, but those differ in the last
-// bits (fp32 sums in another order), and a coordinate that lies within that distance of a
-// Lloyd–Max boundary gets the neighbouring code on one backend (a step of ~0.1–0.3 of the
-// coordinate's scale in that one vector).
-constexpr double kMaxNllDiffPackedKv = 1e-2;
+// A packed KV cache. Without sinks the two backends agree to ~4e-6 (same codes: the encoders
+// are bitwise equal, kernels/cuda/kv_attention_test). Sink positions are bf16 like the bf16
+// cache, whose CPU/GPU gap (~1e-3) comes from values that round to neighbouring bf16 numbers
+// because their fp32 inputs differ in the last bits (sink=200, every position a sink, measures
+// the same 1.0e-3 at the same positions as the bf16 cache). With a quantized cache the trained
+// model leans on the sinks far more, and the same rounding flips move a token's NLL by up to
+// 0.014 (H200, tq-tiny-qwen3: turbo3 0.0134, turbo3:boundary=1 0.0137, turbo4:sink=2 0.0070,
+// sink=8 0.0061 at scattered positions; ref-llama-bias-tied 1.1e-5); sinks off, 4e-6.
+constexpr double kMaxNllDiffPackedKv = 2e-2;
 
 std::string Model(const std::string& name) { return tq::testing::TestDataPath("testdata/models/" + name); }
 
