@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 
+#include "engine/model/moe.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/kv_attention.h"
 #include "kernels/cuda/nn_ops.h"
@@ -339,9 +340,22 @@ struct DeviceKvSide {
   float sink_divisor() const { return packed() ? format.divisor : 0.0f; }
 };
 
+// One SwiGLU MLP on the device: gate and up fused row-wise.
+struct DeviceMlp {
+  DeviceLinear gate_up, down;
+};
+
 struct DeviceLayer {
   DeviceLinear qkv, o, gate_up, down;  // q/k/v and gate/up fused row-wise
   DeviceBuffer input_norm, post_norm, q_norm, k_norm;
+  // MoE layers (engine/model/moe.h): the router and every expert (only the routed ones run),
+  // the shared experts if any. Routing runs on the host from the router logits.
+  bool moe = false;
+  DeviceLinear router;
+  std::vector<float> router_bias;  // host (e_score_correction_bias; empty: none)
+  std::vector<DeviceMlp> experts;
+  bool has_shared = false;
+  DeviceMlp shared;
   DeviceKvSide k_side, v_side;
   DeviceBuffer k_cache, v_cache;
   DeviceBuffer sink_k, sink_v;  // [sink slots, sink_tokens, num_kv_heads, head_dim] fp32
@@ -378,6 +392,12 @@ struct CudaTransformer::State {
   int multiprocessors = 1;
   int64_t max_positions = 0;
   DeviceBuffer attn_ws;
+  // MoE scratch (RunMoe): router logits, per-expert token rows and weights, expert activations.
+  bool has_moe = false;
+  int64_t moe_width = 0;  // max(moe_intermediate_size, shared experts' width)
+  DeviceBuffer router_logits, moe_rows, moe_weights, moe_in, moe_gu, moe_act, moe_eout;
+  std::vector<float> router_host, moe_weights_host;
+  std::vector<int32_t> moe_rows_host;
   int64_t capacity_tokens = 0, capacity_rows = 0;
   bool use_graphs = true;
   std::map<int64_t, cudaGraphExec_t> graphs;  // 2 · decode batch size + split_now -> captured step
@@ -388,6 +408,7 @@ struct CudaTransformer::State {
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
   absl::Status Compute(int64_t T, int64_t R, bool graph_mode);
+  absl::Status RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out);
   absl::Status Run(int64_t T, int64_t R, bool decode_only);
 
   void DropGraphs() {
@@ -476,6 +497,16 @@ struct CudaTransformer::State {
       TQ_RETURN_IF_ERROR(slots.Reserve(t * sizeof(int64_t)));
       TQ_RETURN_IF_ERROR(table_offset.Reserve(t * sizeof(int32_t)));
       TQ_RETURN_IF_ERROR(sink_slot.Reserve(t * sizeof(int32_t)));
+      if (has_moe) {
+        const int64_t E = cfg.moe.n_routed_experts, K = cfg.moe.num_experts_per_tok;
+        TQ_RETURN_IF_ERROR(router_logits.Reserve(static_cast<size_t>(t * E) * sizeof(float)));
+        TQ_RETURN_IF_ERROR(moe_rows.Reserve(static_cast<size_t>(t * K) * sizeof(int32_t)));
+        TQ_RETURN_IF_ERROR(moe_weights.Reserve(static_cast<size_t>(t * K) * sizeof(float)));
+        for (auto [buf, n] : {std::pair<DeviceBuffer*, int64_t>{&moe_in, H}, {&moe_eout, H}, {&moe_gu, 2 * moe_width},
+                              {&moe_act, moe_width}}) {
+          TQ_RETURN_IF_ERROR(buf->Reserve(static_cast<size_t>(t * n) * sizeof(float)));
+        }
+      }
       capacity_tokens = t;
     }
     if (R > capacity_rows) {
@@ -573,9 +604,13 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
     TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
     TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
-    TQ_RETURN_IF_ERROR(L.gate_up.Run(hs, T, gu, st, runners, graph_mode));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * I, gu + I, 2 * I, T, I, gt, I, st));
-    TQ_RETURN_IF_ERROR(L.down.Run(gt, T, tm, st, runners, graph_mode));
+    if (L.moe) {
+      TQ_RETURN_IF_ERROR(RunMoe(L, hs, T, tm));
+    } else {
+      TQ_RETURN_IF_ERROR(L.gate_up.Run(hs, T, gu, st, runners, graph_mode));
+      TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * I, gu + I, 2 * I, T, I, gt, I, st));
+      TQ_RETURN_IF_ERROR(L.down.Run(gt, T, tm, st, runners, graph_mode));
+    }
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
   }
   if (R > 0) {
@@ -583,6 +618,67 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
     TQ_CUDA_RETURN_IF_ERROR(
         cuda::RmsNormRows(sel.as<float>(), H, final_norm.as<float>(), R, H, eps, normed.as<float>(), H, st));
     TQ_RETURN_IF_ERROR(lm_head.Run(normed.as<float>(), R, logits.as<float>(), st, runners, graph_mode));
+  }
+  return absl::OkStatus();
+}
+
+// The MoE MLP of layer L on h[T, H] into out[T, H], as the CPU's MoeBlock::Run (moe.h): router
+// logits on the device, routing on the host (the same RouteMoeToken, so the same experts and
+// weights for the same logits), then per routed expert in id order: gather its tokens, gate|up,
+// SiLU·mul, down, out[token] += weight · result; then the shared experts. Only the routed experts'
+// weights are read. The logits' copy to the host synchronizes the stream (no CUDA graphs).
+absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out) {
+  const TqRunners runners{graph_runner.get(), eager_runner.get()};
+  const MoeConfig& moe = cfg.moe;
+  const int E = moe.n_routed_experts;
+  const int64_t H = cfg.hidden_size, Im = moe.moe_intermediate_size;
+  cudaStream_t st = stream;
+  TQ_RETURN_IF_ERROR(L.router.Run(h, T, router_logits.as<float>(), st, runners, false));
+  router_host.resize(static_cast<size_t>(T) * E);
+  TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(router_host.data(), router_logits.as<void>(),
+                                          router_host.size() * sizeof(float), cudaMemcpyDeviceToHost, st));
+  TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  std::vector<std::vector<std::pair<int32_t, float>>> routed(E);
+  std::vector<int> ex;
+  std::vector<float> wt;
+  const float* bias = L.router_bias.empty() ? nullptr : L.router_bias.data();
+  for (int64_t t = 0; t < T; ++t) {
+    RouteMoeToken(moe, router_host.data() + t * E, bias, &ex, &wt);
+    for (size_t i = 0; i < ex.size(); ++i) routed[ex[i]].push_back({static_cast<int32_t>(t), wt[i]});
+  }
+  moe_rows_host.clear();
+  moe_weights_host.clear();
+  for (const auto& toks : routed) {
+    for (const auto& [t, w] : toks) moe_rows_host.push_back(t), moe_weights_host.push_back(w);
+  }
+  if (moe_rows_host.size() * sizeof(int32_t) > moe_rows.bytes()) {
+    return absl::InternalError("MoE routing produced more (token, expert) pairs than reserved");
+  }
+  TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(moe_rows.as<void>(), moe_rows_host.data(),
+                                          moe_rows_host.size() * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(moe_weights.as<void>(), moe_weights_host.data(),
+                                          moe_weights_host.size() * sizeof(float), cudaMemcpyHostToDevice, st));
+  TQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(T * H) * sizeof(float), st));
+  float *in = moe_in.as<float>(), *gu = moe_gu.as<float>(), *act = moe_act.as<float>(), *eo = moe_eout.as<float>();
+  int64_t off = 0;
+  for (int e = 0; e < E; ++e) {
+    const int64_t n = static_cast<int64_t>(routed[e].size());
+    if (n == 0) continue;  // only the active experts' weights are read
+    const int32_t* rows = moe_rows.as<int32_t>() + off;
+    const DeviceMlp& X = L.experts[e];
+    TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(h, rows, n, H, in, st));
+    TQ_RETURN_IF_ERROR(X.gate_up.Run(in, n, gu, st, runners, false));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * Im, gu + Im, 2 * Im, n, Im, act, Im, st));
+    TQ_RETURN_IF_ERROR(X.down.Run(act, n, eo, st, runners, false));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::AddScaledRows(eo, rows, moe_weights.as<float>() + off, n, H, out, H, st));
+    off += n;
+  }
+  if (L.has_shared) {
+    const int64_t S = L.shared.down.k;
+    TQ_RETURN_IF_ERROR(L.shared.gate_up.Run(h, T, gu, st, runners, false));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * S, gu + S, 2 * S, T, S, act, S, st));
+    TQ_RETURN_IF_ERROR(L.shared.down.Run(act, T, eo, st, runners, false));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(out, eo, T * H, st));
   }
   return absl::OkStatus();
 }
@@ -698,9 +794,33 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     int* dense_n = &r->dense_layers_;
     TQ_RETURN_IF_ERROR(D.qkv.BindRows({&L.q, &L.k, &L.v}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
     TQ_RETURN_IF_ERROR(D.o.BindRows({&L.o}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
-    TQ_RETURN_IF_ERROR(
-        D.gate_up.BindRows({&L.gate, &L.up}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
-    TQ_RETURN_IF_ERROR(D.down.BindRows({&L.down}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
+    auto bind_mlp = [&](const Linear& gate, const Linear& up, const Linear& down, DeviceLinear* gate_up,
+                        DeviceLinear* down_out) -> absl::Status {
+      TQ_RETURN_IF_ERROR(gate_up->BindRows({&gate, &up}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
+      return down_out->BindRows({&down}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n);
+    };
+    if (L.moe) {
+      D.moe = s.has_moe = true;
+      TQ_RETURN_IF_ERROR(D.router.BindRows({&L.router}, false, *s.eager_runner, &bytes, tq_n, dense_n));
+      D.router_bias = L.router_bias;
+      D.experts.resize(L.experts.size());
+      for (size_t e = 0; e < L.experts.size(); ++e) {
+        const ExpertWeights& X = L.experts[e];
+        TQ_RETURN_IF_ERROR(bind_mlp(X.gate, X.up, X.down, &D.experts[e].gate_up, &D.experts[e].down));
+      }
+      if (static_cast<int>(D.experts.size()) != cfg.moe.n_routed_experts) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": ", D.experts.size(), " experts, config says ",
+                                                       cfg.moe.n_routed_experts));
+      }
+      s.moe_width = std::max(s.moe_width, cfg.moe.moe_intermediate_size);
+      if (L.has_shared) {
+        D.has_shared = true;
+        TQ_RETURN_IF_ERROR(bind_mlp(L.shared.gate, L.shared.up, L.shared.down, &D.shared.gate_up, &D.shared.down));
+        s.moe_width = std::max(s.moe_width, D.shared.down.k);
+      }
+    } else {
+      TQ_RETURN_IF_ERROR(bind_mlp(L.gate, L.up, L.down, &D.gate_up, &D.down));
+    }
     TQ_RETURN_IF_ERROR(upload_floats(D.input_norm, L.input_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.q_norm, L.q_norm));
@@ -725,9 +845,10 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   TQ_RETURN_IF_ERROR(s.cos.Upload(rope.cos(0), table));
   TQ_RETURN_IF_ERROR(s.sin.Upload(rope.sin(0), table));
   r->weight_bytes_ = bytes;
-  r->graphs_ = options.cuda_graphs;
+  // MoE routing reads the router logits on the host mid-step: no graph capture for MoE models.
+  r->graphs_ = options.cuda_graphs && !s.has_moe;
   // Step buffers for the largest graph-captured decode batch, and block tables for every block.
-  s.use_graphs = options.cuda_graphs;
+  s.use_graphs = r->graphs_;
   if (s.use_graphs) {
     for (const DeviceLayer& L : s.layers) {
       for (const DeviceLinear* lin : {&L.qkv, &L.o, &L.gate_up, &L.down}) {

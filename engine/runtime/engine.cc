@@ -99,9 +99,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (on_gpu && cfg.is_mla()) {
     return absl::UnimplementedError(absl::StrCat(cfg.architecture, " (MLA + MoE) runs on the CPU only for now"));
   }
-  if (on_gpu && cfg.moe.n_routed_experts > 0) {
-    return absl::UnimplementedError(absl::StrCat(cfg.architecture, " (MoE) runs on the CPU only for now"));
-  }
 
   t0 = Clock::now();
   // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).

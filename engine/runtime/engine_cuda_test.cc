@@ -1,5 +1,5 @@
 // The engine on the CUDA backend against the CPU backend, on the tiny trained Qwen3 (BF16 and a
-// TQ3 compression of it) and on the random-init Llama/Qwen2/Mistral reference models: the same
+// TQ3 compression of it) and on the random-init Llama/Qwen2/Mistral/Qwen3-MoE reference models: the same
 // per-token log-likelihoods within fp32 tolerance, identical greedy continuations, and batched
 // sequences equal to their solo runs; the same with the packed KV cache presets (turbo3/turbo4/
 // k4v3 with sinks and boundary layers) on both backends. Skips with the reason when there is no
@@ -218,6 +218,22 @@ TEST_F(EngineCudaTest, PackedKvCacheEqualsCpu) {
     CompareBackends(Model("tq-tiny-qwen3"), kv);
   }
   CompareBackends(Model("ref-llama-bias-tied"), "turbo3:boundary=1");
+}
+
+// Qwen3-MoE on the GPU: router on the device, routing on the host, only the routed experts run
+// (from dense weights, then from TQ3 codes) — the CPU's MoE block, token for token.
+TEST_F(EngineCudaTest, Qwen3MoeEqualsCpu) {
+  CompareBackends(Model("ref-qwen3-moe"));
+  const std::string out = tq::testing::MakeTempDir("tq3moe");
+  CompressOptions co;
+  co.source = Model("ref-qwen3-moe");
+  co.destination = out;
+  co.bits = 3;
+  co.threads = 2;
+  auto res = Compress(co, nullptr);
+  ASSERT_TRUE(res.ok()) << res.status();
+  CompareBackends(out);
+  CompareBackends(out, "turbo3:boundary=1");
 }
 
 TEST_F(EngineCudaTest, GraphReplayEqualsEagerLaunches) {

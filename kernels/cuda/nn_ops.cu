@@ -208,6 +208,14 @@ __global__ void GatherRowsKernel(const float* x, const int32_t* index, int64_t n
   for (int64_t c = threadIdx.x; c < n; c += blockDim.x) y[row * n + c] = src[c];
 }
 
+__global__ void AddScaledRowsKernel(const float* x, const int32_t* rows, const float* w, int64_t n, float* y,
+                                    int64_t ldy) {
+  const int64_t i = blockIdx.x;
+  const float a = w[i];
+  float* dst = y + static_cast<int64_t>(rows[i]) * ldy;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) dst[c] += a * x[i * n + c];
+}
+
 constexpr int kDenseWarps = 8;  // output features per CTA
 constexpr int kDenseRows = 8;   // activation rows per CTA
 
@@ -354,6 +362,14 @@ cudaError_t AddBiasRows(float* y, int64_t ldy, const float* bias, int64_t rows, 
 cudaError_t GatherRows(const float* x, const int32_t* index, int64_t rows, int64_t n, float* y, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   GatherRowsKernel<<<static_cast<unsigned>(rows), ThreadsFor(n), 0, stream>>>(x, index, n, y);
+  return cudaGetLastError();
+}
+
+cudaError_t AddScaledRows(const float* x, const int32_t* rows, const float* w, int64_t count, int64_t n, float* y,
+                          int64_t ldy, cudaStream_t stream) {
+  if (count < 0 || n < 0 || ldy < n) return cudaErrorInvalidValue;
+  if (count == 0 || n == 0) return cudaSuccess;
+  AddScaledRowsKernel<<<static_cast<unsigned>(count), ThreadsFor(n), 0, stream>>>(x, rows, w, n, y, ldy);
   return cudaGetLastError();
 }
 

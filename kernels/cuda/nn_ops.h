@@ -87,6 +87,12 @@ cudaError_t AddBiasRows(float* y, int64_t ldy, const float* bias, int64_t rows, 
 cudaError_t GatherRows(const float* x, const int32_t* index, int64_t rows, int64_t n, float* y,
                        cudaStream_t stream);
 
+// Scatter-adds scaled rows: y[rows[i], :] += w[i] · x[i, :] for i < count (n floats per row, y's
+// row stride ldy). The destination rows must be distinct within one call (the MoE combine: one
+// call per expert, whose tokens are distinct).
+cudaError_t AddScaledRows(const float* x, const int32_t* rows, const float* w, int64_t count, int64_t n, float* y,
+                          int64_t ldy, cudaStream_t stream);
+
 // Dense linear layer with 16-bit or fp32 weights: y[r, j] = Σ_c x[r, c] · w[j, c] (+ bias[j]),
 // w [n, k] row-major of `dtype`, x [m, k] fp32 (row stride ldx), y [m, n] fp32 (row stride ldy).
 // Each weight row is read once per 8 activation rows. k must be a multiple of 8.

@@ -114,6 +114,20 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
   std::vector<float> s = ds.Download(), sref(rows * 333);
   nn::SiluMul(g.data(), u.data(), rows * 333, sref.data());
   for (size_t i = 0; i < s.size(); ++i) ASSERT_NEAR(s[i], sref[i], 1e-5f * (1 + std::fabs(sref[i]))) << i;
+  // The MoE gather / scatter-add pair: 3 of 7 rows of 201 floats picked, scaled, added back.
+  const int64_t n = 201, total = 7;
+  std::vector<float> h = Random(total * n, 8), acc = Random(total * n, 9);
+  std::vector<int32_t> pick = {5, 0, 3};
+  std::vector<float> wts = {0.25f, -1.5f, 0.7f};
+  DeviceVector<float> dh(h), dacc(acc), dwts(wts);
+  DeviceVector<int32_t> dpick(pick);
+  auto gathered = DeviceVector<float>::Poisoned(3 * n);
+  ASSERT_EQ(GatherRows(dh.get(), dpick.get(), 3, n, gathered.get(), nullptr), cudaSuccess);
+  ASSERT_EQ(AddScaledRows(gathered.get(), dpick.get(), dwts.get(), 3, n, dacc.get(), n, nullptr), cudaSuccess);
+  std::vector<float> got = dacc.Download(), want = acc;
+  for (int i = 0; i < 3; ++i) nn::Axpy(wts[i], h.data() + pick[i] * n, want.data() + pick[i] * n, n);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], kFp32ElementwiseTol * (1 + std::fabs(want[i]))) << i;
+  EXPECT_EQ(AddScaledRows(nullptr, nullptr, nullptr, 1, 8, nullptr, 4, nullptr), cudaErrorInvalidValue);  // ldy < n
 #endif
 }
 
