@@ -39,6 +39,16 @@ constexpr double kMaxNllDiffTqFp16 = 1e-2;
 // 0.014 (H200, tq-tiny-qwen3: turbo3 0.0134, turbo3:boundary=1 0.0137, turbo4:sink=2 0.0070,
 // sink=8 0.0061 at scattered positions; ref-llama-bias-tied 1.1e-5); sinks off, 4e-6.
 constexpr double kMaxNllDiffPackedKv = 2e-2;
+// MoE (Qwen3-MoE): the top-k expert choice is discrete. With fp32 activations (dense experts)
+// the backends agree to 4.3e-3 (ref-qwen3-moe, H200). With TQ experts the tensor-core kernels
+// round activations to fp16 (~1e-3 relative, see kMaxNllDiffTqFp16), which moves router logits
+// by as much, so a token whose two best experts are that close gets a different expert on the
+// GPU and its NLL jumps (1.6 at one position of one prompt on ref-qwen3-moe, whose random router
+// has many near-ties; dequantized experts on the same GPU: 1.4e-3). For TQ MoE models at most
+// kMaxMoeFlipFraction of the positions may exceed the bound, and greedy continuations (which
+// diverge after such a flip) are compared for determinism on the GPU only.
+constexpr double kMaxNllDiffMoe = 1e-2;
+constexpr double kMaxMoeFlipFraction = 0.02;
 
 std::string Model(const std::string& name) { return tq::testing::TestDataPath("testdata/models/" + name); }
 
@@ -90,13 +100,34 @@ std::vector<std::vector<int32_t>> Prompts(int vocab) {
   return p;
 }
 
-// *worst = max(*worst, |a - b|) over every scored position (equal shapes required).
-void AccumulateWorstNllDiff(const std::vector<std::vector<float>>& a,
-                            const std::vector<std::vector<float>>& b, double* worst) {
+// |a - b| over every scored position (equal shapes required): the largest, and how many of the
+// positions exceed `bound`.
+struct NllDiff {
+  double worst = 0;
+  int64_t over = 0, positions = 0;
+};
+void AccumulateNllDiff(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b,
+                       double bound, NllDiff* d) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t s = 0; s < a.size(); ++s) {
     ASSERT_EQ(a[s].size(), b[s].size());
-    for (size_t i = 0; i < a[s].size(); ++i) *worst = std::max(*worst, std::fabs(double(a[s][i]) - b[s][i]));
+    for (size_t i = 0; i < a[s].size(); ++i) {
+      const double x = std::fabs(double(a[s][i]) - b[s][i]);
+      d->worst = std::max(d->worst, x);
+      d->over += x > bound ? 1 : 0;
+      ++d->positions;
+    }
+  }
+}
+
+// Every position within `bound`, or (routing flips allowed) all but kMaxMoeFlipFraction of them.
+void ExpectNllWithin(const NllDiff& d, double bound, bool flips_allowed, const std::string& what) {
+  std::printf("%s: max |NLL cpu - cuda| = %.3g, %lld of %lld positions over the bound %.3g\n", what.c_str(), d.worst,
+              static_cast<long long>(d.over), static_cast<long long>(d.positions), bound);
+  if (flips_allowed) {
+    EXPECT_LE(d.over, static_cast<int64_t>(kMaxMoeFlipFraction * d.positions)) << what;
+  } else {
+    EXPECT_LE(d.worst, bound) << what;
   }
 }
 
@@ -123,30 +154,31 @@ void CompareBackends(const std::string& uri, const std::string& kv_codec = "bf16
   auto b = gpu->Score(prompts);
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
-  double worst = 0;
-  ASSERT_NO_FATAL_FAILURE(AccumulateWorstNllDiff(*a, *b, &worst));
-  const double batched_tol = packed ? kMaxNllDiffPackedKv : kMaxNllDiff;
-  std::printf("%s, KV %s: max |NLL cpu - cuda| = %.3g (bound %.3g)\n", uri.c_str(),
-              gpu->model_info().kv_codec.c_str(), worst, batched_tol);
-  EXPECT_LE(worst, batched_tol) << uri;
+  const bool tq = gpu->model_info().quantized_linears > 0;
+  const bool moe = cpu->model_info().config.moe.n_routed_experts > 0;
+  const bool flips = moe && tq;  // see kMaxNllDiffMoe
+  const std::string what = uri + ", KV " + gpu->model_info().kv_codec;
+  double batched_tol = packed ? kMaxNllDiffPackedKv : kMaxNllDiff;
+  if (moe) batched_tol = std::max(batched_tol, kMaxNllDiffMoe);
+  NllDiff batched;
+  ASSERT_NO_FATAL_FAILURE(AccumulateNllDiff(*a, *b, batched_tol, &batched));
+  ExpectNllWithin(batched, batched_tol, flips, what);
   // One prompt per step: the small- and medium-m kernels.
-  const double solo_tol =
-      gpu->model_info().quantized_linears > 0 || packed ? std::max(kMaxNllDiffTqFp16, batched_tol) : kMaxNllDiff;
-  double worst_solo = 0;
+  const double solo_tol = tq || packed || moe ? std::max(kMaxNllDiffTqFp16, batched_tol) : kMaxNllDiff;
+  NllDiff solo_diff;
   for (const auto& p : prompts) {
     auto sa = cpu->Score({p});
     auto sb = gpu->Score({p});
     ASSERT_TRUE(sa.ok()) << sa.status();
     ASSERT_TRUE(sb.ok()) << sb.status();
-    ASSERT_NO_FATAL_FAILURE(AccumulateWorstNllDiff(*sa, *sb, &worst_solo));
+    ASSERT_NO_FATAL_FAILURE(AccumulateNllDiff(*sa, *sb, solo_tol, &solo_diff));
   }
-  std::printf("%s, KV %s: max |NLL cpu - cuda| one prompt per step = %.3g (bound %.3g)\n", uri.c_str(),
-              gpu->model_info().kv_codec.c_str(), worst_solo, solo_tol);
-  EXPECT_LE(worst_solo, solo_tol) << uri;
-  // Greedy continuations, solo.
+  ExpectNllWithin(solo_diff, solo_tol, flips, what + ", one prompt per step");
+  // Greedy continuations, solo: equal to the CPU's (after a routing flip they may diverge: then
+  // equal to the GPU's own second run).
   std::vector<std::vector<int32_t>> solo;
   for (const auto& p : prompts) {
-    const auto c = Greedy(*cpu, p, 16);
+    const auto c = flips ? Greedy(*gpu, p, 16) : Greedy(*cpu, p, 16);
     const auto g = Greedy(*gpu, p, 16);
     EXPECT_EQ(c, g) << uri;
     solo.push_back(g);

@@ -1279,12 +1279,16 @@ TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiproces
   return NormalizeTqMmaConfig(m, n, k, bits, cfg);
 }
 
+// Split-K workspace layout: the tile counters first, at a fixed place for every shape (so that a
+// launch of another shape, whose partial sums follow the counter block, never writes over them:
+// they stay zero between launches), then the partial sums.
+constexpr size_t kMmaCounterBytes = static_cast<size_t>(kTqMmaMaxTiles) * sizeof(uint32_t);
+
 size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
   const TqMmaConfig c = NormalizeTqMmaConfig(m, n, k, bits, cfg);
   const MmaGeometry g = Geometry(m, n, k, bits, c);
   if (g.splits <= 1) return 0;
-  const size_t partials = Round16(static_cast<size_t>(g.splits) * m * n * sizeof(float));
-  return partials + static_cast<size_t>(g.tok_tiles) * g.row_blocks * sizeof(uint32_t);
+  return kMmaCounterBytes + static_cast<size_t>(g.splits) * m * n * sizeof(float);
 }
 
 size_t TqMmaSharedBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
@@ -1312,7 +1316,8 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
     return ZeroOutputs(a.y_f32, a.y_bf16, a.m, w.n, a.ldy, stream);
   }
   const size_t ws_need = TqMmaWorkspaceBytes(a.m, w.n, w.k, w.bits, cfg);
-  if (ws_need > 0 && (a.workspace == nullptr || a.workspace_bytes < ws_need)) {
+  if (ws_need > 0 && (a.workspace == nullptr || a.workspace_bytes < ws_need ||
+                      static_cast<int64_t>(g.tok_tiles) * g.row_blocks > kTqMmaMaxTiles)) {
     return cudaErrorInvalidValue;
   }
   MmaKernelParams p{};
@@ -1336,10 +1341,8 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
   p.y_bf16 = reinterpret_cast<__nv_bfloat16*>(a.y_bf16);
   p.ldy = a.ldy;
   if (g.splits > 1) {
-    p.ws = static_cast<float*>(a.workspace);
-    p.counters = reinterpret_cast<uint32_t*>(
-        static_cast<char*>(a.workspace) +
-        Round16(static_cast<size_t>(g.splits) * a.m * w.n * sizeof(float)));
+    p.counters = static_cast<uint32_t*>(a.workspace);
+    p.ws = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + kMmaCounterBytes);
   }
   p.splits = g.splits;
   p.gr = g.gr;

@@ -124,6 +124,8 @@ struct TqMmaConfig {
   int ctas = 0;      // persistent grid size; 0 = every CTA that fits on the device at once
 };
 
+inline constexpr int kTqMmaMaxTiles = 32768;
+
 struct TqMmaArgs {
   TqCudaWeights w;
   int64_t m = 0;                        // activation rows
@@ -139,7 +141,9 @@ struct TqMmaArgs {
   uint16_t* y_bf16 = nullptr;
   int64_t ldy = 0;
   // Split-K scratch (TqMmaWorkspaceBytes); zero-filled once after allocation: every launch
-  // leaves its counters at zero again. Not shared by launches that may run concurrently.
+  // leaves its counters at zero again, and the counters sit at the start for every shape, so one
+  // workspace serves launches of any shapes in sequence (at most kTqMmaMaxTiles row-block x
+  // token tiles). Not shared by launches that may run concurrently.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 };

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -224,11 +225,12 @@ struct Shape {
 
 // Awkward sizes: n = 1, 7, 4097 (not a multiple of any tile), k a multiple of 128 but not of
 // the 4-group stage or the 8 warps, or not a multiple of 128 (padded), m across the 8/16 row
-// tiles.
+// tiles; k below one group (MoE experts' down projections: k = moe_intermediate_size).
 const Shape kShapes[] = {
     {1, 1, 128, 0},     {1, 7, 1000, 0},   {1, 4097, 4096, 0},  {3, 130, 384, 0},
     {8, 33, 4224, 0},   {9, 7, 640, 0},    {16, 4097, 1024, 0}, {17, 65, 2048, 0},
     {40, 130, 512, 0},  {1, 256, 1024, 64}, {5, 100, 1000, 16}, {2, 1030, 14336, 0},
+    {1, 128, 64, 0},    {6, 128, 64, 0},   {2, 300, 96, 0},
 };
 
 std::string ShapeName(int bits, const Shape& s) {
@@ -449,7 +451,7 @@ TEST(TqCudaGemmTest, MatchesCpuTqLinear) {
   CUDA_ASSERT_OK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
   const Shape shapes[] = {{1, 1, 128, 0},     {9, 7, 1000, 0},    {63, 129, 4096, 0},
                           {65, 4097, 384, 0}, {130, 300, 1280, 32}, {200, 257, 2048, 0},
-                          {17, 1024, 4096, 0}};
+                          {17, 1024, 4096, 0}, {40, 128, 64, 0},   {25, 256, 96, 0}};
   uint32_t seed = 9000;
   double worst = 0.0;
   for (int bits : {2, 3, 4}) {
@@ -606,7 +608,8 @@ TEST(TqCudaRunnerTest, EveryPathAgainstCpu) {
   ASSERT_TRUE(runner.ok()) << runner.status();
   uint32_t seed = 4000;
   for (int bits : {2, 3, 4}) {
-    for (const Shape& s : {Shape{1, 513, 2048, 0}, Shape{12, 300, 1000, 0}, Shape{70, 257, 768, 32}}) {
+    for (const Shape& s : {Shape{1, 513, 2048, 0}, Shape{12, 300, 1000, 0}, Shape{70, 257, 768, 32},
+                           Shape{1, 128, 64, 0}, Shape{40, 128, 64, 0}, Shape{3, 256, 96, 0}}) {
       const HostWeights hw = RandomWeights(bits, s.n, s.k, s.block, seed++);
       DeviceWeights dw(hw);
       const TqCudaWeights w = dw.View(hw);
@@ -637,6 +640,43 @@ TEST(TqCudaRunnerTest, EveryPathAgainstCpu) {
           EXPECT_LE(e.max_norm_err, tol) << "ran " << TqKernelName(ran) << ", rel_l2 " << e.rel_l2;
         }
       }
+    }
+  }
+}
+
+// One runner (one split-K workspace) serving layers of different shapes in turn, as a model's
+// layers do: every split-K launch must find its tile counters at zero whatever ran before (the
+// shapes of a Qwen3-30B-A3B layer at m = 1: o_proj, an expert's gate|up, k/v; all split-K).
+TEST(TqCudaRunnerTest, SharedWorkspaceAcrossShapes) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  const Shape shapes[] = {{1, 2048, 4096, 0}, {1, 1536, 2048, 0}, {1, 512, 2048, 0}, {2, 1000, 3000, 0}};
+  std::vector<HostWeights> hws;
+  std::vector<std::unique_ptr<DeviceWeights>> dws;
+  std::vector<std::vector<float>> xs;
+  std::vector<CpuReference> refs;
+  uint32_t seed = 7100;
+  for (const Shape& s : shapes) {
+    hws.push_back(RandomWeights(3, s.n, s.k, s.block, seed++));
+    dws.push_back(std::make_unique<DeviceWeights>(hws.back()));
+    xs.push_back(RandomActivations(s.m, s.k, /*bf16=*/false, seed++));
+    refs.push_back(RunCpu(hws.back(), xs.back(), s.m, s.k));
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < std::size(shapes); ++i) {
+      const Shape& s = shapes[i];
+      SCOPED_TRACE(ShapeName(3, s) + " round " + std::to_string(round));
+      const TqCudaWeights w = dws[i]->View(hws[i]);
+      DeviceVector<float> dx(xs[i]);
+      DeviceVector<float> y(s.m * s.n);
+      y.Poison();
+      ASSERT_TRUE((*runner)->Run(w, dx.get(), TqActType::kF32, s.m, s.k, y.get(), nullptr, s.n, nullptr).ok());
+      CUDA_ASSERT_OK(cudaDeviceSynchronize());
+      const std::vector<float> got = y.Download();
+      ASSERT_EQ(CountNonFinite(got), 0);
+      const ErrorStats e = Compare(got, s.n, refs[i].y, s.m, s.n, hws[i].row_norm, refs[i].x_norm);
+      EXPECT_LE(e.max_norm_err, kMaxMmaErr) << "rel_l2 " << e.rel_l2;
     }
   }
 }
