@@ -681,6 +681,37 @@ TEST(TqCudaRunnerTest, SharedWorkspaceAcrossShapes) {
   }
 }
 
+// The runner's own kernel choice over m = 1…160 on the small layers of a tiny MoE model
+// (hidden 128, experts of 64: k below one group, n of one row block).
+TEST(TqCudaRunnerTest, SmallLayersEveryM) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  uint32_t seed = 7300;
+  double worst = 0;
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{128, 128}, {128, 64}, {256, 128}, {512, 128}, {128, 256}}) {
+    const HostWeights hw = RandomWeights(3, n, k, 0, seed++);
+    DeviceWeights dw(hw);
+    const TqCudaWeights w = dw.View(hw);
+    for (int64_t m = 1; m <= 160; m += (m < 20 ? 1 : 7)) {
+      SCOPED_TRACE(ShapeName(3, Shape{m, n, k, 0}) + " ran " + TqKernelName((*runner)->KernelFor(w, m)));
+      const std::vector<float> x = RandomActivations(m, k, /*bf16=*/false, seed++);
+      const CpuReference ref = RunCpu(hw, x, m, k);
+      DeviceVector<float> dx(x);
+      DeviceVector<float> y(m * n);
+      y.Poison();
+      ASSERT_TRUE((*runner)->Run(w, dx.get(), TqActType::kF32, m, k, y.get(), nullptr, n, nullptr).ok());
+      CUDA_ASSERT_OK(cudaDeviceSynchronize());
+      const std::vector<float> got = y.Download();
+      ASSERT_EQ(CountNonFinite(got), 0);
+      const ErrorStats e = Compare(got, n, ref.y, m, n, hw.row_norm, ref.x_norm);
+      worst = std::max(worst, e.max_norm_err);
+      EXPECT_LE(e.max_norm_err, kMaxGemmErr) << "rel_l2 " << e.rel_l2;
+    }
+  }
+  std::printf("small layers, m = 1..160: worst normalized error %.3g\n", worst);
+}
+
 TEST(TqCudaRunnerTest, QuantizedGaussianWeightsEndToEnd) {
   SKIP_WITHOUT_GPU();
   auto runner = TqLinearRunner::Create(0);
