@@ -381,7 +381,7 @@ struct CudaTransformer::State {
   // Split-K decode attention (kernels/cuda/kv_attention.h) when it supports the shapes, else the
   // one-CTA-per-head PagedAttention; its split partials.
   bool split_attention = false;
-  bool split_always = false;  // TQ_CUDA_ATTENTION=split: also for short decode steps
+  bool split_always = false;  // also short decode steps: TQ_CUDA_ATTENTION=split, a packed cache, sinks
   bool split_now = false;     // this step's choice (see Forward)
   bool packed_kv = false;     // some layer stores PolarQuant codes (the split-K kernel reads them)
   // Sink positions (kv_codec.h sink=N): a slot of every layer's sink store per sequence.

@@ -1,8 +1,10 @@
 // File: engine/model/cuda_transformer.h
 //
-// The dense decoder's forward pass on one CUDA GPU: the same function as the CPU Transformer
-// (engine/model/transformer.h), with the weights uploaded once at load and the KV cache in GPU
-// memory. The engine's PagedKvCache keeps the bookkeeping (blocks, free list, block tables,
+// The decoder's forward pass on one CUDA GPU (Llama/Mistral/Qwen2/Qwen3 and Qwen3-MoE; not MLA):
+// the same function as the CPU Transformer (engine/model/transformer.h), with the weights
+// uploaded once at load and the KV cache in GPU memory. MoE layers route on the host from the
+// router logits (engine/model/moe.h RouteMoeToken) and run the routed experts only; MoE models
+// decode without CUDA graphs. The engine's PagedKvCache keeps the bookkeeping (blocks, free list, block tables,
 // created with host_storage = false); this runner owns the K/V pools on the device,
 // [num_layers][num_blocks, block_size, num_kv_heads, bytes per vector] each, and reads the block
 // tables every step.
