@@ -139,6 +139,34 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// Page-locked host memory (fast, truly asynchronous copies), freed on destruction.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() {
+    if (p_ != nullptr) cudaFreeHost(p_);
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  // Grows (never shrinks) to at least `bytes`; contents are not kept.
+  absl::Status Reserve(size_t bytes) {
+    if (bytes <= bytes_ && p_ != nullptr) return absl::OkStatus();
+    if (p_ != nullptr) cudaFreeHost(p_);
+    p_ = nullptr, bytes_ = 0;
+    TQ_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p_, bytes == 0 ? 1 : bytes));
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 cuda::DType ToDeviceType(cpu::WeightType t) {
   switch (t) {
     case cpu::WeightType::kBF16:
@@ -396,8 +424,10 @@ struct CudaTransformer::State {
   bool has_moe = false;
   int64_t moe_width = 0;  // max(moe_intermediate_size, shared experts' width)
   DeviceBuffer router_logits, moe_rows, moe_weights, moe_in, moe_gu, moe_act, moe_eout;
-  std::vector<float> router_host, moe_weights_host;
-  std::vector<int32_t> moe_rows_host;
+  // Host staging in page-locked memory: the router logits, then per (token, expert) pair its
+  // token row and weight (rows first, weights after T·K entries). Reused by the next MoE layer
+  // only after that layer's synchronization, which follows these uploads in the stream.
+  PinnedBuffer router_host, route_host;
   int64_t capacity_tokens = 0, capacity_rows = 0;
   bool use_graphs = true;
   std::map<int64_t, cudaGraphExec_t> graphs;  // 2 · decode batch size + split_now -> captured step
@@ -634,30 +664,35 @@ absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h
   const int64_t H = cfg.hidden_size, Im = moe.moe_intermediate_size;
   cudaStream_t st = stream;
   TQ_RETURN_IF_ERROR(L.router.Run(h, T, router_logits.as<float>(), st, runners, false));
-  router_host.resize(static_cast<size_t>(T) * E);
-  TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(router_host.data(), router_logits.as<void>(),
-                                          router_host.size() * sizeof(float), cudaMemcpyDeviceToHost, st));
+  const size_t logits = static_cast<size_t>(T) * E;
+  TQ_RETURN_IF_ERROR(router_host.Reserve(logits * sizeof(float)));
+  TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(router_host.as<void>(), router_logits.as<void>(), logits * sizeof(float),
+                                          cudaMemcpyDeviceToHost, st));
   TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
   std::vector<std::vector<std::pair<int32_t, float>>> routed(E);
   std::vector<int> ex;
   std::vector<float> wt;
   const float* bias = L.router_bias.empty() ? nullptr : L.router_bias.data();
   for (int64_t t = 0; t < T; ++t) {
-    RouteMoeToken(moe, router_host.data() + t * E, bias, &ex, &wt);
+    RouteMoeToken(moe, router_host.as<float>() + t * E, bias, &ex, &wt);
     for (size_t i = 0; i < ex.size(); ++i) routed[ex[i]].push_back({static_cast<int32_t>(t), wt[i]});
   }
-  moe_rows_host.clear();
-  moe_weights_host.clear();
-  for (const auto& toks : routed) {
-    for (const auto& [t, w] : toks) moe_rows_host.push_back(t), moe_weights_host.push_back(w);
-  }
-  if (moe_rows_host.size() * sizeof(int32_t) > moe_rows.bytes()) {
+  size_t pairs = 0;
+  for (const auto& toks : routed) pairs += toks.size();
+  if (pairs * sizeof(int32_t) > moe_rows.bytes()) {
     return absl::InternalError("MoE routing produced more (token, expert) pairs than reserved");
   }
-  TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(moe_rows.as<void>(), moe_rows_host.data(),
-                                          moe_rows_host.size() * sizeof(int32_t), cudaMemcpyHostToDevice, st));
-  TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(moe_weights.as<void>(), moe_weights_host.data(),
-                                          moe_weights_host.size() * sizeof(float), cudaMemcpyHostToDevice, st));
+  TQ_RETURN_IF_ERROR(route_host.Reserve(2 * pairs * sizeof(int32_t)));
+  int32_t* rows_h = route_host.as<int32_t>();
+  float* weights_h = reinterpret_cast<float*>(rows_h + pairs);
+  size_t i = 0;
+  for (const auto& toks : routed) {
+    for (const auto& [t, w] : toks) rows_h[i] = t, weights_h[i] = w, ++i;
+  }
+  TQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(moe_rows.as<void>(), rows_h, pairs * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  TQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(moe_weights.as<void>(), weights_h, pairs * sizeof(float), cudaMemcpyHostToDevice, st));
   TQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(T * H) * sizeof(float), st));
   float *in = moe_in.as<float>(), *gu = moe_gu.as<float>(), *act = moe_act.as<float>(), *eo = moe_eout.as<float>();
   int64_t off = 0;
@@ -666,8 +701,10 @@ absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h
     if (n == 0) continue;  // only the active experts' weights are read
     const int32_t* rows = moe_rows.as<int32_t>() + off;
     const DeviceMlp& X = L.experts[e];
-    TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(h, rows, n, H, in, st));
-    TQ_RETURN_IF_ERROR(X.gate_up.Run(in, n, gu, st, runners, false));
+    // Every token, in order (always so at batch 1): h itself, no gather.
+    const bool all_tokens = n == T && routed[e].front().first == 0 && routed[e].back().first == T - 1;
+    if (!all_tokens) TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(h, rows, n, H, in, st));
+    TQ_RETURN_IF_ERROR(X.gate_up.Run(all_tokens ? h : in, n, gu, st, runners, false));
     TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * Im, gu + Im, 2 * Im, n, Im, act, Im, st));
     TQ_RETURN_IF_ERROR(X.down.Run(act, n, eo, st, runners, false));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddScaledRows(eo, rows, moe_weights.as<float>() + off, n, H, out, H, st));
