@@ -19,7 +19,7 @@ if ! command -v nsys >/dev/null; then
   for m in ${MODELS:-bf16 tq3}; do
     ncu --graph-profiling node --metrics gpu__time_duration.sum --csv --print-units base \
       "$bin/engine_bench" --model "$work/$m" --device cuda --batch 1 --prompt-len 16 \
-      --decode-tokens 4 >"$out/${m}_ncu.csv" 2>"$out/${m}_ncu.err"
+      --decode-tokens ${DECODE_TOKENS:-4} --repeats 1 >"$out/${m}_ncu.csv" 2>"$out/${m}_ncu.err"
     echo "== $m: kernels by total time (ncu; load + 16-token prefill + warm-up + 4 decode steps)"
     python3 - "$out/${m}_ncu.csv" <<'PY'
 import csv, sys, collections
