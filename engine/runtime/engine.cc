@@ -77,6 +77,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   TQ_ASSIGN_OR_RETURN(e->ckpt_, ModelCheckpoint::Open(options.model_uri, open));
   TQ_ASSIGN_OR_RETURN(ModelConfig cfg,
                       ParseModelConfig(e->ckpt_->config_json(), e->ckpt_->generation_config_json()));
+  // Device and KV cache settings are checked before any weight is bound (fail fast).
+  const bool on_gpu = options.device == "cuda";
+  if (!on_gpu && options.device != "cpu") {
+    return absl::InvalidArgumentError(absl::StrCat("device must be \"cpu\" or \"cuda\", got \"", options.device, "\""));
+  }
+  if (on_gpu && cfg.is_mla()) {
+    return absl::UnimplementedError(absl::StrCat(cfg.architecture, " (MLA + MoE) runs on the CPU only for now"));
+  }
+  // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).
+  const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_head_dim();
+  TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));
+  if (on_gpu) TQ_RETURN_IF_ERROR(CudaTransformer::CheckKvFormat(kv_format, cfg.num_heads, kv_heads, kv_dim));
   BindOptions bind;
   bind.dequantize_tq = options.dequantize_tq;
   TQ_ASSIGN_OR_RETURN(e->weights_, BindModelWeights(*e->ckpt_, cfg, bind));
@@ -92,19 +104,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   TQ_ASSIGN_OR_RETURN(RopeTable rope, RopeTable::Create(cfg.rope, cfg.rope_dim(), max_len));
   const int threads = options.threads > 0 ? options.threads : ThreadPool::HardwareThreads();
   e->pool_ = std::make_unique<ThreadPool>(threads);
-  const bool on_gpu = options.device == "cuda";
-  if (!on_gpu && options.device != "cpu") {
-    return absl::InvalidArgumentError(absl::StrCat("device must be \"cpu\" or \"cuda\", got \"", options.device, "\""));
-  }
-  if (on_gpu && cfg.is_mla()) {
-    return absl::UnimplementedError(absl::StrCat(cfg.architecture, " (MLA + MoE) runs on the CPU only for now"));
-  }
 
   t0 = Clock::now();
-  // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).
-  const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_head_dim();
-  TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));
-  if (on_gpu) TQ_RETURN_IF_ERROR(CudaTransformer::CheckKvFormat(kv_format, cfg.num_heads, kv_heads, kv_dim));
   KvCacheOptions kv;
   kv.num_layers = cfg.num_layers;
   kv.num_kv_heads = kv_heads;
