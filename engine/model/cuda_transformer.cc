@@ -913,6 +913,7 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   const ModelConfig& cfg = s.cfg;
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
   if (T == 0) return absl::OkStatus();
+  TQ_RETURN_IF_ERROR(ValidateForwardBatch(batch, cache, max_positions_, cfg.vocab_size));
   const int bs = s.kv.block_size;
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(s.device));
 
@@ -921,15 +922,7 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   std::vector<int64_t> slots(T);
   int64_t t = 0;
   for (const ForwardSequence& seq : batch.seqs) {
-    if (seq.num_tokens < 1) return absl::InvalidArgumentError("forward: empty sequence slice");
-    if (seq.start_pos + seq.num_tokens > max_positions_) {
-      return absl::OutOfRangeError(absl::StrCat("forward: position ", seq.start_pos + seq.num_tokens - 1,
-                                                " beyond the context of ", max_positions_));
-    }
     const std::vector<int64_t>& table = cache.BlockTable(seq.kv);
-    if (static_cast<int64_t>(table.size()) * bs < seq.start_pos + seq.num_tokens) {
-      return absl::InternalError("forward: the sequence's KV blocks do not cover the batch");
-    }
     if (s.sink_tokens > 0) {  // this sequence's slot in the sink stores
       TQ_ASSIGN_OR_RETURN(const int32_t slot, s.SinkSlot(seq.kv, seq.start_pos, cache, &kv_bytes_));
       sink_slot.insert(sink_slot.end(), static_cast<size_t>(seq.num_tokens), slot);
@@ -937,7 +930,6 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
     const int32_t off = static_cast<int32_t>(tables.size());
     for (int64_t b : table) tables.push_back(static_cast<int32_t>(b));
     for (int64_t i = 0; i < seq.num_tokens; ++i, ++t) {
-      if (t >= T) return absl::InvalidArgumentError("forward: sequence slices exceed the tokens");
       const int64_t p = seq.start_pos + i;
       pos[t] = static_cast<int32_t>(p);
       table_off[t] = off;
@@ -945,13 +937,6 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
       if (seq.logits == LogitsMode::kAll || (seq.logits == LogitsMode::kLast && i == seq.num_tokens - 1)) {
         rows.push_back(static_cast<int32_t>(t));
       }
-    }
-  }
-  if (t != T) return absl::InvalidArgumentError("forward: sequence slices do not cover the tokens");
-  for (int32_t tok : batch.tokens) {
-    if (tok < 0 || tok >= cfg.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", tok, " outside the vocabulary [0, ", cfg.vocab_size,
-                                                     ")"));
     }
   }
   const int64_t R = static_cast<int64_t>(rows.size());
