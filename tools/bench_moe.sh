@@ -10,15 +10,7 @@ set -euo pipefail
 work=${1:-/tmp/q3moe}
 layers=${LAYERS:-8}
 device=${DEVICE:-cpu}
-bin=${BIN:-}
-if [[ -z "$bin" ]]; then
-  cd "$(dirname "$0")/.."
-  bazel build -c opt --disk_cache="$HOME/.cache/tqserve-bazel" //services/tqctl //tools:gen_checkpoint \
-    //tools:engine_bench >/dev/null 2>&1
-  gen=bazel-bin/tools/gen_checkpoint tqctl=bazel-bin/services/tqctl/tqctl bench=bazel-bin/tools/engine_bench
-else
-  gen=$bin/gen_checkpoint tqctl=$bin/tqctl bench=$bin/engine_bench
-fi
+source "$(dirname "$0")/bench_bins.sh"
 mkdir -p "$work"
 t0=$(date +%s)
 [[ -f "$work/bf16/config.json" ]] || "$gen" --out "$work/bf16" --hidden 2048 --heads 32 --kv-heads 4 --head-dim 128 \
