@@ -371,10 +371,21 @@ struct DeviceKvSide {
 // One SwiGLU MLP on the device: gate and up fused row-wise.
 struct DeviceMlp {
   DeviceLinear gate_up, down;
+
+  // out[m, down.n] = down(silu(gate(x)) * up(x)); gu [m, 2 · width] and act [m, width] are
+  // scratch, width = down.k.
+  absl::Status Run(const float* x, int64_t m, float* gu, float* act, float* out, cudaStream_t stream,
+                   const TqRunners& runners, bool graph_mode) const {
+    const int64_t w = down.k;
+    TQ_RETURN_IF_ERROR(gate_up.Run(x, m, gu, stream, runners, graph_mode));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * w, gu + w, 2 * w, m, w, act, w, stream));
+    return down.Run(act, m, out, stream, runners, graph_mode);
+  }
 };
 
 struct DeviceLayer {
-  DeviceLinear qkv, o, gate_up, down;  // q/k/v and gate/up fused row-wise
+  DeviceLinear qkv, o;  // q/k/v fused row-wise
+  DeviceMlp mlp;        // dense layers
   DeviceBuffer input_norm, post_norm, q_norm, k_norm;
   // MoE layers (engine/model/moe.h): the router and every expert (only the routed ones run),
   // the shared experts if any. Routing runs on the host from the router logits.
@@ -553,7 +564,7 @@ struct CudaTransformer::State {
 
 absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mode) {
   const TqRunners runners{graph_runner.get(), eager_runner.get()};
-  const int64_t H = cfg.hidden_size, qs = cfg.q_size(), kvs = cfg.kv_size(), I = cfg.intermediate_size;
+  const int64_t H = cfg.hidden_size, qs = cfg.q_size(), kvs = cfg.kv_size();
   const int64_t ld = qs + 2 * kvs;  // row stride of the fused q|k|v output
   const int d = cfg.head_dim;
   cudaStream_t st = stream;
@@ -637,9 +648,7 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
     if (L.moe) {
       TQ_RETURN_IF_ERROR(RunMoe(L, hs, T, tm));
     } else {
-      TQ_RETURN_IF_ERROR(L.gate_up.Run(hs, T, gu, st, runners, graph_mode));
-      TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * I, gu + I, 2 * I, T, I, gt, I, st));
-      TQ_RETURN_IF_ERROR(L.down.Run(gt, T, tm, st, runners, graph_mode));
+      TQ_RETURN_IF_ERROR(L.mlp.Run(hs, T, gu, gt, tm, st, runners, graph_mode));
     }
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
   }
@@ -661,7 +670,7 @@ absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h
   const TqRunners runners{graph_runner.get(), eager_runner.get()};
   const MoeConfig& moe = cfg.moe;
   const int E = moe.n_routed_experts;
-  const int64_t H = cfg.hidden_size, Im = moe.moe_intermediate_size;
+  const int64_t H = cfg.hidden_size;
   cudaStream_t st = stream;
   TQ_RETURN_IF_ERROR(L.router.Run(h, T, router_logits.as<float>(), st, runners, false));
   const size_t logits = static_cast<size_t>(T) * E;
@@ -700,21 +709,16 @@ absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h
     const int64_t n = static_cast<int64_t>(routed[e].size());
     if (n == 0) continue;  // only the active experts' weights are read
     const int32_t* rows = moe_rows.as<int32_t>() + off;
-    const DeviceMlp& X = L.experts[e];
-    // Every token, in order (always so at batch 1): h itself, no gather.
-    const bool all_tokens = n == T && routed[e].front().first == 0 && routed[e].back().first == T - 1;
+    // Every token (always so at batch 1): the rows are 0..T-1 in order (routed in token order,
+    // a token at most once per expert), so h itself, no gather.
+    const bool all_tokens = n == T;
     if (!all_tokens) TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(h, rows, n, H, in, st));
-    TQ_RETURN_IF_ERROR(X.gate_up.Run(all_tokens ? h : in, n, gu, st, runners, false));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * Im, gu + Im, 2 * Im, n, Im, act, Im, st));
-    TQ_RETURN_IF_ERROR(X.down.Run(act, n, eo, st, runners, false));
+    TQ_RETURN_IF_ERROR(L.experts[e].Run(all_tokens ? h : in, n, gu, act, eo, st, runners, false));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddScaledRows(eo, rows, moe_weights.as<float>() + off, n, H, out, H, st));
     off += n;
   }
   if (L.has_shared) {
-    const int64_t S = L.shared.down.k;
-    TQ_RETURN_IF_ERROR(L.shared.gate_up.Run(h, T, gu, st, runners, false));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * S, gu + S, 2 * S, T, S, act, S, st));
-    TQ_RETURN_IF_ERROR(L.shared.down.Run(act, T, eo, st, runners, false));
+    TQ_RETURN_IF_ERROR(L.shared.Run(h, T, gu, act, eo, st, runners, false));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(out, eo, T * H, st));
   }
   return absl::OkStatus();
@@ -856,7 +860,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
         s.moe_width = std::max(s.moe_width, D.shared.down.k);
       }
     } else {
-      TQ_RETURN_IF_ERROR(bind_mlp(L.gate, L.up, L.down, &D.gate_up, &D.down));
+      TQ_RETURN_IF_ERROR(bind_mlp(L.gate, L.up, L.down, &D.mlp.gate_up, &D.mlp.down));
     }
     TQ_RETURN_IF_ERROR(upload_floats(D.input_norm, L.input_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
@@ -888,7 +892,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   s.use_graphs = r->graphs_;
   if (s.use_graphs) {
     for (const DeviceLayer& L : s.layers) {
-      for (const DeviceLinear* lin : {&L.qkv, &L.o, &L.gate_up, &L.down}) {
+      for (const DeviceLinear* lin : {&L.qkv, &L.o, &L.mlp.gate_up, &L.mlp.down}) {
         TQ_RETURN_IF_ERROR(lin->ReserveForGraphs(*s.graph_runner, kMaxGraphBatch, s.stream));
       }
     }
