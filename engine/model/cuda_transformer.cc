@@ -341,8 +341,7 @@ struct DeviceKvSide {
     TQ_RETURN_IF_ERROR(
         boundaries.Upload(q->codebook().boundaries.data(), q->codebook().boundaries.size() * sizeof(float)));
     if (q->spec().signs) {
-      std::vector<float> sg = rot.signs1();
-      sg.insert(sg.end(), rot.signs2().begin(), rot.signs2().end());
+      const std::vector<float> sg = rot.signs12();
       TQ_RETURN_IF_ERROR(signs.Upload(sg.data(), sg.size() * sizeof(float)));
     }
     format.kind = cuda::KvVectorKind::kPolar;

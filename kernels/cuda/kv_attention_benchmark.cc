@@ -73,8 +73,7 @@ struct PolarSide {
     spec.seed = seed;
     const quant::KvMseQuantizer q(spec);
     const std::vector<float>& cb = q.codebook().centroids;
-    std::vector<float> sg = q.rotation().signs1();
-    sg.insert(sg.end(), q.rotation().signs2().begin(), q.rotation().signs2().end());
+    const std::vector<float> sg = q.rotation().signs12();
     CHECK_CUDA(cudaMalloc(&codebook, cb.size() * 4));
     CHECK_CUDA(cudaMemcpy(codebook, cb.data(), cb.size() * 4, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMalloc(&signs, sg.size() * 4));

@@ -79,9 +79,7 @@ struct DeviceFormat {
     f.kind = KvVectorKind::kPolar;
     f.bits = s.bits;
     codebook = std::make_unique<DeviceVector<float>>(s.q->codebook().centroids);
-    std::vector<float> sg = s.q->rotation().signs1();
-    sg.insert(sg.end(), s.q->rotation().signs2().begin(), s.q->rotation().signs2().end());
-    signs = std::make_unique<DeviceVector<float>>(sg);
+    signs = std::make_unique<DeviceVector<float>>(s.q->rotation().signs12());
     f.codebook = codebook->get();
     f.signs = signs->get();
     f.divisor = s.q->rotation().divisor();
@@ -342,8 +340,7 @@ TEST(PackedAttentionTest, WriterMatchesCpuEncoder) {
             q.Encode(&x[(static_cast<size_t>(r) * nkv + h) * d], &want[(slots[r] * nkv + h) * bytes]);
           }
         }
-        std::vector<float> sg = q.rotation().signs1();
-        sg.insert(sg.end(), q.rotation().signs2().begin(), q.rotation().signs2().end());
+        const std::vector<float> sg = q.rotation().signs12();
         DeviceVector<float> dx(x), dcent(q.codebook().centroids), dbound(q.codebook().boundaries),
             dsign(sg.empty() ? std::vector<float>(1) : sg);
         DeviceVector<int64_t> dslots(slots);

@@ -82,6 +82,13 @@ class KvRotation {
   // The factors of R = D2·H·D1 / divisor (per block): empty signs when signs = false.
   const std::vector<float>& signs1() const { return s1_; }
   const std::vector<float>& signs2() const { return s2_; }
+  // D1 then D2 in one array (2·dim floats; empty without signs), as the CUDA kernels take them
+  // (kernels/cuda/kv_attention.h KvVectorFormat::signs).
+  std::vector<float> signs12() const {
+    std::vector<float> s = s1_;
+    s.insert(s.end(), s2_.begin(), s2_.end());
+    return s;
+  }
   float divisor() const { return div_; }
 
  private:

@@ -191,6 +191,13 @@ TEST(KvRotationTest, AwkwardHeadDimsAreOrthonormalBlockRotations) {
       EXPECT_NEAR(Dot(y.data(), y.data(), d), Dot(x.data(), x.data(), d), 1e-4 * d) << d;
       rot.Inverse(y.data(), back.data());
       for (int i = 0; i < d; ++i) ASSERT_NEAR(back[i], x[i], 1e-5) << d << " " << i;
+      // The GPU layout of the signs: D1 then D2, or nothing.
+      const std::vector<float> both = rot.signs12();
+      ASSERT_EQ(both.size(), signs ? 2u * d : 0u);
+      for (int i = 0; signs && i < d; ++i) {
+        ASSERT_EQ(both[i], rot.signs1()[i]);
+        ASSERT_EQ(both[d + i], rot.signs2()[i]);
+      }
     }
   }
 }
