@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/nn_ops.h"
@@ -57,18 +58,47 @@ __global__ void EmbedKernel(const void* table, DType dtype, const int32_t* ids, 
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) x[row * hidden + c] = Load(table, dtype, base + c);
 }
 
+// One CTA per row. With n % 4 == 0 and 16-byte aligned rows (the engine's hidden states) each
+// thread moves float4s, and the launch gives up to n / 4 threads, so a 4096-wide row is one load
+// per thread (all in flight at once) instead of a dependent loop of 16.
 __global__ void RmsNormKernel(const float* x, int64_t ldx, const float* w, int64_t n, float eps, float* y,
                               int64_t ldy) {
   const int64_t row = blockIdx.x;
   const float* xr = x + row * ldx;
+  float* yr = y + row * ldy;
+  const uintptr_t addr_bits = reinterpret_cast<uintptr_t>(xr) | reinterpret_cast<uintptr_t>(yr) |
+                              reinterpret_cast<uintptr_t>(w);
+  const bool vec = n % 4 == 0 && addr_bits % 16 == 0;  // decided per row (ldx, ldy may differ)
   float ss = 0.0f;
-  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) ss += xr[c] * xr[c];
+  if (vec) {
+    const float4* x4 = reinterpret_cast<const float4*>(xr);
+    for (int64_t c = threadIdx.x; c < n / 4; c += blockDim.x) {
+      const float4 v = x4[c];
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) ss += xr[c] * xr[c];
+  }
   ss = BlockSum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(n) + eps);
-  float* yr = y + row * ldy;
-  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
-    const float v = xr[c] * inv;
-    yr[c] = w != nullptr ? v * w[c] : v;
+  if (vec) {
+    const float4* x4 = reinterpret_cast<const float4*>(xr);
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    float4* y4 = reinterpret_cast<float4*>(yr);
+    for (int64_t c = threadIdx.x; c < n / 4; c += blockDim.x) {
+      const float4 v = x4[c];
+      float4 o = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
+      if (w != nullptr) {
+        const float4 g = w4[c];
+        o = make_float4(o.x * g.x, o.y * g.y, o.z * g.z, o.w * g.w);
+      }
+      y4[c] = o;
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+      const float v = xr[c] * inv;
+      yr[c] = w != nullptr ? v * w[c] : v;
+    }
   }
 }
 
@@ -294,7 +324,9 @@ cudaError_t EmbedRows(const void* table, DType dtype, const int32_t* ids, int64_
 cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t rows, int64_t n, float eps, float* y,
                         int64_t ldy, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  RmsNormKernel<<<static_cast<unsigned>(rows), ThreadsFor(n), 0, stream>>>(x, ldx, w, n, eps, y, ldy);
+  // A thread per float4 of the row (whole warps, 64..1024).
+  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(64, ((n / 4 + 31) / 32) * 32)));
+  RmsNormKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, ldx, w, n, eps, y, ldy);
   return cudaGetLastError();
 }
 

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <cstdint>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -78,6 +80,26 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
     nn::RmsNorm(x.data() + r * hidden, w.data(), hidden, 1e-6f, ref.data());
     for (int64_t c = 0; c < hidden; ++c) {
       ASSERT_NEAR(y[r * hidden + c], ref[c], kFp32ReductionTol * (1 + std::fabs(ref[c]))) << r << "," << c;
+    }
+  }
+  // Both RMSNorm paths: float4 rows (n 4096, a model's hidden size; no weight) and rows that are
+  // not 16-byte aligned (row stride 1001 floats, n 1000) or not a multiple of 4 wide (n 999).
+  for (const auto& [n, ld, weighted] : {std::tuple<int64_t, int64_t, bool>{4096, 4096, false}, {1000, 1001, true},
+                                        {999, 999, true}}) {
+    SCOPED_TRACE("rmsnorm n " + std::to_string(n) + " ld " + std::to_string(ld));
+    const int64_t r2 = 3;
+    std::vector<float> xs = Random(r2 * ld, 11), ws = Random(n, 12);
+    DeviceVector<float> dxs(xs), dws(ws);
+    auto dys = DeviceVector<float>::Poisoned(r2 * ld);
+    ASSERT_EQ(RmsNormRows(dxs.get(), ld, weighted ? dws.get() : nullptr, r2, n, 1e-5f, dys.get(), ld, nullptr),
+              cudaSuccess);
+    const std::vector<float> ys = dys.Download();
+    for (int64_t r = 0; r < r2; ++r) {
+      std::vector<float> ref(n);
+      nn::RmsNorm(xs.data() + r * ld, weighted ? ws.data() : nullptr, n, 1e-5f, ref.data());
+      for (int64_t c = 0; c < n; ++c) {
+        ASSERT_NEAR(ys[r * ld + c], ref[c], kFp32ReductionTol * (1 + std::fabs(ref[c]))) << r << "," << c;
+      }
     }
   }
   // Per-head RMSNorm in place on 3 heads of 48 inside rows of stride 200 (fused q|k|v layout).
