@@ -580,9 +580,9 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
       TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(qv, ld, T, cfg.num_heads, d, L.q_norm.as<float>(), eps, st));
       TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(kv_k, ld, T, cfg.num_kv_heads, d, L.k_norm.as<float>(), eps, st));
     }
-    TQ_CUDA_RETURN_IF_ERROR(cuda::ApplyRope(qv, ld, T, cfg.num_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
+    // q and k heads are adjacent in the fused q|k|v rows and rotate alike: one launch for both.
     TQ_CUDA_RETURN_IF_ERROR(
-        cuda::ApplyRope(kv_k, ld, T, cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
+        cuda::ApplyRope(qv, ld, T, cfg.num_heads + cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
     if (L.k_side.packed()) {  // CheckKvFormat: K and V of a layer are both packed or both bf16
       TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvPolar(kv_k, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
                                                  L.k_side.encoder, L.k_cache.as<uint8_t>(), st));

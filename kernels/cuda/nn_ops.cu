@@ -341,8 +341,11 @@ cudaError_t ApplyRope(float* x, int64_t ld, int64_t rows, int heads, int head_di
                       const float* cos, const float* sin, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (head_dim % 2 != 0) return cudaErrorInvalidValue;
-  RopeKernel<<<static_cast<unsigned>(rows), ThreadsFor(static_cast<int64_t>(heads) * head_dim / 2), 0, stream>>>(
-      x, ld, heads, head_dim, positions, cos, sin);
+  // A thread per rotated pair (up to 1024): the pairs' loads are independent, so more threads
+  // keep more of them in flight than a loop over few threads.
+  const int64_t pairs = static_cast<int64_t>(heads) * head_dim / 2;
+  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(64, (pairs + 31) / 32 * 32)));
+  RopeKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, ld, heads, head_dim, positions, cos, sin);
   return cudaGetLastError();
 }
 
