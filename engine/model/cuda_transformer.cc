@@ -14,6 +14,7 @@
 #include "engine/model/moe.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/kv_attention.h"
+#include "kernels/cuda/moe_ops.h"
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
@@ -320,6 +321,85 @@ struct DeviceLinear {
 };
 
 constexpr int64_t kMaxGraphBatch = 64;
+// MoE decode steps of up to this many tokens route on the device and replay a graph (the
+// experts run per (token, slot): cheap at batch 1, launch-heavy beyond).
+constexpr int64_t kMoeGraphBatch = 4;
+
+// Every expert's gate|up and down TQ codes back to back (one format): a kernel picks an expert by
+// a device index (TqLinearRunner::RunExpert; the graph-captured decode), the host path by
+// pointer arithmetic. ok = false when the experts are not all TQ codes of one supported format.
+struct DeviceExperts {
+  bool ok = false;
+  DeviceBuffer gu_packed, gu_gains, down_packed, down_gains, codebook;
+  cuda::TqCudaWeights gu, down;  // expert 0
+  int64_t gu_packed_stride = 0, gu_gains_stride = 0, down_packed_stride = 0, down_gains_stride = 0;
+
+  static cuda::TqCudaWeights Select(cuda::TqCudaWeights w, int64_t packed_stride, int64_t gains_stride, int e) {
+    w.packed += e * packed_stride;
+    w.gains += e * gains_stride;
+    return w;
+  }
+  cuda::TqCudaWeights GateUp(int e) const { return Select(gu, gu_packed_stride, gu_gains_stride, e); }
+  cuda::TqCudaWeights Down(int e) const { return Select(down, down_packed_stride, down_gains_stride, e); }
+
+  absl::Status Bind(const std::vector<ExpertWeights>& xs, const cuda::TqLinearRunner& runner, uint64_t* bytes) {
+    ok = false;
+    if (xs.empty()) return absl::OkStatus();
+    const Linear& f = xs[0].gate;
+    auto same = [&](const Linear& l, int64_t n, int64_t k) {
+      return l.quantized() && f.quantized() && l.n() == n && l.k() == k && l.tq().bits == f.tq().bits &&
+             l.tq().group_size == f.tq().group_size && l.tq().rotation_block == f.tq().rotation_block;
+    };
+    const int64_t im = f.n(), h = f.k();
+    for (const ExpertWeights& x : xs) {
+      if (!same(x.gate, im, h) || !same(x.up, im, h) || !same(x.down, h, im)) return absl::OkStatus();
+    }
+    const cpu::TqLinearParams& p = f.tq();
+    auto row_bytes = [&](int64_t k) { return ((k + p.group_size - 1) / p.group_size) * (p.group_size * p.bits / 8); };
+    auto groups = [&](int64_t k) { return (k + p.group_size - 1) / p.group_size; };
+    std::vector<uint8_t> packed;
+    std::vector<float> gains;
+    for (const ExpertWeights& x : xs) {
+      for (const Linear* l : {&x.gate, &x.up}) {
+        packed.insert(packed.end(), l->tq().packed, l->tq().packed + l->n() * row_bytes(h));
+        gains.insert(gains.end(), l->tq().gains, l->tq().gains + l->n() * groups(h));
+      }
+    }
+    TQ_RETURN_IF_ERROR(gu_packed.Upload(packed.data(), packed.size()));
+    TQ_RETURN_IF_ERROR(gu_gains.Upload(gains.data(), gains.size() * sizeof(float)));
+    gu_packed_stride = 2 * im * row_bytes(h);
+    gu_gains_stride = 2 * im * groups(h);
+    packed.clear();
+    gains.clear();
+    for (const ExpertWeights& x : xs) {
+      packed.insert(packed.end(), x.down.tq().packed, x.down.tq().packed + h * row_bytes(im));
+      gains.insert(gains.end(), x.down.tq().gains, x.down.tq().gains + h * groups(im));
+    }
+    TQ_RETURN_IF_ERROR(down_packed.Upload(packed.data(), packed.size()));
+    TQ_RETURN_IF_ERROR(down_gains.Upload(gains.data(), gains.size() * sizeof(float)));
+    down_packed_stride = h * row_bytes(im);
+    down_gains_stride = h * groups(im);
+    TQ_RETURN_IF_ERROR(codebook.Upload(p.codebook, (size_t{1} << p.bits) * sizeof(float)));
+    for (auto [w, n, k, pk, gn] : {std::tuple{&gu, 2 * im, h, &gu_packed, &gu_gains},
+                                   std::tuple{&down, h, im, &down_packed, &down_gains}}) {
+      w->n = n;
+      w->k = k;
+      w->bits = p.bits;
+      w->group_size = p.group_size;
+      w->rotation_block = p.rotation_block;
+      w->packed = pk->as<uint8_t>();
+      w->gains = gn->as<float>();
+      w->codebook = codebook.as<float>();
+      if (!runner.CheckSupported(*w).ok()) {
+        gu_packed.Reset(), gu_gains.Reset(), down_packed.Reset(), down_gains.Reset(), codebook.Reset();
+        return absl::OkStatus();
+      }
+    }
+    *bytes += gu_packed.bytes() + gu_gains.bytes() + down_packed.bytes() + down_gains.bytes() + codebook.bytes();
+    ok = true;
+    return absl::OkStatus();
+  }
+};
 constexpr int32_t kPagedDecodeMaxContext = 128;
 
 // How one layer's K or V vectors are stored on the device (CheckKvFormat accepted the codec):
@@ -391,7 +471,9 @@ struct DeviceLayer {
   bool moe = false;
   DeviceLinear router;
   std::vector<float> router_bias;  // host (e_score_correction_bias; empty: none)
-  std::vector<DeviceMlp> experts;
+  std::vector<DeviceMlp> experts;  // one per expert, unless `packed_experts` holds them
+  DeviceExperts packed_experts;
+  bool device_routing = false;     // packed_experts and a router MoeTopK takes (graph-capturable)
   bool has_shared = false;
   DeviceMlp shared;
   DeviceKvSide k_side, v_side;
@@ -448,7 +530,12 @@ struct CudaTransformer::State {
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
   absl::Status Compute(int64_t T, int64_t R, bool graph_mode);
-  absl::Status RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out);
+  absl::Status RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out, bool graph_mode);
+  absl::Status RunMoeOnDevice(const DeviceLayer& L, const float* h, int64_t T, float* out);
+  absl::Status RunShared(const DeviceLayer& L, const float* h, int64_t T, float* out, bool graph_mode);
+  // Device routing of decode steps (RunMoeOnDevice): [kMoeGraphBatch, top_k] ids and weights, and
+  // the row index of each token (0, 1, ...).
+  DeviceBuffer topk_ids, topk_weights, token_rows;
   absl::Status Run(int64_t T, int64_t R, bool decode_only);
 
   void DropGraphs() {
@@ -645,7 +732,7 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
     TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
     if (L.moe) {
-      TQ_RETURN_IF_ERROR(RunMoe(L, hs, T, tm));
+      TQ_RETURN_IF_ERROR(RunMoe(L, hs, T, tm, graph_mode));
     } else {
       TQ_RETURN_IF_ERROR(L.mlp.Run(hs, T, gu, gt, tm, st, runners, graph_mode));
     }
@@ -665,7 +752,9 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
 // weights for the same logits), then per routed expert in id order: gather its tokens, gate|up,
 // SiLU·mul, down, out[token] += weight · result; then the shared experts. Only the routed experts'
 // weights are read. The logits' copy to the host synchronizes the stream (no CUDA graphs).
-absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out) {
+absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out,
+                                            bool graph_mode) {
+  if (graph_mode) return RunMoeOnDevice(L, h, T, out);
   const TqRunners runners{graph_runner.get(), eager_runner.get()};
   const MoeConfig& moe = cfg.moe;
   const int E = moe.n_routed_experts;
@@ -712,21 +801,83 @@ absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h
     // a token at most once per expert), so h itself, no gather.
     const bool all_tokens = n == T;
     if (!all_tokens) TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(h, rows, n, H, in, st));
-    TQ_RETURN_IF_ERROR(L.experts[e].Run(all_tokens ? h : in, n, gu, act, eo, st, runners, false));
+    const float* x = all_tokens ? h : in;
+    if (L.packed_experts.ok) {
+      cuda::TqLinearRunner& r = *eager_runner;
+      const int64_t Im = cfg.moe.moe_intermediate_size;
+      TQ_RETURN_IF_ERROR(r.Run(L.packed_experts.GateUp(e), x, cuda::TqActType::kF32, n, H, gu, nullptr, 2 * Im, st));
+      TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * Im, gu + Im, 2 * Im, n, Im, act, Im, st));
+      TQ_RETURN_IF_ERROR(r.Run(L.packed_experts.Down(e), act, cuda::TqActType::kF32, n, Im, eo, nullptr, H, st));
+    } else {
+      TQ_RETURN_IF_ERROR(L.experts[e].Run(x, n, gu, act, eo, st, runners, false));
+    }
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddScaledRows(eo, rows, moe_weights.as<float>() + off, n, H, out, H, st));
     off += n;
   }
-  if (L.has_shared) {
-    TQ_RETURN_IF_ERROR(L.shared.Run(h, T, gu, act, eo, st, runners, false));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(out, eo, T * H, st));
-  }
+  return RunShared(L, h, T, out, false);
+}
+
+// out += the shared experts' MLP of h (if the layer has them).
+absl::Status CudaTransformer::State::RunShared(const DeviceLayer& L, const float* h, int64_t T, float* out,
+                                               bool graph_mode) {
+  if (!L.has_shared) return absl::OkStatus();
+  const TqRunners runners{graph_runner.get(), eager_runner.get()};
+  float *gu = moe_gu.as<float>(), *act = moe_act.as<float>(), *eo = moe_eout.as<float>();
+  TQ_RETURN_IF_ERROR(L.shared.Run(h, T, gu, act, eo, stream, runners, graph_mode));
+  TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(out, eo, T * cfg.hidden_size, stream));
   return absl::OkStatus();
+}
+
+// The same MoE MLP for a decode step of T <= kMoeGraphBatch tokens with nothing on the host:
+// MoeTopK routes on the device (kernels/cuda/moe_ops.h, RouteMoeToken's contract), then per
+// (token, slot) the routed expert runs by its device index (TqLinearRunner::RunExpert) and
+// AddScaledRows adds its weighted output — all capturable in the step's CUDA graph. The sums
+// per token are in slot order (the host path: expert id order), so results differ in the last
+// bits.
+absl::Status CudaTransformer::State::RunMoeOnDevice(const DeviceLayer& L, const float* h, int64_t T, float* out) {
+  if (!L.device_routing || T > kMoeGraphBatch) {
+    return absl::InternalError("MoE layer without device routing inside a captured step");
+  }
+  const TqRunners runners{graph_runner.get(), eager_runner.get()};
+  const MoeConfig& moe = cfg.moe;
+  const int K = moe.num_experts_per_tok;
+  const int64_t H = cfg.hidden_size, Im = moe.moe_intermediate_size;
+  cudaStream_t st = stream;
+  TQ_RETURN_IF_ERROR(L.router.Run(h, T, router_logits.as<float>(), st, runners, true));
+  cuda::MoeRouting r;
+  r.num_experts = moe.n_routed_experts;
+  r.top_k = K;
+  r.softmax = moe.softmax_scoring;
+  r.normalize = moe.norm_topk_prob;
+  r.scale = static_cast<float>(moe.routed_scaling_factor);
+  int32_t* ids = topk_ids.as<int32_t>();
+  float* wts = topk_weights.as<float>();
+  TQ_CUDA_RETURN_IF_ERROR(cuda::MoeTopK(router_logits.as<float>(), r.num_experts, T, r, ids, wts, st));
+  TQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(T * H) * sizeof(float), st));
+  float *gu = moe_gu.as<float>(), *act = moe_act.as<float>(), *eo = moe_eout.as<float>();
+  const DeviceExperts& X = L.packed_experts;
+  cuda::TqLinearRunner& run = *graph_runner;
+  for (int64_t t = 0; t < T; ++t) {
+    for (int k = 0; k < K; ++k) {
+      const int32_t* e = ids + t * K + k;
+      TQ_RETURN_IF_ERROR(run.RunExpert(X.gu, e, X.gu_packed_stride, X.gu_gains_stride, h + t * H,
+                                       cuda::TqActType::kF32, 1, H, gu, 2 * Im, st));
+      TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * Im, gu + Im, 2 * Im, 1, Im, act, Im, st));
+      TQ_RETURN_IF_ERROR(run.RunExpert(X.down, e, X.down_packed_stride, X.down_gains_stride, act,
+                                       cuda::TqActType::kF32, 1, Im, eo, H, st));
+      TQ_CUDA_RETURN_IF_ERROR(
+          cuda::AddScaledRows(eo, token_rows.as<int32_t>() + t, wts + t * K + k, 1, H, out, H, st));
+    }
+  }
+  return RunShared(L, h, T, out, true);
 }
 
 // Decode-only steps of up to kMaxGraphBatch sequences replay a CUDA graph captured once per
 // batch size (all buffers they touch have fixed addresses); other steps launch eagerly.
 absl::Status CudaTransformer::State::Run(int64_t T, int64_t R, bool decode_only) {
-  if (!use_graphs || !decode_only || T > kMaxGraphBatch || R != T) return Compute(T, R, false);
+  if (!use_graphs || !decode_only || T > (has_moe ? kMoeGraphBatch : kMaxGraphBatch) || R != T) {
+    return Compute(T, R, false);
+  }
   const int64_t key = 2 * T + (split_now ? 1 : 0);
   auto it = graphs.find(key);
   if (it == graphs.end()) {
@@ -843,13 +994,20 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
       D.moe = s.has_moe = true;
       TQ_RETURN_IF_ERROR(D.router.BindRows({&L.router}, false, *s.eager_runner, &bytes, tq_n, dense_n));
       D.router_bias = L.router_bias;
-      D.experts.resize(L.experts.size());
-      for (size_t e = 0; e < L.experts.size(); ++e) {
-        const ExpertWeights& X = L.experts[e];
-        TQ_RETURN_IF_ERROR(bind_mlp(X.gate, X.up, X.down, &D.experts[e].gate_up, &D.experts[e].down));
+      if (!options.dequantize_tq) TQ_RETURN_IF_ERROR(D.packed_experts.Bind(L.experts, *s.eager_runner, &bytes));
+      if (D.packed_experts.ok) {  // every expert from its codes, back to back
+        *tq_n += 3 * static_cast<int>(L.experts.size());
+        D.device_routing = cfg.moe.n_group <= 1 && L.router_bias.empty() &&
+                           cfg.moe.n_routed_experts <= cuda::kMoeMaxExperts;
+      } else {
+        D.experts.resize(L.experts.size());
+        for (size_t e = 0; e < L.experts.size(); ++e) {
+          const ExpertWeights& X = L.experts[e];
+          TQ_RETURN_IF_ERROR(bind_mlp(X.gate, X.up, X.down, &D.experts[e].gate_up, &D.experts[e].down));
+        }
       }
-      if (static_cast<int>(D.experts.size()) != cfg.moe.n_routed_experts) {
-        return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": ", D.experts.size(), " experts, config says ",
+      if (static_cast<int>(L.experts.size()) != cfg.moe.n_routed_experts) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": ", L.experts.size(), " experts, config says ",
                                                        cfg.moe.n_routed_experts));
       }
       s.moe_width = std::max(s.moe_width, cfg.moe.moe_intermediate_size);
@@ -885,8 +1043,11 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   TQ_RETURN_IF_ERROR(s.cos.Upload(rope.cos(0), table));
   TQ_RETURN_IF_ERROR(s.sin.Upload(rope.sin(0), table));
   r->weight_bytes_ = bytes;
-  // MoE routing reads the router logits on the host mid-step: no graph capture for MoE models.
-  r->graphs_ = options.cuda_graphs && !s.has_moe;
+  // MoE decode steps are captured only when every MoE layer routes on the device (TQ experts of
+  // one format; the host routing of the others synchronizes mid-step).
+  bool moe_on_device = true;
+  for (const DeviceLayer& L : s.layers) moe_on_device = moe_on_device && (!L.moe || L.device_routing);
+  r->graphs_ = options.cuda_graphs && moe_on_device;
   // Step buffers for the largest graph-captured decode batch, and block tables for every block.
   s.use_graphs = r->graphs_;
   if (s.use_graphs) {
@@ -896,8 +1057,26 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
       }
     }
     TQ_RETURN_IF_ERROR(s.lm_head.ReserveForGraphs(*s.graph_runner, kMaxGraphBatch, s.stream));
+    for (const DeviceLayer& L : s.layers) {
+      if (!L.moe) continue;
+      TQ_RETURN_IF_ERROR(L.router.ReserveForGraphs(*s.graph_runner, kMoeGraphBatch, s.stream));
+      TQ_RETURN_IF_ERROR(L.shared.gate_up.ReserveForGraphs(*s.graph_runner, kMoeGraphBatch, s.stream));
+      TQ_RETURN_IF_ERROR(L.shared.down.ReserveForGraphs(*s.graph_runner, kMoeGraphBatch, s.stream));
+      if (!L.packed_experts.ok) continue;
+      for (const cuda::TqCudaWeights* w : {&L.packed_experts.gu, &L.packed_experts.down}) {
+        TQ_RETURN_IF_ERROR(s.graph_runner->Reserve(*w, 1, cuda::TqKernel::kMmaFused, nullptr, s.stream));
+      }
+    }
   }
   TQ_RETURN_IF_ERROR(s.EnsureCapacity(kMaxGraphBatch, kMaxGraphBatch));
+  if (s.has_moe) {
+    const size_t slots = static_cast<size_t>(kMoeGraphBatch) * cfg.moe.num_experts_per_tok;
+    TQ_RETURN_IF_ERROR(s.topk_ids.Allocate(slots * sizeof(int32_t)));
+    TQ_RETURN_IF_ERROR(s.topk_weights.Allocate(slots * sizeof(float)));
+    std::vector<int32_t> rows(kMoeGraphBatch);
+    for (int32_t i = 0; i < kMoeGraphBatch; ++i) rows[i] = i;
+    TQ_RETURN_IF_ERROR(s.token_rows.Upload(rows.data(), rows.size() * sizeof(int32_t)));
+  }
   TQ_RETURN_IF_ERROR(s.tables.Allocate(static_cast<size_t>(std::max<int64_t>(1, s.kv.num_blocks)) * sizeof(int32_t)));
   return r;
 }

@@ -345,6 +345,9 @@ struct MmaKernelParams {
   // Persistent schedule: CTA c serves work unit c % units (= token tile + K split) and the row
   // blocks slot, slot + cpu, ... (slot = c / units).
   int units, tok_tiles, row_blocks, cpu;
+  // Expert selection (TqMmaArgs::expert): null, or the device index of the expert to run.
+  const int32_t* expert;
+  int64_t expert_packed_stride, expert_gains_stride;
 };
 
 // Issues one stage: codes of rows [r0, r0+R) x groups [g0, min(g0+B::kGt, g_end)) and their gains
@@ -355,14 +358,20 @@ __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned ch
   using B = MmaBits<kBits>;
   constexpr int kChunksPerRow = B::kGt * B::kBpg / 16;
   static_assert((kRows * kChunksPerRow) % 32 == 0 && (kRows * B::kGt) % 32 == 0, "whole warps");
+  const uint8_t* packed = p.packed;
+  const float* gains = p.gains;
+  if (p.expert != nullptr) {  // MoE: the routed expert's codes and gains
+    const int64_t e = __ldg(p.expert);
+    packed += e * p.expert_packed_stride;
+    gains += e * p.expert_gains_stride;
+  }
 #pragma unroll
   for (int i = 0; i < kRows * kChunksPerRow / 32; ++i) {
     const int c = i * 32 + lane;
     const int r = c / kChunksPerRow, q = c - r * kChunksPerRow;
     const int row = r0 + r, g = g0 + (q * 16) / B::kBpg;
     const bool ok = row < p.n && g < g_end;
-    const uint8_t* src =
-        ok ? p.packed + (static_cast<int64_t>(row) * p.groups + g0) * B::kBpg + q * 16 : p.packed;
+    const uint8_t* src = ok ? packed + (static_cast<int64_t>(row) * p.groups + g0) * B::kBpg + q * 16 : packed;
     CpAsync16(buf + r * B::kRowStride + q * 16, src, ok);
   }
   float* gs = reinterpret_cast<float*>(buf + kRows * B::kRowStride);
@@ -372,8 +381,7 @@ __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned ch
     const int r = c / B::kGt, gl = c - r * B::kGt;
     const int row = r0 + r, g = g0 + gl;
     const bool ok = row < p.n && g < g_end;
-    CpAsync4(gs + gl * kRows + r, ok ? p.gains + static_cast<int64_t>(row) * p.groups + g : p.gains,
-             ok);
+    CpAsync4(gs + gl * kRows + r, ok ? gains + static_cast<int64_t>(row) * p.groups + g : gains, ok);
   }
 }
 
@@ -1324,6 +1332,9 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
   p.packed = w.packed;
   p.gains = w.gains;
   p.codebook = w.codebook;
+  p.expert = a.expert;
+  p.expert_packed_stride = a.expert_packed_stride;
+  p.expert_gains_stride = a.expert_gains_stride;
   p.n = static_cast<int>(w.n);
   p.k = static_cast<int>(w.k);
   p.groups = g.groups;

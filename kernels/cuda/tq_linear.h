@@ -146,6 +146,13 @@ struct TqMmaArgs {
   // token tiles). Not shared by launches that may run concurrently.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // Expert selection (MoE): when set, the weights are expert *expert (read on the device, so a
+  // captured graph serves any routing) of experts stored back to back — w.packed and w.gains
+  // point at expert 0, one expert's codes are expert_packed_stride bytes and its gains
+  // expert_gains_stride floats further. The index must be in range (the router guarantees it).
+  const int32_t* expert = nullptr;
+  int64_t expert_packed_stride = 0;
+  int64_t expert_gains_stride = 0;
 };
 
 // A config for this problem on a device with `multiprocessors` SMs.

@@ -151,7 +151,7 @@ absl::Status TqLinearRunner::RotateToHalf(const TqCudaWeights& w, const void* x,
 absl::Status TqLinearRunner::RunMma(const TqCudaWeights& w, const void* x, TqActType x_type,
                                     int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
                                     int64_t ldy, cudaStream_t stream, bool fused,
-                                    const TqMmaConfig* mma_config) {
+                                    const TqMmaConfig* mma_config, const ExpertSelect* select) {
   TqMmaConfig cfg =
       mma_config != nullptr ? *mma_config : PlanTqMma(m, w.n, w.k, w.bits, multiprocessors_);
   cfg.fused_rotation = fused;
@@ -168,9 +168,31 @@ absl::Status TqLinearRunner::RunMma(const TqCudaWeights& w, const void* x, TqAct
   a.ldy = ldy;
   a.workspace = workspace_.ptr;
   a.workspace_bytes = workspace_.bytes;
+  if (select != nullptr) {
+    a.expert = select->expert;
+    a.expert_packed_stride = select->packed_stride;
+    a.expert_gains_stride = select->gains_stride;
+  }
   if (!fused) TQ_RETURN_IF_ERROR(RotateToHalf(w, x, x_type, m, ldx, stream, &a.x_rot_f16, &a.x_scale));
   TQ_CUDA_RETURN_IF_ERROR(LaunchTqLinearMma(a, cfg, stream));
   return absl::OkStatus();
+}
+
+absl::Status TqLinearRunner::RunExpert(const TqCudaWeights& w, const int32_t* expert, int64_t packed_stride,
+                                       int64_t gains_stride, const void* x, TqActType x_type, int64_t m,
+                                       int64_t ldx, float* y_f32, int64_t ldy, cudaStream_t stream) {
+  TQ_RETURN_IF_ERROR(CheckSupported(w));
+  if (expert == nullptr || m < 0 || m > 16 || ldx < w.k || ldy < w.n || y_f32 == nullptr || packed_stride < 0 ||
+      gains_stride < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("TqLinearRunner::RunExpert: bad arguments m=", m, " ldx=", ldx,
+                                                   " ldy=", ldy, " n=", w.n, " k=", w.k));
+  }
+  if (m == 0 || w.n == 0) return absl::OkStatus();
+  ExpertSelect select;
+  select.expert = expert;
+  select.packed_stride = packed_stride;
+  select.gains_stride = gains_stride;
+  return RunMma(w, x, x_type, m, ldx, y_f32, nullptr, ldy, stream, /*fused=*/m <= 2, nullptr, &select);
 }
 
 absl::Status TqLinearRunner::RunGemm(const TqCudaWeights& w, const void* x, TqActType x_type,

@@ -54,6 +54,14 @@ class TqLinearRunner {
                    const TqMmaConfig* mma_config = nullptr,
                    const TqGemmConfig* gemm_config = nullptr);
 
+  // Run on the tensor-core kernel for expert *expert (a device index, so the launch can sit in a
+  // CUDA graph whatever the routing) of experts stored back to back: w describes expert 0 (its
+  // packed/gains pointers), each expert's codes are packed_stride bytes and its gains
+  // gains_stride floats after the previous one's (TqMmaArgs::expert). m <= 16.
+  absl::Status RunExpert(const TqCudaWeights& w, const int32_t* expert, int64_t packed_stride,
+                         int64_t gains_stride, const void* x, TqActType x_type, int64_t m, int64_t ldx,
+                         float* y_f32, int64_t ldy, cudaStream_t stream);
+
   // Allocates the scratch Run needs for (w, m, path) now.
   absl::Status Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
                        const TqMmaConfig* mma_config, cudaStream_t stream,
@@ -73,9 +81,14 @@ class TqLinearRunner {
   };
   // Grows `b` to at least `bytes` (zero-filled when `zero`).
   absl::Status Grow(Buffer& b, size_t bytes, bool zero, cudaStream_t stream);
+  struct ExpertSelect {
+    const int32_t* expert = nullptr;
+    int64_t packed_stride = 0, gains_stride = 0;
+  };
   absl::Status RunMma(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
                       int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,
-                      cudaStream_t stream, bool fused, const TqMmaConfig* mma_config);
+                      cudaStream_t stream, bool fused, const TqMmaConfig* mma_config,
+                      const ExpertSelect* select = nullptr);
   // Bytes of x_rot_ for the fp16 rotation of m rows; RotateToHalf fills it (Reserve first).
   static size_t XRotBytes(const TqCudaWeights& w, int64_t m);
   absl::Status RotateToHalf(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,

@@ -712,6 +712,53 @@ TEST(TqCudaRunnerTest, SmallLayersEveryM) {
   std::printf("small layers, m = 1..160: worst normalized error %.3g\n", worst);
 }
 
+// MoE: experts stored back to back, the one to run chosen by an index in device memory
+// (RunExpert). Each run equals the CPU reference of that expert's own weights; m = 1 (fused
+// rotation) and 5; split-K (n 1536, k 2048) and k below one group.
+TEST(TqCudaRunnerTest, ExpertSelectedOnTheDevice) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  uint32_t seed = 7500;
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{1536, 2048}, {128, 64}}) {
+    constexpr int kExperts = 3;
+    std::vector<HostWeights> experts;
+    HostWeights all;  // the three back to back
+    for (int e = 0; e < kExperts; ++e) {
+      experts.push_back(RandomWeights(3, n, k, 0, seed++));
+      all.packed.insert(all.packed.end(), experts[e].packed.begin(), experts[e].packed.end());
+      all.gains.insert(all.gains.end(), experts[e].gains.begin(), experts[e].gains.end());
+    }
+    all.bits = 3, all.n = n, all.k = k, all.codebook = experts[0].codebook;
+    DeviceWeights dw(all);
+    const TqCudaWeights w = dw.View(all);  // expert 0's view; the others by stride
+    const int64_t packed_stride = static_cast<int64_t>(experts[0].packed.size());
+    const int64_t gains_stride = static_cast<int64_t>(experts[0].gains.size());
+    DeviceVector<int32_t> order(std::vector<int32_t>{2, 0, 1});
+    for (int64_t m : {1, 5}) {
+      for (int i = 0; i < kExperts; ++i) {
+        const int e = std::vector<int>{2, 0, 1}[i];
+        SCOPED_TRACE(ShapeName(3, Shape{m, n, k, 0}) + " expert " + std::to_string(e));
+        const std::vector<float> x = RandomActivations(m, k, /*bf16=*/false, seed++);
+        const CpuReference ref = RunCpu(experts[e], x, m, k);
+        DeviceVector<float> dx(x);
+        DeviceVector<float> y(m * n);
+        y.Poison();
+        const absl::Status st = (*runner)->RunExpert(w, order.get() + i, packed_stride, gains_stride, dx.get(),
+                                                    TqActType::kF32, m, k, y.get(), n, nullptr);
+        ASSERT_TRUE(st.ok()) << st;
+        CUDA_ASSERT_OK(cudaDeviceSynchronize());
+        const std::vector<float> got = y.Download();
+        ASSERT_EQ(CountNonFinite(got), 0);
+        const ErrorStats err = Compare(got, n, ref.y, m, n, experts[e].row_norm, ref.x_norm);
+        EXPECT_LE(err.max_norm_err, kMaxMmaErr) << "rel_l2 " << err.rel_l2;
+      }
+    }
+  }
+  EXPECT_FALSE((*runner)->RunExpert(TqCudaWeights(), nullptr, 0, 0, nullptr, TqActType::kF32, 1, 0, nullptr, 0,
+                                    nullptr).ok());
+}
+
 TEST(TqCudaRunnerTest, QuantizedGaussianWeightsEndToEnd) {
   SKIP_WITHOUT_GPU();
   auto runner = TqLinearRunner::Create(0);

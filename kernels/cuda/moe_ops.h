@@ -1,0 +1,44 @@
+// File: kernels/cuda/moe_ops.h
+//
+// MoE routing on the device (the first step of a graph-capturable MoE layer): per token the
+// router's scores (softmax over the experts, or sigmoid), optionally plus a score-correction
+// bias for the choice, then the top-k experts (ties to the lower id) and their weights (their
+// scores, divided by their sum when `normalize`, times `scale`) — engine/model/moe.h
+// RouteMoeToken without group-limited selection (n_group = 1: Qwen3-MoE, Mixtral-style).
+//
+// Precision: fp32; the softmax sum is a warp reduction (the CPU sums in expert order), so weights
+// agree to ~1e-7 relative and the chosen experts are the CPU's unless two scores tie within that.
+//
+// Usage:
+//   tq::cuda::MoeRouting r{num_experts, top_k, /*softmax=*/true, /*normalize=*/true, 1.0f, nullptr};
+//   cudaError_t e = tq::cuda::MoeTopK(logits, ld, tokens, r, expert_ids, expert_weights, stream);
+#ifndef TQSERVE_KERNELS_CUDA_MOE_OPS_H_
+#define TQSERVE_KERNELS_CUDA_MOE_OPS_H_
+
+#include <cstdint>
+
+#if TQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+namespace tq::cuda {
+
+inline constexpr int kMoeMaxExperts = 256;
+
+struct MoeRouting {
+  int num_experts = 0;          // 1..kMoeMaxExperts
+  int top_k = 0;                // 1..num_experts
+  bool softmax = true;          // else sigmoid scores
+  bool normalize = true;        // divide the k weights by their sum
+  float scale = 1.0f;           // routed_scaling_factor
+  const float* bias = nullptr;  // [num_experts] added to the scores for the choice only (or null)
+};
+
+// logits: [tokens, num_experts] fp32 (row stride ld). Writes ids[t * top_k + i] (selection order)
+// and weights[t * top_k + i]. cudaErrorInvalidValue for shapes out of range.
+cudaError_t MoeTopK(const float* logits, int64_t ld, int64_t tokens, const MoeRouting& r, int32_t* ids,
+                    float* weights, cudaStream_t stream);
+
+}  // namespace tq::cuda
+
+#endif  // TQ_HAVE_CUDA
+#endif  // TQSERVE_KERNELS_CUDA_MOE_OPS_H_
