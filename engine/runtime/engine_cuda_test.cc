@@ -4,6 +4,7 @@
 // sequences equal to their solo runs; the same with the packed KV cache presets (turbo3/turbo4/
 // k4v3 with sinks and boundary layers) on both backends. Skips with the reason when there is no
 // GPU; the KV format checks run everywhere.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -26,6 +27,16 @@ namespace {
 
 // CPU and GPU sum in different orders (fp32 both) and the GPU's KV cache is bf16 as the CPU's.
 constexpr double kMaxNllDiff = 2e-3;
+// Summation order alone moves a few positions of some models further. ref-mistral-swa (random
+// init, 9..18 nats per token) moved from 3.3e-4 to 6.3e-3 at 6 of 380 positions on an H200 when
+// RMSNorm's sum went from one element per thread to float4s. The CPU engine, its RMSNorm sum
+// replaced by an emulation of the old and then of the new GPU order (fp32, fma as nvcc
+// contracts), moves by 6.6e-3 at 6 positions too (the other reference models: <= 5.6e-4): no
+// kernel error, one rounding of a per-row sum amplified by this model. So at most
+// kMaxRoundingFraction of the positions may exceed a bound below kMaxNllDiffRounding, and none
+// may exceed that.
+constexpr double kMaxNllDiffRounding = 1e-2;
+constexpr double kMaxRoundingFraction = 0.05;
 // TQ layers scored one prompt at a time (3..151 rows) run the tensor-core TQ kernels with fp16
 // operands (kernels/cuda/tq_linear.h, "Precision": normalized error ≤ 1.5e-3 per linear) instead
 // of the fp32 dequantize + SGEMM path that large batches take; measured 6.9e-3 on an H200.
@@ -125,14 +136,17 @@ void AccumulateNllDiff(const std::vector<std::vector<float>>& a, const std::vect
   }
 }
 
-// Every position within `bound`, or (routing flips allowed) all but kMaxMoeFlipFraction of them.
+// At most kMaxRoundingFraction of the positions over `bound` and none over kMaxNllDiffRounding
+// (or over `bound` when that is larger); with routing flips allowed, all but
+// kMaxMoeFlipFraction of the positions within `bound`.
 void ExpectNllWithin(const NllDiff& d, double bound, bool flips_allowed, const std::string& what) {
   std::printf("%s: max |NLL cpu - cuda| = %.3g, %lld of %lld positions over the bound %.3g\n", what.c_str(), d.worst,
               static_cast<long long>(d.over), static_cast<long long>(d.positions), bound);
   if (flips_allowed) {
     EXPECT_LE(d.over, static_cast<int64_t>(kMaxMoeFlipFraction * d.positions)) << what;
   } else {
-    EXPECT_LE(d.worst, bound) << what;
+    EXPECT_LE(d.over, static_cast<int64_t>(kMaxRoundingFraction * d.positions)) << what;
+    EXPECT_LE(d.worst, std::max(bound, kMaxNllDiffRounding)) << what;
   }
 }
 
