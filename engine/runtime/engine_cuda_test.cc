@@ -309,7 +309,9 @@ TEST_F(EngineCudaTest, Qwen3MoeEqualsCpu) {
 // slot's expert by a device index inside a CUDA graph; without graphs the same steps route on the
 // host and run per expert (RunMoe). Same routing (MoeTopK is RouteMoeToken's contract, tested in
 // engine/model:moe_cuda_test) and the same kernels, summed in slot instead of expert-id order: the
-// same greedy tokens and log-probabilities to fp32 rounding, solo and 3 sequences at once.
+// same greedy tokens, solo and 3 sequences at once, and log-probabilities within the rounding
+// allowance kMaxNllDiffRounding (H200: 1.1e-3 — the order of 8 fp32 terms, carried on through
+// the bf16 KV cache of the following steps).
 TEST_F(EngineCudaTest, MoeDeviceRoutingEqualsHostRouting) {
   const std::string out = CompressTq3("ref-qwen3-moe");
   ASSERT_FALSE(out.empty());
@@ -330,7 +332,7 @@ TEST_F(EngineCudaTest, MoeDeviceRoutingEqualsHostRouting) {
     for (size_t i = 0; i < lh.size(); ++i) worst = std::max(worst, std::fabs(double(lh[i]) - ld[i]));
   }
   std::printf("MoE decode, device vs host routing: max |logprob difference| = %.3g\n", worst);
-  EXPECT_LE(worst, 1e-3);
+  EXPECT_LE(worst, kMaxNllDiffRounding);
   // Three sequences per step (a captured batch of 3) against their solo host-routed runs.
   const std::vector<std::vector<int32_t>> three(prompts.begin(), prompts.begin() + 3);
   const auto batched = GreedyBatched(*device, three, 16);

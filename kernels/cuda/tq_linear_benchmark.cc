@@ -11,6 +11,7 @@
 // 3.0 TB/s (the measured device-to-device copy rate of an H100, counting read + write).
 //
 // Usage: tq_linear_benchmark [--reps N] [--quick] [--msweep (m sweeps only)] [--only N K BITS M]
+//                            [--decode-breakdown (only that section)]
 // (--only: TQ_ONLY_KERNEL=<TqKernel value> forces a path, e.g. 2 = kMmaSeparate, for profiling)
 #include <algorithm>
 #include <cmath>
@@ -29,6 +30,7 @@
 #include <cuda_runtime.h>  // the typed cudaMalloc<T> overload
 
 #include "kernels/cuda/graph_timer.h"
+#include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/tq_linear.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
@@ -217,6 +219,26 @@ double TimeCublas(int64_t m, int64_t n, int64_t k) {
   Activations act(m, n, k);
   return TimeSequence(static_cast<int>(wc.w.size()),
                       [&](int c) { CublasGemm(wc.w[c], act.x, act.y16, m, n, k); });
+}
+
+// The engine's dense kernel (kernels/cuda/nn_ops.h DenseLinear: BF16 weights, fp32 x and y).
+double TimeDense(int64_t m, int64_t n, int64_t k) {
+  Bf16Copies wc(n, k);
+  float* x;
+  float* y;
+  CHECK_CUDA(cudaMalloc(&x, m * k * 4));
+  CHECK_CUDA(cudaMalloc(&y, m * n * 4));
+  std::vector<float> h(m * k);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (float& v : h) v = nd(rng);
+  CHECK_CUDA(cudaMemcpy(x, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+  const double us = TimeSequence(static_cast<int>(wc.w.size()), [&](int c) {
+    CHECK_CUDA(DenseLinear(wc.w[c], DType::kBF16, n, k, x, k, m, nullptr, y, n, g_stream));
+  });
+  cudaFree(x);
+  cudaFree(y);
+  return us;
 }
 
 struct Shape {
@@ -411,6 +433,79 @@ void RotateTiming() {
   }
 }
 
+// Where an m = 1 TQ3 launch of the 8B engine's shapes spends its time: the planned kernel with
+// its rotation fused in every CTA (the engine's path), the same tiling with the rotation done
+// once before the timed launches (x_rot given: what a producer kernel writing x_rot would leave),
+// the rotation kernel alone, and the fused kernel on fewer CTAs (the prologue runs per CTA).
+void DecodeBreakdown() {
+  std::printf("\n== m = 1 TQ3 decode breakdown, 8B engine shapes (us per launch) ==\n");
+  std::printf("%-14s %6s %6s | %8s %10s %8s | %9s %9s | %8s %8s\n", "layer", "N", "K", "fused",
+              "x_rot given", "rotate", "fused 1/SM", "fused 2/SM", "cuBLAS", "ours BF16");
+  const Shape shapes[] = {{"Llama-3-8B", "qkv", 6144, 4096},
+                          {"Llama-3-8B", "o", 4096, 4096},
+                          {"Llama-3-8B", "gate|up", 28672, 4096},
+                          {"Llama-3-8B", "down", 4096, 14336}};
+  double sum[7] = {0, 0, 0, 0, 0, 0, 0};
+  for (const Shape& s : shapes) {
+    const int64_t m = 1;
+    TqCopies wc(3, s.n, s.k);
+    Activations act(m, s.n, s.k);
+    const TqMmaConfig plan = PlanTqMma(m, s.n, s.k, 3, g_runner->multiprocessors());
+    const double fused = TimeTq(wc, act, m, TqKernel::kMmaFused, nullptr);
+    // x_rot once, outside the timed sequence.
+    uint16_t* xh;
+    float* xs;
+    CHECK_CUDA(cudaMalloc(&xh, TqCudaPaddedK(s.k) * 2));
+    CHECK_CUDA(cudaMalloc(&xs, TqCudaGroups(s.k) * 4));
+    CHECK_CUDA(LaunchTqRotateInput(act.x, TqActType::kBF16, m, s.k, s.k, 0, nullptr, xh, xs, g_stream));
+    TqMmaConfig sep = plan;
+    sep.fused_rotation = false;
+    const size_t ws_bytes = std::max<size_t>(TqMmaWorkspaceBytes(m, s.n, s.k, 3, sep), 16);
+    void* ws;
+    CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+    CHECK_CUDA(cudaMemset(ws, 0, ws_bytes));
+    const double given = TimeSequence(wc.copies(), [&](int c) {
+      TqMmaArgs a;
+      a.w = wc.View(c);
+      a.m = m;
+      a.x_rot_f16 = xh;
+      a.x_scale = xs;
+      a.y_bf16 = static_cast<uint16_t*>(act.y16);
+      a.ldy = s.n;
+      a.workspace = ws;
+      a.workspace_bytes = ws_bytes;
+      CHECK_CUDA(LaunchTqLinearMma(a, sep, g_stream));
+    });
+    const double rotate = TimeSequence(16, [&](int) {
+      CHECK_CUDA(LaunchTqRotateInput(act.x, TqActType::kBF16, m, s.k, s.k, 0, nullptr, xh, xs, g_stream));
+    });
+    double per_sm[2];
+    for (int occ : {1, 2}) {
+      TqMmaConfig c = plan;
+      c.ctas = occ * g_runner->multiprocessors();
+      per_sm[occ - 1] = TimeTq(wc, act, m, TqKernel::kMmaFused, &c);
+    }
+    const double cub = TimeCublas(m, s.n, s.k);
+    const double dense = TimeDense(m, s.n, s.k);
+    std::printf("%-14s %6lld %6lld | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f\n", s.layer,
+                static_cast<long long>(s.n), static_cast<long long>(s.k), fused, given, rotate,
+                per_sm[0], per_sm[1], cub, dense);
+    const double v[7] = {fused, given, rotate, per_sm[0], per_sm[1], cub, dense};
+    for (int i = 0; i < 7; ++i) sum[i] += v[i];
+    cudaFree(xh);
+    cudaFree(xs);
+    cudaFree(ws);
+  }
+  std::printf("%-14s %13s | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f  (x 32 layers = ms per "
+              "token: fused %.2f, x_rot given %.2f, cuBLAS %.2f, ours BF16 %.2f)\n",
+              "one layer", "", sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6], sum[0] * 32e-3,
+              sum[1] * 32e-3, sum[5] * 32e-3, sum[6] * 32e-3);
+  // The lm_head stays BF16 in TQ checkpoints: the engine's dense kernel against cuBLAS.
+  const int64_t vocab = 128256, hidden = 4096;
+  std::printf("lm_head %lld x %lld BF16, m = 1: cuBLAS %.2f us, ours %.2f us\n", static_cast<long long>(vocab),
+              static_cast<long long>(hidden), TimeCublas(1, vocab, hidden), TimeDense(1, vocab, hidden));
+}
+
 // --only N K BITS M: 20 plain launches of the planned kernel (for a profiler), then exit.
 // With TQ_ONLY_KERNEL=<TqKernel number> that path instead of the dispatched one.
 void Only(int64_t n, int64_t k, int bits, int64_t m) {
@@ -430,11 +525,12 @@ void Only(int64_t n, int64_t k, int bits, int64_t m) {
 }
 
 int Main(int argc, char** argv) {
-  bool quick = false, msweep_only = false;
+  bool quick = false, msweep_only = false, breakdown_only = false;
   int64_t only[4] = {0, 0, 0, 0};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--msweep") == 0) msweep_only = true;
+    if (std::strcmp(argv[i], "--decode-breakdown") == 0) breakdown_only = true;
     if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) g_reps = std::atoi(argv[++i]);
     if (std::strcmp(argv[i], "--only") == 0 && i + 4 < argc) {
       for (int j = 0; j < 4; ++j) only[j] = std::atoll(argv[++i]);
@@ -472,6 +568,10 @@ int Main(int argc, char** argv) {
     return 0;
   }
   CopyBandwidth();
+  if (breakdown_only) {
+    DecodeBreakdown();
+    return 0;
+  }
   if (!msweep_only) ModelShapes(quick);
   MSweep(4096, 4096, 3, quick);
   MSweep(14336, 4096, 3, quick);
@@ -481,6 +581,7 @@ int Main(int argc, char** argv) {
     MSweep(4096, 4096, 2, true);
   }
   if (!quick) RotateTiming();
+  if (!msweep_only) DecodeBreakdown();
   cublasDestroy(g_cublas);
   return 0;
 }
