@@ -272,57 +272,37 @@ __device__ __forceinline__ void LoadWeights8(const void* w, DType t, int64_t off
   }
 }
 
-// Each warp computes kJ consecutive output features for kR activation rows (block.y): lanes
-// stride over k, 8 columns per 16-byte weight load, then a warp sum per output. A decode step
-// (m = 1) takes kJ = 4 so that each x chunk loaded serves four weight rows (with one row per warp
-// the x reads, from L1, outnumber the weight bytes two to one and bound the kernel). Every output
-// sums its products in the same order whatever kJ and kR are.
-template <int kR, int kJ>
 __global__ void __launch_bounds__(kDenseWarps * kWarp)
     DenseLinearKernel(const void* w, DType dtype, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
                       const float* bias, float* y, int64_t ldy) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int64_t j0 = (static_cast<int64_t>(blockIdx.x) * kDenseWarps + warp) * kJ;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kR;
-  if (j0 >= n) return;
-  const int rows = static_cast<int>(min(static_cast<int64_t>(kR), m - r0));
-  const int outs = static_cast<int>(min(static_cast<int64_t>(kJ), n - j0));
-  float acc[kJ][kR];
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kDenseWarps + warp;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kDenseRows;
+  if (j >= n) return;
+  const int rows = static_cast<int>(min(static_cast<int64_t>(kDenseRows), m - r0));
+  float acc[kDenseRows];
 #pragma unroll
-  for (int i = 0; i < kJ; ++i) {
-#pragma unroll
-    for (int r = 0; r < kR; ++r) acc[i][r] = 0.0f;
-  }
+  for (int r = 0; r < kDenseRows; ++r) acc[r] = 0.0f;
   // Unrolled so that several 16-byte weight loads per lane are in flight (bandwidth at m = 1).
-#pragma unroll(kJ == 1 ? 4 : 2)
+#pragma unroll 4
   for (int64_t c = static_cast<int64_t>(lane) * 8; c < k; c += kWarp * 8) {
-    float wv[kJ][8];
+    float wv[8];
+    LoadWeights8(w, dtype, j * k + c, wv);
 #pragma unroll
-    for (int i = 0; i < kJ; ++i) {
-      // A missing feature (past n) re-reads the last one; its sum is not stored.
-      LoadWeights8(w, dtype, (j0 + min(i, outs - 1)) * k + c, wv[i]);
-    }
-#pragma unroll
-    for (int r = 0; r < kR; ++r) {
+    for (int r = 0; r < kDenseRows; ++r) {
       if (r < rows) {
         const float* xr = x + (r0 + r) * ldx + c;
         const float4 a = *reinterpret_cast<const float4*>(xr);
         const float4 b = *reinterpret_cast<const float4*>(xr + 4);
-#pragma unroll
-        for (int i = 0; i < kJ; ++i) {
-          acc[i][r] += wv[i][0] * a.x + wv[i][1] * a.y + wv[i][2] * a.z + wv[i][3] * a.w + wv[i][4] * b.x +
-                       wv[i][5] * b.y + wv[i][6] * b.z + wv[i][7] * b.w;
-        }
+        acc[r] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y +
+                  wv[6] * b.z + wv[7] * b.w;
       }
     }
   }
 #pragma unroll
-  for (int i = 0; i < kJ; ++i) {
-#pragma unroll
-    for (int r = 0; r < kR; ++r) {
-      const float s = WarpSum(acc[i][r]);
-      if (lane == 0 && r < rows && i < outs) y[(r0 + r) * ldy + j0 + i] = s + (bias != nullptr ? bias[j0 + i] : 0.0f);
-    }
+  for (int r = 0; r < kDenseRows; ++r) {
+    const float s = WarpSum(acc[r]);
+    if (lane == 0 && r < rows) y[(r0 + r) * ldy + j] = s + (bias != nullptr ? bias[j] : 0.0f);
   }
 }
 
@@ -432,16 +412,9 @@ cudaError_t DenseLinear(const void* w, DType dtype, int64_t n, int64_t k, const 
                         const float* bias, float* y, int64_t ldy, cudaStream_t stream) {
   if (m == 0 || n == 0) return cudaSuccess;
   if (k % 8 != 0 || ldx % 4 != 0) return cudaErrorInvalidValue;
-  if (m == 1) {  // decode: four output features per warp share each x chunk
-    constexpr int kJ = 4;
-    const int64_t per_cta = static_cast<int64_t>(kDenseWarps) * kJ;
-    DenseLinearKernel<1, kJ><<<static_cast<unsigned>((n + per_cta - 1) / per_cta), kDenseWarps * kWarp, 0, stream>>>(
-        w, dtype, n, k, x, ldx, m, bias, y, ldy);
-    return cudaGetLastError();
-  }
   const dim3 grid(static_cast<unsigned>((n + kDenseWarps - 1) / kDenseWarps),
                   static_cast<unsigned>((m + kDenseRows - 1) / kDenseRows));
-  DenseLinearKernel<kDenseRows, 1><<<grid, kDenseWarps * kWarp, 0, stream>>>(w, dtype, n, k, x, ldx, m, bias, y, ldy);
+  DenseLinearKernel<<<grid, kDenseWarps * kWarp, 0, stream>>>(w, dtype, n, k, x, ldx, m, bias, y, ldy);
   return cudaGetLastError();
 }
 

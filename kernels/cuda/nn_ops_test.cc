@@ -253,7 +253,7 @@ TEST(NnOpsTest, DenseLinearMatchesCpu) {
   SKIP_WITHOUT_GPU();
 #if TQ_HAVE_CUDA
   for (DType t : {DType::kBF16, DType::kF16, DType::kF32}) {
-    for (int64_t n : {1, 7, 130, 4097}) {  // m = 1: 4 features per warp, 32 per CTA
+    for (int64_t n : {1, 7, 130, 4097}) {
       for (int64_t m : {1, 3, 9, 17}) {
         const int64_t k = 1032;
         std::vector<float> w = Random(n * k, 50 + n, 0.05f), x = Random(m * k, 60 + m), bias = Random(n, 70);
