@@ -533,9 +533,8 @@ struct CudaTransformer::State {
   absl::Status RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out, bool graph_mode);
   absl::Status RunMoeOnDevice(const DeviceLayer& L, const float* h, int64_t T, float* out);
   absl::Status RunShared(const DeviceLayer& L, const float* h, int64_t T, float* out, bool graph_mode);
-  // Device routing of decode steps (RunMoeOnDevice): [kMoeGraphBatch, top_k] ids and weights, and
-  // the row index of each token (0, 1, ...).
-  DeviceBuffer topk_ids, topk_weights, token_rows;
+  // Device routing of decode steps (RunMoeOnDevice): [kMoeGraphBatch, top_k] ids and weights.
+  DeviceBuffer topk_ids, topk_weights;
   absl::Status Run(int64_t T, int64_t R, bool decode_only);
 
   void DropGraphs() {
@@ -829,18 +828,19 @@ absl::Status CudaTransformer::State::RunShared(const DeviceLayer& L, const float
 }
 
 // The same MoE MLP for a decode step of T <= kMoeGraphBatch tokens with nothing on the host:
-// MoeTopK routes on the device (kernels/cuda/moe_ops.h, RouteMoeToken's contract), then per
-// (token, slot) the routed expert runs by its device index (TqLinearRunner::RunExpert) and
-// AddScaledRows adds its weighted output — all capturable in the step's CUDA graph. The sums
-// per token are in slot order (the host path: expert id order), so results differ in the last
-// bits.
+// MoeTopK routes on the device (kernels/cuda/moe_ops.h, RouteMoeToken's contract); one grouped
+// TQ launch runs gate|up for all T · top_k (token, slot) pairs, each on its expert by device
+// index (TqLinearRunner::RunExpert slots), one SiLU·mul covers them, one grouped launch runs the
+// down projections, and MoeCombine adds each token's slots weighted, in slot order — five
+// kernels per layer whatever the routing, all capturable in the step's CUDA graph. The sums per
+// token are in slot order (the host path: expert id order), so results differ in the last bits.
 absl::Status CudaTransformer::State::RunMoeOnDevice(const DeviceLayer& L, const float* h, int64_t T, float* out) {
-  if (!L.device_routing || T > kMoeGraphBatch) {
+  const MoeConfig& moe = cfg.moe;
+  const int K = moe.num_experts_per_tok;
+  if (!L.device_routing || T > kMoeGraphBatch || T * K > capacity_tokens) {
     return absl::InternalError("MoE layer without device routing inside a captured step");
   }
   const TqRunners runners{graph_runner.get(), eager_runner.get()};
-  const MoeConfig& moe = cfg.moe;
-  const int K = moe.num_experts_per_tok;
   const int64_t H = cfg.hidden_size, Im = moe.moe_intermediate_size;
   cudaStream_t st = stream;
   TQ_RETURN_IF_ERROR(L.router.Run(h, T, router_logits.as<float>(), st, runners, true));
@@ -853,22 +853,18 @@ absl::Status CudaTransformer::State::RunMoeOnDevice(const DeviceLayer& L, const 
   int32_t* ids = topk_ids.as<int32_t>();
   float* wts = topk_weights.as<float>();
   TQ_CUDA_RETURN_IF_ERROR(cuda::MoeTopK(router_logits.as<float>(), r.num_experts, T, r, ids, wts, st));
-  TQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(T * H) * sizeof(float), st));
   float *gu = moe_gu.as<float>(), *act = moe_act.as<float>(), *eo = moe_eout.as<float>();
   const DeviceExperts& X = L.packed_experts;
   cuda::TqLinearRunner& run = *graph_runner;
-  for (int64_t t = 0; t < T; ++t) {
-    for (int k = 0; k < K; ++k) {
-      const int32_t* e = ids + t * K + k;
-      TQ_RETURN_IF_ERROR(run.RunExpert(X.gu, e, X.gu_packed_stride, X.gu_gains_stride, h + t * H,
-                                       cuda::TqActType::kF32, 1, H, gu, 2 * Im, st));
-      TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * Im, gu + Im, 2 * Im, 1, Im, act, Im, st));
-      TQ_RETURN_IF_ERROR(run.RunExpert(X.down, e, X.down_packed_stride, X.down_gains_stride, act,
-                                       cuda::TqActType::kF32, 1, Im, eo, H, st));
-      TQ_CUDA_RETURN_IF_ERROR(
-          cuda::AddScaledRows(eo, token_rows.as<int32_t>() + t, wts + t * K + k, 1, H, out, H, st));
-    }
-  }
+  const int slots = static_cast<int>(T * K);
+  // gate|up: slot s reads token s / K's row of h.
+  TQ_RETURN_IF_ERROR(run.RunExpert(X.gu, ids, X.gu_packed_stride, X.gu_gains_stride, h, cuda::TqActType::kF32, 1, H,
+                                   gu, 2 * Im, st, slots, K));
+  TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * Im, gu + Im, 2 * Im, slots, Im, act, Im, st));
+  // down: slot s reads its own activation row.
+  TQ_RETURN_IF_ERROR(run.RunExpert(X.down, ids, X.down_packed_stride, X.down_gains_stride, act,
+                                   cuda::TqActType::kF32, 1, Im, eo, H, st, slots, 1));
+  TQ_CUDA_RETURN_IF_ERROR(cuda::MoeCombine(eo, wts, T, K, H, out, H, st));
   return RunShared(L, h, T, out, true);
 }
 
@@ -1064,18 +1060,19 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
       TQ_RETURN_IF_ERROR(L.shared.down.ReserveForGraphs(*s.graph_runner, kMoeGraphBatch, s.stream));
       if (!L.packed_experts.ok) continue;
       for (const cuda::TqCudaWeights* w : {&L.packed_experts.gu, &L.packed_experts.down}) {
-        TQ_RETURN_IF_ERROR(s.graph_runner->Reserve(*w, 1, cuda::TqKernel::kMmaFused, nullptr, s.stream));
+        TQ_RETURN_IF_ERROR(s.graph_runner->Reserve(*w, 1, cuda::TqKernel::kMmaFused, nullptr, s.stream, nullptr,
+                                                   static_cast<int>(kMoeGraphBatch * cfg.moe.num_experts_per_tok)));
       }
     }
   }
-  TQ_RETURN_IF_ERROR(s.EnsureCapacity(kMaxGraphBatch, kMaxGraphBatch));
+  // Grouped MoE decode (RunMoeOnDevice) keeps kMoeGraphBatch · top-k expert rows in the step buffers.
+  const int64_t step_rows =
+      std::max<int64_t>(kMaxGraphBatch, s.has_moe ? kMoeGraphBatch * cfg.moe.num_experts_per_tok : 0);
+  TQ_RETURN_IF_ERROR(s.EnsureCapacity(step_rows, kMaxGraphBatch));
   if (s.has_moe) {
     const size_t slots = static_cast<size_t>(kMoeGraphBatch) * cfg.moe.num_experts_per_tok;
     TQ_RETURN_IF_ERROR(s.topk_ids.Allocate(slots * sizeof(int32_t)));
     TQ_RETURN_IF_ERROR(s.topk_weights.Allocate(slots * sizeof(float)));
-    std::vector<int32_t> rows(kMoeGraphBatch);
-    for (int32_t i = 0; i < kMoeGraphBatch; ++i) rows[i] = i;
-    TQ_RETURN_IF_ERROR(s.token_rows.Upload(rows.data(), rows.size() * sizeof(int32_t)));
   }
   TQ_RETURN_IF_ERROR(s.tables.Allocate(static_cast<size_t>(std::max<int64_t>(1, s.kv.num_blocks)) * sizeof(int32_t)));
   return r;

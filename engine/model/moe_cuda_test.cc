@@ -2,10 +2,11 @@
 // random router logits: the same experts in the same order, weights within 1e-6 relative;
 // softmax and sigmoid scoring, with and without a bias and renormalization, expert counts that
 // fill a warp partly (8, 60) or several times (128, 256), exact ties (lower id first). Skips
-// with the reason when there is no GPU.
+// with the reason when there is no GPU. And MoeCombine against the slot-by-slot sum.
 #include <cmath>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/model/model_config.h"
@@ -80,6 +81,35 @@ TEST(MoeTopKTest, EqualsRouteMoeToken) {
   bad.num_experts = 8;
   bad.top_k = 9;
   EXPECT_EQ(cuda::MoeTopK(nullptr, 8, 1, bad, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+#endif
+}
+
+// MoeCombine against the per-slot accumulation (out += w · expert_out, slot after slot, as fmaf):
+// bitwise; widths that fill a CTA partly, a row stride wider than n, top-k 1 and 8.
+TEST(MoeCombineTest, EqualsSlotBySlotSum) {
+  SKIP_WITHOUT_GPU();
+#if TQ_HAVE_CUDA
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const auto& [tokens, k, n] : {std::tuple<int64_t, int, int64_t>{1, 8, 2048}, {4, 8, 130}, {3, 1, 257}}) {
+    const int64_t ldo = n + 5;
+    std::vector<float> eo(tokens * k * n), w(tokens * k);
+    for (float& v : eo) v = nd(rng);
+    for (float& v : w) v = nd(rng);
+    cuda::DeviceVector<float> deo(eo), dw(w);
+    auto out = cuda::DeviceVector<float>::Poisoned(tokens * ldo);
+    ASSERT_EQ(cuda::MoeCombine(deo.get(), dw.get(), tokens, k, n, out.get(), ldo, nullptr), cudaSuccess);
+    const std::vector<float> got = out.Download();
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = 0; c < n; ++c) {
+        float want = 0.0f;
+        for (int i = 0; i < k; ++i) want = std::fmaf(w[t * k + i], eo[(t * k + i) * n + c], want);
+        ASSERT_EQ(got[t * ldo + c], want) << "token " << t << " column " << c;
+      }
+    }
+  }
+  EXPECT_EQ(cuda::MoeCombine(nullptr, nullptr, 1, 0, 8, nullptr, 8, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::MoeCombine(nullptr, nullptr, 1, 2, 8, nullptr, 4, nullptr), cudaErrorInvalidValue);
 #endif
 }
 

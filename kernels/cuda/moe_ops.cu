@@ -91,7 +91,28 @@ __global__ void __launch_bounds__(kWarps * kWarp)
   }
 }
 
+__global__ void CombineKernel(const float* __restrict__ eo, const float* __restrict__ w, int top_k, int64_t n,
+                              float* __restrict__ out, int64_t ldo) {
+  const int64_t t = blockIdx.y;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= n) return;
+  float acc = 0.0f;
+  for (int i = 0; i < top_k; ++i) acc = fmaf(w[t * top_k + i], eo[(t * top_k + i) * n + c], acc);
+  out[t * ldo + c] = acc;
+}
+
 }  // namespace
+
+cudaError_t MoeCombine(const float* expert_out, const float* weights, int64_t tokens, int top_k, int64_t n,
+                       float* out, int64_t ldo, cudaStream_t stream) {
+  if (tokens < 0 || tokens > 65535 || top_k < 1 || n < 0 || ldo < n) return cudaErrorInvalidValue;
+  if (tokens == 0 || n == 0) return cudaSuccess;
+  if (expert_out == nullptr || weights == nullptr || out == nullptr) return cudaErrorInvalidValue;
+  constexpr int kThreads = 256;
+  const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads), static_cast<unsigned>(tokens));
+  CombineKernel<<<grid, kThreads, 0, stream>>>(expert_out, weights, top_k, n, out, ldo);
+  return cudaGetLastError();
+}
 
 cudaError_t MoeTopK(const float* logits, int64_t ld, int64_t tokens, const MoeRouting& r, int32_t* ids,
                     float* weights, cudaStream_t stream) {

@@ -12,6 +12,8 @@
 // Usage:
 //   tq::cuda::MoeRouting r{num_experts, top_k, /*softmax=*/true, /*normalize=*/true, 1.0f, nullptr};
 //   cudaError_t e = tq::cuda::MoeTopK(logits, ld, tokens, r, expert_ids, expert_weights, stream);
+//   ... every (token, slot)'s expert MLP into expert_out [tokens · top_k, n] ...
+//   e = tq::cuda::MoeCombine(expert_out, expert_weights, tokens, top_k, n, out, n, stream);
 #ifndef TQSERVE_KERNELS_CUDA_MOE_OPS_H_
 #define TQSERVE_KERNELS_CUDA_MOE_OPS_H_
 
@@ -37,6 +39,13 @@ struct MoeRouting {
 // and weights[t * top_k + i]. cudaErrorInvalidValue for shapes out of range.
 cudaError_t MoeTopK(const float* logits, int64_t ld, int64_t tokens, const MoeRouting& r, int32_t* ids,
                     float* weights, cudaStream_t stream);
+
+// The routed experts' outputs combined per token, in slot order:
+//   out[t * ldo + c] = Σ_{i < top_k} weights[t * top_k + i] · expert_out[(t * top_k + i) * n + c]
+// (fp32, fmaf from 0 in slot order: bitwise the same as adding the slots one after another).
+// out is overwritten.
+cudaError_t MoeCombine(const float* expert_out, const float* weights, int64_t tokens, int top_k, int64_t n,
+                       float* out, int64_t ldo, cudaStream_t stream);
 
 }  // namespace tq::cuda
 

@@ -345,23 +345,28 @@ struct MmaKernelParams {
   // Persistent schedule: CTA c serves work unit c % units (= token tile + K split) and the row
   // blocks slot, slot + cpu, ... (slot = c / units).
   int units, tok_tiles, row_blocks, cpu;
-  // Expert selection (TqMmaArgs::expert): null, or the device index of the expert to run.
+  // Expert selection (TqMmaArgs::expert): null, or the device indices of the experts to run,
+  // one per grid plane (blockIdx.y): plane s runs expert expert[s] on activation rows starting at
+  // (s / x_plane_div) · m, writes output rows from s · m, and has its own split-K counters
+  // (tiles_per_plane apart) and partial sums (ws_plane_floats apart).
   const int32_t* expert;
   int64_t expert_packed_stride, expert_gains_stride;
+  int planes, x_plane_div, tiles_per_plane;
+  int64_t ws_plane_floats;
 };
 
 // Issues one stage: codes of rows [r0, r0+R) x groups [g0, min(g0+B::kGt, g_end)) and their gains
 // (transposed: gains[gl][r]). Missing rows / groups are zero-filled.
 template <int kBits, int kRows>
 __device__ __forceinline__ void IssueStage(const MmaKernelParams& p, unsigned char* buf, int r0,
-                                           int g0, int g_end, int lane) {
+                                           int g0, int g_end, int lane, int plane) {
   using B = MmaBits<kBits>;
   constexpr int kChunksPerRow = B::kGt * B::kBpg / 16;
   static_assert((kRows * kChunksPerRow) % 32 == 0 && (kRows * B::kGt) % 32 == 0, "whole warps");
   const uint8_t* packed = p.packed;
   const float* gains = p.gains;
   if (p.expert != nullptr) {  // MoE: the routed expert's codes and gains
-    const int64_t e = __ldg(p.expert);
+    const int64_t e = __ldg(p.expert + plane);
     packed += e * p.expert_packed_stride;
     gains += e * p.expert_gains_stride;
   }
@@ -498,7 +503,7 @@ __device__ __forceinline__ void RotateScaleWarpN(float (&v)[kN][4], int lane, in
 template <typename InT>
 __device__ __forceinline__ void FusedRotate(const MmaKernelParams& p, unsigned char* xsm,
                                             float* xsc, int t0, int mt, int ga, int gr_cta,
-                                            int warp, int lane) {
+                                            int warp, int lane) {  // t0: absolute x row
   constexpr int kBatch = 4;
   const InT* x = static_cast<const InT*>(p.x);
   const int tasks = mt * gr_cta;
@@ -560,6 +565,12 @@ __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
 
   const int unit = blockIdx.x % p.units;
   const int slot = blockIdx.x / p.units;
+  // Grid plane (expert slot; 0 unless TqMmaArgs::expert_slots): its x rows, y rows, split-K state.
+  const int plane = blockIdx.y;
+  const int x_t0 = (plane / p.x_plane_div) * p.m;
+  const int y_t0 = plane * p.m;
+  float* const ws = p.splits > 1 ? p.ws + plane * p.ws_plane_floats : nullptr;
+  uint32_t* const counters = p.splits > 1 ? p.counters + plane * p.tiles_per_plane : nullptr;
   const int tok_tile = unit % p.tok_tiles;
   const int split = unit / p.tok_tiles;
   const int t0 = tok_tile * kTile;
@@ -581,7 +592,7 @@ __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
     const int g0 = wg0 + st * B::kGt;
     if (g0 < wg1) {
       IssueStage<kBits, kRows>(p, wsm + (item % kStages) * kStageBytes,
-                               (slot + rbi * p.cpu) * kRows, g0, wg1, lane);
+                               (slot + rbi * p.cpu) * kRows, g0, wg1, lane, plane);
     }
   };
 
@@ -592,13 +603,13 @@ __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
       const int t = c / (gr_cta * 16);
       const int rem = c - t * gr_cta * 16;
       const int gl = rem >> 4, ch = rem & 15;  // columns 8·ch .. +8 = lane t' = ch/4, q = ch%4
-      const __half* src = p.x_h + static_cast<int64_t>(t0 + t) * p.groups * kG +
+      const __half* src = p.x_h + static_cast<int64_t>(x_t0 + t0 + t) * p.groups * kG +
                           static_cast<int64_t>(ga + gl) * kG + ch * 8;
       CpAsync16(xsm + t * p.x_row_bytes + gl * 256 + (ch & 3) * 64 + (ch >> 2) * 16, src, true);
     }
     for (int c = tid; c < mt * gr_cta; c += kThreads) {
       const int t = c / gr_cta, gl = c - t * gr_cta;
-      CpAsync4(xsc + t * p.gr + gl, p.x_scale + static_cast<int64_t>(t0 + t) * p.groups + ga + gl,
+      CpAsync4(xsc + t * p.gr + gl, p.x_scale + static_cast<int64_t>(x_t0 + t0 + t) * p.groups + ga + gl,
                true);
     }
   }
@@ -624,8 +635,8 @@ __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
   }
 
   // 4. Fused mode: rotate the activation tile while the weights are in flight.
-  if constexpr (kMode == 0) FusedRotate<float>(p, xsm, xsc, t0, mt, ga, gr_cta, warp, lane);
-  if constexpr (kMode == 1) FusedRotate<__nv_bfloat16>(p, xsm, xsc, t0, mt, ga, gr_cta, warp, lane);
+  if constexpr (kMode == 0) FusedRotate<float>(p, xsm, xsc, x_t0 + t0, mt, ga, gr_cta, warp, lane);
+  if constexpr (kMode == 1) FusedRotate<__nv_bfloat16>(p, xsm, xsc, x_t0 + t0, mt, ga, gr_cta, warp, lane);
   CpAsyncWait<kStages - 2>();
   __syncthreads();
 
@@ -749,9 +760,9 @@ __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
       const int row = r0 + r;
       if (row < p.n) {
         if (p.splits == 1) {
-          StoreY(p, t0 + tok, row, sum);
+          StoreY(p, y_t0 + t0 + tok, row, sum);
         } else {
-          p.ws[(static_cast<int64_t>(split) * p.m + t0 + tok) * p.n + row] = sum;
+          ws[(static_cast<int64_t>(split) * p.m + t0 + tok) * p.n + row] = sum;
         }
       }
     }
@@ -760,7 +771,7 @@ __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
       __syncthreads();
       const unsigned tile = static_cast<unsigned>(rb) * p.tok_tiles + tok_tile;
       if (tid == 0) {
-        s_last = atomicAdd(p.counters + tile, 1u) == static_cast<unsigned>(p.splits - 1);
+        s_last = atomicAdd(counters + tile, 1u) == static_cast<unsigned>(p.splits - 1);
       }
       __syncthreads();
       if (s_last) {
@@ -771,11 +782,11 @@ __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
           if (row >= p.n) continue;
           float sum = 0.0f;
           for (int sp = 0; sp < p.splits; ++sp) {
-            sum += __ldcg(p.ws + (static_cast<int64_t>(sp) * p.m + t0 + tok) * p.n + row);
+            sum += __ldcg(ws + (static_cast<int64_t>(sp) * p.m + t0 + tok) * p.n + row);
           }
-          StoreY(p, t0 + tok, row, sum);
+          StoreY(p, y_t0 + t0 + tok, row, sum);
         }
-        if (tid == 0) p.counters[tile] = 0u;  // ready for the next launch
+        if (tid == 0) counters[tile] = 0u;  // ready for the next launch
       }
     }
     __syncthreads();  // red_all and s_last are reused by the next row block
@@ -1140,7 +1151,7 @@ cudaError_t LaunchMmaInstance(MmaKernelParams p, int ctas, size_t smem, cudaStre
   p.cpu = std::max(1, std::min(p.row_blocks, ctas / p.units));
   const int64_t grid = static_cast<int64_t>(p.units) * p.cpu;
   if (grid > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  kernel<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(p);
+  kernel<<<dim3(static_cast<unsigned>(grid), static_cast<unsigned>(p.planes)), kThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -1292,11 +1303,13 @@ TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiproces
 // they stay zero between launches), then the partial sums.
 constexpr size_t kMmaCounterBytes = static_cast<size_t>(kTqMmaMaxTiles) * sizeof(uint32_t);
 
-size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
+size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg,
+                           int expert_slots) {
   const TqMmaConfig c = NormalizeTqMmaConfig(m, n, k, bits, cfg);
   const MmaGeometry g = Geometry(m, n, k, bits, c);
   if (g.splits <= 1) return 0;
-  return kMmaCounterBytes + static_cast<size_t>(g.splits) * m * n * sizeof(float);
+  const size_t planes = static_cast<size_t>(std::max(1, expert_slots));
+  return kMmaCounterBytes + planes * g.splits * m * n * sizeof(float);
 }
 
 size_t TqMmaSharedBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg) {
@@ -1310,6 +1323,12 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
       (a.y_f32 == nullptr && a.y_bf16 == nullptr) || a.ldy < w.n) {
     return cudaErrorInvalidValue;
   }
+  // Grouped experts: one grid plane per slot.
+  if (a.expert_slots < 0 || a.expert_slots > kTqMmaMaxExpertSlots ||
+      (a.expert_slots > 0 && (a.expert == nullptr || a.x_slot_div < 1))) {
+    return cudaErrorInvalidValue;
+  }
+  const int planes = a.expert_slots > 0 ? static_cast<int>(a.expert_slots) : 1;
   if (a.m == 0 || w.n == 0) return cudaSuccess;
   const TqMmaConfig cfg = NormalizeTqMmaConfig(a.m, w.n, w.k, w.bits, cfg_in);
   const MmaGeometry g = Geometry(a.m, w.n, w.k, w.bits, cfg);
@@ -1321,11 +1340,11 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
     if (!Aligned(a.x_rot_f16, 16) || !Aligned(a.x_scale, 4)) return cudaErrorMisalignedAddress;
   }
   if (w.k == 0) {  // no inputs: y = 0
-    return ZeroOutputs(a.y_f32, a.y_bf16, a.m, w.n, a.ldy, stream);
+    return ZeroOutputs(a.y_f32, a.y_bf16, a.m * planes, w.n, a.ldy, stream);
   }
-  const size_t ws_need = TqMmaWorkspaceBytes(a.m, w.n, w.k, w.bits, cfg);
+  const size_t ws_need = TqMmaWorkspaceBytes(a.m, w.n, w.k, w.bits, cfg, planes);
   if (ws_need > 0 && (a.workspace == nullptr || a.workspace_bytes < ws_need ||
-                      static_cast<int64_t>(g.tok_tiles) * g.row_blocks > kTqMmaMaxTiles)) {
+                      static_cast<int64_t>(g.tok_tiles) * g.row_blocks * planes > kTqMmaMaxTiles)) {
     return cudaErrorInvalidValue;
   }
   MmaKernelParams p{};
@@ -1335,6 +1354,10 @@ cudaError_t LaunchTqLinearMma(const TqMmaArgs& a, const TqMmaConfig& cfg_in, cud
   p.expert = a.expert;
   p.expert_packed_stride = a.expert_packed_stride;
   p.expert_gains_stride = a.expert_gains_stride;
+  p.planes = planes;
+  p.x_plane_div = a.expert_slots > 0 ? static_cast<int>(a.x_slot_div) : 1;
+  p.tiles_per_plane = g.tok_tiles * g.row_blocks;
+  p.ws_plane_floats = static_cast<int64_t>(g.splits) * a.m * w.n;
   p.n = static_cast<int>(w.n);
   p.k = static_cast<int>(w.k);
   p.groups = g.groups;

@@ -153,7 +153,18 @@ struct TqMmaArgs {
   const int32_t* expert = nullptr;
   int64_t expert_packed_stride = 0;
   int64_t expert_gains_stride = 0;
+  // Grouped experts (MoE decode: all of a step's routed (token, slot) pairs in one launch): when
+  // expert_slots = S > 0, the launch runs S problems of m rows at once, problem s on expert
+  // expert[s] with activation rows from (s / x_slot_div) · m (x_slot_div = top-k: each token's
+  // slots read that token's row; 1: slot s reads row s) and output rows from s · m (row stride
+  // ldy throughout). Each problem is computed exactly as a launch of it alone (same plan, same
+  // bits). The workspace must hold TqMmaWorkspaceBytes(..., S).
+  int64_t expert_slots = 0;
+  int64_t x_slot_div = 1;
 };
+
+// At most this many grouped expert slots per launch (grid planes).
+inline constexpr int kTqMmaMaxExpertSlots = 1024;
 
 // A config for this problem on a device with `multiprocessors` SMs.
 TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiprocessors);
@@ -161,8 +172,10 @@ TqMmaConfig PlanTqMma(int64_t m, int64_t n, int64_t k, int bits, int multiproces
 // The config actually launched for `cfg` (splits clamped to the K range, shared memory limits).
 TqMmaConfig NormalizeTqMmaConfig(int64_t m, int64_t n, int64_t k, int bits, TqMmaConfig cfg);
 
-// Bytes of workspace LaunchTqLinearMma needs (0 when splits == 1).
-size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg);
+// Bytes of workspace LaunchTqLinearMma needs (0 when splits == 1), for `expert_slots` grouped
+// problems (TqMmaArgs::expert_slots; 0 or 1: one).
+size_t TqMmaWorkspaceBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg,
+                           int expert_slots = 1);
 
 // Dynamic shared memory of one CTA (for occupancy reports).
 size_t TqMmaSharedBytes(int64_t m, int64_t n, int64_t k, int bits, const TqMmaConfig& cfg);

@@ -98,7 +98,7 @@ TqGemmConfig TqLinearRunner::GemmConfigFor(const TqCudaWeights& w, int64_t m) co
 
 absl::Status TqLinearRunner::Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
                                      const TqMmaConfig* mma_config, cudaStream_t stream,
-                                     const TqGemmConfig* gemm_config) {
+                                     const TqGemmConfig* gemm_config, int expert_slots) {
   if (kernel == TqKernel::kUnsupported) kernel = KernelFor(w, m);
   if (kernel == TqKernel::kGemm) {
     const TqGemmConfig cfg = gemm_config != nullptr ? *gemm_config : GemmConfigFor(w, m);
@@ -111,7 +111,7 @@ absl::Status TqLinearRunner::Reserve(const TqCudaWeights& w, int64_t m, TqKernel
     TqMmaConfig cfg = mma_config != nullptr ? *mma_config
                                             : PlanTqMma(m, w.n, w.k, w.bits, multiprocessors_);
     cfg.fused_rotation = kernel == TqKernel::kMmaFused;
-    const size_t ws = TqMmaWorkspaceBytes(m, w.n, w.k, w.bits, cfg);
+    const size_t ws = TqMmaWorkspaceBytes(m, w.n, w.k, w.bits, cfg, expert_slots);
     if (ws > 0) TQ_RETURN_IF_ERROR(Grow(workspace_, ws, /*zero=*/true, stream));
     if (kernel == TqKernel::kMmaSeparate) {
       TQ_RETURN_IF_ERROR(Grow(x_rot_, XRotBytes(w, m), /*zero=*/false, stream));
@@ -155,8 +155,8 @@ absl::Status TqLinearRunner::RunMma(const TqCudaWeights& w, const void* x, TqAct
   TqMmaConfig cfg =
       mma_config != nullptr ? *mma_config : PlanTqMma(m, w.n, w.k, w.bits, multiprocessors_);
   cfg.fused_rotation = fused;
-  TQ_RETURN_IF_ERROR(Reserve(w, m, fused ? TqKernel::kMmaFused : TqKernel::kMmaSeparate,
-                                       &cfg, stream));
+  TQ_RETURN_IF_ERROR(Reserve(w, m, fused ? TqKernel::kMmaFused : TqKernel::kMmaSeparate, &cfg, stream,
+                             nullptr, select != nullptr ? select->slots : 1));
   TqMmaArgs a;
   a.w = w;
   a.m = m;
@@ -172,6 +172,10 @@ absl::Status TqLinearRunner::RunMma(const TqCudaWeights& w, const void* x, TqAct
     a.expert = select->expert;
     a.expert_packed_stride = select->packed_stride;
     a.expert_gains_stride = select->gains_stride;
+    if (select->slots > 1) {
+      a.expert_slots = select->slots;
+      a.x_slot_div = select->x_slot_div;
+    }
   }
   if (!fused) TQ_RETURN_IF_ERROR(RotateToHalf(w, x, x_type, m, ldx, stream, &a.x_rot_f16, &a.x_scale));
   TQ_CUDA_RETURN_IF_ERROR(LaunchTqLinearMma(a, cfg, stream));
@@ -180,18 +184,23 @@ absl::Status TqLinearRunner::RunMma(const TqCudaWeights& w, const void* x, TqAct
 
 absl::Status TqLinearRunner::RunExpert(const TqCudaWeights& w, const int32_t* expert, int64_t packed_stride,
                                        int64_t gains_stride, const void* x, TqActType x_type, int64_t m,
-                                       int64_t ldx, float* y_f32, int64_t ldy, cudaStream_t stream) {
+                                       int64_t ldx, float* y_f32, int64_t ldy, cudaStream_t stream, int slots,
+                                       int x_slot_div) {
   TQ_RETURN_IF_ERROR(CheckSupported(w));
   if (expert == nullptr || m < 0 || m > 16 || ldx < w.k || ldy < w.n || y_f32 == nullptr || packed_stride < 0 ||
-      gains_stride < 0) {
+      gains_stride < 0 || slots < 1 || slots > kTqMmaMaxExpertSlots || x_slot_div < 1 ||
+      (slots > 1 && m > 2)) {  // grouped: the fused (m <= 2) path, which reads x directly
     return absl::InvalidArgumentError(absl::StrCat("TqLinearRunner::RunExpert: bad arguments m=", m, " ldx=", ldx,
-                                                   " ldy=", ldy, " n=", w.n, " k=", w.k));
+                                                   " ldy=", ldy, " n=", w.n, " k=", w.k, " slots=", slots,
+                                                   " x_slot_div=", x_slot_div));
   }
   if (m == 0 || w.n == 0) return absl::OkStatus();
   ExpertSelect select;
   select.expert = expert;
   select.packed_stride = packed_stride;
   select.gains_stride = gains_stride;
+  select.slots = slots;
+  select.x_slot_div = x_slot_div;
   return RunMma(w, x, x_type, m, ldx, y_f32, nullptr, ldy, stream, /*fused=*/m <= 2, nullptr, &select);
 }
 

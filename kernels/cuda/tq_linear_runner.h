@@ -58,14 +58,18 @@ class TqLinearRunner {
   // CUDA graph whatever the routing) of experts stored back to back: w describes expert 0 (its
   // packed/gains pointers), each expert's codes are packed_stride bytes and its gains
   // gains_stride floats after the previous one's (TqMmaArgs::expert). m <= 16.
+  // slots > 1 runs `slots` such problems in one launch (TqMmaArgs::expert_slots): problem s on
+  // expert expert[s], x rows from (s / x_slot_div) · m, y rows from s · m; Reserve with the same
+  // slots before a graph capture.
   absl::Status RunExpert(const TqCudaWeights& w, const int32_t* expert, int64_t packed_stride,
                          int64_t gains_stride, const void* x, TqActType x_type, int64_t m, int64_t ldx,
-                         float* y_f32, int64_t ldy, cudaStream_t stream);
+                         float* y_f32, int64_t ldy, cudaStream_t stream, int slots = 1, int x_slot_div = 1);
 
   // Allocates the scratch Run needs for (w, m, path) now.
+  // expert_slots: grouped expert launches (RunExpert's slots) of the mma paths.
   absl::Status Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
                        const TqMmaConfig* mma_config, cudaStream_t stream,
-                       const TqGemmConfig* gemm_config = nullptr);
+                       const TqGemmConfig* gemm_config = nullptr, int expert_slots = 1);
 
   // The GEMM config Run uses for (w, m) unless overridden.
   TqGemmConfig GemmConfigFor(const TqCudaWeights& w, int64_t m) const;
@@ -84,6 +88,7 @@ class TqLinearRunner {
   struct ExpertSelect {
     const int32_t* expert = nullptr;
     int64_t packed_stride = 0, gains_stride = 0;
+    int slots = 1, x_slot_div = 1;
   };
   absl::Status RunMma(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
                       int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,

@@ -759,6 +759,71 @@ TEST(TqCudaRunnerTest, ExpertSelectedOnTheDevice) {
                                     nullptr).ok());
 }
 
+// Grouped experts (one launch for all of a decode step's (token, slot) pairs): every slot's
+// output equals, bit for bit, a launch of that expert on that token alone — with the slots of a
+// token sharing its x row (x_slot_div = top-k, the gate|up projection) and with one x row per
+// slot (x_slot_div = 1, the down projection); shapes with and without split-K.
+TEST(TqCudaRunnerTest, GroupedExpertsEqualSoloLaunches) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  uint32_t seed = 7700;
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{1536, 2048}, {2048, 768}, {136, 200}}) {
+    constexpr int kExperts = 4, kTopK = 3, kTokens = 2, kSlots = kTokens * kTopK;
+    HostWeights all;
+    for (int e = 0; e < kExperts; ++e) {
+      const HostWeights one = RandomWeights(3, n, k, 0, seed++);
+      all.packed.insert(all.packed.end(), one.packed.begin(), one.packed.end());
+      all.gains.insert(all.gains.end(), one.gains.begin(), one.gains.end());
+      all.codebook = one.codebook;
+    }
+    const int64_t packed_stride = static_cast<int64_t>(all.packed.size()) / kExperts;
+    const int64_t gains_stride = static_cast<int64_t>(all.gains.size()) / kExperts;
+    all.bits = 3, all.n = n, all.k = k;
+    DeviceWeights dw(all);
+    const TqCudaWeights w = dw.View(all);
+    const std::vector<int32_t> ids = {2, 0, 3, 1, 2, 0};  // token 0: 2, 0, 3; token 1: 1, 2, 0
+    DeviceVector<int32_t> dids(ids);
+    for (int64_t m : {1, 2}) {
+      for (int div : {kTopK, 1}) {
+        SCOPED_TRACE(ShapeName(3, Shape{m, n, k, 0}) + " x_slot_div " + std::to_string(div));
+        const int64_t x_rows = (kSlots / div) * m;
+        const std::vector<float> x = RandomActivations(x_rows, k, /*bf16=*/false, seed++);
+        DeviceVector<float> dx(x);
+        DeviceVector<float> y(kSlots * m * n);
+        y.Poison();
+        absl::Status st = (*runner)->RunExpert(w, dids.get(), packed_stride, gains_stride, dx.get(), TqActType::kF32,
+                                               m, k, y.get(), n, nullptr, kSlots, div);
+        ASSERT_TRUE(st.ok()) << st;
+        CUDA_ASSERT_OK(cudaDeviceSynchronize());
+        const std::vector<float> got = y.Download();
+        ASSERT_EQ(CountNonFinite(got), 0);
+        for (int s = 0; s < kSlots; ++s) {
+          DeviceVector<float> solo(m * n);
+          solo.Poison();
+          st = (*runner)->RunExpert(w, dids.get() + s, packed_stride, gains_stride,
+                                    dx.get() + (s / div) * m * k, TqActType::kF32, m, k, solo.get(), n, nullptr);
+          ASSERT_TRUE(st.ok()) << st;
+          CUDA_ASSERT_OK(cudaDeviceSynchronize());
+          const std::vector<float> want = solo.Download();
+          for (int64_t i = 0; i < m * n; ++i) {
+            ASSERT_EQ(got[s * m * n + i], want[i]) << "slot " << s << " element " << i;
+          }
+        }
+      }
+    }
+  }
+  // Bad groupings are refused.
+  DeviceVector<int32_t> one(std::vector<int32_t>{0});
+  HostWeights hw = RandomWeights(3, 32, 128, 0, 1);
+  DeviceWeights dw(hw);
+  DeviceVector<float> x(std::vector<float>(2 * 128, 0.5f)), y(4 * 32 * 4);
+  EXPECT_FALSE((*runner)->RunExpert(dw.View(hw), one.get(), 0, 0, x.get(), TqActType::kF32, 4, 128, y.get(), 32,
+                                    nullptr, /*slots=*/2, 1).ok());  // m > 2 grouped
+  EXPECT_FALSE((*runner)->RunExpert(dw.View(hw), one.get(), 0, 0, x.get(), TqActType::kF32, 1, 128, y.get(), 32,
+                                    nullptr, 2, /*x_slot_div=*/0).ok());
+}
+
 TEST(TqCudaRunnerTest, QuantizedGaussianWeightsEndToEnd) {
   SKIP_WITHOUT_GPU();
   auto runner = TqLinearRunner::Create(0);
