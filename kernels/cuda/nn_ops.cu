@@ -306,6 +306,67 @@ __global__ void __launch_bounds__(kDenseWarps * kWarp)
   }
 }
 
+// Decode (m = 1): a CTA of kDenseGemvThreads threads computes kDenseGemvRows output features,
+// the K range split across all its threads (8 columns each per pass, two passes in flight), so
+// every thread has 2 · kDenseGemvRows independent 16-byte weight loads outstanding and each x
+// chunk serves kDenseGemvRows rows; per-thread partial sums, then warp sums and a fixed-order sum
+// over the warps.
+constexpr int kDenseGemvThreads = 256;
+constexpr int kDenseGemvRows = 4;
+
+__global__ void __launch_bounds__(kDenseGemvThreads)
+    DenseGemvKernel(const void* w, DType dtype, int64_t n, int64_t k, const float* x, const float* bias, float* y) {
+  constexpr int kWarps = kDenseGemvThreads / kWarp;
+  constexpr int64_t kPass = kDenseGemvThreads * 8;
+  __shared__ float red[kDenseGemvRows][kWarps];
+  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kDenseGemvRows;
+  const int outs = static_cast<int>(min(static_cast<int64_t>(kDenseGemvRows), n - j0));
+  float acc[kDenseGemvRows];
+#pragma unroll
+  for (int i = 0; i < kDenseGemvRows; ++i) acc[i] = 0.0f;
+  for (int64_t base = static_cast<int64_t>(tid) * 8; base < k; base += 2 * kPass) {
+    float wv[2][kDenseGemvRows][8];
+    float4 xa[2], xb[2];
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+      const int64_t c = base + p * kPass;
+      if (c < k) {
+        xa[p] = *reinterpret_cast<const float4*>(x + c);
+        xb[p] = *reinterpret_cast<const float4*>(x + c + 4);
+#pragma unroll
+        for (int i = 0; i < kDenseGemvRows; ++i) {
+          // A missing feature (past n) re-reads the last one; its sum is not stored.
+          LoadWeights8(w, dtype, (j0 + min(i, outs - 1)) * k + c, wv[p][i]);
+        }
+      }
+    }
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+      if (base + p * kPass < k) {
+#pragma unroll
+        for (int i = 0; i < kDenseGemvRows; ++i) {
+          const float* v = wv[p][i];
+          acc[i] += v[0] * xa[p].x + v[1] * xa[p].y + v[2] * xa[p].z + v[3] * xa[p].w + v[4] * xb[p].x +
+                    v[5] * xb[p].y + v[6] * xb[p].z + v[7] * xb[p].w;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kDenseGemvRows; ++i) {
+    const float s = WarpSum(acc[i]);
+    if (lane == 0) red[i][warp] = s;
+  }
+  __syncthreads();
+  if (tid < outs) {
+    float s = 0.0f;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) s += red[tid][wi];
+    y[j0 + tid] = s + (bias != nullptr ? bias[j0 + tid] : 0.0f);
+  }
+}
+
 int ThreadsFor(int64_t n) {
   if (n >= 1024) return 256;
   if (n >= 256) return 128;
@@ -412,6 +473,12 @@ cudaError_t DenseLinear(const void* w, DType dtype, int64_t n, int64_t k, const 
                         const float* bias, float* y, int64_t ldy, cudaStream_t stream) {
   if (m == 0 || n == 0) return cudaSuccess;
   if (k % 8 != 0 || ldx % 4 != 0) return cudaErrorInvalidValue;
+  if (m == 1) {
+    const int64_t ctas = (n + kDenseGemvRows - 1) / kDenseGemvRows;
+    if (ctas > 0x7fffffff) return cudaErrorInvalidValue;
+    DenseGemvKernel<<<static_cast<unsigned>(ctas), kDenseGemvThreads, 0, stream>>>(w, dtype, n, k, x, bias, y);
+    return cudaGetLastError();
+  }
   const dim3 grid(static_cast<unsigned>((n + kDenseWarps - 1) / kDenseWarps),
                   static_cast<unsigned>((m + kDenseRows - 1) / kDenseRows));
   DenseLinearKernel<<<grid, kDenseWarps * kWarp, 0, stream>>>(w, dtype, n, k, x, ldx, m, bias, y, ldy);

@@ -95,7 +95,8 @@ cudaError_t AddScaledRows(const float* x, const int32_t* rows, const float* w, i
 
 // Dense linear layer with 16-bit or fp32 weights: y[r, j] = Σ_c x[r, c] · w[j, c] (+ bias[j]),
 // w [n, k] row-major of `dtype`, x [m, k] fp32 (row stride ldx), y [m, n] fp32 (row stride ldy).
-// Each weight row is read once per 8 activation rows. k must be a multiple of 8.
+// Each weight row is read once per 8 activation rows; m = 1 (decode) splits K across a CTA's
+// threads for 4 features at a time (DenseGemvKernel). k must be a multiple of 8.
 cudaError_t DenseLinear(const void* w, DType dtype, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
                         const float* bias, float* y, int64_t ldy, cudaStream_t stream);
 

@@ -254,8 +254,7 @@ TEST(NnOpsTest, DenseLinearMatchesCpu) {
 #if TQ_HAVE_CUDA
   for (DType t : {DType::kBF16, DType::kF16, DType::kF32}) {
     for (int64_t n : {1, 7, 130, 4097}) {
-      for (int64_t m : {1, 3, 9, 17}) {
-        const int64_t k = 1032;
+      for (const auto& [m, k] : {std::pair<int64_t, int64_t>{1, 1032}, {1, 4360}, {3, 1032}, {9, 1032}, {17, 1032}}) {
         std::vector<float> w = Random(n * k, 50 + n, 0.05f), x = Random(m * k, 60 + m), bias = Random(n, 70);
         std::vector<uint16_t> w16(n * k);
         for (int64_t i = 0; i < n * k; ++i) {

@@ -1147,6 +1147,9 @@ cudaError_t LaunchMmaInstance(MmaKernelParams p, int ctas, size_t smem, cudaStre
     }
     if (err != cudaSuccess) return err;
     ctas = std::max(1, per_sm) * sms;
+    // Grouped experts: the planes share the device (one wave in all, each CTA serving several
+    // row blocks, instead of every plane filling the device with one-block CTAs).
+    if (p.planes > 1) ctas = std::max(p.units, ctas / p.planes);
   }
   p.cpu = std::max(1, std::min(p.row_blocks, ctas / p.units));
   const int64_t grid = static_cast<int64_t>(p.units) * p.cpu;

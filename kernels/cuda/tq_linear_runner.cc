@@ -201,7 +201,11 @@ absl::Status TqLinearRunner::RunExpert(const TqCudaWeights& w, const int32_t* ex
   select.gains_stride = gains_stride;
   select.slots = slots;
   select.x_slot_div = x_slot_div;
-  return RunMma(w, x, x_type, m, ldx, y_f32, nullptr, ldy, stream, /*fused=*/m <= 2, nullptr, &select);
+  // No K split: the slots (grid planes) supply the parallelism, and a grouped launch then equals
+  // its slots' solo launches bit for bit (the plan is the same for every slot count).
+  TqMmaConfig cfg = PlanTqMma(m, w.n, w.k, w.bits, multiprocessors_);
+  cfg.splits = 1;
+  return RunMma(w, x, x_type, m, ldx, y_f32, nullptr, ldy, stream, /*fused=*/m <= 2, &cfg, &select);
 }
 
 absl::Status TqLinearRunner::RunGemm(const TqCudaWeights& w, const void* x, TqActType x_type,

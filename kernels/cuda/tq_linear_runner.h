@@ -60,7 +60,8 @@ class TqLinearRunner {
   // gains_stride floats after the previous one's (TqMmaArgs::expert). m <= 16.
   // slots > 1 runs `slots` such problems in one launch (TqMmaArgs::expert_slots): problem s on
   // expert expert[s], x rows from (s / x_slot_div) · m, y rows from s · m; Reserve with the same
-  // slots before a graph capture.
+  // slots before a graph capture. Expert launches never split K (PlanTqMma's tiling otherwise),
+  // so a grouped launch equals its slots' solo launches bit for bit.
   absl::Status RunExpert(const TqCudaWeights& w, const int32_t* expert, int64_t packed_stride,
                          int64_t gains_stride, const void* x, TqActType x_type, int64_t m, int64_t ldx,
                          float* y_f32, int64_t ldy, cudaStream_t stream, int slots = 1, int x_slot_div = 1);

@@ -813,6 +813,64 @@ TEST(TqCudaRunnerTest, GroupedExpertsEqualSoloLaunches) {
       }
     }
   }
+  // The kernel's own split-K per plane (RunExpert never splits): a grouped LaunchTqLinearMma with
+  // 2 K splits equals each slot launched alone with the same config, bit for bit.
+  {
+    const int64_t n = 272, k = 2048;
+    constexpr int kExperts = 3, kSlots = 5;
+    HostWeights all;
+    for (int e = 0; e < kExperts; ++e) {
+      const HostWeights one = RandomWeights(3, n, k, 0, seed++);
+      all.packed.insert(all.packed.end(), one.packed.begin(), one.packed.end());
+      all.gains.insert(all.gains.end(), one.gains.begin(), one.gains.end());
+      all.codebook = one.codebook;
+    }
+    all.bits = 3, all.n = n, all.k = k;
+    DeviceWeights dw(all);
+    DeviceVector<int32_t> dids(std::vector<int32_t>{1, 2, 0, 2, 1});
+    const std::vector<float> x = RandomActivations(kSlots, k, /*bf16=*/false, seed++);
+    DeviceVector<float> dx(x);
+    TqMmaConfig cfg;
+    cfg.n_tiles = 1;
+    cfg.splits = 2;
+    cfg.fused_rotation = true;
+    const size_t ws_bytes = TqMmaWorkspaceBytes(1, n, k, 3, cfg, kSlots);
+    ASSERT_GT(ws_bytes, 0u);
+    DeviceVector<uint8_t> ws(std::vector<uint8_t>(ws_bytes, 0));
+    TqMmaArgs a;
+    a.w = dw.View(all);
+    a.m = 1;
+    a.x = dx.get();
+    a.x_type = TqActType::kF32;
+    a.ldx = k;
+    a.ldy = n;
+    a.workspace = ws.get();
+    a.workspace_bytes = ws_bytes;
+    a.expert = dids.get();
+    a.expert_packed_stride = static_cast<int64_t>(all.packed.size()) / kExperts;
+    a.expert_gains_stride = static_cast<int64_t>(all.gains.size()) / kExperts;
+    a.expert_slots = kSlots;
+    a.x_slot_div = 1;
+    DeviceVector<float> y(kSlots * n);
+    y.Poison();
+    a.y_f32 = y.get();
+    CUDA_ASSERT_OK(LaunchTqLinearMma(a, cfg, nullptr));
+    CUDA_ASSERT_OK(cudaDeviceSynchronize());
+    const std::vector<float> got = y.Download();
+    for (int s = 0; s < kSlots; ++s) {
+      TqMmaArgs one = a;
+      one.expert = dids.get() + s;
+      one.expert_slots = 0;
+      one.x = dx.get() + s * k;
+      DeviceVector<float> solo(n);
+      solo.Poison();
+      one.y_f32 = solo.get();
+      CUDA_ASSERT_OK(LaunchTqLinearMma(one, cfg, nullptr));
+      CUDA_ASSERT_OK(cudaDeviceSynchronize());
+      const std::vector<float> want = solo.Download();
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[s * n + i], want[i]) << "split-K slot " << s << " row " << i;
+    }
+  }
   // Bad groupings are refused.
   DeviceVector<int32_t> one(std::vector<int32_t>{0});
   HostWeights hw = RandomWeights(3, 32, 128, 0, 1);
