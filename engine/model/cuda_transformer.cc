@@ -321,9 +321,11 @@ struct DeviceLinear {
 };
 
 constexpr int64_t kMaxGraphBatch = 64;
-// MoE decode steps of up to this many tokens route on the device and replay a graph (the
-// experts run per (token, slot): cheap at batch 1, launch-heavy beyond).
-constexpr int64_t kMoeGraphBatch = 4;
+// MoE decode steps of up to this many tokens route on the device and replay a graph (two grouped
+// expert launches per layer whatever the batch: T · top-k grid planes of one m = 1 problem each,
+// so the planes' re-reads of shared experts grow with T; larger steps take the host routing,
+// which runs each active expert once over its tokens).
+constexpr int64_t kMoeGraphBatch = 16;
 
 // Every expert's gate|up and down TQ codes back to back (one format): a kernel picks an expert by
 // a device index (TqLinearRunner::RunExpert; the graph-captured decode), the host path by
