@@ -1,5 +1,6 @@
 #include "engine/sampling/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -27,6 +28,26 @@ TEST(SamplerTest, GreedyTakesTheFirstMaximum) {
   const double z = std::exp(0.5) + 2 * std::exp(3.0) + std::exp(-1.0);
   EXPECT_NEAR(lp, 3.0 - std::log(z), 1e-6);
   EXPECT_EQ(ArgMax(l.data(), 4), 1);
+}
+
+// A vocabulary-sized row (Qwen3's 151,936): the greedy token and its log-probability, and a
+// temperature's, against double arithmetic.
+TEST(SamplerTest, LogProbOfALargeVocabulary) {
+  const int64_t vocab = 151936;
+  std::vector<float> l(vocab);
+  for (int64_t i = 0; i < vocab; ++i) l[i] = 6.0f * std::sin(0.37f * static_cast<float>(i)) - 1e-5f * i;
+  l[12345] = 9.5f;
+  for (float t : {0.0f, 0.8f}) {
+    Sampler s(Params(t, 0, 1.0f, 0.0f, 7));
+    float lp = 0;
+    const int32_t tok = s.Sample(l.data(), vocab, &lp);
+    if (t == 0.0f) EXPECT_EQ(tok, 12345);
+    const double tt = t == 0.0f ? 1.0 : t;
+    double m = -INFINITY, z = 0.0;
+    for (float v : l) m = std::max(m, v / tt);
+    for (float v : l) z += std::exp(v / tt - m);
+    EXPECT_NEAR(lp, l[tok] / tt - (std::log(z) + m), 2e-5) << "temperature " << t;
+  }
 }
 
 TEST(SamplerTest, SameSeedSameTokens) {

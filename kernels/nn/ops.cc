@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace tq::nn {
 namespace {
@@ -52,6 +53,118 @@ __attribute__((target("avx2,fma"))) void AxpyAvx2(float alpha, const float* x, f
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// exp(s) for s <= 0 (clamped to >= kExpMin; NaN → 0): n = round(s / ln 2), r = s − n ln 2 in two
+// steps (Cody–Waite), e^r by the Cephes expf polynomial, times 2^n through the exponent bits.
+constexpr float kExpMin = -87.0f;
+constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kExpP0 = 1.9875691500e-4f, kExpP1 = 1.3981999507e-3f, kExpP2 = 8.3334519073e-3f,
+                kExpP3 = 4.1665795894e-2f, kExpP4 = 1.6666665459e-1f, kExpP5 = 5.0000001201e-1f;
+constexpr int64_t kExpBlock = 256;
+
+inline float ExpNonPositive(float s) {
+  if (!(s >= kExpMin)) s = s == s ? kExpMin : 0.0f;  // NaN: handled by the caller's mask
+  const float n = std::nearbyint(s * kLog2e);
+  const float r = (s - n * kLn2Hi) - n * kLn2Lo;
+  float p = kExpP0;
+  p = p * r + kExpP1;
+  p = p * r + kExpP2;
+  p = p * r + kExpP3;
+  p = p * r + kExpP4;
+  p = p * r + kExpP5;
+  const float e = (p * r) * r + r + 1.0f;
+  uint32_t bits;
+  const int32_t ni = static_cast<int32_t>(n) + 127;
+  bits = static_cast<uint32_t>(ni) << 23;
+  float scale2;
+  std::memcpy(&scale2, &bits, sizeof(scale2));
+  return e * scale2;
+}
+
+double SumExpShiftedPortable(const float* x, int64_t n, float shift, float scale) {
+  double total = 0.0;
+  for (int64_t b = 0; b < n; b += kExpBlock) {
+    const int64_t e = std::min(n, b + kExpBlock);
+    float acc = 0.0f;
+    for (int64_t i = b; i < e; ++i) {
+      const float s = (x[i] - shift) * scale;
+      if (s == s) acc += ExpNonPositive(s);  // NaN terms count 0
+    }
+    total += acc;
+  }
+  return total;
+}
+
+// Eight lanes of ExpNonPositive((v − shift) · scale); NaN lanes give 0.
+__attribute__((target("avx2,fma"))) inline __m256 ExpShifted8(__m256 v, __m256 vshift, __m256 vscale) {
+  __m256 s = _mm256_mul_ps(_mm256_sub_ps(v, vshift), vscale);
+  const __m256 ordered = _mm256_cmp_ps(s, s, _CMP_ORD_Q);
+  s = _mm256_max_ps(s, _mm256_set1_ps(kExpMin));  // −inf → kExpMin
+  const __m256 nf =
+      _mm256_round_ps(_mm256_mul_ps(s, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(kLn2Hi), s);
+  r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(kExpP0), r, _mm256_set1_ps(kExpP1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpP2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpP3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpP4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpP5));
+  const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  const __m256i ni = _mm256_add_epi32(_mm256_cvtps_epi32(nf), _mm256_set1_epi32(127));
+  const __m256 pow2 = _mm256_castsi256_ps(_mm256_slli_epi32(ni, 23));
+  return _mm256_and_ps(_mm256_mul_ps(e, pow2), ordered);
+}
+
+__attribute__((target("avx2,fma"))) double SumExpShiftedAvx2(const float* x, int64_t n, float shift,
+                                                             float scale) {
+  const __m256 vshift = _mm256_set1_ps(shift), vscale = _mm256_set1_ps(scale);
+  double total = 0.0;
+  int64_t i = 0;
+  for (; i + kExpBlock <= n; i += kExpBlock) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t j = i; j < i + kExpBlock; j += 16) {
+      acc0 = _mm256_add_ps(acc0, ExpShifted8(_mm256_loadu_ps(x + j), vshift, vscale));
+      acc1 = _mm256_add_ps(acc1, ExpShifted8(_mm256_loadu_ps(x + j + 8), vshift, vscale));
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
+    float s = 0.0f;
+    for (float v : lanes) s += v;
+    total += s;
+  }
+  return total + SumExpShiftedPortable(x + i, n - i, shift, scale);
+}
+
+int64_t ArgMaxFirstPortable(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    if (x[i] > x[best]) best = i;
+  }
+  return best;
+}
+
+__attribute__((target("avx2,fma"))) int64_t ArgMaxFirstAvx2(const float* x, int64_t n) {
+  if (n < 64 || !(x[0] == x[0])) return ArgMaxFirstPortable(x, n);
+  // Pass 1: the maximum (a NaN lane keeps the running maximum: max_ps returns its second
+  // operand when either is NaN). Pass 2: the first index holding it.
+  __m256 m = _mm256_set1_ps(x[0]);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_loadu_ps(x + i), m);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m);
+  float best = lanes[0];
+  for (float v : lanes) best = v > best ? v : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  const __m256 vb = _mm256_set1_ps(best);
+  for (i = 0; i + 8 <= n; i += 8) {
+    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), vb, _CMP_EQ_OQ));
+    if (mask != 0) return i + __builtin_ctz(static_cast<unsigned>(mask));
+  }
+  for (; i < n; ++i) {
+    if (x[i] == best) return i;
+  }
+  return 0;
+}
+
 bool HaveAvx2() {
   static const bool have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return have;
@@ -69,6 +182,16 @@ void Axpy(float alpha, const float* x, float* y, int64_t n) {
   } else {
     AxpyPortable(alpha, x, y, n);
   }
+}
+
+int64_t ArgMaxFirst(const float* x, int64_t n) {
+  if (n <= 0) return 0;
+  return HaveAvx2() ? ArgMaxFirstAvx2(x, n) : ArgMaxFirstPortable(x, n);
+}
+
+double SumExpShifted(const float* x, int64_t n, float shift, float scale) {
+  if (n <= 0) return 0.0;
+  return HaveAvx2() ? SumExpShiftedAvx2(x, n, shift, scale) : SumExpShiftedPortable(x, n, shift, scale);
 }
 
 const char* NnKernelIsa() { return HaveAvx2() ? "avx2" : "portable"; }

@@ -1,5 +1,6 @@
 #include "kernels/nn/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -32,6 +33,49 @@ TEST(OpsTest, DotAndAxpyMatchDoubleOnAwkwardSizes) {
     Axpy(0.5f, a.data(), y.data(), n);
     for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(y[i], b[i] + 0.5 * a[i], 1e-6) << n << " " << i;
   }
+}
+
+// The sampler's vocabulary reductions: the first maximum (ties, NaNs, the vector body and the
+// tail) and Σ exp((x − shift)·scale) against double std::exp on awkward sizes (the 256-value
+// blocks of the vector path and the scalar tail), with −inf (masked tokens) and NaN entries.
+TEST(OpsTest, ArgMaxFirstAndSumExpShifted) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 4.0f);
+  for (int64_t n : {1, 7, 63, 64, 255, 256, 257, 1000, 4099, 151936}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = nd(rng);
+    // A tie for the maximum: the first one wins.
+    int64_t want = 0;
+    for (int64_t i = 1; i < n; ++i) want = x[i] > x[want] ? i : want;
+    if (n > 10) {
+      x[n - 3] = x[want];
+      x[n / 2] = x[want];
+      want = std::min<int64_t>(want, n / 2);
+    }
+    EXPECT_EQ(ArgMaxFirst(x.data(), n), want) << "n " << n;
+    if (n > 10) {
+      x[1] = std::nanf("");
+      x[2] = -INFINITY;
+    }
+    const float mx = x[ArgMaxFirst(x.data(), n)];
+    for (float scale : {1.0f, 1.0f / 0.7f, 0.25f}) {
+      double ref = 0.0;
+      for (float v : x) {
+        if (!std::isnan(v)) ref += std::exp((static_cast<double>(v) - mx) * scale);
+      }
+      const double got = SumExpShifted(x.data(), n, mx, scale);
+      EXPECT_NEAR(got, ref, 2e-6 * ref) << "n " << n << " scale " << scale;
+    }
+  }
+  // Every exponent far below the fp32 range: each term counts ~1.6e-38, the sum stays finite.
+  std::vector<float> tiny(300, -1e4f);
+  tiny[0] = 0.0f;
+  EXPECT_NEAR(SumExpShifted(tiny.data(), 300, 0.0f, 1.0f), 1.0, 1e-6);
+  // NaN at 0 and everywhere: as `x[i] > x[best]` (index 0).
+  std::vector<float> nans(100, std::nanf(""));
+  EXPECT_EQ(ArgMaxFirst(nans.data(), 100), 0);
+  EXPECT_EQ(ArgMaxFirst(nans.data(), 0), 0);
+  EXPECT_EQ(SumExpShifted(nans.data(), 0, 0.0f, 1.0f), 0.0);
 }
 
 TEST(OpsTest, RmsNormMatchesDefinition) {
