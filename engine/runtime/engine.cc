@@ -533,7 +533,7 @@ void Engine::Step() {
     const bool completes = s->computed + p.n == static_cast<int64_t>(s->tokens.size());
     batch.seqs.push_back({s->kv, s->computed, p.n, completes ? LogitsMode::kLast : LogitsMode::kNone});
   }
-  std::vector<float> logits;
+  std::vector<float>& logits = step_logits_;
   absl::Status fwd = plan.empty() ? absl::OkStatus() : model_->Forward(batch, *cache_, &logits);
 
   // 4. Sample, stream, finish. The sequences whose step completes sample their next token from
