@@ -1089,11 +1089,13 @@ std::string CudaTransformer::Describe() const {
 }
 
 absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) {
-  logits->clear();
   State& s = *state_;
   const ModelConfig& cfg = s.cfg;
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
-  if (T == 0) return absl::OkStatus();
+  if (T == 0) {
+    logits->clear();
+    return absl::OkStatus();
+  }
   TQ_RETURN_IF_ERROR(ValidateForwardBatch(batch, cache, max_positions_, cfg.vocab_size));
   const int bs = s.kv.block_size;
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(s.device));
@@ -1156,8 +1158,8 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   }
 
   TQ_RETURN_IF_ERROR(s.Run(T, R, decode_only));
+  logits->resize(static_cast<size_t>(R) * cfg.vocab_size);
   if (R > 0) {
-    logits->resize(static_cast<size_t>(R) * cfg.vocab_size);
     TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), s.logits.as<void>(), logits->size() * sizeof(float),
                                             cudaMemcpyDeviceToHost, st));
   }

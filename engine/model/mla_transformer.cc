@@ -147,9 +147,11 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
 }
 
 absl::Status MlaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) {
-  logits->clear();
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
-  if (T == 0) return absl::OkStatus();
+  if (T == 0) {
+    logits->clear();
+    return absl::OkStatus();
+  }
   const MlaConfig& m = cfg_.mla;
   const int64_t H = cfg_.hidden_size;
   const int nh = cfg_.num_heads;

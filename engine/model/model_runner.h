@@ -21,8 +21,9 @@ struct ForwardBatch;
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
-  // Runs one step. Appends logits (vocab floats per row) to `logits` (cleared first): for each
-  // sequence in order, its last token (kLast) or every token (kAll). The cache's block tables
+  // Runs one step. `logits` becomes rows × vocab floats (resized, every element overwritten, so
+  // a vector kept across steps is not zero-filled again): for each sequence in order, its last
+  // token (kLast) or every token (kAll). The cache's block tables
   // must have room for every position of the batch.
   virtual absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) = 0;
   virtual int64_t max_positions() const = 0;

@@ -84,9 +84,11 @@ std::string Transformer::Describe() const {
 
 absl::Status Transformer::Forward(const ForwardBatch& batch, PagedKvCache& cache,
                                   std::vector<float>* logits) {
-  logits->clear();
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
-  if (T == 0) return absl::OkStatus();
+  if (T == 0) {
+    logits->clear();
+    return absl::OkStatus();
+  }
   const int64_t H = cfg_.hidden_size;
   const int64_t qs = cfg_.q_size(), kvs = cfg_.kv_size();
   const int d = cfg_.head_dim;
