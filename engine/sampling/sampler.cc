@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/nn/ops.h"
@@ -50,27 +51,30 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab, float* logprob) {
   };
   if (greedy()) return report(best);
 
-  // Candidates sorted by logit, descending (top-k first if set: partial sort).
-  cand_.resize(vocab);
-  for (int64_t i = 0; i < vocab; ++i) cand_[i] = {logits[i] / t, static_cast<int32_t>(i)};
   auto by_logit = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  int64_t keep = vocab;
   if (params_.top_k > 0 && params_.top_k < vocab) {
-    keep = params_.top_k;
-    std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), by_logit);
-  } else {
-    std::sort(cand_.begin(), cand_.end(), by_logit);
+    // Top-k: the k best (a partial sort), probabilities renormalized over them.
+    cand_.resize(vocab);
+    for (int64_t i = 0; i < vocab; ++i) cand_[i] = {logits[i] / t, static_cast<int32_t>(i)};
+    const int64_t k = params_.top_k;
+    std::partial_sort(cand_.begin(), cand_.begin() + k, cand_.end(), by_logit);
+    std::vector<double> p(k);
+    double sum = 0.0;
+    for (int64_t i = 0; i < k; ++i) {
+      p[i] = std::exp(static_cast<double>(cand_[i].first) - cand_[0].first);
+      sum += p[i];
+    }
+    for (double& v : p) v /= sum;
+    return report(cand_[Draw(p, k)].second);
   }
-  // Probabilities of the kept candidates (renormalized over them).
-  std::vector<double> p(keep);
-  double sum = 0.0;
-  for (int64_t i = 0; i < keep; ++i) {
-    p[i] = std::exp(static_cast<double>(cand_[i].first) - cand_[0].first);
-    sum += p[i];
-  }
-  for (double& v : p) v /= sum;
+  return report(SampleNucleus(logits, vocab, t, logits[best]));
+}
+
+// Filters the sorted probabilities p[0..keep) by top-p and min-p, then draws one index in
+// proportion to the kept ones (the request's generator, one draw).
+int64_t Sampler::Draw(const std::vector<double>& p, int64_t keep) {
   if (params_.top_p < 1.0f) {
     double cum = 0.0;
     int64_t n = 0;
@@ -93,9 +97,75 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab, float* logprob) {
   double cum = 0.0;
   for (int64_t i = 0; i < keep; ++i) {
     cum += p[i];
-    if (r < cum) return report(cand_[i].second);
+    if (r < cum) return i;
   }
-  return report(cand_[keep - 1].second);
+  return keep - 1;
+}
+
+// Without top-k the distribution is the whole vocabulary sorted by logit (ties to the lower id),
+// each token's probability exp(c − c0) / Z (c = logit / t, c0 the largest, Z over the whole
+// vocabulary). Sorting all of it costs ~18 ms at 152K entries, but the token drawn always lies in
+// a prefix: the top-p nucleus, the min-p set, or — plain temperature — the prefix whose mass
+// passes the uniform draw. So only the band {c ≥ c0 − gap} is gathered and sorted, for widening
+// gaps until it provably holds that prefix (its mass and, after sorting, its cumulative sums
+// checked), the whole vocabulary last. Same tokens as sorting everything, up to the rounding of
+// Z (summed by nn::SumExpShifted) at a cumulative boundary.
+int32_t Sampler::SampleNucleus(const float* logits, int64_t vocab, float t, float max_logit) {
+  const float c0 = max_logit / t;
+  const double z = nn::SumExpShifted(logits, vocab, max_logit, 1.0f / t);
+  const bool plain = params_.top_p >= 1.0f && params_.min_p <= 0.0f;
+  // Plain temperature draws first (one draw, as Draw would over a total of 1).
+  double r_plain = 0.0;
+  if (plain) {
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    r_plain = u(rng_);
+  }
+  const double min_p_cut = params_.min_p > 0.0f ? c0 + std::log(static_cast<double>(params_.min_p)) : -INFINITY;
+  auto by_logit = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  std::vector<double> p;
+  constexpr double kGaps[] = {4.0, 8.0, 16.0, 32.0, 64.0, std::numeric_limits<double>::infinity()};
+  for (double gap : kGaps) {
+    const bool all = std::isinf(gap);
+    const float cut = all ? -INFINITY : static_cast<float>(c0 - gap);
+    cand_.clear();
+    double mass = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      const float c = logits[i] / t;
+      if (c >= cut || all) {
+        cand_.push_back({c, static_cast<int32_t>(i)});
+        mass += std::exp(static_cast<double>(c) - c0);
+      }
+    }
+    mass /= z;
+    if (!all) {
+      // Does the band hold the prefix the draw can reach? (Checked again on the sorted sums.)
+      if (plain && mass <= r_plain) continue;
+      if (params_.top_p < 1.0f && mass < params_.top_p) continue;
+      if (params_.top_p >= 1.0f && params_.min_p > 0.0f && cut > min_p_cut) continue;
+    }
+    std::sort(cand_.begin(), cand_.end(), by_logit);
+    const int64_t n = static_cast<int64_t>(cand_.size());
+    p.resize(n);
+    for (int64_t i = 0; i < n; ++i) p[i] = std::exp(static_cast<double>(cand_[i].first) - c0) / z;
+    if (plain) {
+      double cum = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        cum += p[i];
+        if (r_plain < cum) return cand_[i].second;
+      }
+      if (all) return cand_[n - 1].second;
+      continue;
+    }
+    if (!all && params_.top_p < 1.0f) {
+      double cum = 0.0;
+      for (int64_t i = 0; i < n && cum < params_.top_p; ++i) cum += p[i];
+      if (cum < params_.top_p) continue;  // the nucleus reaches past the band
+    }
+    return cand_[Draw(p, n)].second;
+  }
+  return cand_.empty() ? 0 : cand_[0].second;  // not reached: the last gap takes everything
 }
 
 }  // namespace tq

@@ -47,6 +47,9 @@ class Sampler {
   bool greedy() const { return params_.temperature == 0.0f; }
 
  private:
+  int64_t Draw(const std::vector<double>& p, int64_t keep);
+  int32_t SampleNucleus(const float* logits, int64_t vocab, float t, float max_logit);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;  // scratch

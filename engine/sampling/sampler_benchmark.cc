@@ -1,5 +1,6 @@
 // Time of one Sampler::Sample call (with the log-probability, as the engine asks for it) on a
-// vocabulary-sized row of random logits: greedy, and temperature with top-k 50.
+// vocabulary-sized row of random logits: greedy, temperature with top-k 50, with top-p 0.9, and
+// plain temperature 1.
 //
 // Usage: bazel run -c opt //engine/sampling:sampler_benchmark [-- VOCAB]   (default 151936)
 #include <chrono>
@@ -41,10 +42,18 @@ int Main(int argc, char** argv) {
   topk.temperature = 0.7f;
   topk.top_k = 50;
   topk.seed = 1;
-  Sampler g(greedy), k(topk);
-  std::printf("vocabulary %lld, %s kernels: greedy %.1f us, temperature 0.7 + top-k 50 %.1f us per token\n",
+  SamplingParams topp;
+  topp.temperature = 0.7f;
+  topp.top_p = 0.9f;
+  topp.seed = 1;
+  SamplingParams plain;
+  plain.temperature = 1.0f;
+  plain.seed = 1;
+  Sampler g(greedy), k(topk), p(topp), t(plain);
+  std::printf("vocabulary %lld, %s kernels, us per token: greedy %.1f, temperature 0.7 + top-k 50 %.1f, "
+              "temperature 0.7 + top-p 0.9 %.1f, temperature 1 %.1f\n",
               static_cast<long long>(vocab), nn::NnKernelIsa(), MicrosPerCall(g, logits, 200),
-              MicrosPerCall(k, logits, 50));
+              MicrosPerCall(k, logits, 50), MicrosPerCall(p, logits, 10), MicrosPerCall(t, logits, 10));
   return 0;
 }
 

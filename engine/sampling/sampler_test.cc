@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -47,6 +49,73 @@ TEST(SamplerTest, LogProbOfALargeVocabulary) {
     for (float v : l) m = std::max(m, v / tt);
     for (float v : l) z += std::exp(v / tt - m);
     EXPECT_NEAR(lp, l[tok] / tt - (std::log(z) + m), 2e-5) << "temperature " << t;
+  }
+}
+
+// The sampler before the band search (kept here as the reference): every candidate sorted by
+// logit, probabilities over all of them, then top-k / top-p / min-p and one draw.
+int32_t ReferenceSample(const SamplingParams& params, std::mt19937_64& rng, const std::vector<float>& logits) {
+  const float t = params.temperature;
+  std::vector<std::pair<float, int32_t>> cand(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) cand[i] = {logits[i] / t, static_cast<int32_t>(i)};
+  std::sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  int64_t keep = params.top_k > 0 ? std::min<int64_t>(params.top_k, cand.size()) : cand.size();
+  std::vector<double> p(keep);
+  double sum = 0.0;
+  for (int64_t i = 0; i < keep; ++i) sum += p[i] = std::exp(static_cast<double>(cand[i].first) - cand[0].first);
+  for (double& v : p) v /= sum;
+  if (params.top_p < 1.0f) {
+    double cum = 0.0;
+    int64_t n = 0;
+    while (n < keep) {
+      cum += p[n++];
+      if (cum >= params.top_p) break;
+    }
+    keep = std::max<int64_t>(n, 1);
+  }
+  if (params.min_p > 0.0f) {
+    int64_t n = 1;
+    while (n < keep && p[n] >= params.min_p * p[0]) ++n;
+    keep = n;
+  }
+  double total = 0.0;
+  for (int64_t i = 0; i < keep; ++i) total += p[i];
+  std::uniform_real_distribution<double> u(0.0, total);
+  const double r = u(rng);
+  double cum = 0.0;
+  for (int64_t i = 0; i < keep; ++i) {
+    cum += p[i];
+    if (r < cum) return cand[i].second;
+  }
+  return cand[keep - 1].second;
+}
+
+// The band search draws the tokens the full sort draws, seed for seed: plain temperature (flat
+// and peaked rows), top-p, min-p, both, top-k, on a small and a Qwen3-sized vocabulary.
+TEST(SamplerTest, BandSearchDrawsWhatAFullSortDraws) {
+  for (int64_t vocab : {1000, 151936}) {
+    std::mt19937 gen(static_cast<uint32_t>(vocab));
+    for (float spread : {0.5f, 3.0f}) {
+      std::normal_distribution<float> nd(0.0f, spread);
+      std::vector<float> l(vocab);
+      for (float& v : l) v = nd(gen);
+      const SamplingParams cases[] = {Params(1.0f), Params(0.7f, 0, 0.9f), Params(1.3f, 0, 1.0f, 0.05f),
+                                      Params(0.8f, 0, 0.95f, 0.02f), Params(0.9f, 40)};
+      for (const SamplingParams& c : cases) {
+        SamplingParams seeded = c;
+        seeded.seed = 99;
+        Sampler s(seeded);
+        std::mt19937_64 ref_rng(99);
+        const int draws = vocab > 10000 ? 12 : 200;
+        for (int i = 0; i < draws; ++i) {
+          ASSERT_EQ(s.Sample(l.data(), vocab), ReferenceSample(seeded, ref_rng, l))
+              << "vocab " << vocab << " spread " << spread << " t " << c.temperature << " top_k " << c.top_k
+              << " top_p " << c.top_p << " min_p " << c.min_p << " draw " << i;
+        }
+      }
+    }
   }
 }
 
