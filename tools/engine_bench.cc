@@ -4,7 +4,8 @@
 //
 // Prefill: one request of --prompt-len random token ids scheduled in one step; tokens/s =
 // prompt length / time to first token. Decode at batch B: B requests with --decode-context-token
-// prompts (default 8) and --decode-tokens new tokens each (ignore eos, greedy); tokens/s counts
+// prompts (default 8) and --decode-tokens new tokens each (ignore eos; greedy unless --temperature,
+// optionally --top-p: seeded sampling, the host sampler's cost included); tokens/s counts
 // the tokens produced after the last request's first token, over the time until the last
 // finishes (steady-state decode at that context). Long contexts need a KV cache to match:
 // --kv-cache-gib (default: the engine's automatic size, at most 1 GiB).
@@ -36,6 +37,8 @@ struct Args {
   std::string kv_codec = "bf16";
   std::string device = "cpu";
   int repeats = 2;
+  float temperature = 0.0f;  // 0: greedy
+  float top_p = 1.0f;
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
@@ -60,6 +63,10 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->kv_codec = next();
     } else if (k == "--device") {
       a->device = next();
+    } else if (k == "--temperature") {
+      if (!absl::SimpleAtof(next(), &a->temperature) || !(a->temperature >= 0)) return false;
+    } else if (k == "--top-p") {
+      if (!absl::SimpleAtof(next(), &a->top_p) || !(a->top_p > 0 && a->top_p <= 1)) return false;
     } else if (k == "--batch") {
       a->batches.clear();
       for (absl::string_view s : absl::StrSplit(next(), ',')) {
@@ -83,7 +90,8 @@ struct Run {
 };
 
 // Submits `n` requests and waits; returns per-request token times.
-bool Submit(tq::Engine& e, int n, int prompt_len, int max_tokens, uint32_t seed, Run* run) {
+bool Submit(tq::Engine& e, int n, int prompt_len, int max_tokens, uint32_t seed, const tq::SamplingParams& sampling,
+            Run* run) {
   std::mt19937 rng(seed);
   const int vocab = static_cast<int>(e.model_info().config.vocab_size);
   run->token_times.assign(n, {});
@@ -92,7 +100,8 @@ bool Submit(tq::Engine& e, int n, int prompt_len, int max_tokens, uint32_t seed,
     for (int t = 0; t < prompt_len; ++t) r.prompt_ids.push_back(static_cast<int32_t>(1 + rng() % (vocab - 1)));
     r.max_tokens = max_tokens;
     r.ignore_eos = true;
-    r.sampling.temperature = 0;
+    r.sampling = sampling;
+    r.sampling.seed = seed + i;
     auto id = e.Submit(r, [run, i](const tq::GenerationEvent& ev) {
       std::lock_guard<std::mutex> l(run->mu);
       for (size_t k = 0; k < ev.token_ids.size(); ++k) run->token_times[i].push_back(Clock::now());
@@ -119,9 +128,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: engine_bench --model URI [--threads N] [--prompt-len 128] [--decode-tokens 32] "
                  "[--decode-context 8] [--kv-cache-gib G] [--batch 1,8] [--kv-codec bf16] [--device cpu|cuda] "
-                 "[--repeats 2]\n");
+                 "[--repeats 2] [--temperature 0] [--top-p 1]\n");
     return 2;
   }
+  tq::SamplingParams sampling;
+  sampling.temperature = a.temperature;
+  sampling.top_p = a.top_p;
   tq::EngineOptions o;
   o.model_uri = a.model;
   o.threads = a.threads;
@@ -147,13 +159,13 @@ int main(int argc, char** argv) {
   // Warm-up.
   {
     Run w;
-    Submit(**engine, 1, 16, 4, 7, &w);
+    Submit(**engine, 1, 16, 4, 7, sampling, &w);
   }
   double best_prefill = 0;
   for (int r = 0; r < a.repeats; ++r) {
     Run run;
     auto start = Clock::now();
-    if (!Submit(**engine, 1, a.prompt_len, 1, 11 + r, &run)) return 1;
+    if (!Submit(**engine, 1, a.prompt_len, 1, 11 + r, sampling, &run)) return 1;
     const double s = std::chrono::duration<double>(run.token_times[0][0] - start).count();
     best_prefill = std::max(best_prefill, a.prompt_len / s);
   }
@@ -162,7 +174,7 @@ int main(int argc, char** argv) {
     double best = 0;
     for (int r = 0; r < a.repeats; ++r) {
       Run run;
-      if (!Submit(**engine, b, a.decode_context, a.decode_tokens + 1, 100 + r, &run)) return 1;
+      if (!Submit(**engine, b, a.decode_context, a.decode_tokens + 1, 100 + r, sampling, &run)) return 1;
       Clock::time_point steady = run.token_times[0][0], end = run.token_times[0].back();
       for (const auto& t : run.token_times) {
         steady = std::max(steady, t.front());
