@@ -57,7 +57,10 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab, float* logprob) {
   if (params_.top_k > 0 && params_.top_k < vocab) {
     // Top-k: the k best (a partial sort), probabilities renormalized over them.
     cand_.resize(vocab);
-    for (int64_t i = 0; i < vocab; ++i) cand_[i] = {logits[i] / t, static_cast<int32_t>(i)};
+    for (int64_t i = 0; i < vocab; ++i) {
+      const float c = logits[i] / t;
+      cand_[i] = {std::isnan(c) ? -INFINITY : c, static_cast<int32_t>(i)};  // NaN: sortable, never drawn
+    }
     const int64_t k = params_.top_k;
     std::partial_sort(cand_.begin(), cand_.begin() + k, cand_.end(), by_logit);
     std::vector<double> p(k);
@@ -133,11 +136,12 @@ int32_t Sampler::SampleNucleus(const float* logits, int64_t vocab, float t, floa
     double mass = 0.0;
     for (int64_t i = 0; i < vocab; ++i) {
       const float c = logits[i] / t;
-      if (c >= cut || all) {
+      if (c >= cut && !std::isnan(c)) {  // NaN logits are never candidates (nor sortable)
         cand_.push_back({c, static_cast<int32_t>(i)});
         mass += std::exp(static_cast<double>(c) - c0);
       }
     }
+    if (all && cand_.empty()) return 0;  // every logit NaN
     mass /= z;
     if (!all) {
       // Does the band hold the prefix the draw can reach? (Checked again on the sorted sums.)

@@ -119,6 +119,30 @@ TEST(SamplerTest, BandSearchDrawsWhatAFullSortDraws) {
   }
 }
 
+// Masked (−inf) and NaN logits are never drawn, with top-k, top-p, min-p or none, on a flat row
+// (the band search falls through to the whole vocabulary) and a peaked one; a row of NaNs gives
+// token 0.
+TEST(SamplerTest, MaskedAndNanLogitsAreNeverDrawn) {
+  for (float spread : {0.01f, 5.0f}) {
+    std::vector<float> l(3000);
+    for (size_t i = 0; i < l.size(); ++i) l[i] = spread * std::sin(0.1f * static_cast<float>(i));
+    for (size_t i = 0; i < l.size(); i += 3) l[i] = -INFINITY;
+    for (size_t i = 1; i < l.size(); i += 7) l[i] = std::nanf("");
+    const SamplingParams cases[] = {Params(1.0f), Params(0.9f, 0, 0.95f), Params(1.2f, 0, 1.0f, 0.1f),
+                                    Params(0.8f, 40)};
+    for (const SamplingParams& c : cases) {
+      Sampler s(c);
+      for (int d = 0; d < 50; ++d) {
+        const int32_t tok = s.Sample(l.data(), static_cast<int64_t>(l.size()));
+        ASSERT_TRUE(std::isfinite(l[tok])) << "token " << tok << " spread " << spread;
+      }
+    }
+  }
+  std::vector<float> nans(100, std::nanf(""));
+  Sampler s(Params(1.0f));
+  EXPECT_EQ(s.Sample(nans.data(), 100), 0);
+}
+
 TEST(SamplerTest, SameSeedSameTokens) {
   std::vector<float> l(50);
   for (int i = 0; i < 50; ++i) l[i] = std::sin(i * 1.7f);
