@@ -42,6 +42,7 @@ done
 echo
 echo "== tq-inference-server --model file://$out/tq-tiny-qwen3-tq3 --device cpu"
 server=bazel-bin/services/inference/tq-inference-server
+rm -f "$out/server.ports"  # a rerun's old ports must not be read before the server writes its own
 "$server" --model "file://$out/tq-tiny-qwen3-tq3" --device cpu --listen 127.0.0.1:0 --metrics_host 127.0.0.1 \
   --metrics_port 0 --port_file "$out/server.ports" 2>"$out/server.log" &
 server_pid=$!
