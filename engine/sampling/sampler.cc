@@ -23,6 +23,67 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// A candidate of the nucleus search: c = logit / t, its probability under the whole vocabulary.
+struct Weighted {
+  float c;
+  int32_t id;
+  double p;
+};
+
+// The sampling order: larger c first, ties to the lower id (a strict total order).
+bool Before(const Weighted& a, const Weighted& b) { return a.c > b.c || (a.c == b.c && a.id < b.id); }
+
+// Weighted selection: finds the first position k, in Before order over v[0, n), whose prefix sum
+// of p satisfies reached(sum), and rearranges v so that v[0..k] hold exactly the first k + 1
+// elements of that order (v[k] the k-th) — the walk over a sorted array, without sorting (expected
+// linear time; the last ≤ 64 elements of the search are sorted). Returns -1 when even the whole
+// sum does not satisfy `reached`. Sums are taken in another order than the sorted walk's, so a
+// target within rounding (~1e-16) of a prefix sum may resolve one element differently.
+template <typename Reached>
+int64_t FindPrefix(std::vector<Weighted>& v, int64_t n, Reached reached) {
+  double acc = 0.0;
+  int64_t lo = 0, hi = n;
+  while (hi - lo > 64) {
+    Weighted three[3] = {v[lo], v[lo + (hi - lo) / 2], v[hi - 1]};
+    std::sort(three, three + 3, Before);
+    const Weighted pivot = three[1];
+    const auto first = v.begin() + lo, last = v.begin() + hi;
+    const auto mid = std::partition(first, last, [&](const Weighted& x) { return Before(x, pivot); });
+    std::iter_swap(mid, std::find_if(mid, last, [&](const Weighted& x) { return x.id == pivot.id; }));
+    const int64_t m = mid - v.begin();
+    double left = 0.0;
+    for (int64_t i = lo; i < m; ++i) left += v[i].p;
+    if (reached(acc + left)) {
+      hi = m;
+      continue;
+    }
+    acc += left;
+    if (reached(acc + v[m].p)) return m;
+    acc += v[m].p;
+    lo = m + 1;
+  }
+  std::sort(v.begin() + lo, v.begin() + hi, Before);
+  for (int64_t i = lo; i < hi; ++i) {
+    acc += v[i].p;
+    if (reached(acc)) return i;
+  }
+  return -1;
+}
+
+// The last of v[0, n) in Before order.
+int32_t LastInOrder(const std::vector<Weighted>& v, int64_t n) {
+  int64_t last = 0;
+  for (int64_t i = 1; i < n; ++i) last = Before(v[last], v[i]) ? i : last;
+  return v[last].id;
+}
+
+// Bands larger than this are searched by weighted selection instead of sorted.
+constexpr int64_t kSortLimit = 4096;
+
+}  // namespace
+
 int32_t ArgMax(const float* x, int64_t n) { return static_cast<int32_t>(nn::ArgMaxFirst(x, n)); }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params) {
@@ -149,8 +210,40 @@ int32_t Sampler::SampleNucleus(const float* logits, int64_t vocab, float t, floa
       if (params_.top_p < 1.0f && mass < params_.top_p) continue;
       if (params_.top_p >= 1.0f && params_.min_p > 0.0f && cut > min_p_cut) continue;
     }
-    std::sort(cand_.begin(), cand_.end(), by_logit);
     const int64_t n = static_cast<int64_t>(cand_.size());
+    if (n > kSortLimit) {
+      // A wide band (a flat distribution): weighted selection instead of a sort.
+      std::vector<Weighted> w(n);
+      for (int64_t i = 0; i < n; ++i) {
+        w[i] = {cand_[i].first, cand_[i].second, std::exp(static_cast<double>(cand_[i].first) - c0) / z};
+      }
+      if (plain) {
+        const int64_t k = FindPrefix(w, n, [&](double sum) { return r_plain < sum; });
+        if (k >= 0) return w[k].id;
+        if (all) return LastInOrder(w, n);
+        continue;
+      }
+      int64_t keep = n;
+      if (params_.top_p < 1.0f) {
+        const double top_p = params_.top_p;
+        const int64_t k = FindPrefix(w, n, [&](double sum) { return sum >= top_p; });
+        if (k < 0 && !all) continue;  // the nucleus reaches past the band
+        keep = k < 0 ? n : k + 1;
+      }
+      if (params_.min_p > 0.0f) {  // the top token's probability is exp(0) / z
+        const double floor = params_.min_p * (1.0 / z);
+        keep = std::max<int64_t>(
+            1, std::partition(w.begin(), w.begin() + keep, [&](const Weighted& x) { return x.p >= floor; }) -
+                   w.begin());
+      }
+      double total = 0.0;
+      for (int64_t i = 0; i < keep; ++i) total += w[i].p;
+      std::uniform_real_distribution<double> u(0.0, total);
+      const double r = u(rng_);
+      const int64_t k = FindPrefix(w, keep, [&](double sum) { return r < sum; });
+      return k >= 0 ? w[k].id : LastInOrder(w, keep);
+    }
+    std::sort(cand_.begin(), cand_.end(), by_logit);
     p.resize(n);
     for (int64_t i = 0; i < n; ++i) p[i] = std::exp(static_cast<double>(cand_[i].first) - c0) / z;
     if (plain) {
