@@ -193,23 +193,22 @@ int32_t Sampler::SampleNucleus(const float* logits, int64_t vocab, float t, floa
   for (double gap : kGaps) {
     const bool all = std::isinf(gap);
     const float cut = all ? -INFINITY : static_cast<float>(c0 - gap);
-    cand_.clear();
-    double mass = 0.0;
-    for (int64_t i = 0; i < vocab; ++i) {
-      const float c = logits[i] / t;
-      if (c >= cut && !std::isnan(c)) {  // NaN logits are never candidates (nor sortable)
-        cand_.push_back({c, static_cast<int32_t>(i)});
-        mass += std::exp(static_cast<double>(c) - c0);
-      }
-    }
-    if (all && cand_.empty()) return 0;  // every logit NaN
-    mass /= z;
     if (!all) {
-      // Does the band hold the prefix the draw can reach? (Checked again on the sorted sums.)
-      if (plain && mass <= r_plain) continue;
-      if (params_.top_p < 1.0f && mass < params_.top_p) continue;
+      // Does the band hold the prefix the draw can reach? Its mass from one vectorized pass (the
+      // exact sums over the gathered band decide again below, so this only saves work).
+      if (plain || params_.top_p < 1.0f) {
+        const double mass = nn::SumExpShifted(logits, vocab, max_logit, 1.0f / t, -static_cast<float>(gap)) / z;
+        if (plain && mass <= r_plain) continue;
+        if (params_.top_p < 1.0f && mass < params_.top_p) continue;
+      }
       if (params_.top_p >= 1.0f && params_.min_p > 0.0f && cut > min_p_cut) continue;
     }
+    cand_.clear();
+    for (int64_t i = 0; i < vocab; ++i) {
+      const float c = logits[i] / t;
+      if (c >= cut && !std::isnan(c)) cand_.push_back({c, static_cast<int32_t>(i)});  // NaN: never a candidate
+    }
+    if (cand_.empty()) return 0;  // every logit NaN (the band of the maximum is never empty otherwise)
     const int64_t n = static_cast<int64_t>(cand_.size());
     if (n > kSortLimit) {
       // A wide band (a flat distribution): weighted selection instead of a sort.

@@ -141,6 +141,12 @@ TEST(SamplerTest, MaskedAndNanLogitsAreNeverDrawn) {
   std::vector<float> nans(100, std::nanf(""));
   Sampler s(Params(1.0f));
   EXPECT_EQ(s.Sample(nans.data(), 100), 0);
+  // A NaN first logit is skipped too (greedy and sampled).
+  std::vector<float> lead(300, 0.5f);
+  lead[0] = std::nanf("");
+  lead[200] = 4.0f;
+  EXPECT_EQ(Sampler(Params(0.0f)).Sample(lead.data(), 300), 200);
+  for (int d = 0; d < 20; ++d) EXPECT_NE(s.Sample(lead.data(), 300), 0);
 }
 
 TEST(SamplerTest, SameSeedSameTokens) {

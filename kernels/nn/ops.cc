@@ -80,24 +80,25 @@ inline float ExpNonPositive(float s) {
   return e * scale2;
 }
 
-double SumExpShiftedPortable(const float* x, int64_t n, float shift, float scale) {
+double SumExpShiftedPortable(const float* x, int64_t n, float shift, float scale, float min_exponent) {
   double total = 0.0;
   for (int64_t b = 0; b < n; b += kExpBlock) {
     const int64_t e = std::min(n, b + kExpBlock);
     float acc = 0.0f;
     for (int64_t i = b; i < e; ++i) {
       const float s = (x[i] - shift) * scale;
-      if (s == s) acc += ExpNonPositive(s);  // NaN terms count 0
+      if (s >= min_exponent) acc += ExpNonPositive(s);  // NaN terms (and those below) count 0
     }
     total += acc;
   }
   return total;
 }
 
-// Eight lanes of ExpNonPositive((v − shift) · scale); NaN lanes give 0.
-__attribute__((target("avx2,fma"))) inline __m256 ExpShifted8(__m256 v, __m256 vshift, __m256 vscale) {
+// Eight lanes of ExpNonPositive((v − shift) · scale); lanes below vmin_e (and NaN lanes) give 0.
+__attribute__((target("avx2,fma"))) inline __m256 ExpShifted8(__m256 v, __m256 vshift, __m256 vscale,
+                                                              __m256 vmin_e) {
   __m256 s = _mm256_mul_ps(_mm256_sub_ps(v, vshift), vscale);
-  const __m256 ordered = _mm256_cmp_ps(s, s, _CMP_ORD_Q);
+  const __m256 ordered = _mm256_cmp_ps(s, vmin_e, _CMP_GE_OQ);
   s = _mm256_max_ps(s, _mm256_set1_ps(kExpMin));  // −inf → kExpMin
   const __m256 nf =
       _mm256_round_ps(_mm256_mul_ps(s, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -115,15 +116,15 @@ __attribute__((target("avx2,fma"))) inline __m256 ExpShifted8(__m256 v, __m256 v
 }
 
 __attribute__((target("avx2,fma"))) double SumExpShiftedAvx2(const float* x, int64_t n, float shift,
-                                                             float scale) {
-  const __m256 vshift = _mm256_set1_ps(shift), vscale = _mm256_set1_ps(scale);
+                                                             float scale, float min_exponent) {
+  const __m256 vshift = _mm256_set1_ps(shift), vscale = _mm256_set1_ps(scale), vmin_e = _mm256_set1_ps(min_exponent);
   double total = 0.0;
   int64_t i = 0;
   for (; i + kExpBlock <= n; i += kExpBlock) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t j = i; j < i + kExpBlock; j += 16) {
-      acc0 = _mm256_add_ps(acc0, ExpShifted8(_mm256_loadu_ps(x + j), vshift, vscale));
-      acc1 = _mm256_add_ps(acc1, ExpShifted8(_mm256_loadu_ps(x + j + 8), vshift, vscale));
+      acc0 = _mm256_add_ps(acc0, ExpShifted8(_mm256_loadu_ps(x + j), vshift, vscale, vmin_e));
+      acc1 = _mm256_add_ps(acc1, ExpShifted8(_mm256_loadu_ps(x + j + 8), vshift, vscale, vmin_e));
     }
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
@@ -131,12 +132,14 @@ __attribute__((target("avx2,fma"))) double SumExpShiftedAvx2(const float* x, int
     for (float v : lanes) s += v;
     total += s;
   }
-  return total + SumExpShiftedPortable(x + i, n - i, shift, scale);
+  return total + SumExpShiftedPortable(x + i, n - i, shift, scale, min_exponent);
 }
 
 int64_t ArgMaxFirstPortable(const float* x, int64_t n) {
   int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i) {
+  while (best < n && std::isnan(x[best])) ++best;  // leading NaNs are skipped
+  if (best == n) return 0;
+  for (int64_t i = best + 1; i < n; ++i) {
     if (x[i] > x[best]) best = i;
   }
   return best;
@@ -189,9 +192,10 @@ int64_t ArgMaxFirst(const float* x, int64_t n) {
   return HaveAvx2() ? ArgMaxFirstAvx2(x, n) : ArgMaxFirstPortable(x, n);
 }
 
-double SumExpShifted(const float* x, int64_t n, float shift, float scale) {
+double SumExpShifted(const float* x, int64_t n, float shift, float scale, float min_exponent) {
   if (n <= 0) return 0.0;
-  return HaveAvx2() ? SumExpShiftedAvx2(x, n, shift, scale) : SumExpShiftedPortable(x, n, shift, scale);
+  return HaveAvx2() ? SumExpShiftedAvx2(x, n, shift, scale, min_exponent)
+                    : SumExpShiftedPortable(x, n, shift, scale, min_exponent);
 }
 
 const char* NnKernelIsa() { return HaveAvx2() ? "avx2" : "portable"; }

@@ -19,6 +19,7 @@
 #define TQSERVE_KERNELS_NN_OPS_H_
 
 #include <cstdint>
+#include <limits>
 
 namespace tq::nn {
 
@@ -27,17 +28,18 @@ float Dot(const float* a, const float* b, int64_t n);
 // y[i] += alpha · x[i].
 void Axpy(float alpha, const float* x, float* y, int64_t n);
 
-// Index of the first maximum of x[0..n) (NaNs are never chosen, as `x[i] > x[best]` would
-// behave for x[0] not NaN; 0 when n == 0 or every value is NaN). The sampler's greedy pick.
+// Index of the first maximum of x[0..n), NaNs never chosen (0 when n == 0 or every value is
+// NaN). The sampler's greedy pick.
 int64_t ArgMaxFirst(const float* x, int64_t n);
 
 // Σ exp((x[i] − shift) · scale) for shift >= max(x) and scale > 0 (every exponent ≤ 0): a
 // polynomial exp with Cody–Waite range reduction (relative error ~1e-7 per term, exponents
 // below −87 count as exp(−87) ≈ 1.6e-38, −inf and NaN as 0), summed in fp32 per block of 256
 // values and in double across blocks (relative error ~1e-6 of the sum). The log-sum-exp of
-// vocabulary-sized logits for sampling's log-probabilities, ~30x faster than a double std::exp
-// loop.
-double SumExpShifted(const float* x, int64_t n, float shift, float scale);
+// vocabulary-sized logits for sampling's log-probabilities, ~10x faster than a double std::exp
+// loop. Terms whose exponent is below `min_exponent` count 0 (the mass of a band of logits).
+double SumExpShifted(const float* x, int64_t n, float shift, float scale,
+                     float min_exponent = -std::numeric_limits<float>::infinity());
 
 // One row of n values. `w` may be null (no weight). In place is allowed (y == x).
 void RmsNorm(const float* x, const float* w, int64_t n, float eps, float* y);

@@ -65,15 +65,28 @@ TEST(OpsTest, ArgMaxFirstAndSumExpShifted) {
       }
       const double got = SumExpShifted(x.data(), n, mx, scale);
       EXPECT_NEAR(got, ref, 2e-6 * ref) << "n " << n << " scale " << scale;
+      // A band: only exponents >= −3 count.
+      double band = 0.0;
+      for (float v : x) {
+        const double e = (static_cast<double>(v) - mx) * scale;
+        if (!std::isnan(v) && static_cast<float>((v - mx) * scale) >= -3.0f) band += std::exp(e);
+      }
+      EXPECT_NEAR(SumExpShifted(x.data(), n, mx, scale, -3.0f), band, 2e-6 * band + 1e-12) << "band, n " << n;
     }
   }
   // Every exponent far below the fp32 range: each term counts ~1.6e-38, the sum stays finite.
   std::vector<float> tiny(300, -1e4f);
   tiny[0] = 0.0f;
   EXPECT_NEAR(SumExpShifted(tiny.data(), 300, 0.0f, 1.0f), 1.0, 1e-6);
-  // NaN at 0 and everywhere: as `x[i] > x[best]` (index 0).
+  // Every value NaN: index 0; leading NaNs are skipped (short rows and the vector path).
   std::vector<float> nans(100, std::nanf(""));
   EXPECT_EQ(ArgMaxFirst(nans.data(), 100), 0);
+  for (int64_t n : {10, 100}) {
+    std::vector<float> lead(n, 1.0f);
+    lead[0] = lead[1] = std::nanf("");
+    lead[n - 2] = 2.0f;
+    EXPECT_EQ(ArgMaxFirst(lead.data(), n), n - 2) << "n " << n;
+  }
   EXPECT_EQ(ArgMaxFirst(nans.data(), 0), 0);
   EXPECT_EQ(SumExpShifted(nans.data(), 0, 0.0f, 1.0f), 0.0);
 }
