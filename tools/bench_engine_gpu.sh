@@ -7,7 +7,8 @@
 #   BIN=.device/bin tools/bench_engine_gpu.sh /tmp/llama8b
 # or from bazel-bin here (BIN unset). WORK (default /tmp/tq-llama8b) receives the checkpoints.
 # MODELS (default "bf16 tq3 tq4"; empty: none) are the short-context runs, BITS (default "3 4")
-# the compressions made.
+# the compressions made, BENCH_ARGS extra engine_bench flags for them (e.g. "--temperature 0.8
+# --top-p 0.9": sampled decode, the host sampler's cost included).
 set -euo pipefail
 work=${1:-/tmp/tq-llama8b}
 layers=${LAYERS:-32}
