@@ -79,9 +79,6 @@ int32_t LastInOrder(const std::vector<Weighted>& v, int64_t n) {
   return v[last].id;
 }
 
-// Bands larger than this are searched by weighted selection instead of sorted.
-constexpr int64_t kSortLimit = 4096;
-
 }  // namespace
 
 int32_t ArgMax(const float* x, int64_t n) { return static_cast<int32_t>(nn::ArgMaxFirst(x, n)); }
@@ -98,14 +95,14 @@ Sampler::Sampler(const SamplingParams& params) : params_(params) {
 int32_t Sampler::Sample(const float* logits, int64_t vocab, float* logprob) {
   const float t = greedy() ? 1.0f : params_.temperature;
   const int32_t best = ArgMax(logits, vocab);
-  // Log-sum-exp of logits / t for the log-probability report (vectorized exp, kernels/nn/ops.h;
-  // a vocabulary of 152K took ~2 ms per token with a double std::exp loop): max(logits / t) =
-  // max(logits) / t since t > 0.
-  double lse = 0.0;
-  if (logprob != nullptr) {
-    const float mx = logits[best];
-    lse = std::log(nn::SumExpShifted(logits, vocab, mx, 1.0f / t)) + static_cast<double>(mx) / t;
-  }
+  const float mx = logits[best];
+  const bool top_k = params_.top_k > 0 && params_.top_k < vocab;
+  // z = Σ exp(logits / t − max / t) (vectorized exp, kernels/nn/ops.h; a vocabulary of 152K took
+  // ~2 ms per token with a double std::exp loop; max(logits / t) = max(logits) / t since t > 0),
+  // for the log-probability report and the nucleus search, once.
+  const bool need_z = logprob != nullptr || (!greedy() && !top_k);
+  const double z = need_z ? nn::SumExpShifted(logits, vocab, mx, 1.0f / t) : 0.0;
+  const double lse = need_z ? std::log(z) + static_cast<double>(mx) / t : 0.0;
   auto report = [&](int32_t id) {
     if (logprob) *logprob = static_cast<float>(logits[id] / t - lse);
     return id;
@@ -115,7 +112,7 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab, float* logprob) {
   auto by_logit = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  if (params_.top_k > 0 && params_.top_k < vocab) {
+  if (top_k) {
     // Top-k: the k best (a partial sort), probabilities renormalized over them.
     cand_.resize(vocab);
     for (int64_t i = 0; i < vocab; ++i) {
@@ -133,7 +130,7 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab, float* logprob) {
     for (double& v : p) v /= sum;
     return report(cand_[Draw(p, k)].second);
   }
-  return report(SampleNucleus(logits, vocab, t, logits[best]));
+  return report(SampleNucleus(logits, vocab, t, mx, z));
 }
 
 // Filters the sorted probabilities p[0..keep) by top-p and min-p, then draws one index in
@@ -166,17 +163,16 @@ int64_t Sampler::Draw(const std::vector<double>& p, int64_t keep) {
   return keep - 1;
 }
 
-// Without top-k the distribution is the whole vocabulary sorted by logit (ties to the lower id),
-// each token's probability exp(c − c0) / Z (c = logit / t, c0 the largest, Z over the whole
+// Without top-k the distribution is the whole vocabulary in logit order (ties to the lower id),
+// each token's probability exp(c − c0) / z (c = logit / t, c0 the largest, z over the whole
 // vocabulary). Sorting all of it costs ~18 ms at 152K entries, but the token drawn always lies in
-// a prefix: the top-p nucleus, the min-p set, or — plain temperature — the prefix whose mass
-// passes the uniform draw. So only the band {c ≥ c0 − gap} is gathered and sorted, for widening
-// gaps until it provably holds that prefix (its mass and, after sorting, its cumulative sums
-// checked), the whole vocabulary last. Same tokens as sorting everything, up to the rounding of
-// Z (summed by nn::SumExpShifted) at a cumulative boundary.
-int32_t Sampler::SampleNucleus(const float* logits, int64_t vocab, float t, float max_logit) {
+// a prefix of that order: the top-p nucleus, the min-p set, or — plain temperature — the prefix
+// whose mass passes the uniform draw. So only the band {c ≥ c0 − gap} is gathered, for widening
+// gaps until it provably holds that prefix (its mass, then the prefix search itself), the whole
+// vocabulary last, and searched by weighted selection (FindPrefix) instead of sorted. Same tokens
+// as sorting everything, up to the rounding of sums at a cumulative boundary.
+int32_t Sampler::SampleNucleus(const float* logits, int64_t vocab, float t, float max_logit, double z) {
   const float c0 = max_logit / t;
-  const double z = nn::SumExpShifted(logits, vocab, max_logit, 1.0f / t);
   const bool plain = params_.top_p >= 1.0f && params_.min_p <= 0.0f;
   // Plain temperature draws first (one draw, as Draw would over a total of 1).
   double r_plain = 0.0;
@@ -185,17 +181,14 @@ int32_t Sampler::SampleNucleus(const float* logits, int64_t vocab, float t, floa
     r_plain = u(rng_);
   }
   const double min_p_cut = params_.min_p > 0.0f ? c0 + std::log(static_cast<double>(params_.min_p)) : -INFINITY;
-  auto by_logit = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  std::vector<double> p;
+  std::vector<Weighted> w;
   constexpr double kGaps[] = {4.0, 8.0, 16.0, 32.0, 64.0, std::numeric_limits<double>::infinity()};
   for (double gap : kGaps) {
     const bool all = std::isinf(gap);
     const float cut = all ? -INFINITY : static_cast<float>(c0 - gap);
     if (!all) {
       // Does the band hold the prefix the draw can reach? Its mass from one vectorized pass (the
-      // exact sums over the gathered band decide again below, so this only saves work).
+      // searches over the gathered band decide again below, so this only saves work).
       if (plain || params_.top_p < 1.0f) {
         const double mass = nn::SumExpShifted(logits, vocab, max_logit, 1.0f / t, -static_cast<float>(gap)) / z;
         if (plain && mass <= r_plain) continue;
@@ -203,65 +196,41 @@ int32_t Sampler::SampleNucleus(const float* logits, int64_t vocab, float t, floa
       }
       if (params_.top_p >= 1.0f && params_.min_p > 0.0f && cut > min_p_cut) continue;
     }
-    cand_.clear();
+    w.clear();
     for (int64_t i = 0; i < vocab; ++i) {
       const float c = logits[i] / t;
-      if (c >= cut && !std::isnan(c)) cand_.push_back({c, static_cast<int32_t>(i)});  // NaN: never a candidate
+      if (c >= cut && !std::isnan(c)) {  // NaN: never a candidate
+        w.push_back({c, static_cast<int32_t>(i), std::exp(static_cast<double>(c) - c0) / z});
+      }
     }
-    if (cand_.empty()) return 0;  // every logit NaN (the band of the maximum is never empty otherwise)
-    const int64_t n = static_cast<int64_t>(cand_.size());
-    if (n > kSortLimit) {
-      // A wide band (a flat distribution): weighted selection instead of a sort.
-      std::vector<Weighted> w(n);
-      for (int64_t i = 0; i < n; ++i) {
-        w[i] = {cand_[i].first, cand_[i].second, std::exp(static_cast<double>(cand_[i].first) - c0) / z};
-      }
-      if (plain) {
-        const int64_t k = FindPrefix(w, n, [&](double sum) { return r_plain < sum; });
-        if (k >= 0) return w[k].id;
-        if (all) return LastInOrder(w, n);
-        continue;
-      }
-      int64_t keep = n;
-      if (params_.top_p < 1.0f) {
-        const double top_p = params_.top_p;
-        const int64_t k = FindPrefix(w, n, [&](double sum) { return sum >= top_p; });
-        if (k < 0 && !all) continue;  // the nucleus reaches past the band
-        keep = k < 0 ? n : k + 1;
-      }
-      if (params_.min_p > 0.0f) {  // the top token's probability is exp(0) / z
-        const double floor = params_.min_p * (1.0 / z);
-        keep = std::max<int64_t>(
-            1, std::partition(w.begin(), w.begin() + keep, [&](const Weighted& x) { return x.p >= floor; }) -
-                   w.begin());
-      }
-      double total = 0.0;
-      for (int64_t i = 0; i < keep; ++i) total += w[i].p;
-      std::uniform_real_distribution<double> u(0.0, total);
-      const double r = u(rng_);
-      const int64_t k = FindPrefix(w, keep, [&](double sum) { return r < sum; });
-      return k >= 0 ? w[k].id : LastInOrder(w, keep);
-    }
-    std::sort(cand_.begin(), cand_.end(), by_logit);
-    p.resize(n);
-    for (int64_t i = 0; i < n; ++i) p[i] = std::exp(static_cast<double>(cand_[i].first) - c0) / z;
+    if (w.empty()) return 0;  // every logit NaN (the band of the maximum is never empty otherwise)
+    const int64_t n = static_cast<int64_t>(w.size());
     if (plain) {
-      double cum = 0.0;
-      for (int64_t i = 0; i < n; ++i) {
-        cum += p[i];
-        if (r_plain < cum) return cand_[i].second;
-      }
-      if (all) return cand_[n - 1].second;
+      const int64_t k = FindPrefix(w, n, [&](double sum) { return r_plain < sum; });
+      if (k >= 0) return w[k].id;
+      if (all) return LastInOrder(w, n);
       continue;
     }
-    if (!all && params_.top_p < 1.0f) {
-      double cum = 0.0;
-      for (int64_t i = 0; i < n && cum < params_.top_p; ++i) cum += p[i];
-      if (cum < params_.top_p) continue;  // the nucleus reaches past the band
+    int64_t keep = n;
+    if (params_.top_p < 1.0f) {
+      const double top_p = params_.top_p;
+      const int64_t k = FindPrefix(w, n, [&](double sum) { return sum >= top_p; });
+      if (k < 0 && !all) continue;  // the nucleus reaches past the band
+      keep = k < 0 ? n : k + 1;
     }
-    return cand_[Draw(p, n)].second;
+    if (params_.min_p > 0.0f) {  // the top token's probability is exp(0) / z
+      const double floor = params_.min_p * (1.0 / z);
+      keep = std::max<int64_t>(
+          1, std::partition(w.begin(), w.begin() + keep, [&](const Weighted& x) { return x.p >= floor; }) - w.begin());
+    }
+    double total = 0.0;
+    for (int64_t i = 0; i < keep; ++i) total += w[i].p;
+    std::uniform_real_distribution<double> u(0.0, total);
+    const double r = u(rng_);
+    const int64_t k = FindPrefix(w, keep, [&](double sum) { return r < sum; });
+    return k >= 0 ? w[k].id : LastInOrder(w, keep);
   }
-  return cand_.empty() ? 0 : cand_[0].second;  // not reached: the last gap takes everything
+  return 0;  // not reached: the last gap takes everything
 }
 
 }  // namespace tq

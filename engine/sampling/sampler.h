@@ -48,7 +48,7 @@ class Sampler {
 
  private:
   int64_t Draw(const std::vector<double>& p, int64_t keep);
-  int32_t SampleNucleus(const float* logits, int64_t vocab, float t, float max_logit);
+  int32_t SampleNucleus(const float* logits, int64_t vocab, float t, float max_logit, double z);
 
   SamplingParams params_;
   std::mt19937_64 rng_;

@@ -43,7 +43,9 @@ TEST(SamplerTest, LogProbOfALargeVocabulary) {
     Sampler s(Params(t, 0, 1.0f, 0.0f, 7));
     float lp = 0;
     const int32_t tok = s.Sample(l.data(), vocab, &lp);
-    if (t == 0.0f) EXPECT_EQ(tok, 12345);
+    if (t == 0.0f) {
+      EXPECT_EQ(tok, 12345);
+    }
     const double tt = t == 0.0f ? 1.0 : t;
     double m = -INFINITY, z = 0.0;
     for (float v : l) m = std::max(m, v / tt);
