@@ -524,14 +524,16 @@ void Engine::Step() {
     preempt_last();  // running sequences are all stuck on a full cache: make room
   }
 
-  // 3. Run.
+  // 3. Run. A sequence whose step reaches its last token gets logits and samples.
+  auto completes = [](const Planned& p) {
+    return p.s->computed + p.n == static_cast<int64_t>(p.s->tokens.size());
+  };
   ForwardBatch batch;
   for (const Planned& p : plan) {
     Sequence* s = p.s;
     batch.tokens.insert(batch.tokens.end(), s->tokens.begin() + s->computed,
                         s->tokens.begin() + s->computed + p.n);
-    const bool completes = s->computed + p.n == static_cast<int64_t>(s->tokens.size());
-    batch.seqs.push_back({s->kv, s->computed, p.n, completes ? LogitsMode::kLast : LogitsMode::kNone});
+    batch.seqs.push_back({s->kv, s->computed, p.n, completes(p) ? LogitsMode::kLast : LogitsMode::kNone});
   }
   std::vector<float>& logits = step_logits_;
   absl::Status fwd = plan.empty() ? absl::OkStatus() : model_->Forward(batch, *cache_, &logits);
@@ -547,7 +549,7 @@ void Engine::Step() {
   std::vector<Sequence*> sampling;
   if (fwd.ok()) {
     for (const Planned& p : plan) {
-      if (p.s->computed + p.n == static_cast<int64_t>(p.s->tokens.size())) sampling.push_back(p.s);
+      if (completes(p)) sampling.push_back(p.s);
     }
   }
   std::vector<Sampled> sampled(sampling.size());
@@ -580,10 +582,10 @@ void Engine::Step() {
       finished.push_back(s);
       continue;
     }
-    const bool completes = s->computed + p.n == static_cast<int64_t>(s->tokens.size());
+    const bool done = completes(p);  // before `computed` moves on
     if (p.n > 1 || s->generated == 0) prompt_tokens += p.n;
     s->computed += p.n;
-    if (!completes) continue;
+    if (!done) continue;
     const int32_t tok = sampled[row].token;
     const float lp = sampled[row].logprob;
     ++row;
