@@ -189,6 +189,19 @@ struct TqRunners {
 };
 
 // A linear layer on the device: TQ codes (run by the TQ kernels), or dense weights.
+// Whether every part is TQ codes of one format (bits, group size, rotation block) that `runner`'s
+// device runs: then they can stay codes on the device.
+bool TqCodesFit(const std::vector<const Linear*>& parts, const cuda::TqLinearRunner& runner) {
+  const Linear& f = *parts[0];
+  for (const Linear* p : parts) {
+    if (!p->quantized() || !f.quantized() || p->tq().bits != f.tq().bits ||
+        p->tq().group_size != f.tq().group_size || p->tq().rotation_block != f.tq().rotation_block) {
+      return false;
+    }
+  }
+  return runner.CheckFormat(f.tq().bits, f.tq().group_size, f.tq().rotation_block).ok();
+}
+
 struct DeviceLinear {
   int64_t n = 0, k = 0;
   bool tq = false;
@@ -206,16 +219,14 @@ struct DeviceLinear {
                         uint64_t* bytes, int* tq_layers, int* dense_layers) {
     n = 0;
     k = parts[0]->k();
-    bool all_tq = true, same_dense = true;
+    bool same_dense = true;
     const Linear& first = *parts[0];
     for (const Linear* p : parts) {
       if (p->k() != k) return absl::InternalError("BindRows: parts with different k");
       n += p->n();
-      all_tq = all_tq && p->quantized() && first.quantized() && p->tq().bits == first.tq().bits &&
-               p->tq().group_size == first.tq().group_size && p->tq().rotation_block == first.tq().rotation_block;
       same_dense = same_dense && !p->quantized() && !first.quantized() && p->dense_type() == first.dense_type();
     }
-    if (all_tq && !dequantize) {
+    if (!dequantize && TqCodesFit(parts, runner)) {
       const cpu::TqLinearParams& f = first.tq();
       const int64_t groups = (k + f.group_size - 1) / f.group_size;
       const size_t row_bytes = static_cast<size_t>(groups) * (f.group_size * f.bits / 8);
@@ -290,6 +301,16 @@ struct DeviceLinear {
     return absl::OkStatus();
   }
 
+  // A TQ layer over codes another DeviceLinear owns (one expert of DeviceExperts).
+  static DeviceLinear TqView(const cuda::TqCudaWeights& w) {
+    DeviceLinear v;
+    v.n = w.n;
+    v.k = w.k;
+    v.tq = true;
+    v.tqw = w;
+    return v;
+  }
+
   // Scratch of the graph runner for every decode batch size it may capture.
   absl::Status ReserveForGraphs(cuda::TqLinearRunner& runner, int64_t max_m, cudaStream_t stream) const {
     if (!tq) return absl::OkStatus();
@@ -327,81 +348,6 @@ constexpr int64_t kMaxGraphBatch = 64;
 // which runs each active expert once over its tokens).
 constexpr int64_t kMoeGraphBatch = 16;
 
-// Every expert's gate|up and down TQ codes back to back (one format): a kernel picks an expert by
-// a device index (TqLinearRunner::RunExpert; the graph-captured decode), the host path by
-// pointer arithmetic. ok = false when the experts are not all TQ codes of one supported format.
-struct DeviceExperts {
-  bool ok = false;
-  DeviceBuffer gu_packed, gu_gains, down_packed, down_gains, codebook;
-  cuda::TqCudaWeights gu, down;  // expert 0
-  int64_t gu_packed_stride = 0, gu_gains_stride = 0, down_packed_stride = 0, down_gains_stride = 0;
-
-  static cuda::TqCudaWeights Select(cuda::TqCudaWeights w, int64_t packed_stride, int64_t gains_stride, int e) {
-    w.packed += e * packed_stride;
-    w.gains += e * gains_stride;
-    return w;
-  }
-  cuda::TqCudaWeights GateUp(int e) const { return Select(gu, gu_packed_stride, gu_gains_stride, e); }
-  cuda::TqCudaWeights Down(int e) const { return Select(down, down_packed_stride, down_gains_stride, e); }
-
-  absl::Status Bind(const std::vector<ExpertWeights>& xs, const cuda::TqLinearRunner& runner, uint64_t* bytes) {
-    ok = false;
-    if (xs.empty()) return absl::OkStatus();
-    const Linear& f = xs[0].gate;
-    auto same = [&](const Linear& l, int64_t n, int64_t k) {
-      return l.quantized() && f.quantized() && l.n() == n && l.k() == k && l.tq().bits == f.tq().bits &&
-             l.tq().group_size == f.tq().group_size && l.tq().rotation_block == f.tq().rotation_block;
-    };
-    const int64_t im = f.n(), h = f.k();
-    for (const ExpertWeights& x : xs) {
-      if (!same(x.gate, im, h) || !same(x.up, im, h) || !same(x.down, h, im)) return absl::OkStatus();
-    }
-    const cpu::TqLinearParams& p = f.tq();
-    auto row_bytes = [&](int64_t k) { return ((k + p.group_size - 1) / p.group_size) * (p.group_size * p.bits / 8); };
-    auto groups = [&](int64_t k) { return (k + p.group_size - 1) / p.group_size; };
-    std::vector<uint8_t> packed;
-    std::vector<float> gains;
-    for (const ExpertWeights& x : xs) {
-      for (const Linear* l : {&x.gate, &x.up}) {
-        packed.insert(packed.end(), l->tq().packed, l->tq().packed + l->n() * row_bytes(h));
-        gains.insert(gains.end(), l->tq().gains, l->tq().gains + l->n() * groups(h));
-      }
-    }
-    TQ_RETURN_IF_ERROR(gu_packed.Upload(packed.data(), packed.size()));
-    TQ_RETURN_IF_ERROR(gu_gains.Upload(gains.data(), gains.size() * sizeof(float)));
-    gu_packed_stride = 2 * im * row_bytes(h);
-    gu_gains_stride = 2 * im * groups(h);
-    packed.clear();
-    gains.clear();
-    for (const ExpertWeights& x : xs) {
-      packed.insert(packed.end(), x.down.tq().packed, x.down.tq().packed + h * row_bytes(im));
-      gains.insert(gains.end(), x.down.tq().gains, x.down.tq().gains + h * groups(im));
-    }
-    TQ_RETURN_IF_ERROR(down_packed.Upload(packed.data(), packed.size()));
-    TQ_RETURN_IF_ERROR(down_gains.Upload(gains.data(), gains.size() * sizeof(float)));
-    down_packed_stride = h * row_bytes(im);
-    down_gains_stride = h * groups(im);
-    TQ_RETURN_IF_ERROR(codebook.Upload(p.codebook, (size_t{1} << p.bits) * sizeof(float)));
-    for (auto [w, n, k, pk, gn] : {std::tuple{&gu, 2 * im, h, &gu_packed, &gu_gains},
-                                   std::tuple{&down, h, im, &down_packed, &down_gains}}) {
-      w->n = n;
-      w->k = k;
-      w->bits = p.bits;
-      w->group_size = p.group_size;
-      w->rotation_block = p.rotation_block;
-      w->packed = pk->as<uint8_t>();
-      w->gains = gn->as<float>();
-      w->codebook = codebook.as<float>();
-      if (!runner.CheckSupported(*w).ok()) {
-        gu_packed.Reset(), gu_gains.Reset(), down_packed.Reset(), down_gains.Reset(), codebook.Reset();
-        return absl::OkStatus();
-      }
-    }
-    *bytes += gu_packed.bytes() + gu_gains.bytes() + down_packed.bytes() + down_gains.bytes() + codebook.bytes();
-    ok = true;
-    return absl::OkStatus();
-  }
-};
 constexpr int32_t kPagedDecodeMaxContext = 128;
 
 // How one layer's K or V vectors are stored on the device (CheckKvFormat accepted the codec):
@@ -464,6 +410,71 @@ struct DeviceMlp {
   }
 };
 
+// Every expert's gate|up rows back to back in one layer and every expert's down rows in another
+// (DeviceLinear::BindRows over all experts, TQ codes of one format): a kernel picks an expert by
+// a device index (TqLinearRunner::RunExpert; the graph-captured decode), the host path through
+// per-expert views (`views`, DeviceMlps over these codes). ok = false when the experts are not all
+// TQ codes of one format and shape the TQ kernels take.
+struct DeviceExperts {
+  bool ok = false;
+  DeviceLinear gate_up_all, down_all;  // own the codes
+  cuda::TqCudaWeights gu, down;        // expert 0
+  int64_t gu_packed_stride = 0, gu_gains_stride = 0, down_packed_stride = 0, down_gains_stride = 0;
+
+  absl::Status Bind(const std::vector<ExpertWeights>& xs, const cuda::TqLinearRunner& runner,
+                    std::vector<DeviceMlp>* views, uint64_t* bytes, int* tq_layers, int* dense_layers) {
+    ok = false;
+    if (xs.empty()) return absl::OkStatus();
+    const int64_t im = xs[0].gate.n(), h = xs[0].gate.k(), E = static_cast<int64_t>(xs.size());
+    std::vector<const Linear*> gu_parts, down_parts;
+    for (const ExpertWeights& x : xs) {
+      // Equal shapes: expert e sits at e strides.
+      if (x.gate.n() != im || x.gate.k() != h || x.up.n() != im || x.up.k() != h || x.down.n() != h ||
+          x.down.k() != im) {
+        return absl::OkStatus();
+      }
+      gu_parts.push_back(&x.gate);
+      gu_parts.push_back(&x.up);
+      down_parts.push_back(&x.down);
+    }
+    std::vector<const Linear*> all = gu_parts;
+    all.insert(all.end(), down_parts.begin(), down_parts.end());
+    if (!TqCodesFit(all, runner)) return absl::OkStatus();  // checked first: no dense fallback upload
+    int tq = 0, dense = 0;
+    uint64_t b = 0;
+    TQ_RETURN_IF_ERROR(gate_up_all.BindRows(gu_parts, false, runner, &b, &tq, &dense));
+    TQ_RETURN_IF_ERROR(down_all.BindRows(down_parts, false, runner, &b, &tq, &dense));
+    if (!gate_up_all.tq || !down_all.tq) {  // not expected after TqCodesFit
+      gate_up_all = DeviceLinear();
+      down_all = DeviceLinear();
+      return absl::OkStatus();
+    }
+    *bytes += b;
+    *tq_layers += tq;
+    *dense_layers += dense;
+    gu = gate_up_all.tqw;
+    gu.n = 2 * im;
+    down = down_all.tqw;
+    down.n = h;
+    gu_packed_stride = static_cast<int64_t>(gate_up_all.w.bytes()) / E;
+    gu_gains_stride = static_cast<int64_t>(gate_up_all.gains.bytes() / sizeof(float)) / E;
+    down_packed_stride = static_cast<int64_t>(down_all.w.bytes()) / E;
+    down_gains_stride = static_cast<int64_t>(down_all.gains.bytes() / sizeof(float)) / E;
+    views->resize(E);
+    for (int64_t e = 0; e < E; ++e) {
+      cuda::TqCudaWeights g = gu, d = down;
+      g.packed += e * gu_packed_stride;
+      g.gains += e * gu_gains_stride;
+      d.packed += e * down_packed_stride;
+      d.gains += e * down_gains_stride;
+      (*views)[e].gate_up = DeviceLinear::TqView(g);
+      (*views)[e].down = DeviceLinear::TqView(d);
+    }
+    ok = true;
+    return absl::OkStatus();
+  }
+};
+
 struct DeviceLayer {
   DeviceLinear qkv, o;  // q/k/v fused row-wise
   DeviceMlp mlp;        // dense layers
@@ -473,7 +484,7 @@ struct DeviceLayer {
   bool moe = false;
   DeviceLinear router;
   std::vector<float> router_bias;  // host (e_score_correction_bias; empty: none)
-  std::vector<DeviceMlp> experts;  // one per expert, unless `packed_experts` holds them
+  std::vector<DeviceMlp> experts;  // one per expert (views over `packed_experts` when it holds them)
   DeviceExperts packed_experts;
   bool device_routing = false;     // packed_experts and a router MoeTopK takes (graph-capturable)
   bool has_shared = false;
@@ -802,16 +813,7 @@ absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h
     // a token at most once per expert), so h itself, no gather.
     const bool all_tokens = n == T;
     if (!all_tokens) TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(h, rows, n, H, in, st));
-    const float* x = all_tokens ? h : in;
-    if (L.packed_experts.ok) {
-      cuda::TqLinearRunner& r = *eager_runner;
-      const int64_t Im = cfg.moe.moe_intermediate_size;
-      TQ_RETURN_IF_ERROR(r.Run(L.packed_experts.GateUp(e), x, cuda::TqActType::kF32, n, H, gu, nullptr, 2 * Im, st));
-      TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * Im, gu + Im, 2 * Im, n, Im, act, Im, st));
-      TQ_RETURN_IF_ERROR(r.Run(L.packed_experts.Down(e), act, cuda::TqActType::kF32, n, Im, eo, nullptr, H, st));
-    } else {
-      TQ_RETURN_IF_ERROR(L.experts[e].Run(x, n, gu, act, eo, st, runners, false));
-    }
+    TQ_RETURN_IF_ERROR(L.experts[e].Run(all_tokens ? h : in, n, gu, act, eo, st, runners, false));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddScaledRows(eo, rows, moe_weights.as<float>() + off, n, H, out, H, st));
     off += n;
   }
@@ -992,9 +994,14 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
       D.moe = s.has_moe = true;
       TQ_RETURN_IF_ERROR(D.router.BindRows({&L.router}, false, *s.eager_runner, &bytes, tq_n, dense_n));
       D.router_bias = L.router_bias;
-      if (!options.dequantize_tq) TQ_RETURN_IF_ERROR(D.packed_experts.Bind(L.experts, *s.eager_runner, &bytes));
+      if (static_cast<int>(L.experts.size()) != cfg.moe.n_routed_experts) {  // before any expert is uploaded
+        return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": ", L.experts.size(), " experts, config says ",
+                                                       cfg.moe.n_routed_experts));
+      }
+      if (!options.dequantize_tq) {
+        TQ_RETURN_IF_ERROR(D.packed_experts.Bind(L.experts, *s.eager_runner, &D.experts, &bytes, tq_n, dense_n));
+      }
       if (D.packed_experts.ok) {  // every expert from its codes, back to back
-        *tq_n += 3 * static_cast<int>(L.experts.size());
         D.device_routing = cfg.moe.n_group <= 1 && L.router_bias.empty() &&
                            cfg.moe.n_routed_experts <= cuda::kMoeMaxExperts;
       } else {
@@ -1003,10 +1010,6 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
           const ExpertWeights& X = L.experts[e];
           TQ_RETURN_IF_ERROR(bind_mlp(X.gate, X.up, X.down, &D.experts[e].gate_up, &D.experts[e].down));
         }
-      }
-      if (static_cast<int>(L.experts.size()) != cfg.moe.n_routed_experts) {
-        return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": ", L.experts.size(), " experts, config says ",
-                                                       cfg.moe.n_routed_experts));
       }
       s.moe_width = std::max(s.moe_width, cfg.moe.moe_intermediate_size);
       if (L.has_shared) {

@@ -59,15 +59,18 @@ TqLinearRunner::~TqLinearRunner() {
   }
 }
 
-absl::Status TqLinearRunner::CheckSupported(const TqCudaWeights& w) const {
-  const char* why =
-      TqCudaUnsupportedReason(w.bits, w.group_size, w.rotation_block, sm_major_, sm_minor_);
+absl::Status TqLinearRunner::CheckFormat(int bits, int group_size, int rotation_block) const {
+  const char* why = TqCudaUnsupportedReason(bits, group_size, rotation_block, sm_major_, sm_minor_);
   if (why != nullptr) {
-    return absl::UnimplementedError(absl::StrCat("TQ on CUDA (bits ", w.bits, ", group ",
-                                                 w.group_size, ", rotation block ",
-                                                 w.rotation_block, ", sm_", sm_major_, sm_minor_,
-                                                 "): ", why));
+    return absl::UnimplementedError(absl::StrCat("TQ on CUDA (bits ", bits, ", group ", group_size,
+                                                 ", rotation block ", rotation_block, ", sm_",
+                                                 sm_major_, sm_minor_, "): ", why));
   }
+  return absl::OkStatus();
+}
+
+absl::Status TqLinearRunner::CheckSupported(const TqCudaWeights& w) const {
+  TQ_RETURN_IF_ERROR(CheckFormat(w.bits, w.group_size, w.rotation_block));
   if (w.n < 0 || w.k < 0 || w.packed == nullptr || w.gains == nullptr || w.codebook == nullptr) {
     return absl::InvalidArgumentError("TQ on CUDA: null weight pointers or negative shape");
   }

@@ -41,6 +41,8 @@ class TqLinearRunner {
   // OK if this device can run `w` (bits, group size, rotation block); else InvalidArgument or
   // Unimplemented with the reason. Call once when a model loads.
   absl::Status CheckSupported(const TqCudaWeights& w) const;
+  // The format part of CheckSupported, before any weight is on the device.
+  absl::Status CheckFormat(int bits, int group_size, int rotation_block) const;
 
   // The kernel Run uses for m rows.
   TqKernel KernelFor(const TqCudaWeights& w, int64_t m) const;
