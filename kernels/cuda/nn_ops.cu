@@ -367,6 +367,11 @@ __global__ void __launch_bounds__(kDenseGemvThreads)
   }
 }
 
+// A thread per item in whole warps, 64..1024 (one CTA per row, items independent).
+int ThreadPerItem(int64_t items) {
+  return static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(64, (items + kWarp - 1) / kWarp * kWarp)));
+}
+
 int ThreadsFor(int64_t n) {
   if (n >= 1024) return 256;
   if (n >= 256) return 128;
@@ -385,9 +390,8 @@ cudaError_t EmbedRows(const void* table, DType dtype, const int32_t* ids, int64_
 cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t rows, int64_t n, float eps, float* y,
                         int64_t ldy, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  // A thread per float4 of the row (whole warps, 64..1024).
-  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(64, ((n / 4 + 31) / 32) * 32)));
-  RmsNormKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, ldx, w, n, eps, y, ldy);
+  // A thread per float4 of the row.
+  RmsNormKernel<<<static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream>>>(x, ldx, w, n, eps, y, ldy);
   return cudaGetLastError();
 }
 
@@ -402,10 +406,9 @@ cudaError_t ApplyRope(float* x, int64_t ld, int64_t rows, int heads, int head_di
                       const float* cos, const float* sin, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (head_dim % 2 != 0) return cudaErrorInvalidValue;
-  // A thread per rotated pair (up to 1024): the pairs' loads are independent, so more threads
-  // keep more of them in flight than a loop over few threads.
-  const int64_t pairs = static_cast<int64_t>(heads) * head_dim / 2;
-  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(64, (pairs + 31) / 32 * 32)));
+  // A thread per rotated pair: the pairs' loads are independent, so more threads keep more of
+  // them in flight than a loop over few threads.
+  const int threads = ThreadPerItem(static_cast<int64_t>(heads) * head_dim / 2);
   RopeKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, ld, heads, head_dim, positions, cos, sin);
   return cudaGetLastError();
 }

@@ -53,7 +53,7 @@ __attribute__((target("avx2,fma"))) void AxpyAvx2(float alpha, const float* x, f
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// exp(s) for s <= 0 (clamped to >= kExpMin; NaN → 0): n = round(s / ln 2), r = s − n ln 2 in two
+// exp(s) for s <= 0, not NaN (clamped to >= kExpMin): n = round(s / ln 2), r = s − n ln 2 in two
 // steps (Cody–Waite), e^r by the Cephes expf polynomial, times 2^n through the exponent bits.
 constexpr float kExpMin = -87.0f;
 constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
@@ -62,7 +62,7 @@ constexpr float kExpP0 = 1.9875691500e-4f, kExpP1 = 1.3981999507e-3f, kExpP2 = 8
 constexpr int64_t kExpBlock = 256;
 
 inline float ExpNonPositive(float s) {
-  if (!(s >= kExpMin)) s = s == s ? kExpMin : 0.0f;  // NaN: handled by the caller's mask
+  s = std::max(s, kExpMin);
   const float n = std::nearbyint(s * kLog2e);
   const float r = (s - n * kLn2Hi) - n * kLn2Lo;
   float p = kExpP0;
@@ -72,9 +72,7 @@ inline float ExpNonPositive(float s) {
   p = p * r + kExpP4;
   p = p * r + kExpP5;
   const float e = (p * r) * r + r + 1.0f;
-  uint32_t bits;
-  const int32_t ni = static_cast<int32_t>(n) + 127;
-  bits = static_cast<uint32_t>(ni) << 23;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
   float scale2;
   std::memcpy(&scale2, &bits, sizeof(scale2));
   return e * scale2;

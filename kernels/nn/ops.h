@@ -34,7 +34,7 @@ int64_t ArgMaxFirst(const float* x, int64_t n);
 
 // Σ exp((x[i] − shift) · scale) for shift >= max(x) and scale > 0 (every exponent ≤ 0): a
 // polynomial exp with Cody–Waite range reduction (relative error ~1e-7 per term, exponents
-// below −87 count as exp(−87) ≈ 1.6e-38, −inf and NaN as 0), summed in fp32 per block of 256
+// below −87, −inf included, count as exp(−87) ≈ 1.6e-38, NaN as 0), summed in fp32 per block of 256
 // values and in double across blocks (relative error ~1e-6 of the sum). The log-sum-exp of
 // vocabulary-sized logits for sampling's log-probabilities, ~10x faster than a double std::exp
 // loop. Terms whose exponent is below `min_exponent` count 0 (the mass of a band of logits).
