@@ -175,10 +175,8 @@ absl::Status TqLinearRunner::RunMma(const TqCudaWeights& w, const void* x, TqAct
     a.expert = select->expert;
     a.expert_packed_stride = select->packed_stride;
     a.expert_gains_stride = select->gains_stride;
-    if (select->slots > 1) {
-      a.expert_slots = select->slots;
-      a.x_slot_div = select->x_slot_div;
-    }
+    a.expert_slots = select->slots;  // 1: one plane, as an ungrouped launch
+    a.x_slot_div = select->x_slot_div;
   }
   if (!fused) TQ_RETURN_IF_ERROR(RotateToHalf(w, x, x_type, m, ldx, stream, &a.x_rot_f16, &a.x_scale));
   TQ_CUDA_RETURN_IF_ERROR(LaunchTqLinearMma(a, cfg, stream));
