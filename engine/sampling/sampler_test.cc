@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cuda/sampling_reference.h"
 
 namespace tq {
 namespace {
@@ -205,6 +206,57 @@ TEST(SamplerTest, ValidationNamesTheField) {
   EXPECT_NE(ValidateSamplingParams(Params(1.0f, 0, 0.0f)).message().find("top_p"), std::string::npos);
   EXPECT_NE(ValidateSamplingParams(Params(1.0f, 0, 1.5f)).message().find("top_p"), std::string::npos);
   EXPECT_NE(ValidateSamplingParams(Params(1.0f, 0, 1.0f, 2.0f)).message().find("min_p"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tq
+
+namespace tq {
+namespace {
+
+// The device sampler's definition (kernels/cuda/sampling.h, its CPU reference) draws from the
+// host sampler's distribution: same filters, same order, other generator. Empirical
+// distributions of both (host: over seeds; device definition: over draw indices) against each
+// other, by total variation distance, and every host draw inside the definition's kept set.
+TEST(SamplerTest, DeviceSamplerDefinitionDrawsTheSameDistribution) {
+  const int vocab = 400;
+  std::mt19937 gen(11);
+  std::normal_distribution<float> nd(0.0f, 2.5f);
+  std::vector<float> l(vocab);
+  for (float& v : l) v = nd(gen);
+  struct Case {
+    float t;
+    int k;
+    float top_p, min_p;
+  };
+  const Case cases[] = {{1.0f, 0, 1.0f, 0.0f}, {0.7f, 30, 1.0f, 0.0f}, {0.9f, 0, 0.85f, 0.0f}, {1.1f, 0, 1.0f, 0.05f},
+                        {1.0f, 25, 0.9f, 0.01f}};
+  for (const Case& cs : cases) {
+    const int draws = 20000;
+    std::vector<double> host(vocab, 0.0), dev(vocab, 0.0);
+    cuda::SampleRowParams p;
+    p.temperature = cs.t;
+    p.top_k = cs.k;
+    p.top_p = cs.top_p;
+    p.min_p = cs.min_p;
+    p.key = 99;
+    int kept = 0;
+    for (int d = 0; d < draws; ++d) {
+      p.index = static_cast<uint64_t>(d);
+      const cuda::SampleRowResult r = cuda::SampleRowReference(l.data(), vocab, p, nullptr);
+      kept = r.kept;
+      dev[r.token] += 1.0 / draws;
+      Sampler s(Params(cs.t, cs.k, cs.top_p, cs.min_p, static_cast<uint64_t>(d) + 1));
+      host[s.Sample(l.data(), vocab)] += 1.0 / draws;
+    }
+    double tv = 0.0;
+    for (int i = 0; i < vocab; ++i) {
+      tv += 0.5 * std::fabs(host[i] - dev[i]);
+      if (host[i] > 0.0) EXPECT_GT(dev[i] + 1e-12, 0.0) << "token " << i << " drawn by the host only";
+    }
+    EXPECT_LT(tv, 0.7 * std::sqrt(static_cast<double>(kept) / draws) + 0.01)
+        << "t " << cs.t << " k " << cs.k << " top_p " << cs.top_p << " min_p " << cs.min_p << " kept " << kept;
+  }
 }
 
 }  // namespace
