@@ -5,7 +5,8 @@
 // Prefill: one request of --prompt-len random token ids scheduled in one step; tokens/s =
 // prompt length / time to first token. Decode at batch B: B requests with --decode-context-token
 // prompts (default 8) and --decode-tokens new tokens each (ignore eos; greedy unless --temperature,
-// optionally --top-p: seeded sampling, the host sampler's cost included); tokens/s counts
+// optionally --top-p / --top-k: seeded sampling; on CUDA on the device unless --host-sampling,
+// which copies the logits back and samples on the host as the CPU backend does); tokens/s counts
 // the tokens produced after the last request's first token, over the time until the last
 // finishes (steady-state decode at that context). Long contexts need a KV cache to match:
 // --kv-cache-gib (default: the engine's automatic size, at most 1 GiB).
@@ -39,6 +40,8 @@ struct Args {
   int repeats = 2;
   float temperature = 0.0f;  // 0: greedy
   float top_p = 1.0f;
+  int top_k = 0;
+  bool host_sampling = false;  // CUDA: sample on the host (the logits copied back) instead of the GPU
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
@@ -67,6 +70,10 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!absl::SimpleAtof(next(), &a->temperature) || !(a->temperature >= 0)) return false;
     } else if (k == "--top-p") {
       if (!absl::SimpleAtof(next(), &a->top_p) || !(a->top_p > 0 && a->top_p <= 1)) return false;
+    } else if (k == "--top-k") {
+      if (!absl::SimpleAtoi(next(), &a->top_k) || a->top_k < 0) return false;
+    } else if (k == "--host-sampling") {
+      a->host_sampling = true;
     } else if (k == "--batch") {
       a->batches.clear();
       for (absl::string_view s : absl::StrSplit(next(), ',')) {
@@ -128,13 +135,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: engine_bench --model URI [--threads N] [--prompt-len 128] [--decode-tokens 32] "
                  "[--decode-context 8] [--kv-cache-gib G] [--batch 1,8] [--kv-codec bf16] [--device cpu|cuda] "
-                 "[--repeats 2] [--temperature 0] [--top-p 1]\n");
+                 "[--repeats 2] [--temperature 0] [--top-p 1] [--top-k 0] [--host-sampling]\n");
     return 2;
   }
   tq::SamplingParams sampling;
   sampling.temperature = a.temperature;
   sampling.top_p = a.top_p;
+  sampling.top_k = a.top_k;
   tq::EngineOptions o;
+  o.device_sampling = !a.host_sampling;
   o.model_uri = a.model;
   o.threads = a.threads;
   o.kv_codec = a.kv_codec;

@@ -16,6 +16,7 @@
 #include "kernels/cuda/kv_attention.h"
 #include "kernels/cuda/moe_ops.h"
 #include "kernels/cuda/nn_ops.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
 #include "kernels/quant/tq_quantize.h"
@@ -90,6 +91,10 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
 }
 CudaTransformer::~CudaTransformer() = default;
 absl::Status CudaTransformer::Forward(const ForwardBatch&, PagedKvCache&, std::vector<float>*) {
+  return absl::UnimplementedError("this build has no CUDA support");
+}
+absl::Status CudaTransformer::ForwardSample(const ForwardBatch&, PagedKvCache&, const std::vector<RowSampling>&,
+                                            std::vector<SampledToken>*) {
   return absl::UnimplementedError("this build has no CUDA support");
 }
 std::string CudaTransformer::Describe() const { return "cuda: not built"; }
@@ -533,6 +538,9 @@ struct CudaTransformer::State {
   // token row and weight (rows first, weights after T·K entries). Reused by the next MoE layer
   // only after that layer's synchronization, which follows these uploads in the stream.
   PinnedBuffer router_host, route_host;
+  // ForwardSample: the rows' sampling parameters, masked ids and results (host staging, device).
+  PinnedBuffer sample_host;
+  DeviceBuffer sample_dev;
   int64_t capacity_tokens = 0, capacity_rows = 0;
   bool use_graphs = true;
   std::map<int64_t, cudaGraphExec_t> graphs;  // 2 · decode batch size + split_now -> captured step
@@ -1091,14 +1099,12 @@ std::string CudaTransformer::Describe() const {
                       " MB KV on the device; CUDA graphs for decode ", graphs_ ? "on" : "off");
 }
 
-absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) {
+absl::Status CudaTransformer::RunStep(const ForwardBatch& batch, PagedKvCache& cache, int64_t* rows_out) {
   State& s = *state_;
   const ModelConfig& cfg = s.cfg;
   const int64_t T = static_cast<int64_t>(batch.tokens.size());
-  if (T == 0) {
-    logits->clear();
-    return absl::OkStatus();
-  }
+  *rows_out = 0;
+  if (T == 0) return absl::OkStatus();
   TQ_RETURN_IF_ERROR(ValidateForwardBatch(batch, cache, max_positions_, cfg.vocab_size));
   const int bs = s.kv.block_size;
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(s.device));
@@ -1161,12 +1167,82 @@ absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& c
   }
 
   TQ_RETURN_IF_ERROR(s.Run(T, R, decode_only));
-  logits->resize(static_cast<size_t>(R) * cfg.vocab_size);
+  *rows_out = R;
+  return absl::OkStatus();
+}
+
+absl::Status CudaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) {
+  State& s = *state_;
+  int64_t R = 0;
+  TQ_RETURN_IF_ERROR(RunStep(batch, cache, &R));
+  logits->resize(static_cast<size_t>(R) * s.cfg.vocab_size);
   if (R > 0) {
     TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), s.logits.as<void>(), logits->size() * sizeof(float),
-                                            cudaMemcpyDeviceToHost, st));
+                                            cudaMemcpyDeviceToHost, s.stream));
   }
-  TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+  return absl::OkStatus();
+}
+
+absl::Status CudaTransformer::ForwardSample(const ForwardBatch& batch, PagedKvCache& cache,
+                                            const std::vector<RowSampling>& rows, std::vector<SampledToken>* tokens) {
+  State& s = *state_;
+  const int64_t vocab = s.cfg.vocab_size;
+  // The rows' parameters first: nothing runs for a bad request.
+  std::vector<cuda::SampleRowParams> params(rows.size());
+  std::vector<int32_t> masked;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const RowSampling& r = rows[i];
+    cuda::SampleRowParams& p = params[i];
+    p.temperature = r.temperature;
+    p.top_k = r.top_k;
+    p.top_p = r.top_p;
+    p.min_p = r.min_p;
+    p.key = r.key;
+    p.index = r.index;
+    p.masked_begin = static_cast<int32_t>(masked.size());
+    for (int32_t id : r.masked) {
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("sampling row ", i, ": masked token id ", id,
+                                                       " outside the vocabulary of ", vocab));
+      }
+      masked.push_back(id);
+    }
+    p.masked_end = static_cast<int32_t>(masked.size());
+  }
+  int64_t R = 0;
+  TQ_RETURN_IF_ERROR(RunStep(batch, cache, &R));
+  if (R != static_cast<int64_t>(rows.size())) {
+    TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardSample: the batch asks for ", R, " logits rows, ", rows.size(), " samplings given"));
+  }
+  tokens->assign(rows.size(), SampledToken{});
+  if (R > 0) {
+    // Parameters, masked ids and results staged in page-locked memory: one buffer, three parts.
+    const size_t params_bytes = params.size() * sizeof(cuda::SampleRowParams);
+    const size_t masked_bytes = masked.size() * sizeof(int32_t);
+    const size_t out_bytes = params.size() * sizeof(cuda::SampleRowResult);
+    const size_t out_at = (params_bytes + masked_bytes + 15) / 16 * 16;
+    TQ_RETURN_IF_ERROR(s.sample_host.Reserve(out_at + out_bytes));
+    TQ_RETURN_IF_ERROR(s.sample_dev.Reserve(out_at + out_bytes));
+    char* h = s.sample_host.as<char>();
+    std::memcpy(h, params.data(), params_bytes);
+    if (masked_bytes > 0) std::memcpy(h + params_bytes, masked.data(), masked_bytes);
+    char* d = s.sample_dev.as<char>();
+    TQ_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(d, h, params_bytes + masked_bytes, cudaMemcpyHostToDevice, s.stream));
+    auto* d_out = reinterpret_cast<cuda::SampleRowResult*>(d + out_at);
+    TQ_CUDA_RETURN_IF_ERROR(cuda::SampleRows(s.logits.as<float>(), vocab, R,
+                                             vocab, reinterpret_cast<const cuda::SampleRowParams*>(d),
+                                             reinterpret_cast<const int32_t*>(d + params_bytes), d_out, s.stream));
+    TQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h + out_at, d_out, out_bytes, cudaMemcpyDeviceToHost, s.stream));
+    TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+    const auto* out = reinterpret_cast<const cuda::SampleRowResult*>(h + out_at);
+    for (int64_t i = 0; i < R; ++i) (*tokens)[i] = SampledToken{out[i].token, out[i].logprob};
+    return absl::OkStatus();
+  }
+  TQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
   return absl::OkStatus();
 }
 

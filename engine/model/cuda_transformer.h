@@ -69,6 +69,12 @@ class CudaTransformer : public ModelRunner {
   static absl::Status CheckKvFormat(const KvCacheFormat& format, int num_heads, int num_kv_heads, int head_dim);
 
   absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
+  // Samples each logits row on the GPU (kernels/cuda/sampling.h): 8 bytes per row come back
+  // instead of vocab floats. INVALID_ARGUMENT for a masked id outside the vocabulary or a row
+  // count that is not the batch's.
+  bool SamplesOnDevice() const override { return true; }
+  absl::Status ForwardSample(const ForwardBatch& batch, PagedKvCache& cache, const std::vector<RowSampling>& rows,
+                             std::vector<SampledToken>* tokens) override;
   int64_t max_positions() const override { return max_positions_; }
   const char* device() const override { return "cuda"; }
   // "cuda: <device>; 42 TQ layers from codes, 1 dense; CUDA graphs for decode".
@@ -85,6 +91,9 @@ class CudaTransformer : public ModelRunner {
 
  private:
   CudaTransformer() = default;
+  // Uploads the step's description and runs it on the stream (not synchronized); *rows gets the
+  // number of logits rows it leaves on the device.
+  absl::Status RunStep(const ForwardBatch& batch, PagedKvCache& cache, int64_t* rows);
   std::unique_ptr<State> state_;
   int64_t max_positions_ = 0;
   uint64_t weight_bytes_ = 0, kv_bytes_ = 0;

@@ -18,6 +18,24 @@ namespace tq {
 
 struct ForwardBatch;
 
+// Sampling of one logits row on the device (ForwardSample): the request's filters, its random
+// stream (key, draw index) and the ids to mask with −inf first. kernels/cuda/sampling.h says
+// what is drawn: the host sampler's distribution, another generator.
+struct RowSampling {
+  float temperature = 0.0f;  // 0: greedy
+  int top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  uint64_t key = 0;
+  uint64_t index = 0;
+  std::vector<int32_t> masked;  // each in [0, vocab)
+};
+
+struct SampledToken {
+  int32_t token = 0;
+  float logprob = 0.0f;  // log p(token) under the unfiltered softmax of logits / temperature
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
@@ -26,6 +44,15 @@ class ModelRunner {
   // token (kLast) or every token (kAll). The cache's block tables
   // must have room for every position of the batch.
   virtual absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) = 0;
+  // True when ForwardSample is implemented: the runner samples its logits rows where they are
+  // (the CUDA backend), so only the tokens come back.
+  virtual bool SamplesOnDevice() const { return false; }
+  // Forward, then one token per logits row (`rows[i]` for row i; the batch must ask for exactly
+  // rows.size() rows), instead of the logits. UNIMPLEMENTED unless SamplesOnDevice().
+  virtual absl::Status ForwardSample(const ForwardBatch& batch, PagedKvCache& cache,
+                                     const std::vector<RowSampling>& rows, std::vector<SampledToken>* tokens) {
+    return absl::UnimplementedError(std::string(device()) + " backend does not sample on the device");
+  }
   virtual int64_t max_positions() const = 0;
   // "cpu" or "cuda".
   virtual const char* device() const = 0;

@@ -535,39 +535,64 @@ void Engine::Step() {
                         s->tokens.begin() + s->computed + p.n);
     batch.seqs.push_back({s->kv, s->computed, p.n, completes(p) ? LogitsMode::kLast : LogitsMode::kNone});
   }
-  std::vector<float>& logits = step_logits_;
-  absl::Status fwd = plan.empty() ? absl::OkStatus() : model_->Forward(batch, *cache_, &logits);
-
-  // 4. Sample, stream, finish. The sequences whose step completes sample their next token from
-  // their logits row (in plan order) first, in parallel: each touches only its own row and
-  // sampler, and a vocabulary-sized row costs ~0.1–0.7 ms (engine/sampling/sampler_benchmark).
+  // 4. Sample. The sequences whose step completes sample their next token from their logits row
+  // (in plan order): on the device when the backend can (only the tokens come back), else here,
+  // in parallel — each touches only its own row and sampler, and a vocabulary-sized row costs
+  // ~0.1–0.7 ms (engine/sampling/sampler_benchmark). Not yet allowed to end (min_tokens): eos
+  // and stop token ids are masked out.
   const int64_t vocab = info_.config.vocab_size;
   struct Sampled {
     int32_t token = 0;
     float logprob = 0.0f;
   };
   std::vector<Sequence*> sampling;
-  if (fwd.ok()) {
-    for (const Planned& p : plan) {
-      if (completes(p)) sampling.push_back(p.s);
+  for (const Planned& p : plan) {
+    if (completes(p)) sampling.push_back(p.s);
+  }
+  auto masked_ids = [&](const Sequence& s, std::vector<int32_t>* ids) {
+    if (s.generated >= s.req.min_tokens) return;
+    if (!s.req.ignore_eos) ids->insert(ids->end(), eos_ids_.begin(), eos_ids_.end());
+    ids->insert(ids->end(), s.req.stop_token_ids.begin(), s.req.stop_token_ids.end());
+  };
+  std::vector<Sampled> sampled(sampling.size());
+  absl::Status fwd = absl::OkStatus();
+  if (plan.empty()) {
+    // nothing ran
+  } else if (options_.device_sampling && model_->SamplesOnDevice()) {
+    std::vector<RowSampling> rows(sampling.size());
+    for (size_t i = 0; i < sampling.size(); ++i) {
+      Sampler& sm = *sampling[i]->sampler;
+      RowSampling& r = rows[i];
+      r.temperature = sm.greedy() ? 0.0f : sm.params().temperature;
+      r.top_k = sm.params().top_k;
+      r.top_p = sm.params().top_p;
+      r.min_p = sm.params().min_p;
+      r.key = sm.stream_key();
+      r.index = sm.TakeDrawIndex();
+      masked_ids(*sampling[i], &r.masked);
+    }
+    std::vector<SampledToken> tokens;
+    fwd = model_->ForwardSample(batch, *cache_, rows, &tokens);
+    for (size_t i = 0; fwd.ok() && i < tokens.size(); ++i) sampled[i] = {tokens[i].token, tokens[i].logprob};
+  } else {
+    std::vector<float>& logits = step_logits_;
+    fwd = model_->Forward(batch, *cache_, &logits);
+    if (fwd.ok()) {
+      pool_->ParallelFor(static_cast<int64_t>(sampling.size()), 1, [&](int64_t begin, int64_t end) {
+        std::vector<int32_t> masked;
+        for (int64_t i = begin; i < end; ++i) {
+          Sequence* s = sampling[i];
+          float* row_logits = logits.data() + i * vocab;
+          masked.clear();
+          masked_ids(*s, &masked);
+          for (int32_t e : masked) row_logits[e] = -std::numeric_limits<float>::infinity();
+          sampled[i].token = s->sampler->Sample(row_logits, vocab, &sampled[i].logprob);
+        }
+      });
     }
   }
-  std::vector<Sampled> sampled(sampling.size());
-  pool_->ParallelFor(static_cast<int64_t>(sampling.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      Sequence* s = sampling[i];
-      float* row_logits = logits.data() + i * vocab;
-      if (s->generated < s->req.min_tokens) {
-        // Not yet allowed to end: eos and stop token ids are masked out.
-        constexpr float kMasked = -std::numeric_limits<float>::infinity();
-        if (!s->req.ignore_eos) {
-          for (int32_t e : eos_ids_) row_logits[e] = kMasked;
-        }
-        for (int32_t e : s->req.stop_token_ids) row_logits[e] = kMasked;
-      }
-      sampled[i].token = s->sampler->Sample(row_logits, vocab, &sampled[i].logprob);
-    }
-  });
+
+  // 5. Stream, finish.
   std::vector<std::pair<Sequence*, GenerationEvent>> events;
   std::vector<Sequence*> finished;
   int64_t row = 0;

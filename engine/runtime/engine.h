@@ -60,6 +60,10 @@ struct EngineOptions {
   std::string device = "cpu";     // "cpu" or "cuda" (engine/model/cuda_transformer.h)
   int cuda_device = 0;            // CUDA device ordinal
   bool cuda_graphs = true;        // CUDA: replay decode steps as CUDA graphs
+  // Sample where the logits are when the backend can (CUDA: kernels/cuda/sampling.h — the host
+  // sampler's distribution, another generator, so a seed draws other tokens than on the CPU);
+  // false: every backend copies the logits to the host and samples there.
+  bool device_sampling = true;
   int kv_block_size = 16;         // token positions per KV block
   int64_t kv_cache_bytes = 0;     // 0 = room for max_num_seqs full contexts, at most 1 GiB
   int64_t max_model_len = 0;      // 0 = config max_position_embeddings

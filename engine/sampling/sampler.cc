@@ -85,11 +85,12 @@ int32_t ArgMax(const float* x, int64_t n) { return static_cast<int32_t>(nn::ArgM
 
 Sampler::Sampler(const SamplingParams& params) : params_(params) {
   if (params.seed.has_value()) {
-    rng_.seed(*params.seed);
+    key_ = *params.seed;
   } else {
     std::random_device rd;
-    rng_.seed((static_cast<uint64_t>(rd()) << 32) ^ rd());
+    key_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   }
+  rng_.seed(key_);
 }
 
 int32_t Sampler::Sample(const float* logits, int64_t vocab, float* logprob) {

@@ -44,6 +44,10 @@ class Sampler {
   int32_t Sample(const float* logits, int64_t vocab, float* logprob = nullptr);
 
   const SamplingParams& params() const { return params_; }
+  // The request's random stream for sampling on the device (kernels/cuda/sampling.h): its seed,
+  // or a random key when it has none; and the index of its next device draw (counted here).
+  uint64_t stream_key() const { return key_; }
+  uint64_t TakeDrawIndex() { return draws_++; }
   bool greedy() const { return params_.temperature == 0.0f; }
 
  private:
@@ -51,6 +55,8 @@ class Sampler {
   int32_t SampleNucleus(const float* logits, int64_t vocab, float t, float max_logit, double z);
 
   SamplingParams params_;
+  uint64_t key_ = 0;
+  uint64_t draws_ = 0;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;  // scratch
 };
