@@ -152,13 +152,13 @@ __device__ int FindFirstReaching(int vocab, Weight weight, Reached reached, Smem
   return -1;
 }
 
-// The element of the allowed set (finite c no later than the bound (bc, bi)) at which the
+// `row` holds the scaled values c (after the first pass). The element of the allowed set (finite c no later than the bound (bc, bi)) at which the
 // running sum of weights in sampling order first reaches `target`: weight 1 (counting, top-k)
 // or exp(c − m) (mass, top-p). `n_allowed` is the allowed set's size. Bisection on the value
 // until the band [lo, hi) that holds the answer has ≤ kBand members, then the band sorted and
 // scanned; a band of one repeated value (more than kBand ties) is resolved by id order instead.
 // Results for every thread: (*rc, *ri) the element.
-__device__ void SearchPrefix(const float* row, int vocab, float t, float m, float cmin, int n_allowed, float bc,
+__device__ void SearchPrefix(const float* row, int vocab, float m, float cmin, int n_allowed, float bc,
                              int bi, bool mass, double target, float* rc, int* ri, Smem& s) {
   auto allowed = [&](float c, int i) { return c > -INFINITY && NoLater(c, i, bc, bi); };
   auto w_of = [&](float c) { return mass ? static_cast<double>(expf(c - m)) : 1.0; };
@@ -177,7 +177,7 @@ __device__ void SearchPrefix(const float* row, int vocab, float t, float m, floa
     double wu = 0.0;
     int nu = 0, nl = 0;
     for (int i = threadIdx.x; i < vocab; i += kThreads) {
-      const float c = Scaled(row[i], t);
+      const float c = row[i];
       if (!allowed(c, i) || c < lo || c >= hi) continue;
       if (c >= mid) {
         wu += w_of(c);
@@ -207,7 +207,7 @@ __device__ void SearchPrefix(const float* row, int vocab, float t, float m, floa
     const int idx = FindFirstReaching(
         vocab,
         [&](int i) {
-          const float c = Scaled(row[i], t);
+          const float c = row[i];
           return c == v && allowed(c, i) ? 1.0 : 0.0;
         },
         [&](double run) { return run >= j; }, s);
@@ -219,7 +219,7 @@ __device__ void SearchPrefix(const float* row, int vocab, float t, float m, floa
   if (threadIdx.x == 0) s.band_n = 0;
   __syncthreads();
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    const float c = Scaled(row[i], t);
+    const float c = row[i];
     if (allowed(c, i) && c >= lo && c < hi) {
       const int k = atomicAdd(&s.band_n, 1);
       s.band_c[k] = c;
@@ -287,6 +287,7 @@ __global__ void __launch_bounds__(kThreads)
   int targ = INT_MAX, tcount = 0;
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
     const float c = Scaled(row[i], t);
+    row[i] = c;  // later passes read the scaled value (no division per pass)
     if (c > tmax) {
       tmax = c;
       targ = i;
@@ -311,12 +312,12 @@ __global__ void __launch_bounds__(kThreads)
   // Pass 2: z = Σ exp(c − m).
   double tz = 0.0;
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    const float c = Scaled(row[i], t);
+    const float c = row[i];
     if (c > -INFINITY) tz += static_cast<double>(expf(c - m));
   }
   const double z = BlockSum(tz, s);
   const double log_z = log(z);
-  auto logprob = [&](int id) { return static_cast<float>(static_cast<double>(Scaled(row[id], t)) - m - log_z); };
+  auto logprob = [&](int id) { return static_cast<float>(static_cast<double>(row[id]) - m - log_z); };
   if (greedy) {
     if (threadIdx.x == 0) out[blockIdx.x] = SampleRowResult{arg, logprob(arg), 1};
     return;
@@ -327,7 +328,7 @@ __global__ void __launch_bounds__(kThreads)
   int bi = INT_MAX;
   int n_allowed = n_valid;
   if (p.top_k > 0 && p.top_k < n_valid) {
-    SearchPrefix(row, vocab, t, m, cmin, n_allowed, bc, bi, /*mass=*/false, p.top_k, &bc, &bi, s);
+    SearchPrefix(row, vocab, m, cmin, n_allowed, bc, bi, /*mass=*/false, p.top_k, &bc, &bi, s);
     n_allowed = p.top_k;
   }
   if (p.top_p < 1.0f) {
@@ -336,12 +337,12 @@ __global__ void __launch_bounds__(kThreads)
       mass = z;
     } else {
       for (int i = threadIdx.x; i < vocab; i += kThreads) {
-        const float c = Scaled(row[i], t);
+        const float c = row[i];
         if (c > -INFINITY && NoLater(c, i, bc, bi)) mass += static_cast<double>(expf(c - m));
       }
       mass = BlockSum(mass, s);
     }
-    SearchPrefix(row, vocab, t, m, cmin, n_allowed, bc, bi, /*mass=*/true, static_cast<double>(p.top_p) * mass, &bc,
+    SearchPrefix(row, vocab, m, cmin, n_allowed, bc, bi, /*mass=*/true, static_cast<double>(p.top_p) * mass, &bc,
                  &bi, s);
   }
   const double min_p_cut = p.min_p > 0.0f ? log(static_cast<double>(p.min_p)) : -INFINITY;
@@ -349,14 +350,14 @@ __global__ void __launch_bounds__(kThreads)
     return c > -INFINITY && NoLater(c, i, bc, bi) && static_cast<double>(c) - m >= min_p_cut;
   };
   auto kept_weight = [&](int i) {
-    const float c = Scaled(row[i], t);
+    const float c = row[i];
     return is_kept(c, i) ? static_cast<double>(expf(c - m)) : 0.0;
   };
   // Pass: the kept mass, count and last id; then the draw.
   double total = 0.0;
   int kept = 0, last = -1;
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    const float c = Scaled(row[i], t);
+    const float c = row[i];
     if (is_kept(c, i)) {
       total += static_cast<double>(expf(c - m));
       ++kept;

@@ -18,10 +18,11 @@
 // That is the host sampler's distribution (engine/sampling/sampler.h: same filters, same order)
 // drawn with another generator and another walk, so seeds give different tokens on CPU and GPU.
 //
-// The kernel: one CTA of 1024 threads per row. One pass for m, z and the argmax; each prefix
-// cut by a value bisection (one pass over the row per halving, ~8–16) until the boundary band
-// holds ≤ 2,048 candidates, which are sorted in shared memory and walked in order; then one pass
-// for the kept mass and a tiled scan for the draw. Sums in double over fp32 exp terms.
+// The kernel: one CTA of 1024 threads per row. One pass for m and the argmax (it stores c in
+// place), one for z; each prefix cut by a value bisection (one pass over the row per halving,
+// ~8–16) until the boundary band holds ≤ 2,048 candidates, which are sorted in shared memory and
+// walked in order; then one pass for the kept mass and a tiled scan for the draw. Sums in double
+// over fp32 exp terms.
 //
 // Usage:
 //   std::vector<SampleRowParams> p(rows);  // temperature, filters, key, index, masked range
@@ -56,7 +57,8 @@ struct SampleRowResult {
 };
 
 #if TQ_HAVE_CUDA
-// logits: rows × vocab fp32 with row stride ld; the masked entries are overwritten with −inf.
+// logits: rows × vocab fp32 with row stride ld, used as scratch: each row is overwritten with
+// its scaled values c (masked entries −inf).
 // params, masked and out are device pointers. cudaErrorInvalidValue for vocab < 1 or > 2^30,
 // ld < vocab, rows < 0.
 cudaError_t SampleRows(float* logits, int64_t ld, int64_t rows, int64_t vocab, const SampleRowParams* params,
