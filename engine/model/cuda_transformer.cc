@@ -14,6 +14,7 @@
 #include "engine/model/moe.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/kv_attention.h"
+#include "kernels/cuda/mla_ops.h"
 #include "kernels/cuda/moe_ops.h"
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/sampling.h"
@@ -482,6 +483,10 @@ struct DeviceExperts {
 
 struct DeviceLayer {
   DeviceLinear qkv, o;  // q/k/v fused row-wise
+  // MLA (DeepseekV3): q_a, q_b, kv_a linears, their norms, kv_b_proj in fp32 (W_uk | W_uv per
+  // head, kernels/cuda/mla_ops.h); the latent cache [c | k_pe] in k_cache (bf16), no v_cache.
+  DeviceLinear q_a, q_b, kv_a;
+  DeviceBuffer q_a_norm, kv_a_norm, kvb;
   DeviceMlp mlp;        // dense layers
   DeviceBuffer input_norm, post_norm, q_norm, k_norm;
   // MoE layers (engine/model/moe.h): the router and every expert (only the routed ones run),
@@ -516,6 +521,9 @@ struct CudaTransformer::State {
   DeviceBuffer ids, positions, slots, table_offset, tables, logit_rows, sink_slot;
   // Activations.
   DeviceBuffer x, h, qkv, attn, tmp, gate, gate_up, sel, normed, logits;
+  // MLA activations: q_a output, q, kv_a output [c | k_pe], the absorbed query and the
+  // attention output per head (r + rope each).
+  DeviceBuffer mla_qa, mla_q, mla_kva, mla_qabs, mla_olat;
   // Split-K decode attention (kernels/cuda/kv_attention.h) when it supports the shapes, else the
   // one-CTA-per-head PagedAttention; its split partials.
   bool split_attention = false;
@@ -552,6 +560,10 @@ struct CudaTransformer::State {
   }
   absl::Status Compute(int64_t T, int64_t R, bool graph_mode);
   absl::Status RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out, bool graph_mode);
+  // MLA attention of one layer (DeepseekV3): h [T, hidden] in, the per-head values [T, heads ·
+  // v_head_dim] out (before o_proj); writes the layer's latent cache.
+  absl::Status MlaAttention(const DeviceLayer& L, const float* h, int64_t T, float* out, const TqRunners& runners,
+                            bool graph_mode);
   absl::Status RunMoeOnDevice(const DeviceLayer& L, const float* h, int64_t T, float* out);
   absl::Status RunShared(const DeviceLayer& L, const float* h, int64_t T, float* out, bool graph_mode);
   // Device routing of decode steps (RunMoeOnDevice): [kMoeGraphBatch, top_k] ids and weights.
@@ -635,9 +647,18 @@ struct CudaTransformer::State {
     if (T > capacity_tokens) {
       const int64_t t = std::max<int64_t>(T, 64);
       const int64_t qkv_n = cfg.q_size() + 2 * cfg.kv_size();
-      for (auto [buf, n] : {std::pair<DeviceBuffer*, int64_t>{&x, H}, {&h, H}, {&qkv, qkv_n}, {&attn, cfg.q_size()},
+      const int64_t attn_n = std::max<int64_t>(cfg.q_size(), static_cast<int64_t>(cfg.num_heads) * cfg.mla.v_head_dim);
+      for (auto [buf, n] : {std::pair<DeviceBuffer*, int64_t>{&x, H}, {&h, H}, {&qkv, qkv_n}, {&attn, attn_n},
                             {&tmp, H}, {&gate, I}, {&gate_up, 2 * I}}) {
         TQ_RETURN_IF_ERROR(buf->Reserve(static_cast<size_t>(t * n) * sizeof(float)));
+      }
+      if (cfg.is_mla()) {
+        const MlaConfig& m = cfg.mla;
+        const int64_t nh = cfg.num_heads, lat = m.latent_dim();
+        for (auto [buf, n] : {std::pair<DeviceBuffer*, int64_t>{&mla_qa, m.q_lora_rank}, {&mla_q, nh * m.qk_head_dim()},
+                              {&mla_kva, lat}, {&mla_qabs, nh * lat}, {&mla_olat, nh * lat}}) {
+          TQ_RETURN_IF_ERROR(buf->Reserve(static_cast<size_t>(t * n) * sizeof(float)));
+        }
       }
       TQ_RETURN_IF_ERROR(ids.Reserve(t * sizeof(int32_t)));
       TQ_RETURN_IF_ERROR(positions.Reserve(t * sizeof(int32_t)));
@@ -682,71 +703,75 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
   for (int l = 0; l < cfg.num_layers; ++l) {
     const DeviceLayer& L = layers[l];
     TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.input_norm.as<float>(), T, H, eps, hs, H, st));
-    TQ_RETURN_IF_ERROR(L.qkv.Run(hs, T, qv, st, runners, graph_mode));
-    if (cfg.qk_norm) {
-      TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(qv, ld, T, cfg.num_heads, d, L.q_norm.as<float>(), eps, st));
-      TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(kv_k, ld, T, cfg.num_kv_heads, d, L.k_norm.as<float>(), eps, st));
-    }
-    // q and k heads are adjacent in the fused q|k|v rows and rotate alike: one launch for both.
-    TQ_CUDA_RETURN_IF_ERROR(
-        cuda::ApplyRope(qv, ld, T, cfg.num_heads + cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
-    if (L.k_side.packed()) {  // CheckKvFormat: K and V of a layer are both packed or both bf16
-      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvPolar(kv_k, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
-                                                 L.k_side.encoder, L.k_cache.as<uint8_t>(), st));
-      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvPolar(kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
-                                                 L.v_side.encoder, L.v_cache.as<uint8_t>(), st));
+    if (cfg.is_mla()) {
+      TQ_RETURN_IF_ERROR(MlaAttention(L, hs, T, at, runners, graph_mode));
     } else {
-      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
-                                                L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
-    }
-    if (sink_tokens > 0) {  // sink positions also go to the sequence's sink store
-      for (const auto& [x_side, side, store] : {std::tuple{kv_k, &L.k_side, &L.sink_k}, {kv_v, &L.v_side, &L.sink_v}}) {
-        TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvSinks(x_side, ld, T, cfg.num_kv_heads, d, pos, sink_slot.as<int32_t>(),
-                                                   sink_tokens, side->format.signs, side->sink_divisor(),
-                                                   store->as<float>(), st));
+      TQ_RETURN_IF_ERROR(L.qkv.Run(hs, T, qv, st, runners, graph_mode));
+      if (cfg.qk_norm) {
+        TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(qv, ld, T, cfg.num_heads, d, L.q_norm.as<float>(), eps, st));
+        TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(kv_k, ld, T, cfg.num_kv_heads, d, L.k_norm.as<float>(), eps, st));
       }
-    }
-    // The fields both attention kernels share (their caches differ only in the pointer type).
-    auto attention_shape = [&](auto& ap) {
-      ap.q = qv;
-      ap.ldq = ld;
-      ap.block_table = tables.as<int32_t>();
-      ap.table_offset = table_offset.as<int32_t>();
-      ap.positions = pos;
-      ap.rows = T;
-      ap.num_heads = cfg.num_heads;
-      ap.num_kv_heads = cfg.num_kv_heads;
-      ap.head_dim = d;
-      ap.block_size = kv.block_size;
-      ap.window = cfg.sliding_window[l];
-      ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
-      ap.out = at;
-      ap.ldo = qs;
-    };
-    if (split_now) {
-      cuda::PackedAttentionParams ap;  // the engine's slot-major layout
-      attention_shape(ap);
-      ap.k_cache = L.k_cache.as<uint8_t>();
-      ap.v_cache = L.v_cache.as<uint8_t>();
-      ap.k_format = L.k_side.format;
-      ap.v_format = L.v_side.format;
-      ap.layout = cuda::KvCacheLayout::kSlotMajor;
-      if (sink_tokens > 0) {
-        ap.sink_tokens = sink_tokens;
-        ap.sink_k = L.sink_k.as<float>();
-        ap.sink_v = L.sink_v.as<float>();
-        ap.sink_slot = sink_slot.as<int32_t>();
+      // q and k heads are adjacent in the fused q|k|v rows and rotate alike: one launch for both.
+      TQ_CUDA_RETURN_IF_ERROR(
+          cuda::ApplyRope(qv, ld, T, cfg.num_heads + cfg.num_kv_heads, d, pos, cos.as<float>(), sin.as<float>(), st));
+      if (L.k_side.packed()) {  // CheckKvFormat: K and V of a layer are both packed or both bf16
+        TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvPolar(kv_k, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
+                                                   L.k_side.encoder, L.k_cache.as<uint8_t>(), st));
+        TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvPolar(kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
+                                                   L.v_side.encoder, L.v_cache.as<uint8_t>(), st));
+      } else {
+        TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kv_k, kv_v, ld, T, cfg.num_kv_heads, d, slots.as<int64_t>(),
+                                                  L.k_cache.as<uint16_t>(), L.v_cache.as<uint16_t>(), st));
       }
-      ap.splits = AttentionSplits(T);
-      ap.workspace = attn_ws.as<float>();
-      ap.workspace_bytes = attn_ws.bytes();
-      TQ_CUDA_RETURN_IF_ERROR(cuda::PackedAttention(ap, st));
-    } else {
-      cuda::PagedAttentionParams ap;
-      attention_shape(ap);
-      ap.k_cache = L.k_cache.as<uint16_t>();
-      ap.v_cache = L.v_cache.as<uint16_t>();
-      TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
+      if (sink_tokens > 0) {  // sink positions also go to the sequence's sink store
+        for (const auto& [x_side, side, store] : {std::tuple{kv_k, &L.k_side, &L.sink_k}, {kv_v, &L.v_side, &L.sink_v}}) {
+          TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvSinks(x_side, ld, T, cfg.num_kv_heads, d, pos, sink_slot.as<int32_t>(),
+                                                     sink_tokens, side->format.signs, side->sink_divisor(),
+                                                     store->as<float>(), st));
+        }
+      }
+      // The fields both attention kernels share (their caches differ only in the pointer type).
+      auto attention_shape = [&](auto& ap) {
+        ap.q = qv;
+        ap.ldq = ld;
+        ap.block_table = tables.as<int32_t>();
+        ap.table_offset = table_offset.as<int32_t>();
+        ap.positions = pos;
+        ap.rows = T;
+        ap.num_heads = cfg.num_heads;
+        ap.num_kv_heads = cfg.num_kv_heads;
+        ap.head_dim = d;
+        ap.block_size = kv.block_size;
+        ap.window = cfg.sliding_window[l];
+        ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
+        ap.out = at;
+        ap.ldo = qs;
+      };
+      if (split_now) {
+        cuda::PackedAttentionParams ap;  // the engine's slot-major layout
+        attention_shape(ap);
+        ap.k_cache = L.k_cache.as<uint8_t>();
+        ap.v_cache = L.v_cache.as<uint8_t>();
+        ap.k_format = L.k_side.format;
+        ap.v_format = L.v_side.format;
+        ap.layout = cuda::KvCacheLayout::kSlotMajor;
+        if (sink_tokens > 0) {
+          ap.sink_tokens = sink_tokens;
+          ap.sink_k = L.sink_k.as<float>();
+          ap.sink_v = L.sink_v.as<float>();
+          ap.sink_slot = sink_slot.as<int32_t>();
+        }
+        ap.splits = AttentionSplits(T);
+        ap.workspace = attn_ws.as<float>();
+        ap.workspace_bytes = attn_ws.bytes();
+        TQ_CUDA_RETURN_IF_ERROR(cuda::PackedAttention(ap, st));
+      } else {
+        cuda::PagedAttentionParams ap;
+        attention_shape(ap);
+        ap.k_cache = L.k_cache.as<uint16_t>();
+        ap.v_cache = L.v_cache.as<uint16_t>();
+        TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
+      }
     }
     TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st, runners, graph_mode));
     TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
@@ -772,6 +797,53 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
 // weights for the same logits), then per routed expert in id order: gather its tokens, gate|up,
 // SiLU·mul, down, out[token] += weight · result; then the shared experts. Only the routed experts'
 // weights are read. The logits' copy to the host synchronizes the stream (no CUDA graphs).
+absl::Status CudaTransformer::State::MlaAttention(const DeviceLayer& L, const float* h, int64_t T, float* out,
+                                                  const TqRunners& runners, bool graph_mode) {
+  const MlaConfig& m = cfg.mla;
+  const int nh = cfg.num_heads, nope = m.qk_nope_head_dim, rope = m.qk_rope_head_dim, dv = m.v_head_dim;
+  const int r = m.kv_lora_rank, qkd = m.qk_head_dim(), lat = m.latent_dim();
+  const float eps = static_cast<float>(cfg.rms_norm_eps);
+  cudaStream_t st = stream;
+  float *qa = mla_qa.as<float>(), *q = mla_q.as<float>(), *kva = mla_kva.as<float>(), *qabs = mla_qabs.as<float>(),
+        *olat = mla_olat.as<float>();
+  const int32_t* pos = positions.as<int32_t>();
+  // q = q_b(RMSNorm(q_a(h))); [c | k_pe] = kv_a(h), c normalized; RoPE of q_pe and k_pe.
+  TQ_RETURN_IF_ERROR(L.q_a.Run(h, T, qa, st, runners, graph_mode));
+  TQ_CUDA_RETURN_IF_ERROR(
+      cuda::RmsNormRows(qa, m.q_lora_rank, L.q_a_norm.as<float>(), T, m.q_lora_rank, eps, qa, m.q_lora_rank, st));
+  TQ_RETURN_IF_ERROR(L.q_b.Run(qa, T, q, st, runners, graph_mode));
+  TQ_RETURN_IF_ERROR(L.kv_a.Run(h, T, kva, st, runners, graph_mode));
+  TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(kva, lat, L.kv_a_norm.as<float>(), T, r, eps, kva, lat, st));
+  TQ_CUDA_RETURN_IF_ERROR(cuda::MlaRope(kva, lat, T, 1, lat, r, rope, m.rope_interleave, pos, cos.as<float>(),
+                                        sin.as<float>(), st));
+  TQ_CUDA_RETURN_IF_ERROR(cuda::MlaRope(q, static_cast<int64_t>(nh) * qkd, T, nh, qkd, nope, rope, m.rope_interleave,
+                                        pos, cos.as<float>(), sin.as<float>(), st));
+  // The latent [c | k_pe] is the one KV head, as key and as value (the same pool).
+  uint16_t* latent = L.k_cache.as<uint16_t>();
+  TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kva, kva, lat, T, 1, lat, slots.as<int64_t>(), latent, latent, st));
+  TQ_CUDA_RETURN_IF_ERROR(cuda::MlaAbsorbQuery(q, static_cast<int64_t>(nh) * qkd, T, nh, nope, rope, dv, r,
+                                               L.kvb.as<float>(), qabs, st));
+  cuda::PagedAttentionParams ap;
+  ap.q = qabs;
+  ap.ldq = static_cast<int64_t>(nh) * lat;
+  ap.k_cache = latent;
+  ap.v_cache = latent;
+  ap.block_table = tables.as<int32_t>();
+  ap.table_offset = table_offset.as<int32_t>();
+  ap.positions = pos;
+  ap.rows = T;
+  ap.num_heads = nh;
+  ap.num_kv_heads = 1;
+  ap.head_dim = lat;
+  ap.block_size = kv.block_size;
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(qkd));  // the per-head key width, not the latent's
+  ap.out = olat;
+  ap.ldo = static_cast<int64_t>(nh) * lat;
+  TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));
+  TQ_CUDA_RETURN_IF_ERROR(cuda::MlaOutput(olat, lat, T, nh, nope, dv, r, L.kvb.as<float>(), out, st));
+  return absl::OkStatus();
+}
+
 absl::Status CudaTransformer::State::RunMoe(const DeviceLayer& L, const float* h, int64_t T, float* out,
                                             bool graph_mode) {
   if (graph_mode) return RunMoeOnDevice(L, h, T, out);
@@ -916,14 +988,26 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
                                                    " visible)"));
   }
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
-  TQ_RETURN_IF_ERROR(CheckKvFormat(options.kv_format, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim));
+  const int attention_dim = cfg.is_mla() ? cfg.mla.latent_dim() : cfg.head_dim;  // what PagedAttention reads
+  if (cfg.is_mla()) {
+    // The latent [c | k_pe] in bf16, read by PagedAttention as one KV head of latent_dim.
+    if (!options.kv_format.keys.empty() || options.kv_format.sink_tokens > 0) {
+      return absl::UnimplementedError(absl::StrCat("MLA models on CUDA keep the latent cache in bf16; KV cache \"",
+                                                   options.kv_format.name, "\" runs on the CPU (--device cpu)"));
+    }
+    if (cfg.mla.q_lora_rank <= 0) {
+      return absl::UnimplementedError("MLA on CUDA needs q_lora_rank > 0 (q_a_proj / q_b_proj)");
+    }
+  } else {
+    TQ_RETURN_IF_ERROR(CheckKvFormat(options.kv_format, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim));
+  }
   if (!options.kv_format.keys.empty() && options.kv_format.num_layers() != cfg.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("KV cache format for ", options.kv_format.num_layers(),
                                                    " layers, model has ", cfg.num_layers));
   }
-  if (!cuda::PagedAttentionSupports(cfg.head_dim)) {
+  if (!cuda::PagedAttentionSupports(attention_dim)) {
     return absl::UnimplementedError(absl::StrCat("CUDA attention supports even head_dim up to 256, got ",
-                                                 cfg.head_dim));
+                                                 attention_dim, cfg.is_mla() ? " (MLA: kv_lora_rank + qk_rope_head_dim)" : ""));
   }
   if (cfg.hidden_size % 8 != 0 || cfg.intermediate_size % 8 != 0) {
     return absl::UnimplementedError("CUDA backend needs hidden and intermediate sizes that are multiples of 8");
@@ -945,7 +1029,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     probe.num_heads = cfg.num_heads;
     probe.num_kv_heads = cfg.num_kv_heads;
     probe.head_dim = cfg.head_dim;
-    s.split_attention = cuda::PackedAttentionUnsupportedReason(probe) == nullptr;
+    s.split_attention = !cfg.is_mla() && cuda::PackedAttentionUnsupportedReason(probe) == nullptr;
     // A packed cache or sinks: only the split-K kernel reads them (CheckKvFormat made sure it can).
     s.sink_tokens = options.kv_format.sink_tokens;
     for (const auto& codec : options.kv_format.keys) s.packed_kv = s.packed_kv || codec->mse_quantizer() != nullptr;
@@ -991,7 +1075,24 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     DeviceLayer& D = s.layers[l];
     int* tq_n = &r->tq_on_codes_;
     int* dense_n = &r->dense_layers_;
-    TQ_RETURN_IF_ERROR(D.qkv.BindRows({&L.q, &L.k, &L.v}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
+    if (cfg.is_mla()) {
+      for (auto [dst, src] : {std::pair<DeviceLinear*, const Linear*>{&D.q_a, &L.q_a}, {&D.q_b, &L.q_b}, {&D.kv_a, &L.kv_a}}) {
+        TQ_RETURN_IF_ERROR(dst->BindRows({src}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
+      }
+      TQ_RETURN_IF_ERROR(upload_floats(D.q_a_norm, L.q_a_norm));
+      TQ_RETURN_IF_ERROR(upload_floats(D.kv_a_norm, L.kv_a_norm));
+      auto kvb = L.kv_b.ToFloat();  // W_uk | W_uv per head, fp32 (dequantized once when TQ)
+      if (!kvb.ok()) return absl::Status(kvb.status().code(), absl::StrCat("layer ", l, " kv_b_proj: ", kvb.status().message()));
+      const MlaConfig& m = cfg.mla;
+      const size_t want = static_cast<size_t>(cfg.num_heads) * (m.qk_nope_head_dim + m.v_head_dim) * m.kv_lora_rank;
+      if (kvb->size() != want) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", l, " kv_b_proj has ", kvb->size(), " values, expected ",
+                                                       want));
+      }
+      TQ_RETURN_IF_ERROR(upload_floats(D.kvb, *kvb));
+    } else {
+      TQ_RETURN_IF_ERROR(D.qkv.BindRows({&L.q, &L.k, &L.v}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
+    }
     TQ_RETURN_IF_ERROR(D.o.BindRows({&L.o}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
     auto bind_mlp = [&](const Linear& gate, const Linear& up, const Linear& down, DeviceLinear* gate_up,
                         DeviceLinear* down_out) -> absl::Status {
@@ -1032,6 +1133,13 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.q_norm, L.q_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.k_norm, L.k_norm));
+    if (cfg.is_mla()) {  // one latent vector per position, no V pool
+      const size_t positions = static_cast<size_t>(s.kv.num_blocks) * s.kv.block_size;
+      D.k_side.bytes = 2 * static_cast<int64_t>(cfg.mla.latent_dim());
+      TQ_RETURN_IF_ERROR(D.k_cache.Allocate(positions * D.k_side.bytes));
+      r->kv_bytes_ += positions * D.k_side.bytes;
+      continue;
+    }
     if (!options.kv_format.keys.empty()) {
       TQ_RETURN_IF_ERROR(D.k_side.Bind(*options.kv_format.keys[l], cfg.head_dim));
       TQ_RETURN_IF_ERROR(D.v_side.Bind(*options.kv_format.values[l], cfg.head_dim));
@@ -1056,7 +1164,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   // one format; the host routing of the others synchronizes mid-step).
   bool moe_on_device = true;
   for (const DeviceLayer& L : s.layers) moe_on_device = moe_on_device && (!L.moe || L.device_routing);
-  r->graphs_ = options.cuda_graphs && moe_on_device;
+  r->graphs_ = options.cuda_graphs && moe_on_device && !cfg.is_mla();
   // Step buffers for the largest graph-captured decode batch, and block tables for every block.
   s.use_graphs = r->graphs_;
   if (s.use_graphs) {

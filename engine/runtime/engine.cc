@@ -82,9 +82,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (!on_gpu && options.device != "cpu") {
     return absl::InvalidArgumentError(absl::StrCat("device must be \"cpu\" or \"cuda\", got \"", options.device, "\""));
   }
-  if (on_gpu && cfg.is_mla()) {
-    return absl::UnimplementedError(absl::StrCat(cfg.architecture, " (MLA + MoE) runs on the CPU only for now"));
-  }
   // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).
   const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_head_dim();
   TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));

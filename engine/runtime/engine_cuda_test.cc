@@ -314,6 +314,16 @@ TEST_F(EngineCudaTest, Qwen3MoeEqualsCpu) {
 // same greedy tokens, solo and 5 sequences at once, and log-probabilities within the rounding
 // allowance kMaxNllDiffRounding (H200: 1.1e-3 — the order of 8 fp32 terms, carried on through
 // the bf16 KV cache of the following steps).
+// DeepseekV3 (MLA + MoE: sigmoid grouped routing with a correction bias, shared experts, a dense
+// first layer) on CUDA: absorbed attention over the bf16 latent cache (kernels/cuda/mla_ops.h +
+// PagedAttention with the latent as the one KV head) against the CPU engine; then TQ3 from codes.
+TEST_F(EngineCudaTest, DeepseekV3MlaEqualsCpu) {
+  CompareBackends(Model("tq-tiny-deepseek-v3"));
+  const std::string out = CompressTq3("tq-tiny-deepseek-v3");
+  ASSERT_FALSE(out.empty());
+  CompareBackends(out);
+}
+
 TEST_F(EngineCudaTest, MoeDeviceRoutingEqualsHostRouting) {
   const std::string out = CompressTq3("ref-qwen3-moe");
   ASSERT_FALSE(out.empty());
@@ -478,6 +488,13 @@ TEST(EngineCudaRefusalTest, UnsupportedSettingsAreRefused) {
     EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << kv << ": " << e.status();
     EXPECT_NE(e.status().message().find("turbo3"), std::string::npos) << e.status();
   }
+  // MLA keeps its latent in bf16 on CUDA; a packed latent runs on the CPU only.
+  o.model_uri = Model("tq-tiny-deepseek-v3");
+  o.kv_codec = "turbo3";
+  e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << e.status();
+  o.model_uri = Model("tq-tiny-qwen3");
   if (!cuda::BuiltWithCuda()) {
     o.kv_codec = "bf16";
     e = Engine::Create(o);
