@@ -991,7 +991,11 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   const int attention_dim = cfg.is_mla() ? cfg.mla.latent_dim() : cfg.head_dim;  // what PagedAttention reads
   if (cfg.is_mla()) {
     // The latent [c | k_pe] in bf16, read by PagedAttention as one KV head of latent_dim.
-    if (!options.kv_format.keys.empty() || options.kv_format.sink_tokens > 0) {
+    bool bf16 = options.kv_format.sink_tokens == 0;
+    for (const auto* codecs : {&options.kv_format.keys, &options.kv_format.values}) {
+      for (const auto& c : *codecs) bf16 = bf16 && std::string(c->name()) == "bf16";
+    }
+    if (!bf16) {
       return absl::UnimplementedError(absl::StrCat("MLA models on CUDA keep the latent cache in bf16; KV cache \"",
                                                    options.kv_format.name, "\" runs on the CPU (--device cpu)"));
     }
@@ -1090,6 +1094,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
                                                        want));
       }
       TQ_RETURN_IF_ERROR(upload_floats(D.kvb, *kvb));
+      ++*dense_n;  // kv_b_proj runs dequantized (fp32 W_uk / W_uv), whatever its checkpoint format
     } else {
       TQ_RETURN_IF_ERROR(D.qkv.BindRows({&L.q, &L.k, &L.v}, options.dequantize_tq, *s.eager_runner, &bytes, tq_n, dense_n));
     }

@@ -204,8 +204,11 @@ void CompareBackends(const std::string& uri, const std::string& kv_codec = "bf16
   EXPECT_EQ(gpu->model_info().device, "cuda");
   std::printf("%s\n", gpu->model_info().runner.c_str());
   if (gpu->model_info().quantized_linears > 0 && !gpu_dequantize) {
-    EXPECT_NE(gpu->model_info().runner.find(absl::StrCat(gpu->model_info().quantized_linears, " TQ layers from codes")),
-              std::string::npos)
+    // Every TQ linear from its codes; MLA's kv_b_proj (one per layer) is dequantized to fp32 for
+    // the absorbed attention.
+    const ModelConfig& cfg = gpu->model_info().config;
+    const uint64_t on_codes = gpu->model_info().quantized_linears - (cfg.is_mla() ? cfg.num_layers : 0);
+    EXPECT_NE(gpu->model_info().runner.find(absl::StrCat(on_codes, " TQ layers from codes")), std::string::npos)
         << gpu->model_info().runner;
   }
   const int vocab = static_cast<int>(cpu->model_info().config.vocab_size);
