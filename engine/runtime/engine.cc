@@ -554,7 +554,7 @@ void Engine::Step() {
   std::vector<Sampled> sampled(sampling.size());
   absl::Status fwd = absl::OkStatus();
   if (plan.empty()) {
-    // nothing ran
+    // Nothing to run this step.
   } else if (options_.device_sampling && model_->SamplesOnDevice()) {
     std::vector<RowSampling> rows(sampling.size());
     for (size_t i = 0; i < sampling.size(); ++i) {

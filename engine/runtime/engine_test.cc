@@ -594,18 +594,6 @@ TEST(TqMlaMoeTest, Qwen3MoeCodesEqualDequantizedWeights) {
   ExpectSameFunction(*p->codes, *p->dense);
 }
 
-// MLA (DeepSeek-V3) has no CUDA path yet: refused before any device is touched. (Qwen3-MoE
-// runs on CUDA: //engine/runtime:engine_cuda_test.)
-TEST(EngineCreateTest, MlaOnCudaIsRefused) {
-  EngineOptions o;
-  o.model_uri = tq::testing::TestDataPath("testdata/models/tq-tiny-deepseek-v3");
-  o.device = "cuda";
-  auto e = Engine::Create(o);
-  ASSERT_FALSE(e.ok());
-  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << e.status();
-  EXPECT_NE(e.status().message().find("MLA"), std::string::npos) << e.status();
-}
-
 TEST(TqLoadTest, CorruptedTqCheckpointIsRefused) {
   const std::string out = tq::testing::MakeTempDir("tq3bad");
   CompressOptions co;
