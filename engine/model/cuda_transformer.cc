@@ -1010,7 +1010,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
                                                    " layers, model has ", cfg.num_layers));
   }
   if (!cuda::PagedAttentionSupports(attention_dim)) {
-    return absl::UnimplementedError(absl::StrCat("CUDA attention supports even head_dim up to 256, got ",
+    return absl::UnimplementedError(absl::StrCat("CUDA attention supports even head_dim up to 576, got ",
                                                  attention_dim, cfg.is_mla() ? " (MLA: kv_lora_rank + qk_rope_head_dim)" : ""));
   }
   if (cfg.hidden_size % 8 != 0 || cfg.intermediate_size % 8 != 0) {

@@ -141,8 +141,11 @@ __global__ void WriteKvKernel(const float* k, const float* v, int64_t ld, int64_
 }
 
 constexpr int kAttnWarps = 4;
-constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
+// Dimensions per lane: 8 for head_dim <= 256; 18 for wider heads up to 576 (an MLA latent:
+// DeepSeek-V3's kv_lora_rank 512 + rope 64, read as one KV head).
+constexpr int kNarrowDimsPerLane = 8, kWideDimsPerLane = 18;
 
+template <int kMaxDimsPerLane>
 __global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(PagedAttentionParams p) {
   const int64_t row = blockIdx.x;
   const int head = blockIdx.y;
@@ -423,7 +426,7 @@ cudaError_t WriteKvBf16(const float* k, const float* v, int64_t ld, int64_t rows
 }
 
 bool PagedAttentionSupports(int head_dim) {
-  return head_dim > 0 && head_dim % 2 == 0 && head_dim <= kMaxDimsPerLane * kWarp;
+  return head_dim > 0 && head_dim % 2 == 0 && head_dim <= kWideDimsPerLane * kWarp;
 }
 
 cudaError_t PagedAttention(const PagedAttentionParams& p, cudaStream_t stream) {
@@ -433,7 +436,11 @@ cudaError_t PagedAttention(const PagedAttentionParams& p, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
-  PagedAttentionKernel<<<grid, kAttnWarps * kWarp, 0, stream>>>(p);
+  if (p.head_dim <= kNarrowDimsPerLane * kWarp) {
+    PagedAttentionKernel<kNarrowDimsPerLane><<<grid, kAttnWarps * kWarp, 0, stream>>>(p);
+  } else {
+    PagedAttentionKernel<kWideDimsPerLane><<<grid, kAttnWarps * kWarp, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 

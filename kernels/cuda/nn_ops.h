@@ -62,7 +62,7 @@ struct PagedAttentionParams {
   int64_t rows = 0;
   int num_heads = 0;
   int num_kv_heads = 0;
-  int head_dim = 0;  // even, at most 256
+  int head_dim = 0;  // even, at most 576
   int block_size = 0;
   int64_t window = 0;  // 0: full causal
   float scale = 0;     // usually 1/sqrt(head_dim)

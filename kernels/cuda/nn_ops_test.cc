@@ -156,7 +156,7 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
 TEST(NnOpsTest, PagedAttentionMatchesCpu) {
   SKIP_WITHOUT_GPU();
 #if TQ_HAVE_CUDA
-  for (int hd : {48, 64, 128}) {
+  for (int hd : {48, 64, 128, 576}) {  // 576: an MLA latent (DeepSeek-V3) read as one KV head
     for (int block : {16, 5}) {
       for (int64_t window : {int64_t{0}, int64_t{7}}) {
         const int heads = 8, kvh = 2, width = kvh * hd;
@@ -285,7 +285,9 @@ TEST(NnOpsTest, DenseLinearMatchesCpu) {
   // Unsupported shapes are refused, not computed wrongly.
   EXPECT_EQ(DenseLinear(nullptr, DType::kBF16, 4, 12, nullptr, 12, 1, nullptr, nullptr, 4, nullptr),
             cudaErrorInvalidValue);
-  EXPECT_FALSE(PagedAttentionSupports(258));
+  EXPECT_TRUE(PagedAttentionSupports(258));
+  EXPECT_TRUE(PagedAttentionSupports(576));
+  EXPECT_FALSE(PagedAttentionSupports(578));
   EXPECT_FALSE(PagedAttentionSupports(47));
 #endif
 }
