@@ -494,6 +494,7 @@ struct DeviceLayer {
   bool moe = false;
   DeviceLinear router;
   std::vector<float> router_bias;  // host (e_score_correction_bias; empty: none)
+  DeviceBuffer router_bias_dev;    // the same on the device (device routing)
   std::vector<DeviceMlp> experts;  // one per expert (views over `packed_experts` when it holds them)
   DeviceExperts packed_experts;
   bool device_routing = false;     // packed_experts and a router MoeTopK takes (graph-capturable)
@@ -934,6 +935,9 @@ absl::Status CudaTransformer::State::RunMoeOnDevice(const DeviceLayer& L, const 
   r.softmax = moe.softmax_scoring;
   r.normalize = moe.norm_topk_prob;
   r.scale = static_cast<float>(moe.routed_scaling_factor);
+  r.bias = L.router_bias.empty() ? nullptr : L.router_bias_dev.as<float>();
+  r.n_group = moe.n_group;
+  r.topk_group = moe.topk_group;
   int32_t* ids = topk_ids.as<int32_t>();
   float* wts = topk_weights.as<float>();
   TQ_CUDA_RETURN_IF_ERROR(cuda::MoeTopK(router_logits.as<float>(), r.num_experts, T, r, ids, wts, st));
@@ -1116,8 +1120,8 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
         TQ_RETURN_IF_ERROR(D.packed_experts.Bind(L.experts, *s.eager_runner, &D.experts, &bytes, tq_n, dense_n));
       }
       if (D.packed_experts.ok) {  // every expert from its codes, back to back
-        D.device_routing = cfg.moe.n_group <= 1 && L.router_bias.empty() &&
-                           cfg.moe.n_routed_experts <= cuda::kMoeMaxExperts;
+        D.device_routing = cfg.moe.n_group <= 32 && cfg.moe.n_routed_experts <= cuda::kMoeMaxExperts;
+        if (D.device_routing) TQ_RETURN_IF_ERROR(upload_floats(D.router_bias_dev, L.router_bias));
       } else {
         D.experts.resize(L.experts.size());
         for (size_t e = 0; e < L.experts.size(); ++e) {
@@ -1169,12 +1173,12 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   // one format; the host routing of the others synchronizes mid-step).
   bool moe_on_device = true;
   for (const DeviceLayer& L : s.layers) moe_on_device = moe_on_device && (!L.moe || L.device_routing);
-  r->graphs_ = options.cuda_graphs && moe_on_device && !cfg.is_mla();
+  r->graphs_ = options.cuda_graphs && moe_on_device;
   // Step buffers for the largest graph-captured decode batch, and block tables for every block.
   s.use_graphs = r->graphs_;
   if (s.use_graphs) {
     for (const DeviceLayer& L : s.layers) {
-      for (const DeviceLinear* lin : {&L.qkv, &L.o, &L.mlp.gate_up, &L.mlp.down}) {
+      for (const DeviceLinear* lin : {&L.qkv, &L.o, &L.mlp.gate_up, &L.mlp.down, &L.q_a, &L.q_b, &L.kv_a}) {
         TQ_RETURN_IF_ERROR(lin->ReserveForGraphs(*s.graph_runner, kMaxGraphBatch, s.stream));
       }
     }

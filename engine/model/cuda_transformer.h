@@ -1,11 +1,13 @@
 // File: engine/model/cuda_transformer.h
 //
-// The decoder's forward pass on one CUDA GPU (Llama/Mistral/Qwen2/Qwen3 and Qwen3-MoE; not MLA):
-// the same function as the CPU Transformer (engine/model/transformer.h), with the weights
-// uploaded once at load and the KV cache in GPU memory. MoE layers run the routed experts only:
-// prefill and larger steps route on the host from the router logits (engine/model/moe.h
-// RouteMoeToken); decode steps of up to 4 tokens of a model whose experts are TQ codes of one
-// format route on the device (kernels/cuda/moe_ops.h) and replay CUDA graphs. The engine's PagedKvCache keeps the bookkeeping (blocks, free list, block tables,
+// The decoder's forward pass on one CUDA GPU (Llama/Mistral/Qwen2/Qwen3, Qwen3-MoE and
+// DeepSeek-V3 with absorbed MLA over a bf16 latent cache, kernels/cuda/mla_ops.h): the same
+// function as the CPU Transformer / MlaTransformer (engine/model/transformer.h,
+// mla_transformer.h), with the weights uploaded once at load and the KV cache in GPU memory.
+// MoE layers run the routed experts only: prefill and larger steps route on the host from the
+// router logits (engine/model/moe.h RouteMoeToken); decode steps of up to kMoeGraphBatch tokens
+// of a model whose experts are TQ codes of one format route on the device
+// (kernels/cuda/moe_ops.h) and replay CUDA graphs. The engine's PagedKvCache keeps the bookkeeping (blocks, free list, block tables,
 // created with host_storage = false); this runner owns the K/V pools on the device,
 // [num_layers][num_blocks, block_size, num_kv_heads, bytes per vector] each, and reads the block
 // tables every step.

@@ -1,7 +1,8 @@
 // The device MoE routing (kernels/cuda/moe_ops.h MoeTopK) against the CPU's RouteMoeToken on
 // random router logits: the same experts in the same order, weights within 1e-6 relative;
 // softmax and sigmoid scoring, with and without a bias and renormalization, expert counts that
-// fill a warp partly (8, 60) or several times (128, 256), exact ties (lower id first). Skips
+// fill a warp partly (8, 60) or several times (128, 256), exact ties (lower id first), and
+// group-limited selection (DeepSeek-V3's n_group / topk_group). Skips
 // with the reason when there is no GPU. And MoeCombine against the slot-by-slot sum.
 #include <cmath>
 #include <random>
@@ -28,14 +29,20 @@ TEST(MoeTopKTest, EqualsRouteMoeToken) {
     int experts, k;
     bool softmax, normalize, bias;
     float scale;
+    int n_group = 1, topk_group = 1;
   };
   const Case cases[] = {{8, 2, true, true, false, 1.0f},   {60, 4, true, false, false, 1.0f},
                         {128, 8, true, true, false, 1.0f}, {256, 8, false, true, true, 2.5f},
-                        {128, 1, false, false, false, 1.0f}, {256, 256, true, true, false, 1.0f}};
+                        {128, 1, false, false, false, 1.0f}, {256, 256, true, true, false, 1.0f},
+                        // Group-limited (DeepSeek-V3: 256 experts in 8 groups, 4 kept; the tiny
+                        // model: 8 in 4, 2 kept), and a top-k past the kept groups' experts.
+                        {256, 8, false, true, true, 2.5f, 8, 4}, {8, 2, false, true, true, 1.0f, 4, 2},
+                        {64, 6, true, false, false, 1.0f, 4, 2}, {60, 20, false, true, true, 1.0f, 3, 1}};
   uint32_t seed = 31;
   for (const Case& c : cases) {
     SCOPED_TRACE("experts " + std::to_string(c.experts) + " top " + std::to_string(c.k) +
-                 (c.softmax ? " softmax" : " sigmoid"));
+                 (c.softmax ? " softmax" : " sigmoid") + " groups " + std::to_string(c.n_group) + "/" +
+                 std::to_string(c.topk_group));
     const int64_t tokens = 37, ld = c.experts + 3;
     std::mt19937 rng(seed++);
     std::normal_distribution<float> nd(0.0f, 2.0f);
@@ -50,6 +57,8 @@ TEST(MoeTopKTest, EqualsRouteMoeToken) {
     moe.num_experts_per_tok = c.k;
     moe.norm_topk_prob = c.normalize;
     moe.routed_scaling_factor = c.scale;
+    moe.n_group = c.n_group;
+    moe.topk_group = c.topk_group;
     cuda::DeviceVector<float> dl(logits), db(bias);
     cuda::DeviceVector<int32_t> dids(std::vector<int32_t>(tokens * c.k, -1));
     auto dw = cuda::DeviceVector<float>::Poisoned(tokens * c.k);
@@ -60,6 +69,8 @@ TEST(MoeTopKTest, EqualsRouteMoeToken) {
     r.normalize = c.normalize;
     r.scale = c.scale;
     r.bias = c.bias ? db.get() : nullptr;
+    r.n_group = c.n_group;
+    r.topk_group = c.topk_group;
     ASSERT_EQ(cuda::MoeTopK(dl.get(), ld, tokens, r, dids.get(), dw.get(), nullptr), cudaSuccess);
     const std::vector<int32_t> ids = dids.Download();
     const std::vector<float> w = dw.Download();
@@ -80,6 +91,12 @@ TEST(MoeTopKTest, EqualsRouteMoeToken) {
   EXPECT_EQ(cuda::MoeTopK(nullptr, 300, 1, bad, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
   bad.num_experts = 8;
   bad.top_k = 9;
+  EXPECT_EQ(cuda::MoeTopK(nullptr, 8, 1, bad, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+  bad.top_k = 2;
+  bad.n_group = 3;  // does not divide 8
+  EXPECT_EQ(cuda::MoeTopK(nullptr, 8, 1, bad, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+  bad.n_group = 4;
+  bad.topk_group = 5;
   EXPECT_EQ(cuda::MoeTopK(nullptr, 8, 1, bad, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
 #endif
 }

@@ -55,6 +55,53 @@ __global__ void __launch_bounds__(kWarps * kWarp)
     const int e = lane + kWarp * i;
     choice[i] = e < r.num_experts ? score[i] + (r.bias != nullptr ? r.bias[e] : 0.0f) : -INFINITY;
   }
+  if (r.n_group > 1) {
+    // Group scores: the sum of each group's two best choices (lane g ends with group g's).
+    const int per_group = r.num_experts / r.n_group;
+    float my_group = -INFINITY;
+    for (int g = 0; g < r.n_group; ++g) {
+      float a = -INFINITY, b = -INFINITY;  // this lane's best two in group g
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        const int e = lane + kWarp * i;
+        if (e < r.num_experts && e / per_group == g) {
+          if (choice[i] > a) {
+            b = a;
+            a = choice[i];
+          } else if (choice[i] > b) {
+            b = choice[i];
+          }
+        }
+      }
+#pragma unroll
+      for (int o = 16; o >= 1; o >>= 1) {  // merge the lanes' pairs: the two largest of four
+        const float a2 = __shfl_xor_sync(kFull, a, o), b2 = __shfl_xor_sync(kFull, b, o);
+        const float hi = fmaxf(a, a2), lo = fminf(a, a2);
+        b = fmaxf(lo, fmaxf(b, b2));
+        a = hi;
+      }
+      if (lane == g) my_group = a + b;
+    }
+    // Keep the topk_group best groups (ties to the lower group), as a stable sort would.
+    bool kept = false;
+    for (int k = 0; k < r.topk_group; ++k) {
+      float bv = lane < r.n_group && !kept ? my_group : -INFINITY;
+      int bg = lane < r.n_group && !kept ? lane : 1 << 30;
+#pragma unroll
+      for (int o = 16; o >= 1; o >>= 1) {
+        const float v2 = __shfl_xor_sync(kFull, bv, o);
+        const int g2 = __shfl_xor_sync(kFull, bg, o);
+        if (Better(v2, g2, bv, bg)) bv = v2, bg = g2;
+      }
+      if (lane == bg) kept = true;
+    }
+    const unsigned kept_mask = __ballot_sync(kFull, kept);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = lane + kWarp * i;
+      if (e < r.num_experts && !((kept_mask >> (e / per_group)) & 1u)) choice[i] = 0.0f;
+    }
+  }
   float picked_sum = 0.0f;
   for (int k = 0; k < r.top_k; ++k) {
     // This lane's best (choice, expert, score), then the warp's.
@@ -118,6 +165,10 @@ cudaError_t MoeTopK(const float* logits, int64_t ld, int64_t tokens, const MoeRo
                     float* weights, cudaStream_t stream) {
   if (tokens < 0 || r.num_experts < 1 || r.num_experts > kMoeMaxExperts || r.top_k < 1 ||
       r.top_k > r.num_experts || ld < r.num_experts) {
+    return cudaErrorInvalidValue;
+  }
+  if (r.n_group < 1 || r.n_group > kWarp || r.num_experts % r.n_group != 0 ||
+      (r.n_group > 1 && (r.topk_group < 1 || r.topk_group > r.n_group))) {
     return cudaErrorInvalidValue;
   }
   if (tokens == 0) return cudaSuccess;

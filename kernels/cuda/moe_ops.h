@@ -4,7 +4,8 @@
 // router's scores (softmax over the experts, or sigmoid), optionally plus a score-correction
 // bias for the choice, then the top-k experts (ties to the lower id) and their weights (their
 // scores, divided by their sum when `normalize`, times `scale`) — engine/model/moe.h
-// RouteMoeToken without group-limited selection (n_group = 1: Qwen3-MoE, Mixtral-style).
+// RouteMoeToken, group-limited selection included (DeepSeek-V3: the topk_group groups with the
+// best sum of their two best choices; the other groups' experts choose with 0, as transformers).
 //
 // Precision: fp32; the softmax sum is a warp reduction (the CPU sums in expert order), so weights
 // agree to ~1e-7 relative and the chosen experts are the CPU's unless two scores tie within that.
@@ -33,6 +34,8 @@ struct MoeRouting {
   bool normalize = true;        // divide the k weights by their sum
   float scale = 1.0f;           // routed_scaling_factor
   const float* bias = nullptr;  // [num_experts] added to the scores for the choice only (or null)
+  int n_group = 1;              // 1..32, divides num_experts
+  int topk_group = 1;           // groups kept, 1..n_group (ignored when n_group == 1)
 };
 
 // logits: [tokens, num_experts] fp32 (row stride ld). Writes ids[t * top_k + i] (selection order)
