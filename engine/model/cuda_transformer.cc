@@ -701,9 +701,12 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
   const int32_t* pos = positions.as<int32_t>();
   const float eps = static_cast<float>(cfg.rms_norm_eps);
   TQ_CUDA_RETURN_IF_ERROR(cuda::EmbedRows(embed.as<void>(), embed_dtype, ids.as<int32_t>(), T, H, xs, st));
+  // Each layer's input norm comes from the previous layer's last residual add (AddRmsNormRows).
+  if (cfg.num_layers > 0) {
+    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, layers[0].input_norm.as<float>(), T, H, eps, hs, H, st));
+  }
   for (int l = 0; l < cfg.num_layers; ++l) {
     const DeviceLayer& L = layers[l];
-    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.input_norm.as<float>(), T, H, eps, hs, H, st));
     if (cfg.is_mla()) {
       TQ_RETURN_IF_ERROR(MlaAttention(L, hs, T, at, runners, graph_mode));
     } else {
@@ -775,14 +778,18 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
       }
     }
     TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st, runners, graph_mode));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::AddRmsNormRows(xs, H, tm, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
     if (L.moe) {
       TQ_RETURN_IF_ERROR(RunMoe(L, hs, T, tm, graph_mode));
     } else {
       TQ_RETURN_IF_ERROR(L.mlp.Run(hs, T, gu, gt, tm, st, runners, graph_mode));
     }
-    TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
+    if (l + 1 < cfg.num_layers) {
+      TQ_CUDA_RETURN_IF_ERROR(
+          cuda::AddRmsNormRows(xs, H, tm, H, layers[l + 1].input_norm.as<float>(), T, H, eps, hs, H, st));
+    } else {
+      TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
+    }
   }
   if (R > 0) {
     TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(xs, logit_rows.as<int32_t>(), R, H, sel.as<float>(), st));

@@ -61,23 +61,35 @@ __global__ void EmbedKernel(const void* table, DType dtype, const int32_t* ids, 
 // One CTA per row. With n % 4 == 0 and 16-byte aligned rows (the engine's hidden states) each
 // thread moves float4s, and the launch gives up to n / 4 threads, so a 4096-wide row is one load
 // per thread (all in flight at once) instead of a dependent loop of 16.
-__global__ void RmsNormKernel(const float* x, int64_t ldx, const float* w, int64_t n, float eps, float* y,
-                              int64_t ldy) {
+// kAdd: x += a first (written back; each thread re-reads only what it wrote), so the launch is
+// bitwise AddInPlace followed by the plain norm.
+template <bool kAdd>
+__global__ void RmsNormKernel(float* x, int64_t ldx, const float* a, int64_t lda, const float* w, int64_t n,
+                              float eps, float* y, int64_t ldy) {
   const int64_t row = blockIdx.x;
-  const float* xr = x + row * ldx;
+  float* xr = x + row * ldx;
+  const float* ar = kAdd ? a + row * lda : nullptr;
   float* yr = y + row * ldy;
   const uintptr_t addr_bits = reinterpret_cast<uintptr_t>(xr) | reinterpret_cast<uintptr_t>(yr) |
-                              reinterpret_cast<uintptr_t>(w);
+                              reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(ar);
   const bool vec = n % 4 == 0 && addr_bits % 16 == 0;  // decided per row (ldx, ldy may differ)
   float ss = 0.0f;
   if (vec) {
-    const float4* x4 = reinterpret_cast<const float4*>(xr);
+    float4* x4 = reinterpret_cast<float4*>(xr);
     for (int64_t c = threadIdx.x; c < n / 4; c += blockDim.x) {
-      const float4 v = x4[c];
+      float4 v = x4[c];
+      if (kAdd) {
+        const float4 d = reinterpret_cast<const float4*>(ar)[c];
+        v = make_float4(v.x + d.x, v.y + d.y, v.z + d.z, v.w + d.w);
+        x4[c] = v;
+      }
       ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
   } else {
-    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) ss += xr[c] * xr[c];
+    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+      if (kAdd) xr[c] += ar[c];
+      ss += xr[c] * xr[c];
+    }
   }
   ss = BlockSum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(n) + eps);
@@ -394,7 +406,17 @@ cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t row
                         int64_t ldy, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   // A thread per float4 of the row.
-  RmsNormKernel<<<static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream>>>(x, ldx, w, n, eps, y, ldy);
+  // (x is only read without kAdd.)
+  RmsNormKernel<false><<<static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream>>>(
+      const_cast<float*>(x), ldx, nullptr, 0, w, n, eps, y, ldy);
+  return cudaGetLastError();
+}
+
+cudaError_t AddRmsNormRows(float* x, int64_t ldx, const float* a, int64_t lda, const float* w, int64_t rows,
+                           int64_t n, float eps, float* y, int64_t ldy, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  RmsNormKernel<true><<<static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream>>>(x, ldx, a, lda, w, n, eps,
+                                                                                        y, ldy);
   return cudaGetLastError();
 }
 

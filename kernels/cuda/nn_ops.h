@@ -37,6 +37,11 @@ cudaError_t EmbedRows(const void* table, DType dtype, const int32_t* ids, int64_
 cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t rows, int64_t n, float eps,
                         float* y, int64_t ldy, cudaStream_t stream);
 
+// x[r, :] += a[r, :] (written back), then y[r, :] = RmsNorm(x[r, :]) * w: a residual add and
+// the next norm in one launch, bitwise AddInPlace followed by RmsNormRows. y must not alias x.
+cudaError_t AddRmsNormRows(float* x, int64_t ldx, const float* a, int64_t lda, const float* w, int64_t rows,
+                           int64_t n, float eps, float* y, int64_t ldy, cudaStream_t stream);
+
 // Per-head RMSNorm in place: for each of `rows` rows (row stride ld) and each of `heads`
 // consecutive heads of head_dim values, x = x / rms(x) * w (w: head_dim weights, shared).
 cudaError_t RmsNormHeads(float* x, int64_t ld, int64_t rows, int heads, int head_dim, const float* w, float eps,

@@ -101,6 +101,25 @@ TEST(NnOpsTest, EmbedRmsNormRopeSiluMatchCpu) {
         ASSERT_NEAR(ys[r * ld + c], ref[c], kFp32ReductionTol * (1 + std::fabs(ref[c]))) << r << "," << c;
       }
     }
+    // The fused residual add + norm: bitwise AddInPlace then RmsNormRows (x and y both).
+    const std::vector<float> as = Random(r2 * ld, 13);
+    DeviceVector<float> dx1(xs), dx2(xs), da(as);
+    auto dy1 = DeviceVector<float>::Poisoned(r2 * ld), dy2 = DeviceVector<float>::Poisoned(r2 * ld);
+    const float* w = weighted ? dws.get() : nullptr;
+    ASSERT_EQ(AddRmsNormRows(dx1.get(), ld, da.get(), ld, w, r2, n, 1e-5f, dy1.get(), ld, nullptr), cudaSuccess);
+    if (ld == n) {
+      ASSERT_EQ(AddInPlace(dx2.get(), da.get(), r2 * ld, nullptr), cudaSuccess);
+    } else {  // only the n used columns of each row, as the fused kernel touches
+      for (int64_t r = 0; r < r2; ++r) ASSERT_EQ(AddInPlace(dx2.get() + r * ld, da.get() + r * ld, n, nullptr), cudaSuccess);
+    }
+    ASSERT_EQ(RmsNormRows(dx2.get(), ld, w, r2, n, 1e-5f, dy2.get(), ld, nullptr), cudaSuccess);
+    const std::vector<float> x1 = dx1.Download(), x2 = dx2.Download(), y1 = dy1.Download(), y2 = dy2.Download();
+    for (int64_t r = 0; r < r2; ++r) {
+      for (int64_t c = 0; c < n; ++c) {
+        ASSERT_EQ(x1[r * ld + c], x2[r * ld + c]) << "x " << r << "," << c;
+        ASSERT_EQ(y1[r * ld + c], y2[r * ld + c]) << "y " << r << "," << c;
+      }
+    }
   }
   // Per-head RMSNorm in place on 3 heads of 48 inside rows of stride 200 (fused q|k|v layout).
   {
