@@ -145,6 +145,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     e->model_ = std::make_unique<Transformer>(cfg, *e->weights_, std::move(rope), e->pool_.get());
   }
   e->info_.kv_alloc_s = Since(t0, Clock::now());
+  if (options.wrap_model) e->model_ = options.wrap_model(std::move(e->model_));
   e->info_.device = e->model_->device();
   e->info_.runner = e->model_->Describe();
 

@@ -39,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "engine/kv_cache/paged_kv_cache.h"
 #include "engine/model/model_config.h"
+#include "engine/model/model_runner.h"
 #include "engine/model/transformer.h"
 #include "engine/model/weights.h"
 #include "engine/sampling/sampler.h"
@@ -74,6 +75,9 @@ struct EngineOptions {
   // Called on the step thread after every step that ran the model (metrics); must not block.
   std::function<void(const struct StepInfo&)> on_step;
   bool dequantize_tq = false;     // compute TQ layers from dequantized fp32 weights (tests)
+  // Test seam: wraps the model runner the engine built (e.g. to emulate a backend that samples
+  // on the device, engine_test); unset = none.
+  std::function<std::unique_ptr<ModelRunner>(std::unique_ptr<ModelRunner>)> wrap_model;
 };
 
 struct StepInfo {

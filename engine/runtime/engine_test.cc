@@ -17,6 +17,8 @@
 #include "engine/compress/compressor.h"
 #include "engine/util/file_util.h"
 #include "gtest/gtest.h"
+#include "kernels/cuda/sampling_reference.h"
+#include "kernels/util/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/testdata.h"
 
@@ -31,6 +33,7 @@ std::string TinyDir() { return tq::testing::TestDataPath("testdata/models/tq-tin
 // One finished request: every event's ids/text, and the final event.
 struct Result {
   std::vector<int32_t> ids;
+  std::vector<float> logprobs;
   std::string text;
   GenerationEvent last;
   int events = 0;
@@ -43,6 +46,7 @@ class Collector {
       std::lock_guard<std::mutex> l(mu_);
       Result& r = results_[ev.request_id];
       r.ids.insert(r.ids.end(), ev.token_ids.begin(), ev.token_ids.end());
+      r.logprobs.insert(r.logprobs.end(), ev.logprobs.begin(), ev.logprobs.end());
       r.text += ev.text;
       ++r.events;
       if (ev.finished) {
@@ -232,6 +236,105 @@ TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
   EXPECT_EQ(c.Get(mine).ids, a.ids);
   r.sampling.seed = 4321;
   EXPECT_NE(RunToEnd(*e, r).ids, a.ids);
+}
+
+// A backend that samples "on the device" (ModelRunner::ForwardSample), emulated on the CPU: the
+// CPU model's logits through the device sampler's reference (kernels/cuda/sampling_reference.h).
+// Exercises the engine's side of device sampling — rows, filters, stream keys and draw indices,
+// min_tokens masks — in CI, where there is no GPU.
+class ReferenceSamplingRunner : public ModelRunner {
+ public:
+  explicit ReferenceSamplingRunner(std::unique_ptr<ModelRunner> inner) : inner_(std::move(inner)) {}
+  absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override {
+    return inner_->Forward(batch, cache, logits);
+  }
+  bool SamplesOnDevice() const override { return true; }
+  absl::Status ForwardSample(const ForwardBatch& batch, PagedKvCache& cache, const std::vector<RowSampling>& rows,
+                             std::vector<SampledToken>* tokens) override {
+    std::vector<float> logits;
+    TQ_RETURN_IF_ERROR(inner_->Forward(batch, cache, &logits));
+    if (rows.empty() || logits.size() % rows.size() != 0) {
+      return absl::InvalidArgumentError("rows do not match the logits");
+    }
+    const int64_t vocab = static_cast<int64_t>(logits.size() / rows.size());
+    tokens->resize(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const RowSampling& r = rows[i];
+      cuda::SampleRowParams p;
+      p.temperature = r.temperature;
+      p.top_k = r.top_k;
+      p.top_p = r.top_p;
+      p.min_p = r.min_p;
+      p.key = r.key;
+      p.index = r.index;
+      p.masked_end = static_cast<int32_t>(r.masked.size());
+      const cuda::SampleRowResult got = cuda::SampleRowReference(logits.data() + i * vocab, vocab, p, r.masked.data());
+      (*tokens)[i] = {got.token, got.logprob};
+    }
+    return absl::OkStatus();
+  }
+  int64_t max_positions() const override { return inner_->max_positions(); }
+  const char* device() const override { return inner_->device(); }
+  std::string Describe() const override { return inner_->Describe() + " (device sampling emulated)"; }
+
+ private:
+  std::unique_ptr<ModelRunner> inner_;
+};
+
+EngineOptions DeviceSamplingEmulation() {
+  EngineOptions o;
+  o.wrap_model = [](std::unique_ptr<ModelRunner> m) -> std::unique_ptr<ModelRunner> {
+    return std::make_unique<ReferenceSamplingRunner>(std::move(m));
+  };
+  return o;
+}
+
+TEST(EngineTest, DeviceSamplingPathOnTheCpu) {
+  auto host = MakeEngine({});
+  auto dev = MakeEngine(DeviceSamplingEmulation());
+  ASSERT_NE(host, nullptr);
+  ASSERT_NE(dev, nullptr);
+  EXPECT_NE(dev->model_info().runner.find("device sampling emulated"), std::string::npos);
+  // Greedy: the host sampler's tokens and log-probabilities over the same logits.
+  for (const std::string& prompt : Prompts()) {
+    const Result h = RunToEnd(*host, Greedy(prompt, 8));
+    const Result d = RunToEnd(*dev, Greedy(prompt, 8));
+    EXPECT_EQ(d.ids, h.ids) << prompt;
+    ASSERT_EQ(d.logprobs.size(), h.logprobs.size());
+    for (size_t i = 0; i < d.logprobs.size(); ++i) EXPECT_NEAR(d.logprobs[i], h.logprobs[i], 1e-5) << prompt;
+    // The first greedy token as a stop id, not allowed for 3 tokens: masked on the device path.
+    GenerationRequest r = Greedy(prompt, 3);
+    r.min_tokens = 3;
+    r.stop_token_ids = {h.ids[0]};
+    const Result md = RunToEnd(*dev, r);
+    EXPECT_EQ(md.ids, RunToEnd(*host, r).ids) << prompt;
+    for (int32_t t : md.ids) EXPECT_NE(t, h.ids[0]);
+  }
+  // Seeded sampling: one stream per request, one draw index per token — the same tokens alone,
+  // again and alongside other requests; another seed, other tokens; not the greedy ones.
+  GenerationRequest r;
+  r.prompt = "The history of the city";
+  r.max_tokens = 20;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0.9f;
+  r.sampling.top_p = 0.95f;
+  r.sampling.top_k = 50;
+  r.sampling.seed = 1234;
+  const Result a = RunToEnd(*dev, r);
+  EXPECT_EQ(a.ids.size(), 20u);
+  EXPECT_EQ(RunToEnd(*dev, r).ids, a.ids);
+  Collector c;
+  int n = 0;
+  for (const std::string& p : Prompts()) {
+    ASSERT_TRUE(dev->Submit(Greedy(p, 10), c.Callback()).ok());
+    ++n;
+  }
+  const uint64_t mine = *dev->Submit(r, c.Callback());
+  c.WaitFor(n + 1);
+  EXPECT_EQ(c.Get(mine).ids, a.ids);
+  EXPECT_NE(a.ids, RunToEnd(*dev, Greedy(r.prompt, 20)).ids);
+  r.sampling.seed = 4321;
+  EXPECT_NE(RunToEnd(*dev, r).ids, a.ids);
 }
 
 TEST(EngineTest, StopStringsTokensAndLength) {
