@@ -34,6 +34,9 @@ void EngineOptionsFlags(ArgParser& p) {
            "after a colon: sink=N, boundary=N, qjl=0|1 (e.g. turbo3:boundary=0); docs/ENGINE.md");
   p.Option("kv-cache", "", "the same as --kv-codec (a KV cache preset name)");
   p.Option("device", "cpu", "where the in-process engine runs: cpu or cuda");
+  p.Switch("host-sampling",
+           "with --device cuda: copy the logits to the host and sample there with the CPU backend's\n"
+           "sampler and generator, instead of on the GPU (kernels/cuda/sampling.h)");
   p.Option("max-model-len", "0", "context length (0 = the model's max_position_embeddings)");
   p.Switch("no-verify", "skip the sha256 check of TQ checkpoint files (sizes are still checked)");
   p.Switch("dequantize", "compute TQ layers from dequantized fp32 weights (for comparisons)");
@@ -59,6 +62,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFrom(const ArgParser& p) {
   o.max_model_len = *len;
   o.verify_checksums = !p.GetSwitch("no-verify");
   o.dequantize_tq = p.GetSwitch("dequantize");
+  o.device_sampling = !p.GetSwitch("host-sampling");
   return o;
 }
 
@@ -182,7 +186,7 @@ int RunGenerate(const std::vector<std::string>& args) {
     return 2;
   }
   for (const char* name : remote ? std::vector<const char*>{"threads", "kv-codec", "kv-cache", "device", "max-model-len", "no-verify",
-                                                            "dequantize"}
+                                                            "dequantize", "host-sampling"}
                                  : std::vector<const char*>{"request-id", "token", "tls-ca"}) {
     if (p.IsSet(name)) {
       absl::FPrintF(stderr, "tqctl generate: --%s is an option of %s only\n", name,
