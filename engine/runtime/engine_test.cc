@@ -688,8 +688,8 @@ TEST(TqMlaMoeTest, DeepSeekCodesEqualDequantizedWeights) {
   ExpectSameFunction(*p->codes, *p->dense);
 }
 
-// Qwen3-MoE: softmax-routed experts from TQ3 codes equal the dequantized model; the MoE runs on
-// the CPU only, and asking for CUDA says so before any device is touched.
+// Qwen3-MoE: softmax-routed experts from TQ3 codes equal the dequantized model (on CUDA:
+// //engine/runtime:engine_cuda_test).
 TEST(TqMlaMoeTest, Qwen3MoeCodesEqualDequantizedWeights) {
   auto p = MakeTqPair(tq::testing::TestDataPath("testdata/models/ref-qwen3-moe"), CheckpointFormat::kTq);
   ASSERT_TRUE(p.has_value());

@@ -53,7 +53,8 @@ ABSL_FLAG(int64_t, max_waiting_tokens, 0,
 ABSL_FLAG(int64_t, kv_cache_bytes, 0, "KV cache size in bytes (0: room for max_num_seqs full contexts, <= 1 GiB)");
 ABSL_FLAG(std::string, kv_codec, "bf16",
           "KV cache codec: bf16, fp32, fp8, k8v4, 4bit_nc, k3v4_nc, 3bit_nc, turbo4, turbo3, k4v3, with "
-          "options after a colon (sink=N, boundary=N, qjl=0|1); CPU only except bf16");
+          "options after a colon (sink=N, boundary=N, qjl=0|1); with --device cuda: bf16, turbo3, turbo4, k4v3 "
+          "(no qjl; MLA models: bf16)");
 ABSL_FLAG(std::string, kv_cache, "", "the same as --kv_codec (a KV cache preset name)");
 ABSL_FLAG(int64_t, max_model_len, 0, "context length (0: the model's max_position_embeddings)");
 ABSL_FLAG(int64_t, default_max_tokens, 16, "max_tokens of requests that do not set it");
