@@ -6,10 +6,22 @@
 # the tracked tree plus the pack would exceed the device tool's 64 MiB.
 #
 # Usage: tools/device_pack.sh //engine/runtime:engine_cuda_test //tools:engine_bench ...
+#        tools/device_pack.sh tests     the CUDA test binaries tools/gpu_check.sh runs
+#        tools/device_pack.sh bench     the benchmark tools (gen_checkpoint, tqctl, engine_bench)
+#        tools/device_pack.sh e2e       the inference server and its e2e suite
+#   (the sets are separate packs: together they pass the device tool's limit)
 #   then on the GPU machine: tar xJf .device.tar.xz && LD_LIBRARY_PATH=$PWD/.device/lib .device/bin/...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ $# -gt 0 ]] || { echo "usage: $0 //bazel:target ..." >&2; exit 2; }
+[[ $# -gt 0 ]] || { echo "usage: $0 tests|bench|e2e|//bazel:target ..." >&2; exit 2; }
+case "$1" in
+  tests) set -- //kernels/cuda:nn_ops_test //kernels/cuda:tq_linear_test //kernels/cuda:sampling_test \
+           //kernels/cuda:mla_ops_test //kernels/cuda:kv_attention_test //engine/model:moe_cuda_test \
+           //engine/runtime:engine_cuda_test ;;
+  bench) set -- //tools:gen_checkpoint //services/tqctl:tqctl //tools:engine_bench //kernels/cuda:tq_linear_benchmark \
+           //kernels/cuda:sampling_benchmark ;;
+  e2e) set -- //tests/e2e:inference_server_test //services/inference:tq-inference-server ;;
+esac
 bazel build --disk_cache="$HOME/.cache/tqserve-bazel" --define cuda_archs=hopper "$@" >/dev/null
 bins=()
 for t in "$@"; do

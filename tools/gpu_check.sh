@@ -4,12 +4,9 @@
 # the inference server's end-to-end suite with --device cuda, and (BENCH=1) the 8B-shape
 # end-to-end decode benchmark. Logs go to $OUT (default /tmp/gpu-check).
 #
-#   here:  tools/device_pack.sh //kernels/cuda:nn_ops_test //kernels/cuda:tq_linear_test //kernels/cuda:sampling_test \
-#            //kernels/cuda:kv_attention_test //engine/model:moe_cuda_test //engine/runtime:engine_cuda_test \
-#            //tests/e2e:inference_server_test //services/inference:tq-inference-server \
-#            //tools:gen_checkpoint //services/tqctl:tqctl //tools:engine_bench
-#   (~17 MB: over the device tool's limit with the tree — pack the tests and the benchmark tools
-#   separately; the script runs whichever binaries the bundle has)
+#   here:  tools/device_pack.sh tests   (then, in later calls, `e2e` and `bench`: all of them in
+#          one pack pass the device tool's limit; the script runs whichever binaries the bundle
+#          has, and BENCH=1 needs the `bench` pack)
 #   there: tar xJf .device.tar.xz && tools/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +26,7 @@ run() {  # name, command...
   if "$@" >"$out/$name.log" 2>&1; then echo "PASS $name"; else echo "FAIL $name (log $name.log)"; status=1; fi
   grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/$name.log" | head -5
 }
-for t in nn_ops_test tq_linear_test sampling_test kv_attention_test moe_cuda_test engine_cuda_test; do
+for t in nn_ops_test tq_linear_test sampling_test mla_ops_test kv_attention_test moe_cuda_test engine_cuda_test; do
   [[ -x .device/bin/$t ]] && run "$t" env TEST_SRCDIR="$rf" TEST_WORKSPACE=tqserve ".device/bin/$t"
 done
 grep -E 'max \||cuda: ' "$out/engine_cuda_test.log" | head -12
