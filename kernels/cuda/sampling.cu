@@ -40,51 +40,37 @@ __device__ __forceinline__ float Scaled(float l, float t) {
 __device__ __forceinline__ bool NoLater(float c, int i, float bc, int bi) { return c > bc || (c == bc && i <= bi); }
 __device__ __forceinline__ bool Before(float c, int i, float c2, int i2) { return c > c2 || (c == c2 && i < i2); }
 
-template <typename T>
-__device__ __forceinline__ T WarpSum(T v) {
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-  return v;
-}
+struct Add {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct Min {
+  __device__ int operator()(int a, int b) const { return min(a, b); }
+};
+struct MaxF {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
 
-// Block-wide sums, the same order every run; every thread gets the result.
-__device__ double BlockSum(double v, Smem& s) {
-  v = WarpSum(v);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s.d[threadIdx.x >> 5] = v;
-  __syncthreads();
-  return WarpSum(s.d[threadIdx.x & 31]);
-}
-__device__ int BlockSumInt(int v, Smem& s) {
-  v = WarpSum(v);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s.i[threadIdx.x >> 5] = v;
-  __syncthreads();
-  return WarpSum(s.i[threadIdx.x & 31]);
-}
-__device__ int BlockMinInt(int v, Smem& s) {
+// A block-wide reduction by `op`: a butterfly within each warp, the warps' results through
+// `scratch` (kWarps entries), a butterfly over them — the same order every run; every thread
+// gets the result.
+template <typename T, typename Op>
+__device__ T BlockReduce(T v, Op op, T* scratch) {
 #pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) v = min(v, __shfl_xor_sync(kFull, v, o));
+  for (int o = 16; o >= 1; o >>= 1) v = op(v, __shfl_xor_sync(kFull, v, o));
   __syncthreads();
-  if ((threadIdx.x & 31) == 0) s.i[threadIdx.x >> 5] = v;
+  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
   __syncthreads();
-  v = s.i[threadIdx.x & 31];
+  v = scratch[threadIdx.x & 31];
 #pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) v = min(v, __shfl_xor_sync(kFull, v, o));
+  for (int o = 16; o >= 1; o >>= 1) v = op(v, __shfl_xor_sync(kFull, v, o));
   return v;
 }
+__device__ double BlockSum(double v, Smem& s) { return BlockReduce(v, Add{}, s.d); }
+__device__ int BlockSumInt(int v, Smem& s) { return BlockReduce(v, Add{}, s.i); }
+__device__ int BlockMinInt(int v, Smem& s) { return BlockReduce(v, Min{}, s.i); }
 __device__ int BlockMaxInt(int v, Smem& s) { return -BlockMinInt(-v, s); }
-__device__ float BlockMaxFloat(float v, Smem& s) {
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s.f[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = s.f[threadIdx.x & 31];
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
-  return v;
-}
+__device__ float BlockMaxFloat(float v, Smem& s) { return BlockReduce(v, MaxF{}, s.f); }
 __device__ float BlockMinFloat(float v, Smem& s) { return -BlockMaxFloat(-v, s); }
 
 // Exclusive prefix sum of v in thread order; *total gets the block's sum (same for all threads).
