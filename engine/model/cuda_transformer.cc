@@ -1317,13 +1317,7 @@ absl::Status CudaTransformer::ForwardSample(const ForwardBatch& batch, PagedKvCa
   std::vector<int32_t> masked;
   for (size_t i = 0; i < rows.size(); ++i) {
     const RowSampling& r = rows[i];
-    cuda::SampleRowParams& p = params[i];
-    p.temperature = r.temperature;
-    p.top_k = r.top_k;
-    p.top_p = r.top_p;
-    p.min_p = r.min_p;
-    p.key = r.key;
-    p.index = r.index;
+    cuda::SampleRowParams& p = params[i] = r.params;
     p.masked_begin = static_cast<int32_t>(masked.size());
     for (int32_t id : r.masked) {
       if (id < 0 || id >= vocab) {

@@ -13,21 +13,18 @@
 
 #include "absl/status/status.h"
 #include "engine/kv_cache/paged_kv_cache.h"
+#include "kernels/cuda/sampling.h"
 
 namespace tq {
 
 struct ForwardBatch;
 
-// Sampling of one logits row on the device (ForwardSample): the request's filters, its random
-// stream (key, draw index) and the ids to mask with −inf first. kernels/cuda/sampling.h says
-// what is drawn: the host sampler's distribution, another generator.
+// Sampling of one logits row on the device (ForwardSample): the request's filters and random
+// stream (key, draw index) as the device sampler takes them — kernels/cuda/sampling.h says what
+// is drawn: the host sampler's distribution, another generator — and the ids to mask with −inf
+// first (the runner sets params' masked range when it lays them out).
 struct RowSampling {
-  float temperature = 0.0f;  // 0: greedy
-  int top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  uint64_t key = 0;
-  uint64_t index = 0;
+  cuda::SampleRowParams params;
   std::vector<int32_t> masked;  // each in [0, vocab)
 };
 

@@ -560,14 +560,14 @@ void Engine::Step() {
     std::vector<RowSampling> rows(sampling.size());
     for (size_t i = 0; i < sampling.size(); ++i) {
       Sampler& sm = *sampling[i]->sampler;
-      RowSampling& r = rows[i];
-      r.temperature = sm.greedy() ? 0.0f : sm.params().temperature;
-      r.top_k = sm.params().top_k;
-      r.top_p = sm.params().top_p;
-      r.min_p = sm.params().min_p;
-      r.key = sm.stream_key();
-      r.index = sm.TakeDrawIndex();
-      masked_ids(*sampling[i], &r.masked);
+      cuda::SampleRowParams& p = rows[i].params;
+      p.temperature = sm.greedy() ? 0.0f : sm.params().temperature;
+      p.top_k = sm.params().top_k;
+      p.top_p = sm.params().top_p;
+      p.min_p = sm.params().min_p;
+      p.key = sm.stream_key();
+      p.index = sm.TakeDrawIndex();
+      masked_ids(*sampling[i], &rows[i].masked);
     }
     std::vector<SampledToken> tokens;
     fwd = model_->ForwardSample(batch, *cache_, rows, &tokens);

@@ -260,13 +260,8 @@ class ReferenceSamplingRunner : public ModelRunner {
     tokens->resize(rows.size());
     for (size_t i = 0; i < rows.size(); ++i) {
       const RowSampling& r = rows[i];
-      cuda::SampleRowParams p;
-      p.temperature = r.temperature;
-      p.top_k = r.top_k;
-      p.top_p = r.top_p;
-      p.min_p = r.min_p;
-      p.key = r.key;
-      p.index = r.index;
+      cuda::SampleRowParams p = r.params;
+      p.masked_begin = 0;
       p.masked_end = static_cast<int32_t>(r.masked.size());
       const cuda::SampleRowResult got = cuda::SampleRowReference(logits.data() + i * vocab, vocab, p, r.masked.data());
       (*tokens)[i] = {got.token, got.logprob};
