@@ -84,51 +84,32 @@ std::unique_ptr<Engine> Make(const std::string& uri, const std::string& device, 
   return e.ok() ? std::move(*e) : nullptr;
 }
 
-// The greedy continuation of `prompt` (n tokens); each token's log-probability into *logprobs if
-// given.
-std::vector<int32_t> Greedy(Engine& e, const std::vector<int32_t>& prompt, int n,
-                            std::vector<float>* logprobs = nullptr) {
+GenerationRequest GreedyRequest(const std::vector<int32_t>& prompt, int n) {
   GenerationRequest r;
   r.prompt_ids = prompt;
   r.max_tokens = n;
   r.ignore_eos = true;
   r.sampling.temperature = 0;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  std::vector<int32_t> ids;
-  auto id = e.Submit(r, [&](const GenerationEvent& ev) {
-    std::lock_guard<std::mutex> l(mu);
-    ids.insert(ids.end(), ev.token_ids.begin(), ev.token_ids.end());
-    if (logprobs != nullptr) logprobs->insert(logprobs->end(), ev.logprobs.begin(), ev.logprobs.end());
-    if (ev.finished) {
-      done = true;
-      cv.notify_all();
-    }
-  });
-  EXPECT_TRUE(id.ok()) << id.status();
-  std::unique_lock<std::mutex> l(mu);
-  cv.wait_for(l, std::chrono::seconds(120), [&] { return done; });
-  return ids;
+  return r;
 }
 
-// Greedy continuations (n tokens) of all `prompts` submitted at once (batched steps), in order.
-std::vector<std::vector<int32_t>> GreedyBatched(Engine& e, const std::vector<std::vector<int32_t>>& prompts, int n) {
+// Runs `requests` at once; per request its tokens and log-probabilities.
+struct Output {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+};
+std::vector<Output> RunAll(Engine& e, const std::vector<GenerationRequest>& requests) {
   std::mutex mu;
   std::condition_variable cv;
-  std::map<uint64_t, std::vector<int32_t>> got;
+  std::map<uint64_t, Output> got;
   std::vector<uint64_t> ids;
   int finished = 0;
-  for (const auto& p : prompts) {
-    GenerationRequest r;
-    r.prompt_ids = p;
-    r.max_tokens = n;
-    r.ignore_eos = true;
-    r.sampling.temperature = 0;
+  for (const GenerationRequest& r : requests) {
     auto id = e.Submit(r, [&](const GenerationEvent& ev) {
       std::lock_guard<std::mutex> l(mu);
-      auto& v = got[ev.request_id];
-      v.insert(v.end(), ev.token_ids.begin(), ev.token_ids.end());
+      Output& o = got[ev.request_id];
+      o.tokens.insert(o.tokens.end(), ev.token_ids.begin(), ev.token_ids.end());
+      o.logprobs.insert(o.logprobs.end(), ev.logprobs.begin(), ev.logprobs.end());
       if (ev.finished) {
         ++finished;
         cv.notify_all();
@@ -138,12 +119,29 @@ std::vector<std::vector<int32_t>> GreedyBatched(Engine& e, const std::vector<std
     if (!id.ok()) return {};
     ids.push_back(*id);
   }
-  {
-    std::unique_lock<std::mutex> l(mu);
-    cv.wait_for(l, std::chrono::seconds(120), [&] { return finished == static_cast<int>(prompts.size()); });
-  }
-  std::vector<std::vector<int32_t>> out;
+  std::unique_lock<std::mutex> l(mu);
+  cv.wait_for(l, std::chrono::seconds(120), [&] { return finished == static_cast<int>(requests.size()); });
+  std::vector<Output> out;
   for (uint64_t id : ids) out.push_back(got[id]);
+  return out;
+}
+
+// The greedy continuation of `prompt` (n tokens); each token's log-probability into *logprobs if
+// given.
+std::vector<int32_t> Greedy(Engine& e, const std::vector<int32_t>& prompt, int n,
+                            std::vector<float>* logprobs = nullptr) {
+  std::vector<Output> out = RunAll(e, {GreedyRequest(prompt, n)});
+  if (out.empty()) return {};
+  if (logprobs != nullptr) logprobs->insert(logprobs->end(), out[0].logprobs.begin(), out[0].logprobs.end());
+  return out[0].tokens;
+}
+
+// Greedy continuations (n tokens) of all `prompts` submitted at once (batched steps), in order.
+std::vector<std::vector<int32_t>> GreedyBatched(Engine& e, const std::vector<std::vector<int32_t>>& prompts, int n) {
+  std::vector<GenerationRequest> requests;
+  for (const auto& p : prompts) requests.push_back(GreedyRequest(p, n));
+  std::vector<std::vector<int32_t>> out;
+  for (Output& o : RunAll(e, requests)) out.push_back(std::move(o.tokens));
   return out;
 }
 
@@ -355,38 +353,6 @@ TEST_F(EngineCudaTest, MoeDeviceRoutingEqualsHostRouting) {
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i], Greedy(*host, prompts[i], 16)) << "prompt " << i;
 }
 
-// Runs `requests` at once; per request its tokens and log-probabilities.
-struct Output {
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-};
-std::vector<Output> RunAll(Engine& e, const std::vector<GenerationRequest>& requests) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::map<uint64_t, Output> got;
-  std::vector<uint64_t> ids;
-  int finished = 0;
-  for (const GenerationRequest& r : requests) {
-    auto id = e.Submit(r, [&](const GenerationEvent& ev) {
-      std::lock_guard<std::mutex> l(mu);
-      Output& o = got[ev.request_id];
-      o.tokens.insert(o.tokens.end(), ev.token_ids.begin(), ev.token_ids.end());
-      o.logprobs.insert(o.logprobs.end(), ev.logprobs.begin(), ev.logprobs.end());
-      if (ev.finished) {
-        ++finished;
-        cv.notify_all();
-      }
-    });
-    EXPECT_TRUE(id.ok()) << id.status();
-    if (!id.ok()) return {};
-    ids.push_back(*id);
-  }
-  std::unique_lock<std::mutex> l(mu);
-  cv.wait_for(l, std::chrono::seconds(120), [&] { return finished == static_cast<int>(requests.size()); });
-  std::vector<Output> out;
-  for (uint64_t id : ids) out.push_back(got[id]);
-  return out;
-}
 
 // Sampling on the GPU (kernels/cuda/sampling.h; its own parity test is sampling_test) inside the
 // engine: greedy tokens and log-probabilities equal the host sampler's over the same logits,
@@ -407,12 +373,8 @@ TEST_F(EngineCudaTest, DeviceSamplingInTheEngine) {
     ASSERT_EQ(ld.size(), lh.size());
     for (size_t i = 0; i < ld.size(); ++i) worst = std::max(worst, std::fabs(double(ld[i]) - lh[i]));
     // The first greedy token as a stop id with min_tokens 4: masked for 4 tokens on both paths.
-    GenerationRequest r;
-    r.prompt_ids = p;
-    r.max_tokens = 4;
+    GenerationRequest r = GreedyRequest(p, 4);
     r.min_tokens = 4;
-    r.ignore_eos = true;
-    r.sampling.temperature = 0;
     r.stop_token_ids = {d[0]};
     const auto md = RunAll(*dev, {r});
     const auto mh = RunAll(*host, {r});
