@@ -215,7 +215,8 @@ TEST(EngineTest, KvCodecIsReportedWithItsOptionsAndBytes) {
   EXPECT_FALSE(Engine::Create(o).ok());
 }
 
-TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
+// A sampled request with a seed: 20 tokens, temperature 0.9, top-p 0.95, top-k 50.
+GenerationRequest SeededRequest(uint64_t seed) {
   GenerationRequest r;
   r.prompt = "The history of the city";
   r.max_tokens = 20;
@@ -223,17 +224,32 @@ TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
   r.sampling.temperature = 0.9f;
   r.sampling.top_p = 0.95f;
   r.sampling.top_k = 50;
-  r.sampling.seed = 1234;
+  r.sampling.seed = seed;
+  return r;
+}
+
+// `r` run while every Prompts() entry decodes greedily beside it; r's result.
+Result RunAmongOthers(Engine& e, const GenerationRequest& r) {
+  Collector c;
+  int n = 0;
+  for (const std::string& p : Prompts()) {
+    auto id = e.Submit(Greedy(p, 10), c.Callback());
+    EXPECT_TRUE(id.ok()) << id.status();
+    n += id.ok() ? 1 : 0;
+  }
+  auto mine = e.Submit(r, c.Callback());
+  EXPECT_TRUE(mine.ok()) << mine.status();
+  if (!mine.ok()) return {};
+  c.WaitFor(n + 1);
+  return c.Get(*mine);
+}
+
+TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
+  GenerationRequest r = SeededRequest(1234);
   auto e = MakeEngine({});
   ASSERT_NE(e, nullptr);
   Result a = RunToEnd(*e, r);
-  // Same request alongside others.
-  Collector c;
-  std::vector<uint64_t> ids;
-  for (const std::string& p : Prompts()) ids.push_back(*e->Submit(Greedy(p, 10), c.Callback()));
-  const uint64_t mine = *e->Submit(r, c.Callback());
-  c.WaitFor(static_cast<int>(ids.size()) + 1);
-  EXPECT_EQ(c.Get(mine).ids, a.ids);
+  EXPECT_EQ(RunAmongOthers(*e, r).ids, a.ids);
   r.sampling.seed = 4321;
   EXPECT_NE(RunToEnd(*e, r).ids, a.ids);
 }
@@ -307,26 +323,11 @@ TEST(EngineTest, DeviceSamplingPathOnTheCpu) {
   }
   // Seeded sampling: one stream per request, one draw index per token — the same tokens alone,
   // again and alongside other requests; another seed, other tokens; not the greedy ones.
-  GenerationRequest r;
-  r.prompt = "The history of the city";
-  r.max_tokens = 20;
-  r.ignore_eos = true;
-  r.sampling.temperature = 0.9f;
-  r.sampling.top_p = 0.95f;
-  r.sampling.top_k = 50;
-  r.sampling.seed = 1234;
+  GenerationRequest r = SeededRequest(1234);
   const Result a = RunToEnd(*dev, r);
   EXPECT_EQ(a.ids.size(), 20u);
   EXPECT_EQ(RunToEnd(*dev, r).ids, a.ids);
-  Collector c;
-  int n = 0;
-  for (const std::string& p : Prompts()) {
-    ASSERT_TRUE(dev->Submit(Greedy(p, 10), c.Callback()).ok());
-    ++n;
-  }
-  const uint64_t mine = *dev->Submit(r, c.Callback());
-  c.WaitFor(n + 1);
-  EXPECT_EQ(c.Get(mine).ids, a.ids);
+  EXPECT_EQ(RunAmongOthers(*dev, r).ids, a.ids);
   EXPECT_NE(a.ids, RunToEnd(*dev, Greedy(r.prompt, 20)).ids);
   r.sampling.seed = 4321;
   EXPECT_NE(RunToEnd(*dev, r).ids, a.ids);
