@@ -634,6 +634,16 @@ struct CudaTransformer::State {
     return cuda::PlanAttentionSplits(T, cfg.num_kv_heads, max_positions, multiprocessors);
   }
 
+  // The step's block tables, positions and rows, as both attention kernels' params take them.
+  template <typename P>
+  void BindStepTables(P& ap, int64_t T) const {
+    ap.block_table = tables.as<int32_t>();
+    ap.table_offset = table_offset.as<int32_t>();
+    ap.positions = positions.as<int32_t>();
+    ap.rows = T;
+    ap.block_size = kv.block_size;
+  }
+
   // Grows the step buffers; captured graphs refer to the old addresses and are dropped.
   absl::Status EnsureCapacity(int64_t T, int64_t R) {
     const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
@@ -736,16 +746,12 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
       }
       // The fields both attention kernels share (their caches differ only in the pointer type).
       auto attention_shape = [&](auto& ap) {
+        BindStepTables(ap, T);
         ap.q = qv;
         ap.ldq = ld;
-        ap.block_table = tables.as<int32_t>();
-        ap.table_offset = table_offset.as<int32_t>();
-        ap.positions = pos;
-        ap.rows = T;
         ap.num_heads = cfg.num_heads;
         ap.num_kv_heads = cfg.num_kv_heads;
         ap.head_dim = d;
-        ap.block_size = kv.block_size;
         ap.window = cfg.sliding_window[l];
         ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
         ap.out = at;
@@ -832,18 +838,14 @@ absl::Status CudaTransformer::State::MlaAttention(const DeviceLayer& L, const fl
   TQ_CUDA_RETURN_IF_ERROR(cuda::MlaAbsorbQuery(q, static_cast<int64_t>(nh) * qkd, T, nh, nope, rope, dv, r,
                                                L.kvb.as<float>(), qabs, st));
   cuda::PagedAttentionParams ap;
+  BindStepTables(ap, T);
   ap.q = qabs;
   ap.ldq = static_cast<int64_t>(nh) * lat;
   ap.k_cache = latent;
   ap.v_cache = latent;
-  ap.block_table = tables.as<int32_t>();
-  ap.table_offset = table_offset.as<int32_t>();
-  ap.positions = pos;
-  ap.rows = T;
   ap.num_heads = nh;
   ap.num_kv_heads = 1;
   ap.head_dim = lat;
-  ap.block_size = kv.block_size;
   ap.scale = 1.0f / std::sqrt(static_cast<float>(qkd));  // the per-head key width, not the latent's
   ap.out = olat;
   ap.ldo = static_cast<int64_t>(nh) * lat;
