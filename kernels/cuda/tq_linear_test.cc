@@ -117,6 +117,20 @@ HostWeights RandomWeights(int bits, int64_t n, int64_t k, int block, uint32_t se
   return w;
 }
 
+// `experts` TQ3 weight sets of n x k back to back (codes, then gains), as an MoE layer stores
+// them; seeds *seed, *seed + 1, ...
+HostWeights RandomExperts(int experts, int64_t n, int64_t k, uint32_t* seed) {
+  HostWeights all;
+  for (int e = 0; e < experts; ++e) {
+    const HostWeights one = RandomWeights(3, n, k, 0, (*seed)++);
+    all.packed.insert(all.packed.end(), one.packed.begin(), one.packed.end());
+    all.gains.insert(all.gains.end(), one.gains.begin(), one.gains.end());
+    all.codebook = one.codebook;
+  }
+  all.bits = 3, all.n = n, all.k = k;
+  return all;
+}
+
 // Activations: Gaussian with per-row scales spanning many binades (1e-3 .. 1e3), so the fp16
 // path's per-group scaling is exercised; bf16 inputs are rounded to bf16 first.
 std::vector<float> RandomActivations(int64_t m, int64_t ldx, bool bf16, uint32_t seed) {
@@ -770,16 +784,9 @@ TEST(TqCudaRunnerTest, GroupedExpertsEqualSoloLaunches) {
   uint32_t seed = 7700;
   for (const auto& [n, k] : {std::pair<int64_t, int64_t>{1536, 2048}, {2048, 768}, {136, 200}}) {
     constexpr int kExperts = 4, kTopK = 3, kTokens = 2, kSlots = kTokens * kTopK;
-    HostWeights all;
-    for (int e = 0; e < kExperts; ++e) {
-      const HostWeights one = RandomWeights(3, n, k, 0, seed++);
-      all.packed.insert(all.packed.end(), one.packed.begin(), one.packed.end());
-      all.gains.insert(all.gains.end(), one.gains.begin(), one.gains.end());
-      all.codebook = one.codebook;
-    }
+    const HostWeights all = RandomExperts(kExperts, n, k, &seed);
     const int64_t packed_stride = static_cast<int64_t>(all.packed.size()) / kExperts;
     const int64_t gains_stride = static_cast<int64_t>(all.gains.size()) / kExperts;
-    all.bits = 3, all.n = n, all.k = k;
     DeviceWeights dw(all);
     const TqCudaWeights w = dw.View(all);
     const std::vector<int32_t> ids = {2, 0, 3, 1, 2, 0};  // token 0: 2, 0, 3; token 1: 1, 2, 0
@@ -818,14 +825,7 @@ TEST(TqCudaRunnerTest, GroupedExpertsEqualSoloLaunches) {
   {
     const int64_t n = 272, k = 2048;
     constexpr int kExperts = 3, kSlots = 5;
-    HostWeights all;
-    for (int e = 0; e < kExperts; ++e) {
-      const HostWeights one = RandomWeights(3, n, k, 0, seed++);
-      all.packed.insert(all.packed.end(), one.packed.begin(), one.packed.end());
-      all.gains.insert(all.gains.end(), one.gains.begin(), one.gains.end());
-      all.codebook = one.codebook;
-    }
-    all.bits = 3, all.n = n, all.k = k;
+    const HostWeights all = RandomExperts(kExperts, n, k, &seed);
     DeviceWeights dw(all);
     DeviceVector<int32_t> dids(std::vector<int32_t>{1, 2, 0, 2, 1});
     const std::vector<float> x = RandomActivations(kSlots, k, /*bf16=*/false, seed++);
