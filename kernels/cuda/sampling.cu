@@ -73,32 +73,32 @@ __device__ int BlockMaxInt(int v, Smem& s) { return -BlockMinInt(-v, s); }
 __device__ float BlockMaxFloat(float v, Smem& s) { return BlockReduce(v, MaxF{}, s.f); }
 __device__ float BlockMinFloat(float v, Smem& s) { return -BlockMaxFloat(-v, s); }
 
+// Within a warp: the inclusive prefix sum of v in lane order (*incl) and the exclusive one (returned).
+__device__ double WarpScan(double v, double* incl) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const double y = __shfl_up_sync(kFull, v, o);
+    if (lane >= o) v += y;
+  }
+  *incl = v;
+  const double excl = __shfl_up_sync(kFull, v, 1);
+  return lane == 0 ? 0.0 : excl;
+}
+
 // Exclusive prefix sum of v in thread order; *total gets the block's sum (same for all threads).
 __device__ double BlockExclusiveScan(double v, double* total, Smem& s) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  double incl = v;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const double y = __shfl_up_sync(kFull, incl, o);
-    if (lane >= o) incl += y;
-  }
-  double excl = __shfl_up_sync(kFull, incl, 1);
-  if (lane == 0) excl = 0.0;
+  double incl;
+  const double excl = WarpScan(v, &incl);
   __syncthreads();
   if (lane == 31) s.d[w] = incl;
   __syncthreads();
-  if (w == 0) {
-    const double x = s.d[lane];
-    double xi = x;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const double y = __shfl_up_sync(kFull, xi, o);
-      if (lane >= o) xi += y;
-    }
-    double xe = __shfl_up_sync(kFull, xi, 1);
-    if (lane == 0) xe = 0.0;
-    s.d[lane] = xe;
-    if (lane == 31) s.d_total = xi;
+  if (w == 0) {  // the warps' sums, scanned the same way
+    double warps_incl;
+    const double warps_excl = WarpScan(s.d[lane], &warps_incl);
+    s.d[lane] = warps_excl;
+    if (lane == 31) s.d_total = warps_incl;
   }
   __syncthreads();
   *total = s.d_total;
