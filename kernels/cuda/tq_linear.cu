@@ -133,6 +133,36 @@ __device__ __forceinline__ uint2 ScaleToHalf4(const float (&v)[4], float* inv_sc
   return make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
 }
 
+// (f)'s activation format for the warp's group: q = rint(v · (127 / amax)) as 4 int8 of this lane
+// (little-endian in the word), *scale = amax / 127; a group with NaN or Inf gives q = 0 and a NaN
+// scale, an all-zero group q = 0 and scale 0 (tq_gemv_int8_reference.cc does the same in the same
+// float32 operations).
+__device__ __forceinline__ uint32_t QuantizeInt8x4(const float (&v)[4], float* scale) {
+  float amax = 0.0f;
+  bool finite = true;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    finite = finite && isfinite(v[j]);
+    amax = fmaxf(amax, fabsf(v[j]));
+  }
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, o));
+  finite = __all_sync(kFullMask, finite);
+  if (!finite || amax == 0.0f) {
+    *scale = finite ? 0.0f : __int_as_float(0x7fc00000);
+    return 0u;
+  }
+  const float inv = __fdiv_rn(127.0f, amax);
+  *scale = __fdiv_rn(amax, 127.0f);
+  uint32_t word = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int q = max(-127, min(127, __float2int_rn(__fmul_rn(v[j], inv))));
+    word |= (static_cast<uint32_t>(q) & 0xffu) << (8 * j);
+  }
+  return word;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small PTX wrappers (sm_80+).
 __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
@@ -174,7 +204,9 @@ __global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restr
                                                               int block, float inv_div, bool vec,
                                                               float* __restrict__ x_rot,
                                                               __half* __restrict__ x_h,
-                                                              float* __restrict__ x_scale) {
+                                                              float* __restrict__ x_scale,
+                                                              int8_t* __restrict__ x_q,
+                                                              float* __restrict__ x_qscale) {
   const int lane = threadIdx.x & 31;
   const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (task >= static_cast<int64_t>(m) * groups) return;  // whole warps exit together
@@ -190,6 +222,11 @@ __global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restr
     const uint2 h = ScaleToHalf4(v, &inv);
     *reinterpret_cast<uint2*>(x_h + at) = h;
     if (lane == 0) x_scale[task] = inv;
+  }
+  if (x_q != nullptr) {
+    float qscale;
+    *reinterpret_cast<uint32_t*>(x_q + at) = QuantizeInt8x4(v, &qscale);
+    if (lane == 0) x_qscale[task] = qscale;
   }
 }
 
@@ -1243,12 +1280,42 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
     const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 16);
     RotateInputKernel<float><<<blocks, kThreads, 0, stream>>>(
         static_cast<const float*>(x), static_cast<int>(m), static_cast<int>(k), ldx, groups, block,
-        inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale);
+        inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale, nullptr, nullptr);
   } else {
     const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
     RotateInputKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
         static_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(k), ldx,
-        groups, block, inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale);
+        groups, block, inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale,
+        nullptr, nullptr);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, int64_t k,
+                                    int64_t ldx, int rotation_block, int8_t* x_q,
+                                    float* x_qscale, cudaStream_t stream) {
+  if (m < 0 || k < 0 || ldx < k || m >= (int64_t{1} << 31) || k >= (int64_t{1} << 31) ||
+      !ValidRotationBlock(rotation_block) || x_q == nullptr || x_qscale == nullptr ||
+      (m > 0 && k > 0 && x == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (m == 0 || k == 0) return cudaSuccess;
+  if (!Aligned(x_q, 4)) return cudaErrorMisalignedAddress;
+  const int groups = static_cast<int>(TqCudaGroups(k));
+  const int block = rotation_block == 0 ? kG : rotation_block;
+  const float inv_div = 1.0f / RotationDivisorHost(block);
+  const int64_t tasks = m * groups;
+  const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
+  if (x_type == TqActType::kF32) {
+    const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 16);
+    RotateInputKernel<float><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const float*>(x), static_cast<int>(m), static_cast<int>(k), ldx, groups, block,
+        inv_div, vec, nullptr, nullptr, nullptr, x_q, x_qscale);
+  } else {
+    const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
+    RotateInputKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(k), ldx,
+        groups, block, inv_div, vec, nullptr, nullptr, nullptr, x_q, x_qscale);
   }
   return cudaGetLastError();
 }
@@ -1607,6 +1674,8 @@ const char* TqKernelName(TqKernel kernel) {
       return "dequant_cublas";
     case TqKernel::kGemm:
       return "gemm";
+    case TqKernel::kInt8Gemv:
+      return "int8_gemv";
     default:
       return "unsupported";
   }

@@ -43,6 +43,13 @@
 //       or bf16 (its round-to-nearest-even), for a cuBLAS fallback at large m and for tests.
 //   (e) SelectTqKernel / TqCudaSupport: which path runs for (bits, G, B, m) and whether a device
 //       can run it at all.
+//   (f) LaunchTqGemvInt8: an opt-in m = 1 TQ3 GEMV on int8 activations (W3A8). x_rot is
+//       quantized to int8 per (row, group) by (a) ("x_q"), the codebook to int8 (one scale for
+//       the 8 centroids), and each lane decodes 8 codes with 4 logic ops into a byte-permute
+//       selector, looks up 4 int8 centroids per PRMT and multiplies them with dp4a (exact int32
+//       sums per group); gains and scales are applied in fp32. About 1 ALU op per weight against
+//       the tensor-core path's ~2.6 issued instructions (docs/gpu/tq_linear_notes.md run 16).
+//       Not the checkpoint's arithmetic: see "Precision of (f)".
 //
 // Precision of (b): x_rot is rounded to fp16 after scaling each (row, group) by a power of two
 // that brings its largest magnitude into [2^13, 2^14) (so neither overflow nor subnormals occur
@@ -56,6 +63,13 @@
 // |y − y_fp32| ≤ ~3·2^-11 · Σ_g gain·Σ_t |c·x_rot| ≤ 1.5e-3 · ‖ŵ_j‖·‖x_i‖ (typically ~1e-4).
 // A decoded weight below 2^-14 in magnitude is an fp16 subnormal (absolute error ≤ 2^-25); one
 // above 65504 would overflow (no TQ checkpoint of a trained model comes near either).
+//
+// Precision of (f): x_q = rint(x_rot · 127 / amax_g) with amax_g the group's largest magnitude
+// (|error| ≤ amax_g / 254 per element) and c8 = rint(c · 127 / max|c|) (TQ3: {±14, ±45, ±79,
+// ±127} for {±0.2451, ±0.7560, ±1.3440, ±2.1520}; the smallest centroid is 3% off). Typical
+// relative error of y ~1e-2 (random data: docs/gpu), i.e. ~0.03% of the TQ3 quantization noise's
+// power; model-level effect measured by perplexity in docs/BENCHMARKS.md §9. A NaN or Inf in a
+// group of x makes y NaN. kernels/cuda/tq_gemv_int8_reference.h is its exact CPU reference.
 //
 // Determinism: for a given (m, n, k, config) every launch produces the same bits. Results are
 // not batch invariant (the plan, hence the summation order, depends on m).
@@ -218,6 +232,42 @@ cudaError_t LaunchTqDequantize(const TqCudaWeights& w, float* w_f32, uint16_t* w
                                cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
+// (f) The int8-activation GEMV (m = 1, bits 3, G = 128; any n, k).
+
+// x → x_rot (as (a), bitwise the float32 rotation) → x_q int8 [m, Kp] and x_qscale float32
+// [m, groups]: x_rot[i, g·128 + t] ≈ x_q[i, g·128 + t] · x_qscale[i, g] with
+// x_qscale = amax / 127 (0 for an all-zero group, NaN when the group holds NaN or Inf; x_q then 0).
+// x_q must be 4-byte aligned.
+cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, int64_t k,
+                                    int64_t ldx, int rotation_block, int8_t* x_q,
+                                    float* x_qscale, cudaStream_t stream);
+
+// Tiling: each CTA runs `slices` warps over the K slices of 32 groups (a lane per group; more
+// slices than warps loop) for `chunks` row chunks of rows_per_chunk rows, and sums the slices'
+// partial rows in shared memory in slice order (deterministic, no workspace).
+struct TqGemvInt8Config {
+  int rows_per_chunk = 16;
+};
+
+struct TqGemvInt8Args {
+  TqCudaWeights w;                  // bits 3; codebook read on the device (float32 [8])
+  const int8_t* x_q = nullptr;      // [Kp] (LaunchTqRotateInputInt8, one row)
+  const float* x_qscale = nullptr;  // [groups]
+  float* y_f32 = nullptr;           // [n]; at least one output
+  uint16_t* y_bf16 = nullptr;       // [n]
+};
+
+// nullptr when (f) can run this weight format; else why not.
+const char* TqGemvInt8UnsupportedReason(int bits, int group_size, int sm_major);
+
+// Rows per chunk so that about 8 (small layers) or 16 (n·k ≥ 50M) warps per SM have work
+// (docs/gpu/tq_linear_notes.md run 16).
+TqGemvInt8Config PlanTqGemvInt8(int64_t n, int64_t k, int multiprocessors);
+
+cudaError_t LaunchTqGemvInt8(const TqGemvInt8Args& args, const TqGemvInt8Config& cfg,
+                             cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
 // (e) Dispatch.
 enum class TqKernel {
   kUnsupported = 0,
@@ -225,6 +275,7 @@ enum class TqKernel {
   kMmaSeparate = 2,    // LaunchTqRotateInput (fp16) + LaunchTqLinearMma
   kDequantCublas = 3,  // LaunchTqDequantize (bf16) + a cuBLAS BF16 GEMM
   kGemm = 4,           // LaunchTqRotateInput (fp16) + LaunchTqGemm
+  kInt8Gemv = 5,       // LaunchTqRotateInputInt8 + LaunchTqGemvInt8 (opt-in, m = 1, TQ3)
 };
 
 const char* TqKernelName(TqKernel kernel);

@@ -17,6 +17,12 @@ namespace {
 
 constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLAS' recommendation for Hopper
 
+// For the int8 GEMV x_rot_ holds x_q int8 [m, Kp] (16-byte aligned), then the scales [m, groups].
+size_t XQBytes(const TqCudaWeights& w, int64_t m) {
+  return static_cast<size_t>(m) * TqCudaPaddedK(w.k) + static_cast<size_t>(m) * TqCudaGroups(w.k) * 4;
+}
+
+
 absl::Status CublasToStatus(cublasStatus_t st, const char* call) {
   if (st == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(call, " failed: ", cublasGetStatusName(st), " (",
@@ -78,6 +84,10 @@ absl::Status TqLinearRunner::CheckSupported(const TqCudaWeights& w) const {
 }
 
 TqKernel TqLinearRunner::KernelFor(const TqCudaWeights& w, int64_t m) const {
+  if (int8_gemv_ && m == 1 && TqGemvInt8UnsupportedReason(w.bits, w.group_size, sm_major_) == nullptr &&
+      CheckFormat(w.bits, w.group_size, w.rotation_block).ok()) {
+    return TqKernel::kInt8Gemv;
+  }
   return SelectTqKernel(w.bits, w.group_size, w.rotation_block, m, sm_major_, sm_minor_);
 }
 
@@ -103,6 +113,7 @@ absl::Status TqLinearRunner::Reserve(const TqCudaWeights& w, int64_t m, TqKernel
                                      const TqMmaConfig* mma_config, cudaStream_t stream,
                                      const TqGemmConfig* gemm_config, int expert_slots) {
   if (kernel == TqKernel::kUnsupported) kernel = KernelFor(w, m);
+  if (kernel == TqKernel::kInt8Gemv) return Grow(x_rot_, XQBytes(w, m), /*zero=*/false, stream);
   if (kernel == TqKernel::kGemm) {
     const TqGemmConfig cfg = gemm_config != nullptr ? *gemm_config : GemmConfigFor(w, m);
     const size_t ws = TqGemmWorkspaceBytes(m, w.n, w.k, cfg);
@@ -233,6 +244,27 @@ absl::Status TqLinearRunner::RunGemm(const TqCudaWeights& w, const void* x, TqAc
   return absl::OkStatus();
 }
 
+absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, TqActType x_type,
+                                         int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
+                                         cudaStream_t stream) {
+  if (m != 1) return absl::InvalidArgumentError(absl::StrCat("int8 GEMV: m must be 1, got ", m));
+  if (const char* why = TqGemvInt8UnsupportedReason(w.bits, w.group_size, sm_major_)) {
+    return absl::UnimplementedError(absl::StrCat("int8 GEMV: ", why));
+  }
+  TQ_RETURN_IF_ERROR(Reserve(w, m, TqKernel::kInt8Gemv, nullptr, stream));
+  int8_t* x_q = static_cast<int8_t*>(x_rot_.ptr);
+  float* x_qscale = reinterpret_cast<float*>(x_q + TqCudaPaddedK(w.k));  // Kp is a multiple of 128
+  TQ_CUDA_RETURN_IF_ERROR(LaunchTqRotateInputInt8(x, x_type, m, w.k, ldx, w.rotation_block, x_q, x_qscale, stream));
+  TqGemvInt8Args a;
+  a.w = w;
+  a.x_q = x_q;
+  a.x_qscale = x_qscale;
+  a.y_f32 = y_f32;
+  a.y_bf16 = y_bf16;
+  TQ_CUDA_RETURN_IF_ERROR(LaunchTqGemvInt8(a, PlanTqGemvInt8(w.n, w.k, multiprocessors_), stream));
+  return absl::OkStatus();
+}
+
 absl::Status TqLinearRunner::RunDequantCublas(const TqCudaWeights& w, const void* x,
                                               TqActType x_type, int64_t m, int64_t ldx,
                                               float* y_f32, uint16_t* y_bf16, int64_t ldy,
@@ -287,6 +319,8 @@ absl::Status TqLinearRunner::Run(const TqCudaWeights& w, const void* x, TqActTyp
       return RunDequantCublas(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream);
     case TqKernel::kGemm:
       return RunGemm(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, gemm_config);
+    case TqKernel::kInt8Gemv:
+      return RunInt8Gemv(w, x, x_type, m, ldx, y_f32, y_bf16, stream);
     default:
       return absl::UnimplementedError("TqLinearRunner::Run: no kernel for this configuration");
   }

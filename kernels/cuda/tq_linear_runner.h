@@ -47,6 +47,11 @@ class TqLinearRunner {
   // The kernel Run uses for m rows.
   TqKernel KernelFor(const TqCudaWeights& w, int64_t m) const;
 
+  // Opt-in: m = 1 on TQ3 weights runs the int8-activation GEMV (tq_linear.h (f): W3A8, not the
+  // checkpoint's float arithmetic; ~2x faster per layer). Off by default.
+  void set_int8_gemv(bool on) { int8_gemv_ = on; }
+  bool int8_gemv() const { return int8_gemv_; }
+
   // y = x · Ŵᵀ (tq_linear.h). `force` = kUnsupported lets SelectTqKernel choose; any other value
   // runs that path (tests, benchmarks). `mma_config` / `gemm_config` override PlanTqMma /
   // PlanTqGemm.
@@ -105,15 +110,18 @@ class TqLinearRunner {
   absl::Status RunGemm(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
                        int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,
                        cudaStream_t stream, const TqGemmConfig* gemm_config);
+  absl::Status RunInt8Gemv(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
+                           int64_t ldx, float* y_f32, uint16_t* y_bf16, cudaStream_t stream);
   absl::Status RunDequantCublas(const TqCudaWeights& w, const void* x, TqActType x_type,
                                 int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
                                 int64_t ldy, cudaStream_t stream);
 
   int device_ = 0;
+  bool int8_gemv_ = false;
   int sm_major_ = 0, sm_minor_ = 0, multiprocessors_ = 0;
   void* cublas_ = nullptr;  // cublasHandle_t
   Buffer workspace_;        // split-K partials + counters (zeroed once)
-  Buffer x_rot_;            // fp16 x_rot + scales (separate rotation and GEMM)
+  Buffer x_rot_;            // fp16 x_rot + scales (separate rotation and GEMM), or int8 x_q + scales
   Buffer gemm_workspace_;   // GEMM split-K partials
   Buffer weight_;           // dequantized weight (bf16 or f32)
   Buffer cublas_workspace_;
