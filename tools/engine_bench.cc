@@ -42,6 +42,7 @@ struct Args {
   float top_p = 1.0f;
   int top_k = 0;
   bool host_sampling = false;  // CUDA: sample on the host (the logits copied back) instead of the GPU
+  bool int8_gemv = false;      // CUDA: m = 1 TQ3 layers on the int8-activation GEMV (opt-in)
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
@@ -74,6 +75,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!absl::SimpleAtoi(next(), &a->top_k) || a->top_k < 0) return false;
     } else if (k == "--host-sampling") {
       a->host_sampling = true;
+    } else if (k == "--int8-gemv") {
+      a->int8_gemv = true;
     } else if (k == "--batch") {
       a->batches.clear();
       for (absl::string_view s : absl::StrSplit(next(), ',')) {
@@ -135,7 +138,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: engine_bench --model URI [--threads N] [--prompt-len 128] [--decode-tokens 32] "
                  "[--decode-context 8] [--kv-cache-gib G] [--batch 1,8] [--kv-codec bf16] [--device cpu|cuda] "
-                 "[--repeats 2] [--temperature 0] [--top-p 1] [--top-k 0] [--host-sampling]\n");
+                 "[--repeats 2] [--temperature 0] [--top-p 1] [--top-k 0] [--host-sampling] [--int8-gemv]\n");
     return 2;
   }
   tq::SamplingParams sampling;
@@ -144,6 +147,7 @@ int main(int argc, char** argv) {
   sampling.top_k = a.top_k;
   tq::EngineOptions o;
   o.device_sampling = !a.host_sampling;
+  o.tq_int8_gemv = a.int8_gemv;
   o.model_uri = a.model;
   o.threads = a.threads;
   o.kv_codec = a.kv_codec;

@@ -1062,6 +1062,12 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   TQ_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   TQ_ASSIGN_OR_RETURN(s.graph_runner, cuda::TqLinearRunner::Create(options.device));
   TQ_ASSIGN_OR_RETURN(s.eager_runner, cuda::TqLinearRunner::Create(options.device));
+  s.graph_runner->set_int8_gemv(options.int8_gemv, options.int8_gemv_all_rows);
+  s.eager_runner->set_int8_gemv(options.int8_gemv, options.int8_gemv_all_rows);
+  if (options.int8_gemv) {
+    absl::StrAppend(&r->description_, options.int8_gemv_all_rows ? ", int8-activation TQ3 GEMV for every row"
+                                                                 : ", int8-activation TQ3 GEMV at m = 1");
+  }
 
   uint64_t bytes = 0;
   switch (weights.embed_dtype) {

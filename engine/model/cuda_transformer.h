@@ -54,6 +54,8 @@ struct CudaRunnerOptions {
   int max_num_seqs = 32;        // sequences at once (sink-position stores)
   bool dequantize_tq = false;   // run TQ layers from dequantized fp32 weights
   bool cuda_graphs = true;      // replay decode-only steps (<= 64 sequences) as CUDA graphs
+  bool int8_gemv = false;       // m = 1 TQ3 layers on the int8-activation GEMV (opt-in, W3A8)
+  bool int8_gemv_all_rows = false;  // ... and every m, row by row (evaluation)
 };
 
 class CudaTransformer : public ModelRunner {

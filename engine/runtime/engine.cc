@@ -135,6 +135,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     copt.device = options.cuda_device;
     copt.cuda_graphs = options.cuda_graphs;
     copt.dequantize_tq = options.dequantize_tq;
+    copt.int8_gemv = options.tq_int8_gemv;
+    copt.int8_gemv_all_rows = options.tq_int8_gemv_all_rows;
     copt.kv = kv;
     copt.kv_format = e->cache_->format();
     copt.max_num_seqs = options.max_num_seqs;

@@ -65,6 +65,13 @@ struct EngineOptions {
   // sampler's distribution, another generator, so a seed draws other tokens than on the CPU);
   // false: every backend copies the logits to the host and samples there.
   bool device_sampling = true;
+  // CUDA, opt-in: one-token decode steps run TQ3 layers through the int8-activation GEMV
+  // (kernels/cuda/tq_linear.h (f), W3A8: x_rot and the codebook rounded to int8; faster, not
+  // the checkpoint's float arithmetic; perplexity in docs/BENCHMARKS.md §9).
+  bool tq_int8_gemv = false;
+  // With tq_int8_gemv: every TQ3 linear of every step on that kernel, row by row (slow for
+  // prefill; for measuring the W3A8 arithmetic, e.g. tqctl eval-ppl --int8-gemv).
+  bool tq_int8_gemv_all_rows = false;
   int kv_block_size = 16;         // token positions per KV block
   int64_t kv_cache_bytes = 0;     // 0 = room for max_num_seqs full contexts, at most 1 GiB
   int64_t max_model_len = 0;      // 0 = config max_position_embeddings

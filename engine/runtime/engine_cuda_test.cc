@@ -69,8 +69,10 @@ std::string Model(const std::string& name) { return tq::testing::TestDataPath("t
 
 std::unique_ptr<Engine> Make(const std::string& uri, const std::string& device, bool graphs = true,
                              const std::string& kv_codec = "bf16", bool dequantize_tq = false,
-                             bool device_sampling = true) {
+                             bool device_sampling = true, int int8_gemv = 0) {
   EngineOptions o;
+  o.tq_int8_gemv = int8_gemv > 0;            // 1: one-token steps; 2: every row (scoring)
+  o.tq_int8_gemv_all_rows = int8_gemv == 2;
   o.device_sampling = device_sampling;
   o.model_uri = uri;
   o.device = device;
@@ -428,6 +430,58 @@ TEST_F(EngineCudaTest, DeviceSamplingInTheEngine) {
     }
   }
   EXPECT_GT(differs, 0);
+}
+
+// The opt-in int8-activation GEMV (W3A8, kernels/cuda/tq_linear.h (f)) on a TQ3 compression of
+// tq-tiny-qwen3. Scoring with it on every row against the CPU's float32 TQ: the int8 roundings
+// of x_rot and of the codebook move each linear's output by ~1e-3 of ‖ŵ‖‖x‖ (100x the fp16
+// path's), hence a looser per-token bound and a bound on the mean NLL (the perplexity); greedy
+// decoding with it in CUDA graphs equals eager launches (deterministic).
+constexpr double kMaxNllDiffInt8 = 0.25;
+constexpr double kMaxMeanNllDiffInt8 = 0.02;
+TEST_F(EngineCudaTest, Int8GemvDecode) {
+  const std::string out = CompressTq3("tq-tiny-qwen3");
+  ASSERT_FALSE(out.empty());
+  auto cpu = Make(out, "cpu");
+  auto rows = Make(out, "cuda", true, "bf16", false, true, /*int8_gemv=*/2);
+  auto graphs = Make(out, "cuda", true, "bf16", false, true, /*int8_gemv=*/1);
+  auto eager = Make(out, "cuda", false, "bf16", false, true, /*int8_gemv=*/1);
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_NE(rows, nullptr);
+  ASSERT_NE(graphs, nullptr);
+  ASSERT_NE(eager, nullptr);
+  std::printf("%s\n%s\n", rows->model_info().runner.c_str(), graphs->model_info().runner.c_str());
+  EXPECT_NE(rows->model_info().runner.find("int8-activation TQ3 GEMV for every row"), std::string::npos);
+  EXPECT_NE(graphs->model_info().runner.find("int8-activation TQ3 GEMV at m = 1"), std::string::npos);
+  const auto prompts = Prompts(static_cast<int>(cpu->model_info().config.vocab_size));
+  auto a = cpu->Score(prompts);
+  auto b = rows->Score(prompts);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  NllDiff d;
+  ASSERT_NO_FATAL_FAILURE(AccumulateNllDiff(*a, *b, kMaxNllDiffInt8, &d));
+  double sum_a = 0, sum_b = 0;
+  for (size_t s = 0; s < a->size(); ++s) {
+    for (size_t i = 0; i < (*a)[s].size(); ++i) {
+      sum_a += (*a)[s][i];
+      sum_b += (*b)[s][i];
+    }
+  }
+  const double mean_diff = (sum_b - sum_a) / static_cast<double>(d.positions);
+  std::printf("int8 GEMV scoring: max |NLL cpu - cuda| = %.4g over %lld positions; mean NLL cpu %.5f, int8 %.5f "
+              "(diff %.3g)\n",
+              d.worst, static_cast<long long>(d.positions), sum_a / d.positions, sum_b / d.positions, mean_diff);
+  EXPECT_EQ(d.over, 0) << "a position's NLL moved by more than " << kMaxNllDiffInt8;
+  EXPECT_LE(std::fabs(mean_diff), kMaxMeanNllDiffInt8);
+  int same = 0, total = 0;
+  for (const auto& p : prompts) {
+    const auto g = Greedy(*graphs, p, 24);
+    EXPECT_EQ(g, Greedy(*eager, p, 24)) << "graph replay differs from eager launches";
+    const auto c = Greedy(*cpu, p, 24);
+    for (size_t i = 0; i < std::min(g.size(), c.size()) && g[i] == c[i]; ++i) ++same;
+    total += 24;
+  }
+  std::printf("int8 GEMV greedy: %d of %d tokens agree with the CPU before the first difference\n", same, total);
 }
 
 TEST_F(EngineCudaTest, GraphReplayEqualsEagerLaunches) {

@@ -84,11 +84,16 @@ struct GemvParams {
   const float* x_qscale;
   float* y_f32;
   __nv_bfloat16* y_bf16;
+  int64_t ldy, kp;  // output row stride; x_q row stride (padded k)
   int n, groups, slices, slice_warps, chunks_per_cta, rows_per_chunk;
 };
 
 __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const GemvParams p) {
   extern __shared__ float red[];  // [chunks_per_cta][slice_warps][rows_per_chunk]
+  // Activation row blockIdx.y: its own x_q, scales and y row (rows are independent problems).
+  const int64_t xrow = blockIdx.y;
+  const int8_t* x_q = p.x_q + xrow * p.kp;
+  const float* x_qscale = p.x_qscale + xrow * p.groups;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int sw = warp % p.slice_warps;
@@ -125,7 +130,7 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
       const int gc = min(g, p.groups - 1);
       int xw[32];
       {
-        const int4* xp = reinterpret_cast<const int4*>(p.x_q + static_cast<int64_t>(gc) * kG);
+        const int4* xp = reinterpret_cast<const int4*>(x_q + static_cast<int64_t>(gc) * kG);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
           const int4 v = __ldg(xp + i);
@@ -135,7 +140,7 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
           xw[4 * i + 3] = v.w;
         }
       }
-      const float sx = __ldg(p.x_qscale + gc);
+      const float sx = __ldg(x_qscale + gc);
       uint4 c[kRows][3];
       float gn[kRows];
       auto load = [&](int64_t rb) {
@@ -187,8 +192,8 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
     float sum = 0.0f;
     for (int s = 0; s < used; ++s) sum += part[s * p.rows_per_chunk];
     const float y = sum * out_scale;
-    if (p.y_f32 != nullptr) p.y_f32[row] = y;
-    if (p.y_bf16 != nullptr) p.y_bf16[row] = __float2bfloat16_rn(y);
+    if (p.y_f32 != nullptr) p.y_f32[xrow * p.ldy + row] = y;
+    if (p.y_bf16 != nullptr) p.y_bf16[xrow * p.ldy + row] = __float2bfloat16_rn(y);
   }
 }
 
@@ -217,11 +222,11 @@ cudaError_t LaunchTqGemvInt8(const TqGemvInt8Args& a, const TqGemvInt8Config& cf
                              cudaStream_t stream) {
   const TqCudaWeights& w = a.w;
   if (w.bits != 3 || w.group_size != kG || w.n < 0 || w.k < 0 || w.n >= (int64_t{1} << 31) ||
-      w.k >= (int64_t{1} << 31) || cfg.rows_per_chunk < 1 || cfg.rows_per_chunk > kMaxRowsPerChunk ||
+      w.k >= (int64_t{1} << 31) || a.m < 0 || a.m > 65535 || a.ldy < w.n || cfg.rows_per_chunk < 1 || cfg.rows_per_chunk > kMaxRowsPerChunk ||
       (a.y_f32 == nullptr && a.y_bf16 == nullptr)) {
     return cudaErrorInvalidValue;
   }
-  if (w.n == 0) return cudaSuccess;
+  if (w.n == 0 || a.m == 0) return cudaSuccess;
   if (w.k == 0 || w.packed == nullptr || w.gains == nullptr || w.codebook == nullptr ||
       a.x_q == nullptr || a.x_qscale == nullptr) {
     return cudaErrorInvalidValue;
@@ -237,6 +242,8 @@ cudaError_t LaunchTqGemvInt8(const TqGemvInt8Args& a, const TqGemvInt8Config& cf
   p.x_qscale = a.x_qscale;
   p.y_f32 = a.y_f32;
   p.y_bf16 = reinterpret_cast<__nv_bfloat16*>(a.y_bf16);
+  p.ldy = a.ldy;
+  p.kp = TqCudaPaddedK(w.k);
   p.n = static_cast<int>(w.n);
   p.groups = static_cast<int>(TqCudaGroups(w.k));
   p.slices = (p.groups + kSliceGroups - 1) / kSliceGroups;
@@ -247,7 +254,8 @@ cudaError_t LaunchTqGemvInt8(const TqGemvInt8Args& a, const TqGemvInt8Config& cf
   const int64_t ctas = (chunks + p.chunks_per_cta - 1) / p.chunks_per_cta;
   if (ctas >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
   const size_t smem = sizeof(float) * p.chunks_per_cta * p.slice_warps * p.rows_per_chunk;
-  TqGemvInt8Kernel<<<static_cast<unsigned>(ctas), p.slice_warps * p.chunks_per_cta * 32, smem, stream>>>(p);
+  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(a.m));
+  TqGemvInt8Kernel<<<grid, p.slice_warps * p.chunks_per_cta * 32, smem, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -43,7 +43,8 @@
 //       or bf16 (its round-to-nearest-even), for a cuBLAS fallback at large m and for tests.
 //   (e) SelectTqKernel / TqCudaSupport: which path runs for (bits, G, B, m) and whether a device
 //       can run it at all.
-//   (f) LaunchTqGemvInt8: an opt-in m = 1 TQ3 GEMV on int8 activations (W3A8). x_rot is
+//   (f) LaunchTqGemvInt8: an opt-in TQ3 GEMV on int8 activations (W3A8) for m = 1 decode steps
+//       (any m runs as m independent rows, for evaluating the arithmetic). x_rot is
 //       quantized to int8 per (row, group) by (a) ("x_q"), the codebook to int8 (one scale for
 //       the 8 centroids), and each lane decodes 8 codes with 4 logic ops into a byte-permute
 //       selector, looks up 4 int8 centroids per PRMT and multiplies them with dp4a (exact int32
@@ -232,7 +233,7 @@ cudaError_t LaunchTqDequantize(const TqCudaWeights& w, float* w_f32, uint16_t* w
                                cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
-// (f) The int8-activation GEMV (m = 1, bits 3, G = 128; any n, k).
+// (f) The int8-activation GEMV (bits 3, G = 128; any n, k; m rows as m independent GEMVs).
 
 // x → x_rot (as (a), bitwise the float32 rotation) → x_q int8 [m, Kp] and x_qscale float32
 // [m, groups]: x_rot[i, g·128 + t] ≈ x_q[i, g·128 + t] · x_qscale[i, g] with
@@ -251,10 +252,12 @@ struct TqGemvInt8Config {
 
 struct TqGemvInt8Args {
   TqCudaWeights w;                  // bits 3; codebook read on the device (float32 [8])
-  const int8_t* x_q = nullptr;      // [Kp] (LaunchTqRotateInputInt8, one row)
-  const float* x_qscale = nullptr;  // [groups]
-  float* y_f32 = nullptr;           // [n]; at least one output
-  uint16_t* y_bf16 = nullptr;       // [n]
+  int64_t m = 1;                    // activation rows (≤ 65535), each its own GEMV
+  const int8_t* x_q = nullptr;      // [m, Kp] (LaunchTqRotateInputInt8)
+  const float* x_qscale = nullptr;  // [m, groups]
+  float* y_f32 = nullptr;           // [m, ldy]; at least one output
+  uint16_t* y_bf16 = nullptr;       // [m, ldy]
+  int64_t ldy = 0;                  // ≥ n
 };
 
 // nullptr when (f) can run this weight format; else why not.

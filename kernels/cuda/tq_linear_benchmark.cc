@@ -292,7 +292,7 @@ void ModelShapes(bool quick) {
   std::printf("Qwen3-8B q/o (4096x4096) and k/v (1024x4096) are Llama-3-8B's shapes.\n");
   std::printf("%-10s %-7s %6s %6s | %9s %7s | %4s %9s %7s %8s %7s | %s\n", "model", "layer", "N",
               "K", "cuBLAS us", "GB/s", "bits", "TQ us", "GB/s", "floor us", "speedup",
-              "best variant (TQ3)");
+              "TQ3: int8 GEMV, mma plan and best variant");
   for (const Shape& s : shapes) {
     const int64_t m = 1;
     const double cub = TimeCublas(m, s.n, s.k);
@@ -302,9 +302,16 @@ void ModelShapes(bool quick) {
       TqCopies wc(bits, s.n, s.k);
       const double t = TimeTq(wc, act, m, TqKernel::kMmaFused, nullptr);
       std::string best;
+      if (bits == 3) {  // the opt-in int8-activation GEMV (its int8 rotation kernel included)
+        const double t8 = TimeTq(wc, act, m, TqKernel::kInt8Gemv, nullptr);
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), "int8 %.2f us (%.2fx); ", t8, cub / t8);
+        best = buf;
+      }
       if (bits == 3 && !quick) {
         // Variants: tiling and split grid, fused and separate rotation.
         double best_t = 1e30;
+        std::string best_cfg;
         for (int nt : {1, 2}) {
           for (int sp : {1, 2, 4}) {
             for (bool fused : {true, false}) {
@@ -316,16 +323,16 @@ void ModelShapes(bool quick) {
                   TimeTq(wc, act, m, fused ? TqKernel::kMmaFused : TqKernel::kMmaSeparate, &c);
               if (tv < best_t) {
                 best_t = tv;
-                best = CfgName(m, wc, c);
+                best_cfg = CfgName(m, wc, c);
               }
             }
           }
         }
         char buf[64];
         std::snprintf(buf, sizeof(buf), " %.2f us (%.2fx)", best_t, cub / best_t);
-        best += buf;
+        best_cfg += buf;
         TqMmaConfig plan = PlanTqMma(m, s.n, s.k, bits, g_runner->multiprocessors());
-        best = "plan " + CfgName(m, wc, plan) + "; best " + best;
+        best += "plan " + CfgName(m, wc, plan) + "; best " + best_cfg;
       }
       const double bytes = TqBytes(bits, m, s.n, s.k);
       std::printf("%-10s %-7s %6lld %6lld | %9.2f %7.0f | TQ%d %9.2f %7.0f %8.2f %6.2fx | %s\n",
@@ -439,13 +446,13 @@ void RotateTiming() {
 // the rotation kernel alone, and the fused kernel on fewer CTAs (the prologue runs per CTA).
 void DecodeBreakdown() {
   std::printf("\n== m = 1 TQ3 decode breakdown, 8B engine shapes (us per launch) ==\n");
-  std::printf("%-14s %6s %6s | %8s %10s %8s | %9s %9s | %8s %8s\n", "layer", "N", "K", "fused",
-              "x_rot given", "rotate", "fused 1/SM", "fused 2/SM", "cuBLAS", "ours BF16");
+  std::printf("%-14s %6s %6s | %8s %10s %8s | %9s %9s | %8s %8s | %8s\n", "layer", "N", "K", "fused",
+              "x_rot given", "rotate", "fused 1/SM", "fused 2/SM", "cuBLAS", "ours BF16", "int8");
   const Shape shapes[] = {{"Llama-3-8B", "qkv", 6144, 4096},
                           {"Llama-3-8B", "o", 4096, 4096},
                           {"Llama-3-8B", "gate|up", 28672, 4096},
                           {"Llama-3-8B", "down", 4096, 14336}};
-  double sum[7] = {0, 0, 0, 0, 0, 0, 0};
+  double sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (const Shape& s : shapes) {
     const int64_t m = 1;
     TqCopies wc(3, s.n, s.k);
@@ -487,19 +494,20 @@ void DecodeBreakdown() {
     }
     const double cub = TimeCublas(m, s.n, s.k);
     const double dense = TimeDense(m, s.n, s.k);
-    std::printf("%-14s %6lld %6lld | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f\n", s.layer,
+    const double int8 = TimeTq(wc, act, m, TqKernel::kInt8Gemv, nullptr);
+    std::printf("%-14s %6lld %6lld | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f | %8.2f\n", s.layer,
                 static_cast<long long>(s.n), static_cast<long long>(s.k), fused, given, rotate,
-                per_sm[0], per_sm[1], cub, dense);
-    const double v[7] = {fused, given, rotate, per_sm[0], per_sm[1], cub, dense};
-    for (int i = 0; i < 7; ++i) sum[i] += v[i];
+                per_sm[0], per_sm[1], cub, dense, int8);
+    const double v[8] = {fused, given, rotate, per_sm[0], per_sm[1], cub, dense, int8};
+    for (int i = 0; i < 8; ++i) sum[i] += v[i];
     cudaFree(xh);
     cudaFree(xs);
     cudaFree(ws);
   }
-  std::printf("%-14s %13s | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f  (x 32 layers = ms per "
-              "token: fused %.2f, x_rot given %.2f, cuBLAS %.2f, ours BF16 %.2f)\n",
-              "one layer", "", sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6], sum[0] * 32e-3,
-              sum[1] * 32e-3, sum[5] * 32e-3, sum[6] * 32e-3);
+  std::printf("%-14s %13s | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f | %8.2f  (x 32 layers = ms per "
+              "token: fused %.2f, x_rot given %.2f, cuBLAS %.2f, ours BF16 %.2f, int8 %.2f)\n",
+              "one layer", "", sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6], sum[7], sum[0] * 32e-3,
+              sum[1] * 32e-3, sum[5] * 32e-3, sum[6] * 32e-3, sum[7] * 32e-3);
   // The lm_head stays BF16 in TQ checkpoints: the engine's dense kernel against cuBLAS.
   const int64_t vocab = 128256, hidden = 4096;
   std::printf("lm_head %lld x %lld BF16, m = 1: cuBLAS %.2f us, ours %.2f us\n", static_cast<long long>(vocab),

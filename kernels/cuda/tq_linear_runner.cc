@@ -84,7 +84,7 @@ absl::Status TqLinearRunner::CheckSupported(const TqCudaWeights& w) const {
 }
 
 TqKernel TqLinearRunner::KernelFor(const TqCudaWeights& w, int64_t m) const {
-  if (int8_gemv_ && m == 1 && TqGemvInt8UnsupportedReason(w.bits, w.group_size, sm_major_) == nullptr &&
+  if (int8_gemv_ && (m == 1 || (int8_all_rows_ && m <= 65535)) && TqGemvInt8UnsupportedReason(w.bits, w.group_size, sm_major_) == nullptr &&
       CheckFormat(w.bits, w.group_size, w.rotation_block).ok()) {
     return TqKernel::kInt8Gemv;
   }
@@ -246,14 +246,19 @@ absl::Status TqLinearRunner::RunGemm(const TqCudaWeights& w, const void* x, TqAc
 
 absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, TqActType x_type,
                                          int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
-                                         cudaStream_t stream) {
-  if (m != 1) return absl::InvalidArgumentError(absl::StrCat("int8 GEMV: m must be 1, got ", m));
+                                         int64_t ldy, cudaStream_t stream) {
+  if (m > 1 && !int8_all_rows_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "int8 GEMV: m = ", m, " rows; it serves one-token steps (set_int8_gemv(true, /*all_rows=*/true) to run "
+        "every m row by row)"));
+  }
+  if (m > 65535) return absl::InvalidArgumentError(absl::StrCat("int8 GEMV: m = ", m, " > 65535"));
   if (const char* why = TqGemvInt8UnsupportedReason(w.bits, w.group_size, sm_major_)) {
     return absl::UnimplementedError(absl::StrCat("int8 GEMV: ", why));
   }
   TQ_RETURN_IF_ERROR(Reserve(w, m, TqKernel::kInt8Gemv, nullptr, stream));
   int8_t* x_q = static_cast<int8_t*>(x_rot_.ptr);
-  float* x_qscale = reinterpret_cast<float*>(x_q + TqCudaPaddedK(w.k));  // Kp is a multiple of 128
+  float* x_qscale = reinterpret_cast<float*>(x_q + m * TqCudaPaddedK(w.k));  // Kp: a multiple of 128
   TQ_CUDA_RETURN_IF_ERROR(LaunchTqRotateInputInt8(x, x_type, m, w.k, ldx, w.rotation_block, x_q, x_qscale, stream));
   TqGemvInt8Args a;
   a.w = w;
@@ -261,6 +266,8 @@ absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, 
   a.x_qscale = x_qscale;
   a.y_f32 = y_f32;
   a.y_bf16 = y_bf16;
+  a.m = m;
+  a.ldy = ldy;
   TQ_CUDA_RETURN_IF_ERROR(LaunchTqGemvInt8(a, PlanTqGemvInt8(w.n, w.k, multiprocessors_), stream));
   return absl::OkStatus();
 }
@@ -320,7 +327,7 @@ absl::Status TqLinearRunner::Run(const TqCudaWeights& w, const void* x, TqActTyp
     case TqKernel::kGemm:
       return RunGemm(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, gemm_config);
     case TqKernel::kInt8Gemv:
-      return RunInt8Gemv(w, x, x_type, m, ldx, y_f32, y_bf16, stream);
+      return RunInt8Gemv(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream);
     default:
       return absl::UnimplementedError("TqLinearRunner::Run: no kernel for this configuration");
   }

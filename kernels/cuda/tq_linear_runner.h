@@ -48,8 +48,12 @@ class TqLinearRunner {
   TqKernel KernelFor(const TqCudaWeights& w, int64_t m) const;
 
   // Opt-in: m = 1 on TQ3 weights runs the int8-activation GEMV (tq_linear.h (f): W3A8, not the
-  // checkpoint's float arithmetic; ~2x faster per layer). Off by default.
-  void set_int8_gemv(bool on) { int8_gemv_ = on; }
+  // checkpoint's float arithmetic; ~2x faster per layer). Off by default. all_rows: every m
+  // (row by row, slow for large m) — to evaluate that arithmetic, e.g. perplexity.
+  void set_int8_gemv(bool on, bool all_rows = false) {
+    int8_gemv_ = on;
+    int8_all_rows_ = on && all_rows;
+  }
   bool int8_gemv() const { return int8_gemv_; }
 
   // y = x · Ŵᵀ (tq_linear.h). `force` = kUnsupported lets SelectTqKernel choose; any other value
@@ -111,13 +115,13 @@ class TqLinearRunner {
                        int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,
                        cudaStream_t stream, const TqGemmConfig* gemm_config);
   absl::Status RunInt8Gemv(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
-                           int64_t ldx, float* y_f32, uint16_t* y_bf16, cudaStream_t stream);
+                           int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy, cudaStream_t stream);
   absl::Status RunDequantCublas(const TqCudaWeights& w, const void* x, TqActType x_type,
                                 int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
                                 int64_t ldy, cudaStream_t stream);
 
   int device_ = 0;
-  bool int8_gemv_ = false;
+  bool int8_gemv_ = false, int8_all_rows_ = false;
   int sm_major_ = 0, sm_minor_ = 0, multiprocessors_ = 0;
   void* cublas_ = nullptr;  // cublasHandle_t
   Buffer workspace_;        // split-K partials + counters (zeroed once)

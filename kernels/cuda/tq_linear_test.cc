@@ -8,6 +8,8 @@
 //     a second launch gives the same bits (deterministic split-K, counters reset);
 //   - LaunchTqDequantize: float32 bitwise equal to quant::TqQuantizer::DequantizeRows, bf16 its
 //     rounding;
+//   - LaunchTqRotateInputInt8 bitwise equal to QuantizeRotatedInt8(cpu::TqRotateInput(x)) and
+//     LaunchTqGemvInt8 against TqGemvInt8Reference (and, looser, cpu::TqLinear);
 //   - TqLinearRunner on every path, real quantized Gaussian weights end to end against a float64
 //     matmul with the dequantized weights, NaN propagation, and the support checks.
 // Fresh random inputs per case (seed printed), outputs poisoned with NaN before every launch, and
@@ -31,6 +33,7 @@
 
 #include "kernels/cpu/half.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cuda/tq_gemv_int8_reference.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
 #include "kernels/quant/packing.h"
@@ -54,6 +57,12 @@ constexpr double kMaxCublasF32Err = 1e-5;
 constexpr double kMaxEndToEndErr = 1.2e-3;
 // The GEMM's fp16 operands (tq_linear.h "Precision of (c)"): worst case 1.5e-3.
 constexpr double kMaxGemmErr = 1.5e-3;
+// The int8 GEMV against its exact CPU reference (tq_gemv_int8_reference.h): the same integer
+// group dots and float32 group terms; only the float32 sums' order differs.
+constexpr double kMaxInt8VsReferenceErr = 2e-6;
+// The int8 GEMV against float32 TQ (cpu::TqLinear): the int8 roundings of x_rot and the
+// codebook (tq_linear.h "Precision of (f)"); random data sit near 1e-3.
+constexpr double kMaxInt8VsFloatErr = 5e-3;
 
 #define CUDA_ASSERT_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr << ": " << cudaGetErrorString(cudaGetLastError())
 
@@ -940,6 +949,167 @@ TEST(TqCudaRunnerTest, QuantizedGaussianWeightsEndToEnd) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// (f) The int8-activation GEMV.
+
+TEST(TqCudaInt8GemvTest, MatchesReference) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 9000;
+  struct NK {
+    int64_t n, k;
+    int block;
+  };
+  // n = 1, 7, 4097; k under one group, not a multiple of 128, of the 32-group slice, and more
+  // slices (320 groups = 10) than a CTA's 8 slice warps.
+  for (const NK s : {NK{1, 128, 0}, NK{7, 1000, 0}, NK{4097, 4096, 0}, NK{130, 384, 0}, NK{33, 4224, 0},
+                     NK{1030, 14336, 0}, NK{300, 96, 0}, NK{256, 1024, 64}, NK{65, 40960, 0}, NK{5, 64, 0}}) {
+    const HostWeights hw = RandomWeights(3, s.n, s.k, s.block, seed++);
+    DeviceWeights dw(hw);
+    const TqCudaWeights w = dw.View(hw);
+    const int64_t kp = TqCudaPaddedK(s.k), groups = TqCudaGroups(s.k);
+    for (bool bf16 : {true, false}) {
+      SCOPED_TRACE(ShapeName(3, Shape{1, s.n, s.k, s.block}) + (bf16 ? " bf16" : " f32") + " seed " +
+                   std::to_string(seed));
+      const std::vector<float> x = RandomActivations(1, s.k, bf16, seed++);
+      const CpuReference ref = RunCpu(hw, x, 1, s.k);
+      std::vector<int8_t> q_ref(kp);
+      std::vector<float> qs_ref(groups);
+      QuantizeRotatedInt8(ref.x_rot.data(), kp, q_ref.data(), qs_ref.data());
+      std::vector<double> y_ref(s.n);
+      TqGemvInt8Reference(hw.packed.data(), hw.gains.data(), hw.codebook.data(), s.n, s.k, q_ref.data(),
+                          qs_ref.data(), y_ref.data());
+
+      DeviceVector<uint16_t> dx16(ToBf16(x));
+      DeviceVector<float> dx32(x);
+      DeviceVector<int8_t> q(kp);
+      DeviceVector<float> qs(groups);
+      q.Poison();
+      qs.Poison();
+      CUDA_ASSERT_OK(LaunchTqRotateInputInt8(bf16 ? static_cast<const void*>(dx16.get()) : dx32.get(),
+                                             bf16 ? TqActType::kBF16 : TqActType::kF32, 1, s.k, s.k,
+                                             s.block, q.get(), qs.get(), nullptr));
+      CUDA_ASSERT_OK(cudaDeviceSynchronize());
+      const std::vector<int8_t> q_got = q.Download();
+      const std::vector<float> qs_got = qs.Download();
+      int64_t q_diff = 0, s_diff = 0;
+      for (int64_t t = 0; t < kp; ++t) q_diff += q_got[t] != q_ref[t];
+      for (int64_t g = 0; g < groups; ++g) s_diff += cpu::FloatBits(qs_got[g]) != cpu::FloatBits(qs_ref[g]);
+      EXPECT_EQ(q_diff, 0) << "int8 activations differ from QuantizeRotatedInt8";
+      EXPECT_EQ(s_diff, 0) << "scales differ";
+
+      const TqGemvInt8Config plan = PlanTqGemvInt8(s.n, s.k, 132);
+      for (int rows : {plan.rows_per_chunk, 2, 3, 256}) {
+        SCOPED_TRACE("rows_per_chunk " + std::to_string(rows));
+        TqGemvInt8Args a;
+        a.w = w;
+        a.m = 1;
+        a.ldy = s.n;
+        a.x_q = q.get();
+        a.x_qscale = qs.get();
+        DeviceVector<float> y(s.n + 1);
+        DeviceVector<uint16_t> yb(s.n + 1);
+        y.Poison();
+        yb.Poison();
+        a.y_f32 = y.get();
+        a.y_bf16 = yb.get();
+        TqGemvInt8Config cfg;
+        cfg.rows_per_chunk = rows;
+        CUDA_ASSERT_OK(LaunchTqGemvInt8(a, cfg, nullptr));
+        CUDA_ASSERT_OK(cudaDeviceSynchronize());
+        const std::vector<float> got = y.Download();
+        const std::vector<uint16_t> got_b = yb.Download();
+        ASSERT_TRUE(std::isnan(got[s.n])) << "guard element written";
+        ASSERT_EQ(got_b[s.n], 0xffff) << "guard element written";
+        std::vector<float> got_n(got.begin(), got.begin() + s.n);
+        ASSERT_EQ(CountNonFinite(got_n), 0);
+        const ErrorStats e = Compare(got_n, s.n, y_ref, 1, s.n, hw.row_norm, ref.x_norm);
+        EXPECT_LE(e.max_norm_err, kMaxInt8VsReferenceErr) << "vs TqGemvInt8Reference, rel_l2 " << e.rel_l2;
+        const ErrorStats f = Compare(got_n, s.n, ref.y, 1, s.n, hw.row_norm, ref.x_norm);
+        EXPECT_LE(f.max_norm_err, kMaxInt8VsFloatErr) << "vs cpu::TqLinear, rel_l2 " << f.rel_l2;
+        int64_t bf_diff = 0;
+        for (int64_t j = 0; j < s.n; ++j) bf_diff += got_b[j] != cpu::FloatToBf16(got[j]);
+        EXPECT_EQ(bf_diff, 0) << "bf16 output is not the rounding of the float32 one";
+        // Deterministic: the same bits again.
+        y.Poison();
+        CUDA_ASSERT_OK(LaunchTqGemvInt8(a, cfg, nullptr));
+        CUDA_ASSERT_OK(cudaDeviceSynchronize());
+        const std::vector<float> again = y.Download();
+        int64_t nd = 0;
+        for (int64_t j = 0; j < s.n; ++j) nd += cpu::FloatBits(again[j]) != cpu::FloatBits(got[j]);
+        EXPECT_EQ(nd, 0) << "second launch differs";
+      }
+    }
+  }
+}
+
+TEST(TqCudaInt8GemvTest, RunnerDispatchAndNaN) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  const HostWeights h3 = RandomWeights(3, 600, 2000, 0, 77), h4 = RandomWeights(4, 64, 256, 0, 78);
+  DeviceWeights d3(h3), d4(h4);
+  const TqCudaWeights w3 = d3.View(h3), w4 = d4.View(h4);
+  EXPECT_NE((*runner)->KernelFor(w3, 1), TqKernel::kInt8Gemv) << "off by default";
+  (*runner)->set_int8_gemv(true);
+  EXPECT_EQ((*runner)->KernelFor(w3, 1), TqKernel::kInt8Gemv);
+  EXPECT_NE((*runner)->KernelFor(w3, 2), TqKernel::kInt8Gemv);
+  EXPECT_NE((*runner)->KernelFor(w4, 1), TqKernel::kInt8Gemv) << "TQ3 only";
+  std::vector<float> x = RandomActivations(1, h3.k, false, 79);
+  const CpuReference ref = RunCpu(h3, x, 1, h3.k);
+  DeviceVector<float> dx(x);
+  DeviceVector<float> y(h3.n);
+  y.Poison();
+  absl::Status st = (*runner)->Run(w3, dx.get(), TqActType::kF32, 1, h3.k, y.get(), nullptr, h3.n, nullptr);
+  ASSERT_TRUE(st.ok()) << st;
+  CUDA_ASSERT_OK(cudaDeviceSynchronize());
+  std::vector<float> got = y.Download();
+  ASSERT_EQ(CountNonFinite(got), 0);
+  EXPECT_LE(Compare(got, h3.n, ref.y, 1, h3.n, h3.row_norm, ref.x_norm).max_norm_err, kMaxInt8VsFloatErr);
+  // Forced at m = 2: a clear error, nothing launched.
+  DeviceVector<float> x2(std::vector<float>(2 * h3.k, 1.0f)), y2(2 * h3.n);
+  st = (*runner)->Run(w3, x2.get(), TqActType::kF32, 2, h3.k, y2.get(), nullptr, h3.n, nullptr,
+                      TqKernel::kInt8Gemv);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  // all_rows: any m, each row as its own GEMV (y row stride ldy; guard columns untouched).
+  (*runner)->set_int8_gemv(true, /*all_rows=*/true);
+  EXPECT_EQ((*runner)->KernelFor(w3, 5), TqKernel::kInt8Gemv);
+  {
+    const int64_t m = 5, ldy = h3.n + 3;
+    const std::vector<float> xm = RandomActivations(m, h3.k, true, 80);
+    const CpuReference rm = RunCpu(h3, xm, m, h3.k);
+    DeviceVector<uint16_t> dxm(ToBf16(xm));
+    DeviceVector<float> ym(m * ldy);
+    ym.Poison();
+    st = (*runner)->Run(w3, dxm.get(), TqActType::kBF16, m, h3.k, ym.get(), nullptr, ldy, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    CUDA_ASSERT_OK(cudaDeviceSynchronize());
+    const std::vector<float> g = ym.Download();
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = h3.n; j < ldy; ++j) EXPECT_TRUE(std::isnan(g[i * ldy + j])) << "guard written";
+      // Row i against the reference of row i alone.
+      std::vector<int8_t> qi(TqCudaPaddedK(h3.k));
+      std::vector<float> si(TqCudaGroups(h3.k));
+      QuantizeRotatedInt8(rm.x_rot.data() + i * TqCudaPaddedK(h3.k), TqCudaPaddedK(h3.k), qi.data(), si.data());
+      std::vector<double> yi(h3.n);
+      TqGemvInt8Reference(h3.packed.data(), h3.gains.data(), h3.codebook.data(), h3.n, h3.k, qi.data(), si.data(),
+                          yi.data());
+      const std::vector<float> row(g.begin() + i * ldy, g.begin() + i * ldy + h3.n);
+      const std::vector<double> xn = {rm.x_norm[i]};
+      EXPECT_LE(Compare(row, h3.n, yi, 1, h3.n, h3.row_norm, xn).max_norm_err, kMaxInt8VsReferenceErr) << "row " << i;
+    }
+  }
+  (*runner)->set_int8_gemv(true);
+  // A NaN in x reaches every output.
+  x[1234] = NAN;
+  DeviceVector<float> dxn(x);
+  st = (*runner)->Run(w3, dxn.get(), TqActType::kF32, 1, h3.k, y.get(), nullptr, h3.n, nullptr);
+  ASSERT_TRUE(st.ok()) << st;
+  CUDA_ASSERT_OK(cudaDeviceSynchronize());
+  got = y.Download();
+  EXPECT_EQ(CountNonFinite(got), h3.n);
+}
+
+// ---------------------------------------------------------------------------------------------
 TEST(TqCudaSupportTest, Reasons) {
   // Pure host logic: runs without a GPU too.
   EXPECT_EQ(TqCudaUnsupportedReason(3, 128, 0, 9, 0), nullptr);

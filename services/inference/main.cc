@@ -39,6 +39,9 @@ ABSL_FLAG(int, cuda_device, 0, "CUDA device ordinal (with --device cuda)");
 ABSL_FLAG(bool, host_sampling, false,
           "with --device cuda: sample on the host (the CPU backend's sampler and generator) instead of on "
           "the GPU");
+ABSL_FLAG(bool, tq_int8_gemv, false,
+          "with --device cuda: one-token decode steps run TQ3 layers on int8 activations (W3A8; faster, not "
+          "the checkpoint's float arithmetic; docs/ENGINE.md)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any free port)");
 ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address of the Prometheus /metrics endpoint");
 ABSL_FLAG(int, metrics_port, 9091, "port of the Prometheus /metrics endpoint; -1 disables it, 0 picks one");
@@ -212,6 +215,7 @@ int main(int argc, char** argv) {
   eopt.device = device;
   eopt.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   eopt.device_sampling = !absl::GetFlag(FLAGS_host_sampling);
+  eopt.tq_int8_gemv = absl::GetFlag(FLAGS_tq_int8_gemv);
   eopt.verify_checksums = absl::GetFlag(FLAGS_verify_checksums);
   eopt.threads = absl::GetFlag(FLAGS_threads);
   eopt.kv_codec = absl::GetFlag(FLAGS_kv_codec);

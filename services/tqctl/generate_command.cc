@@ -37,6 +37,9 @@ void EngineOptionsFlags(ArgParser& p) {
   p.Switch("host-sampling",
            "with --device cuda: copy the logits to the host and sample there with the CPU backend's\n"
            "sampler and generator, instead of on the GPU (kernels/cuda/sampling.h)");
+  p.Switch("int8-gemv",
+           "with --device cuda: one-token decode steps run TQ3 layers on int8 activations (W3A8:\n"
+           "faster, not the checkpoint's float arithmetic; docs/ENGINE.md)");
   p.Option("max-model-len", "0", "context length (0 = the model's max_position_embeddings)");
   p.Switch("no-verify", "skip the sha256 check of TQ checkpoint files (sizes are still checked)");
   p.Switch("dequantize", "compute TQ layers from dequantized fp32 weights (for comparisons)");
@@ -63,6 +66,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFrom(const ArgParser& p) {
   o.verify_checksums = !p.GetSwitch("no-verify");
   o.dequantize_tq = p.GetSwitch("dequantize");
   o.device_sampling = !p.GetSwitch("host-sampling");
+  o.tq_int8_gemv = p.GetSwitch("int8-gemv");
   return o;
 }
 
@@ -186,7 +190,7 @@ int RunGenerate(const std::vector<std::string>& args) {
     return 2;
   }
   for (const char* name : remote ? std::vector<const char*>{"threads", "kv-codec", "kv-cache", "device", "max-model-len", "no-verify",
-                                                            "dequantize", "host-sampling"}
+                                                            "dequantize", "host-sampling", "int8-gemv"}
                                  : std::vector<const char*>{"request-id", "token", "tls-ca"}) {
     if (p.IsSet(name)) {
       absl::FPrintF(stderr, "tqctl generate: --%s is an option of %s only\n", name,
@@ -338,6 +342,8 @@ int RunEvalPpl(const std::vector<std::string>& args) {
   }
   auto opts = EngineOptionsFrom(p);
   if (!opts.ok()) return Fail("eval-ppl", opts.status());
+  // --int8-gemv scores every position with the decode path's W3A8 arithmetic (row by row).
+  opts->tq_int8_gemv_all_rows = opts->tq_int8_gemv;
   auto window = p.GetInt("window", 2, 1 << 20);
   auto start = p.GetInt("start-token", 0, INT32_MAX);
   auto num = p.GetInt("num-tokens", 0, INT32_MAX);
