@@ -82,6 +82,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (!on_gpu && options.device != "cpu") {
     return absl::InvalidArgumentError(absl::StrCat("device must be \"cpu\" or \"cuda\", got \"", options.device, "\""));
   }
+  if ((options.tq_int8_gemv || options.tq_int8_gemv_all_rows) && !on_gpu) {
+    return absl::InvalidArgumentError("the int8-activation TQ3 GEMV (tq_int8_gemv) is a CUDA kernel: it needs device \"cuda\"");
+  }
+  if (options.tq_int8_gemv_all_rows && !options.tq_int8_gemv) {
+    return absl::InvalidArgumentError("tq_int8_gemv_all_rows needs tq_int8_gemv");
+  }
   // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).
   const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_head_dim();
   TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));

@@ -122,6 +122,23 @@ TEST(EngineTest, ModelInfo) {
   EXPECT_EQ(e->stats().kv_bytes_per_token, 2 * 6 * 2 * 64 * 2);
 }
 
+// The int8-activation GEMV is a CUDA kernel: asking for it on the CPU is an error, not a no-op.
+TEST(EngineTest, Int8GemvNeedsCuda) {
+  EngineOptions o;
+  o.model_uri = tq::testing::TestDataPath("testdata/models/tq-tiny-qwen3");
+  o.device = "cpu";
+  o.tq_int8_gemv = true;
+  auto e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(e.status().message().find("cuda"), std::string::npos) << e.status();
+  o.tq_int8_gemv = false;
+  o.tq_int8_gemv_all_rows = true;
+  e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(EngineTest, ConcurrentGreedyRequestsEqualTheirSoloRuns) {
   std::vector<Result> solo;
   {

@@ -32,13 +32,6 @@ __device__ __forceinline__ uint32_t Mux(uint32_t a, uint32_t b, uint32_t m) {
   return d;
 }
 
-// d = a & m, opaque to the compiler (it would otherwise split the mask per PRMT half).
-__device__ __forceinline__ uint32_t And(uint32_t a, uint32_t m) {
-  uint32_t d;
-  asm("and.b32 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(m));
-  return d;
-}
-
 // The 8 codes of a 24-bit unit (code t at bits 3t; bits 24..31 ignored) as nibbles (code t in
 // nibble t, bit 3 clear): codes 4..7 move up 4 bits, then codes 2,3,6,7 up 2, then odd codes
 // up 1; the mask clears what each mux carried into bit 3 of a nibble.
@@ -46,7 +39,9 @@ __device__ __forceinline__ uint32_t SpreadCodes3(uint32_t u) {
   uint32_t t = Mux(u, u * 16u, 0x0000ffffu);
   t = Mux(t, t * 4u, 0x00ff00ffu);
   t = Mux(t, t * 2u, 0x0f0f0f0fu);
-  return And(t, 0x77777777u);
+  // A plain C mask: ptxas splits it per PRMT half (2 LOP3 + 1 shift per unit); an opaque and.b32
+  // measured 4% slower on gate|up (docs/gpu/tq_linear_notes.md run 16).
+  return t & 0x77777777u;
 }
 
 // acc + Σ_t c8[code t] · x[t] over the unit's 8 codes; xa holds x[0..3], xb x[4..7] (int8 each).
@@ -57,6 +52,14 @@ __device__ __forceinline__ int DotUnit(uint32_t u, uint32_t cb_lo, uint32_t cb_h
   const int v1 = static_cast<int>(__byte_perm(cb_lo, cb_hi, s >> 16));
   acc = __dp4a(v0, xa, acc);
   return __dp4a(v1, xb, acc);
+}
+
+// Programmatic dependent launch (sm_90+; a no-op otherwise): wait for the previous kernel in the
+// stream (the rotation writing x_q) to complete.
+__device__ __forceinline__ void GridDependencyWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 // The int32 dot of one group's 128 codes (three 16-byte words of the packed row) with x.
@@ -123,24 +126,12 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
     }
   }
 
+  bool waited = false;
   if (r0 < r1) {
     for (int slice = sw; slice < p.slices; slice += p.slice_warps) {
       const int g = slice * kSliceGroups + lane;
       const bool active = g < p.groups;
       const int gc = min(g, p.groups - 1);
-      int xw[32];
-      {
-        const int4* xp = reinterpret_cast<const int4*>(x_q + static_cast<int64_t>(gc) * kG);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int4 v = __ldg(xp + i);
-          xw[4 * i] = v.x;
-          xw[4 * i + 1] = v.y;
-          xw[4 * i + 2] = v.z;
-          xw[4 * i + 3] = v.w;
-        }
-      }
-      const float sx = __ldg(x_qscale + gc);
       uint4 c[kRows][3];
       float gn[kRows];
       auto load = [&](int64_t rb) {
@@ -155,7 +146,24 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
           gn[r] = __ldg(p.gains + row * p.groups + gc);
         }
       };
-      load(r0);
+      load(r0);  // weights only: before the wait on the kernel that writes x_q
+      if (!waited) {
+        GridDependencyWait();
+        waited = true;
+      }
+      int xw[32];
+      {
+        const int4* xp = reinterpret_cast<const int4*>(x_q + static_cast<int64_t>(gc) * kG);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int4 v = __ldg(xp + i);
+          xw[4 * i] = v.x;
+          xw[4 * i + 1] = v.y;
+          xw[4 * i + 2] = v.z;
+          xw[4 * i + 3] = v.w;
+        }
+      }
+      const float sx = __ldg(x_qscale + gc);
       for (int64_t rb = r0; rb < r1; rb += kRows) {
         uint4 cc[kRows][3];
         float gg[kRows];
@@ -181,6 +189,7 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
       }
     }
   }
+  if (!waited) GridDependencyWait();  // y may still be read by an earlier kernel
   __syncthreads();
   const int rows_cta = p.chunks_per_cta * p.rows_per_chunk;
   for (int i = threadIdx.x; i < rows_cta; i += blockDim.x) {
@@ -254,9 +263,17 @@ cudaError_t LaunchTqGemvInt8(const TqGemvInt8Args& a, const TqGemvInt8Config& cf
   const int64_t ctas = (chunks + p.chunks_per_cta - 1) / p.chunks_per_cta;
   if (ctas >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
   const size_t smem = sizeof(float) * p.chunks_per_cta * p.slice_warps * p.rows_per_chunk;
-  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(a.m));
-  TqGemvInt8Kernel<<<grid, p.slice_warps * p.chunks_per_cta * 32, smem, stream>>>(p);
-  return cudaGetLastError();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3(static_cast<unsigned>(ctas), static_cast<unsigned>(a.m));
+  lc.blockDim = dim3(p.slice_warps * p.chunks_per_cta * 32);
+  lc.dynamicSmemBytes = smem;
+  lc.stream = stream;
+  lc.attrs = attr;
+  lc.numAttrs = cfg.programmatic ? 1 : 0;
+  return cudaLaunchKernelEx(&lc, TqGemvInt8Kernel, p);
 }
 
 }  // namespace tq::cuda

@@ -196,6 +196,20 @@ __device__ __forceinline__ void Mma16816(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Programmatic dependent launch (sm_90+; no-ops on older devices and when the grid was launched
+// without the attribute): wait until the previous kernel in the stream has completed and its
+// writes are visible / let the next kernel (launched with the attribute) start its prologue.
+__device__ __forceinline__ void GridDependencyWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void LaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 // (a) Rotation kernel: one warp per (row, group).
 template <typename InT>
@@ -209,6 +223,8 @@ __global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restr
                                                               float* __restrict__ x_qscale) {
   const int lane = threadIdx.x & 31;
   const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  LaunchDependents();    // the int8 GEMV may start loading its weights
+  GridDependencyWait();  // x is the previous kernel's output
   if (task >= static_cast<int64_t>(m) * groups) return;  // whole warps exit together
   const int64_t i = task / groups;
   const int g = static_cast<int>(task - i * groups);
@@ -1293,7 +1309,7 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
 
 cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, int64_t k,
                                     int64_t ldx, int rotation_block, int8_t* x_q,
-                                    float* x_qscale, cudaStream_t stream) {
+                                    float* x_qscale, cudaStream_t stream, bool programmatic) {
   if (m < 0 || k < 0 || ldx < k || m >= (int64_t{1} << 31) || k >= (int64_t{1} << 31) ||
       !ValidRotationBlock(rotation_block) || x_q == nullptr || x_qscale == nullptr ||
       (m > 0 && k > 0 && x == nullptr)) {
@@ -1306,18 +1322,26 @@ cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, 
   const float inv_div = 1.0f / RotationDivisorHost(block);
   const int64_t tasks = m * groups;
   const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3(blocks);
+  lc.blockDim = dim3(kThreads);
+  lc.stream = stream;
+  lc.attrs = attr;
+  lc.numAttrs = programmatic ? 1 : 0;
+  const int m32 = static_cast<int>(m), k32 = static_cast<int>(k);
+  float* const no_f32 = nullptr;
+  __half* const no_h = nullptr;
   if (x_type == TqActType::kF32) {
     const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 16);
-    RotateInputKernel<float><<<blocks, kThreads, 0, stream>>>(
-        static_cast<const float*>(x), static_cast<int>(m), static_cast<int>(k), ldx, groups, block,
-        inv_div, vec, nullptr, nullptr, nullptr, x_q, x_qscale);
-  } else {
-    const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
-    RotateInputKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(k), ldx,
-        groups, block, inv_div, vec, nullptr, nullptr, nullptr, x_q, x_qscale);
+    return cudaLaunchKernelEx(&lc, RotateInputKernel<float>, static_cast<const float*>(x), m32, k32, ldx, groups,
+                              block, inv_div, vec, no_f32, no_h, no_f32, x_q, x_qscale);
   }
-  return cudaGetLastError();
+  const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
+  return cudaLaunchKernelEx(&lc, RotateInputKernel<__nv_bfloat16>, static_cast<const __nv_bfloat16*>(x), m32,
+                            k32, ldx, groups, block, inv_div, vec, no_f32, no_h, no_f32, x_q, x_qscale);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -239,15 +239,20 @@ cudaError_t LaunchTqDequantize(const TqCudaWeights& w, float* w_f32, uint16_t* w
 // [m, groups]: x_rot[i, g·128 + t] ≈ x_q[i, g·128 + t] · x_qscale[i, g] with
 // x_qscale = amax / 127 (0 for an all-zero group, NaN when the group holds NaN or Inf; x_q then 0).
 // x_q must be 4-byte aligned.
+// programmatic: launch with programmatic stream serialization (sm_90+): the kernel starts while
+// the previous one finishes (it waits for it before reading x) and lets the GEMV after it start.
 cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, int64_t k,
                                     int64_t ldx, int rotation_block, int8_t* x_q,
-                                    float* x_qscale, cudaStream_t stream);
+                                    float* x_qscale, cudaStream_t stream, bool programmatic = false);
 
 // Tiling: each CTA runs `slices` warps over the K slices of 32 groups (a lane per group; more
 // slices than warps loop) for `chunks` row chunks of rows_per_chunk rows, and sums the slices'
 // partial rows in shared memory in slice order (deterministic, no workspace).
 struct TqGemvInt8Config {
   int rows_per_chunk = 16;
+  // Launch with programmatic stream serialization (sm_90+): each CTA loads its first codes while
+  // the kernel before it (the int8 rotation) finishes, then waits for it before reading x_q.
+  bool programmatic = false;
 };
 
 struct TqGemvInt8Args {

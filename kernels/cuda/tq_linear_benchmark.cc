@@ -446,13 +446,13 @@ void RotateTiming() {
 // the rotation kernel alone, and the fused kernel on fewer CTAs (the prologue runs per CTA).
 void DecodeBreakdown() {
   std::printf("\n== m = 1 TQ3 decode breakdown, 8B engine shapes (us per launch) ==\n");
-  std::printf("%-14s %6s %6s | %8s %10s %8s | %9s %9s | %8s %8s | %8s\n", "layer", "N", "K", "fused",
-              "x_rot given", "rotate", "fused 1/SM", "fused 2/SM", "cuBLAS", "ours BF16", "int8");
+  std::printf("%-14s %6s %6s | %8s %10s %8s | %9s %9s | %8s %8s | %8s %8s\n", "layer", "N", "K", "fused",
+              "x_rot given", "rotate", "fused 1/SM", "fused 2/SM", "cuBLAS", "ours BF16", "int8", "no PDL");
   const Shape shapes[] = {{"Llama-3-8B", "qkv", 6144, 4096},
                           {"Llama-3-8B", "o", 4096, 4096},
                           {"Llama-3-8B", "gate|up", 28672, 4096},
                           {"Llama-3-8B", "down", 4096, 14336}};
-  double sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  double sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
   for (const Shape& s : shapes) {
     const int64_t m = 1;
     TqCopies wc(3, s.n, s.k);
@@ -495,18 +495,21 @@ void DecodeBreakdown() {
     const double cub = TimeCublas(m, s.n, s.k);
     const double dense = TimeDense(m, s.n, s.k);
     const double int8 = TimeTq(wc, act, m, TqKernel::kInt8Gemv, nullptr);
-    std::printf("%-14s %6lld %6lld | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f | %8.2f\n", s.layer,
+    g_runner->set_programmatic_launch(false);
+    const double int8_plain = TimeTq(wc, act, m, TqKernel::kInt8Gemv, nullptr);
+    g_runner->set_programmatic_launch(true);
+    std::printf("%-14s %6lld %6lld | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f | %8.2f %8.2f\n", s.layer,
                 static_cast<long long>(s.n), static_cast<long long>(s.k), fused, given, rotate,
-                per_sm[0], per_sm[1], cub, dense, int8);
-    const double v[8] = {fused, given, rotate, per_sm[0], per_sm[1], cub, dense, int8};
-    for (int i = 0; i < 8; ++i) sum[i] += v[i];
+                per_sm[0], per_sm[1], cub, dense, int8, int8_plain);
+    const double v[9] = {fused, given, rotate, per_sm[0], per_sm[1], cub, dense, int8, int8_plain};
+    for (int i = 0; i < 9; ++i) sum[i] += v[i];
     cudaFree(xh);
     cudaFree(xs);
     cudaFree(ws);
   }
-  std::printf("%-14s %13s | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f | %8.2f  (x 32 layers = ms per "
+  std::printf("%-14s %13s | %8.2f %10.2f %8.2f | %9.2f %9.2f | %8.2f %8.2f | %8.2f %8.2f  (x 32 layers = ms per "
               "token: fused %.2f, x_rot given %.2f, cuBLAS %.2f, ours BF16 %.2f, int8 %.2f)\n",
-              "one layer", "", sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6], sum[7], sum[0] * 32e-3,
+              "one layer", "", sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6], sum[7], sum[8], sum[0] * 32e-3,
               sum[1] * 32e-3, sum[5] * 32e-3, sum[6] * 32e-3, sum[7] * 32e-3);
   // The lm_head stays BF16 in TQ checkpoints: the engine's dense kernel against cuBLAS.
   const int64_t vocab = 128256, hidden = 4096;

@@ -259,7 +259,10 @@ absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, 
   TQ_RETURN_IF_ERROR(Reserve(w, m, TqKernel::kInt8Gemv, nullptr, stream));
   int8_t* x_q = static_cast<int8_t*>(x_rot_.ptr);
   float* x_qscale = reinterpret_cast<float*>(x_q + m * TqCudaPaddedK(w.k));  // Kp: a multiple of 128
-  TQ_CUDA_RETURN_IF_ERROR(LaunchTqRotateInputInt8(x, x_type, m, w.k, ldx, w.rotation_block, x_q, x_qscale, stream));
+  // Programmatic launches on Hopper: the rotation and the GEMV start while their predecessor ends.
+  const bool pdl = sm_major_ >= 9 && programmatic_launch_;
+  TQ_CUDA_RETURN_IF_ERROR(
+      LaunchTqRotateInputInt8(x, x_type, m, w.k, ldx, w.rotation_block, x_q, x_qscale, stream, pdl));
   TqGemvInt8Args a;
   a.w = w;
   a.x_q = x_q;
@@ -268,7 +271,9 @@ absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, 
   a.y_bf16 = y_bf16;
   a.m = m;
   a.ldy = ldy;
-  TQ_CUDA_RETURN_IF_ERROR(LaunchTqGemvInt8(a, PlanTqGemvInt8(w.n, w.k, multiprocessors_), stream));
+  TqGemvInt8Config cfg = PlanTqGemvInt8(w.n, w.k, multiprocessors_);
+  cfg.programmatic = pdl;
+  TQ_CUDA_RETURN_IF_ERROR(LaunchTqGemvInt8(a, cfg, stream));
   return absl::OkStatus();
 }
 

@@ -55,6 +55,8 @@ class TqLinearRunner {
     int8_all_rows_ = on && all_rows;
   }
   bool int8_gemv() const { return int8_gemv_; }
+  // Programmatic dependent launch for the int8 path on sm_90+ (default on; off for A/B timing).
+  void set_programmatic_launch(bool on) { programmatic_launch_ = on; }
 
   // y = x · Ŵᵀ (tq_linear.h). `force` = kUnsupported lets SelectTqKernel choose; any other value
   // runs that path (tests, benchmarks). `mma_config` / `gemm_config` override PlanTqMma /
@@ -121,7 +123,7 @@ class TqLinearRunner {
                                 int64_t ldy, cudaStream_t stream);
 
   int device_ = 0;
-  bool int8_gemv_ = false, int8_all_rows_ = false;
+  bool int8_gemv_ = false, int8_all_rows_ = false, programmatic_launch_ = true;
   int sm_major_ = 0, sm_minor_ = 0, multiprocessors_ = 0;
   void* cublas_ = nullptr;  // cublasHandle_t
   Buffer workspace_;        // split-K partials + counters (zeroed once)
