@@ -1,4 +1,5 @@
-// (f) of kernels/cuda/tq_linear.h: the m = 1 TQ3 GEMV on int8 activations (W3A8).
+// (f) of kernels/cuda/tq_linear.h: the TQ3 GEMV on int8 activations (W3A8) of one-token decode
+// steps (blockIdx.y = activation row: m rows run as m independent GEMVs).
 //
 // Work split: a lane owns one group of 128 codes (48 bytes: three 16-byte loads per row) and
 // keeps that group's 128 int8 activations in 32 registers; a warp owns a slice of 32 consecutive

@@ -22,7 +22,6 @@ size_t XQBytes(const TqCudaWeights& w, int64_t m) {
   return static_cast<size_t>(m) * TqCudaPaddedK(w.k) + static_cast<size_t>(m) * TqCudaGroups(w.k) * 4;
 }
 
-
 absl::Status CublasToStatus(cublasStatus_t st, const char* call) {
   if (st == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(call, " failed: ", cublasGetStatusName(st), " (",
@@ -84,7 +83,8 @@ absl::Status TqLinearRunner::CheckSupported(const TqCudaWeights& w) const {
 }
 
 TqKernel TqLinearRunner::KernelFor(const TqCudaWeights& w, int64_t m) const {
-  if (int8_gemv_ && (m == 1 || (int8_all_rows_ && m <= 65535)) && TqGemvInt8UnsupportedReason(w.bits, w.group_size, sm_major_) == nullptr &&
+  const bool int8_rows = m == 1 || (int8_all_rows_ && m <= 65535);
+  if (int8_gemv_ && int8_rows && TqGemvInt8UnsupportedReason(w.bits, w.group_size, sm_major_) == nullptr &&
       CheckFormat(w.bits, w.group_size, w.rotation_block).ok()) {
     return TqKernel::kInt8Gemv;
   }
