@@ -411,6 +411,16 @@ struct DeviceMlp {
                    const TqRunners& runners, bool graph_mode) const {
     const int64_t w = down.k;
     TQ_RETURN_IF_ERROR(gate_up.Run(x, m, gu, stream, runners, graph_mode));
+    if (down.tq) {  // on the int8 GEMV: SiLU·mul fused into its int8 rotation
+      cuda::TqLinearRunner& r = graph_mode ? *runners.graph : *runners.eager;
+      if (r.KernelFor(down.tqw, m) == cuda::TqKernel::kInt8Gemv) {
+        TQ_RETURN_IF_ERROR(r.RunSiluMulInt8(down.tqw, gu, 2 * w, m, out, down.n, stream));
+        if (down.bias.bytes() > 0) {
+          TQ_CUDA_RETURN_IF_ERROR(cuda::AddBiasRows(out, down.n, down.bias.as<float>(), m, down.n, stream));
+        }
+        return absl::OkStatus();
+      }
+    }
     TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * w, gu + w, 2 * w, m, w, act, w, stream));
     return down.Run(act, m, out, stream, runners, graph_mode);
   }

@@ -211,8 +211,9 @@ __device__ __forceinline__ void LaunchDependents() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// (a) Rotation kernel: one warp per (row, group).
-template <typename InT>
+// (a) Rotation kernel: one warp per (row, group). kGated (float input only): the input is
+// silu(g) · u of a [g | u] row (g at x, u at x + k), computed as nn_ops' SiluMul computes it.
+template <typename InT, bool kGated = false>
 __global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restrict__ x, int m,
                                                               int k, int64_t ldx, int groups,
                                                               int block, float inv_div, bool vec,
@@ -230,6 +231,12 @@ __global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restr
   const int g = static_cast<int>(task - i * groups);
   float v[4];
   LoadActSlice(x + i * ldx, k, g * kG + 4 * lane, vec, v);
+  if constexpr (kGated) {
+    float u[4];
+    LoadActSlice(x + i * ldx + k, k, g * kG + 4 * lane, vec, u);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = v[j] / (1.0f + expf(-v[j])) * u[j];
+  }
   RotateForwardWarp(v, lane, block, inv_div);
   const int64_t at = i * static_cast<int64_t>(groups) * kG + g * kG + 4 * lane;
   if (x_rot != nullptr) *reinterpret_cast<float4*>(x_rot + at) = make_float4(v[0], v[1], v[2], v[3]);
@@ -1307,10 +1314,13 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
   return cudaGetLastError();
 }
 
-cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, int64_t k,
-                                    int64_t ldx, int rotation_block, int8_t* x_q,
-                                    float* x_qscale, cudaStream_t stream, bool programmatic) {
-  if (m < 0 || k < 0 || ldx < k || m >= (int64_t{1} << 31) || k >= (int64_t{1} << 31) ||
+namespace {
+
+// LaunchTqRotateInputInt8 (gated = false) and LaunchTqSiluMulRotateInt8 (gated, float input).
+cudaError_t LaunchRotateInt8(const void* x, TqActType x_type, bool gated, int64_t m, int64_t k,
+                             int64_t ldx, int rotation_block, int8_t* x_q, float* x_qscale,
+                             cudaStream_t stream, bool programmatic) {
+  if (m < 0 || k < 0 || ldx < (gated ? 2 * k : k) || m >= (int64_t{1} << 31) || k >= (int64_t{1} << 31) ||
       !ValidRotationBlock(rotation_block) || x_q == nullptr || x_qscale == nullptr ||
       (m > 0 && k > 0 && x == nullptr)) {
     return cudaErrorInvalidValue;
@@ -1336,12 +1346,29 @@ cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, 
   __half* const no_h = nullptr;
   if (x_type == TqActType::kF32) {
     const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 16);
-    return cudaLaunchKernelEx(&lc, RotateInputKernel<float>, static_cast<const float*>(x), m32, k32, ldx, groups,
-                              block, inv_div, vec, no_f32, no_h, no_f32, x_q, x_qscale);
+    return cudaLaunchKernelEx(&lc, gated ? RotateInputKernel<float, true> : RotateInputKernel<float, false>,
+                              static_cast<const float*>(x), m32, k32, ldx, groups, block, inv_div, vec, no_f32,
+                              no_h, no_f32, x_q, x_qscale);
   }
+  if (gated) return cudaErrorInvalidValue;
   const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
   return cudaLaunchKernelEx(&lc, RotateInputKernel<__nv_bfloat16>, static_cast<const __nv_bfloat16*>(x), m32,
                             k32, ldx, groups, block, inv_div, vec, no_f32, no_h, no_f32, x_q, x_qscale);
+}
+
+}  // namespace
+
+cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, int64_t k,
+                                    int64_t ldx, int rotation_block, int8_t* x_q,
+                                    float* x_qscale, cudaStream_t stream, bool programmatic) {
+  return LaunchRotateInt8(x, x_type, false, m, k, ldx, rotation_block, x_q, x_qscale, stream, programmatic);
+}
+
+cudaError_t LaunchTqSiluMulRotateInt8(const float* gate_up, int64_t ld, int64_t m, int64_t k,
+                                      int rotation_block, int8_t* x_q, float* x_qscale,
+                                      cudaStream_t stream, bool programmatic) {
+  return LaunchRotateInt8(gate_up, TqActType::kF32, true, m, k, ld, rotation_block, x_q, x_qscale, stream,
+                          programmatic);
 }
 
 // ---------------------------------------------------------------------------------------------

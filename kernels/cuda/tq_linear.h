@@ -246,6 +246,13 @@ cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, 
                                     int64_t ldx, int rotation_block, int8_t* x_q,
                                     float* x_qscale, cudaStream_t stream, bool programmatic = false);
 
+// The same for x = silu(g) · u of SwiGLU rows [g | u] (gate_up: [m, ld], g at column 0, u at
+// column k, ld ≥ 2k): bitwise what nn_ops' SiluMul followed by LaunchTqRotateInputInt8 give, in
+// one launch (the MLP's down projection on the int8 GEMV).
+cudaError_t LaunchTqSiluMulRotateInt8(const float* gate_up, int64_t ld, int64_t m, int64_t k,
+                                      int rotation_block, int8_t* x_q, float* x_qscale,
+                                      cudaStream_t stream, bool programmatic = false);
+
 // Tiling: each CTA runs `slices` warps over the K slices of 32 groups (a lane per group; more
 // slices than warps loop) for `chunks` row chunks of rows_per_chunk rows, and sums the slices'
 // partial rows in shared memory in slice order (deterministic, no workspace).

@@ -246,7 +246,7 @@ absl::Status TqLinearRunner::RunGemm(const TqCudaWeights& w, const void* x, TqAc
 
 absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, TqActType x_type,
                                          int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
-                                         int64_t ldy, cudaStream_t stream) {
+                                         int64_t ldy, cudaStream_t stream, const float* gate_up) {
   if (m > 1 && !int8_all_rows_) {
     return absl::InvalidArgumentError(absl::StrCat(
         "int8 GEMV: m = ", m, " rows; it serves one-token steps (set_int8_gemv(true, /*all_rows=*/true) to run "
@@ -261,8 +261,13 @@ absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, 
   float* x_qscale = reinterpret_cast<float*>(x_q + m * TqCudaPaddedK(w.k));  // Kp: a multiple of 128
   // Programmatic launches on Hopper: the rotation and the GEMV start while their predecessor ends.
   const bool pdl = sm_major_ >= 9 && programmatic_launch_;
-  TQ_CUDA_RETURN_IF_ERROR(
-      LaunchTqRotateInputInt8(x, x_type, m, w.k, ldx, w.rotation_block, x_q, x_qscale, stream, pdl));
+  if (gate_up != nullptr) {
+    TQ_CUDA_RETURN_IF_ERROR(
+        LaunchTqSiluMulRotateInt8(gate_up, ldx, m, w.k, w.rotation_block, x_q, x_qscale, stream, pdl));
+  } else {
+    TQ_CUDA_RETURN_IF_ERROR(
+        LaunchTqRotateInputInt8(x, x_type, m, w.k, ldx, w.rotation_block, x_q, x_qscale, stream, pdl));
+  }
   TqGemvInt8Args a;
   a.w = w;
   a.x_q = x_q;
@@ -275,6 +280,17 @@ absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, 
   cfg.programmatic = pdl;
   TQ_CUDA_RETURN_IF_ERROR(LaunchTqGemvInt8(a, cfg, stream));
   return absl::OkStatus();
+}
+
+absl::Status TqLinearRunner::RunSiluMulInt8(const TqCudaWeights& w, const float* gate_up, int64_t ld,
+                                            int64_t m, float* y_f32, int64_t ldy, cudaStream_t stream) {
+  TQ_RETURN_IF_ERROR(CheckSupported(w));
+  if (KernelFor(w, m) != TqKernel::kInt8Gemv || ld < 2 * w.k || ldy < w.n || y_f32 == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("TqLinearRunner::RunSiluMulInt8: not an int8 GEMV problem (m=", m,
+                                                   ", bits ", w.bits, ") or bad strides ld=", ld, " ldy=", ldy));
+  }
+  if (m == 0 || w.n == 0) return absl::OkStatus();
+  return RunInt8Gemv(w, nullptr, TqActType::kF32, m, ld, y_f32, nullptr, ldy, stream, gate_up);
 }
 
 absl::Status TqLinearRunner::RunDequantCublas(const TqCudaWeights& w, const void* x,
@@ -332,7 +348,7 @@ absl::Status TqLinearRunner::Run(const TqCudaWeights& w, const void* x, TqActTyp
     case TqKernel::kGemm:
       return RunGemm(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, gemm_config);
     case TqKernel::kInt8Gemv:
-      return RunInt8Gemv(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream);
+      return RunInt8Gemv(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, nullptr);
     default:
       return absl::UnimplementedError("TqLinearRunner::Run: no kernel for this configuration");
   }

@@ -79,6 +79,12 @@ class TqLinearRunner {
                          int64_t gains_stride, const void* x, TqActType x_type, int64_t m, int64_t ldx,
                          float* y_f32, int64_t ldy, cudaStream_t stream, int slots = 1, int x_slot_div = 1);
 
+  // y = (silu(g) · u) · Ŵᵀ for SwiGLU rows [g | u] of gate_up ([m, ld], u at column w.k): the
+  // MLP's down projection when KernelFor(w, m) is kInt8Gemv (else INVALID_ARGUMENT), with
+  // SiLU·mul fused into the int8 rotation (one launch fewer; same bits as SiluMul + Run).
+  absl::Status RunSiluMulInt8(const TqCudaWeights& w, const float* gate_up, int64_t ld, int64_t m,
+                              float* y_f32, int64_t ldy, cudaStream_t stream);
+
   // Allocates the scratch Run needs for (w, m, path) now.
   // expert_slots: grouped expert launches (RunExpert's slots) of the mma paths.
   absl::Status Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
@@ -116,8 +122,11 @@ class TqLinearRunner {
   absl::Status RunGemm(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
                        int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,
                        cudaStream_t stream, const TqGemmConfig* gemm_config);
+  // gate_up non-null: x is silu(g) · u of those [g | u] rows (row stride ldx), fused into the
+  // int8 rotation.
   absl::Status RunInt8Gemv(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
-                           int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy, cudaStream_t stream);
+                           int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy, cudaStream_t stream,
+                           const float* gate_up);
   absl::Status RunDequantCublas(const TqCudaWeights& w, const void* x, TqActType x_type,
                                 int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
                                 int64_t ldy, cudaStream_t stream);

@@ -33,6 +33,7 @@
 
 #include "kernels/cpu/half.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/tq_gemv_int8_reference.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
@@ -1111,6 +1112,56 @@ TEST(TqCudaInt8GemvTest, RunnerDispatchAndNaN) {
   CUDA_ASSERT_OK(cudaDeviceSynchronize());
   got = y.Download();
   EXPECT_EQ(CountNonFinite(got), h3.n);
+}
+
+// SiLU·mul fused into the int8 rotation (the MLP's down projection): bitwise nn_ops' SiluMul
+// followed by the plain int8 rotation, and the same y through the runner.
+TEST(TqCudaInt8GemvTest, SiluMulFusedIntoTheRotation) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  (*runner)->set_int8_gemv(true, /*all_rows=*/true);
+  int major = 0;
+  CUDA_ASSERT_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  uint32_t seed = 9500;
+  for (const auto& [m, k] : {std::pair<int64_t, int64_t>{1, 14336}, {3, 1000}, {2, 64}}) {
+    SCOPED_TRACE("m=" + std::to_string(m) + " k=" + std::to_string(k));
+    const int64_t ld = 2 * k + 5, kp = TqCudaPaddedK(k), groups = TqCudaGroups(k), n = 300;
+    const std::vector<float> gu = RandomActivations(m, ld, false, seed++);
+    const HostWeights hw = RandomWeights(3, n, k, 0, seed++);
+    DeviceWeights dw(hw);
+    DeviceVector<float> dgu(gu), act(m * k);
+    DeviceVector<int8_t> q1(m * kp), q2(m * kp);
+    DeviceVector<float> s1(m * groups), s2(m * groups);
+    q2.Poison();
+    s2.Poison();
+    CUDA_ASSERT_OK(SiluMul(dgu.get(), ld, dgu.get() + k, ld, m, k, act.get(), k, nullptr));
+    CUDA_ASSERT_OK(LaunchTqRotateInputInt8(act.get(), TqActType::kF32, m, k, k, 0, q1.get(), s1.get(), nullptr));
+    CUDA_ASSERT_OK(LaunchTqSiluMulRotateInt8(dgu.get(), ld, m, k, 0, q2.get(), s2.get(), nullptr, major >= 9));
+    CUDA_ASSERT_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(q1.Download(), q2.Download());
+    const std::vector<float> a1 = s1.Download(), a2 = s2.Download();
+    for (int64_t g = 0; g < m * groups; ++g) EXPECT_EQ(cpu::FloatBits(a1[g]), cpu::FloatBits(a2[g])) << g;
+    DeviceVector<float> y1(m * n), y2(m * n);
+    y2.Poison();
+    const TqCudaWeights w = dw.View(hw);
+    absl::Status st = (*runner)->Run(w, act.get(), TqActType::kF32, m, k, y1.get(), nullptr, n, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    st = (*runner)->RunSiluMulInt8(w, dgu.get(), ld, m, y2.get(), n, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    CUDA_ASSERT_OK(cudaDeviceSynchronize());
+    const std::vector<float> b1 = y1.Download(), b2 = y2.Download();
+    ASSERT_EQ(CountNonFinite(b2), 0);
+    int64_t diff = 0;
+    for (int64_t i = 0; i < m * n; ++i) diff += cpu::FloatBits(b1[i]) != cpu::FloatBits(b2[i]);
+    EXPECT_EQ(diff, 0) << "RunSiluMulInt8 differs from SiluMul + Run";
+  }
+  // Not an int8 problem (TQ4): refused.
+  const HostWeights h4 = RandomWeights(4, 64, 256, 0, 9600);
+  DeviceWeights d4(h4);
+  DeviceVector<float> g4(std::vector<float>(512, 1.0f)), y4(64);
+  EXPECT_EQ((*runner)->RunSiluMulInt8(d4.View(h4), g4.get(), 512, 1, y4.get(), 64, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // ---------------------------------------------------------------------------------------------
