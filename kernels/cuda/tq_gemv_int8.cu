@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include "kernels/cuda/tq_linear.h"
@@ -218,11 +219,41 @@ const char* TqGemvInt8UnsupportedReason(int bits, int group_size, int sm_major) 
   return nullptr;
 }
 
+namespace {
+
+// CTAs of `warps` warps that fit on one multiprocessor of the current device (cached per size;
+// the kernel's registers, not its few KB of shared memory, set it).
+int ResidentCtas(int warps) {
+  static std::atomic<int> cache[kMaxSliceWarps + 1] = {};
+  int v = cache[warps].load(std::memory_order_relaxed);
+  if (v == 0) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, TqGemvInt8Kernel, warps * 32,
+                                                      sizeof(float) * warps * kMaxRowsPerChunk) != cudaSuccess ||
+        v < 1) {
+      (void)cudaGetLastError();
+      v = 1;
+    }
+    cache[warps].store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+}  // namespace
+
 TqGemvInt8Config PlanTqGemvInt8(int64_t n, int64_t k, int multiprocessors) {
   TqGemvInt8Config cfg;
   const int64_t slices = (TqCudaGroups(k) + kSliceGroups - 1) / kSliceGroups;
-  const int64_t target = static_cast<int64_t>(std::max(1, multiprocessors)) * (n * k >= (int64_t{50} << 20) ? 16 : 8);
-  int64_t rows = (n * slices + target - 1) / std::max<int64_t>(1, target);
+  const int slice_warps = static_cast<int>(std::min<int64_t>(slices, kMaxSliceWarps));
+  const int chunks_per_cta = std::max(1, 4 / slice_warps);
+  const int warps_per_cta = slice_warps * chunks_per_cta;
+  // About 8 (small layers) or 16 (n·k ≥ 50M) warps per SM; beyond one wave of resident CTAs,
+  // rounded up to whole waves: a last wave of a few CTAs (7-warp CTAs of K = 28672 fit twice per SM) ran
+  // the whole layer ~35% slower (tq_linear_notes.md run 16).
+  const int64_t sms = std::max(1, multiprocessors);
+  const int64_t target_ctas = (sms * (n * k >= (int64_t{50} << 20) ? 16 : 8) + warps_per_cta - 1) / warps_per_cta;
+  const int64_t wave = sms * ResidentCtas(warps_per_cta);
+  const int64_t ctas = target_ctas <= wave ? target_ctas : (target_ctas + wave - 1) / wave * wave;
+  int64_t rows = (n + ctas * chunks_per_cta - 1) / (ctas * chunks_per_cta);
   rows = std::min<int64_t>(kMaxRowsPerChunk, std::max<int64_t>(kRows, (rows + 1) & ~int64_t{1}));
   cfg.rows_per_chunk = static_cast<int>(rows);
   return cfg;

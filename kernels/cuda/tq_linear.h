@@ -276,8 +276,9 @@ struct TqGemvInt8Args {
 // nullptr when (f) can run this weight format; else why not.
 const char* TqGemvInt8UnsupportedReason(int bits, int group_size, int sm_major);
 
-// Rows per chunk so that about 8 (small layers) or 16 (n·k ≥ 50M) warps per SM have work
-// (docs/gpu/tq_linear_notes.md run 16).
+// Rows per chunk so that about 8 (small layers) or 16 (n·k ≥ 50M) warps per SM have work,
+// rounded to whole waves of resident CTAs on the current device (docs/gpu/tq_linear_notes.md
+// run 16).
 TqGemvInt8Config PlanTqGemvInt8(int64_t n, int64_t k, int multiprocessors);
 
 cudaError_t LaunchTqGemvInt8(const TqGemvInt8Args& args, const TqGemvInt8Config& cfg,
