@@ -18,6 +18,7 @@
 #include "kernels/cuda/moe_ops.h"
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/sampling.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/tq_linear_runner.h"
 #include "kernels/quant/codebook.h"
 #include "kernels/quant/tq_quantize.h"
@@ -562,6 +563,9 @@ struct CudaTransformer::State {
   DeviceBuffer sample_dev;
   int64_t capacity_tokens = 0, capacity_rows = 0;
   bool use_graphs = true;
+  // Decode graphs captured with programmatic dependent launch between the kernels (sm_90+;
+  // kernels/cuda/launch.h); TQ_CUDA_PDL=0 turns it off (A/B measurements).
+  bool programmatic_launch = false;
   std::map<int64_t, cudaGraphExec_t> graphs;  // 2 · decode batch size + split_now -> captured step
   std::unique_ptr<cuda::TqLinearRunner> graph_runner, eager_runner;
 
@@ -986,7 +990,11 @@ absl::Status CudaTransformer::State::Run(int64_t T, int64_t R, bool decode_only)
   if (it == graphs.end()) {
     cudaGraph_t graph = nullptr;
     TQ_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    absl::Status captured = Compute(T, R, true);
+    absl::Status captured;
+    {
+      cuda::ScopedProgrammaticLaunch pdl(programmatic_launch);
+      captured = Compute(T, R, true);
+    }
     const cudaError_t end = cudaStreamEndCapture(stream, &graph);
     TQ_RETURN_IF_ERROR(captured);
     TQ_CUDA_RETURN_IF_ERROR(end);
@@ -1050,6 +1058,10 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   TQ_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
   r->description_ = absl::StrCat(prop.name, ", sm_", prop.major, prop.minor, ", ", prop.multiProcessorCount, " SMs");
   s.multiprocessors = prop.multiProcessorCount;
+  {
+    const char* pdl = std::getenv("TQ_CUDA_PDL");
+    s.programmatic_launch = prop.major >= 9 && !(pdl != nullptr && std::strcmp(pdl, "0") == 0);
+  }
   s.max_positions = rope.max_positions();
   {
     cuda::PackedAttentionParams probe;

@@ -1,5 +1,6 @@
 // Decode attention over a packed (or BF16) paged KV cache. Contract: kernels/cuda/kv_attention.h.
 #include "kernels/cuda/kv_attention.h"
+#include "kernels/cuda/pdl.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -196,6 +197,7 @@ struct KernelArgs {
 // Grid (rows, num_kv_heads, splits). Writes per (row, head, split): m, l, acc[kD].
 template <int kD, int kG, int kKF, int kVF>
 __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
+  PdlEnter();
   constexpr int kDpl = kD / kWarp;
   const PackedAttentionParams& p = a.p;
   const int64_t row = blockIdx.x;
@@ -378,6 +380,7 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
 // Grid (rows, num_heads): merges the splits, divides, maps values back (Rᵀ) when packed.
 template <int kD, bool kRotateBack>
 __global__ void __launch_bounds__(kThreads) MergeKernel(const PackedAttentionParams p) {
+  PdlEnter();
   const int64_t row = blockIdx.x;
   const int head = blockIdx.y, tid = threadIdx.x;
   const int c = tid < kD ? tid : kD - 1;  // threads beyond head_dim only join the barriers
@@ -408,11 +411,11 @@ template <int kD, int kG, int kKF, int kVF>
 cudaError_t LaunchSplit(const PackedAttentionParams& p, int group, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_kv_heads),
                   static_cast<unsigned>(p.splits));
-  SplitKernel<kD, kG, kKF, kVF><<<grid, kThreads, 0, stream>>>(KernelArgs{p, group});
+  (void)LaunchKernel(SplitKernel<kD, kG, kKF, kVF>, grid, kThreads, 0, stream, KernelArgs{p, group});
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   const dim3 merge(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
-  MergeKernel<kD, (kVF != 0)><<<merge, kThreads, 0, stream>>>(p);
+  (void)LaunchKernel(MergeKernel<kD, (kVF != 0)>, merge, kThreads, 0, stream, p);
   return cudaGetLastError();
 }
 
@@ -473,6 +476,7 @@ template <int kD, int kBits>
 __global__ void __launch_bounds__(kThreads) WritePolarKernel(const float* __restrict__ x, int64_t ld, int64_t rows,
                                                              int num_kv_heads, const int64_t* __restrict__ slots,
                                                              const KvPolarEncoder enc, uint8_t* __restrict__ cache) {
+  PdlEnter();
   constexpr int kDpl = kD / kWarp;
   constexpr int kWords = kD * kBits / 32;
   constexpr int kBytes = VectorBytes(kBits, kD);
@@ -545,17 +549,17 @@ cudaError_t LaunchWritePolar(const float* x, int64_t ld, int64_t rows, int num_k
   const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
   switch (enc.bits) {
     case 2:
-      WritePolarKernel<kD, 2><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc, cache);
+      (void)LaunchKernel(WritePolarKernel<kD, 2>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
     case 3:
-      WritePolarKernel<kD, 3><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc, cache);
+      (void)LaunchKernel(WritePolarKernel<kD, 3>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
     case kBoundaryKeyBits:
-      WritePolarKernel<kD, kBoundaryKeyBits><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc,
+      (void)LaunchKernel(WritePolarKernel<kD, kBoundaryKeyBits>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, slots, enc,
                                                                             cache);
       break;
     default:
-      WritePolarKernel<kD, 4><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, slots, enc, cache);
+      (void)LaunchKernel(WritePolarKernel<kD, 4>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
   }
   return cudaGetLastError();
@@ -567,6 +571,7 @@ __global__ void __launch_bounds__(kThreads)
     WriteSinksKernel(const float* __restrict__ x, int64_t ld, int64_t rows, int num_kv_heads,
                      const int32_t* __restrict__ positions, const int32_t* __restrict__ sink_slot, int sink_tokens,
                      const float* __restrict__ signs, float divisor, float* __restrict__ store) {
+  PdlEnter();
   constexpr int kDpl = kD / kWarp;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
@@ -609,15 +614,15 @@ cudaError_t WriteKvSinks(const float* x, int64_t ld, int64_t rows, int num_kv_he
   const unsigned blocks = static_cast<unsigned>((rows * num_kv_heads + kWarps - 1) / kWarps);
   switch (head_dim) {
     case 32:
-      WriteSinksKernel<32><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, positions, sink_slot,
+      (void)LaunchKernel(WriteSinksKernel<32>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, positions, sink_slot,
                                                              sink_tokens, signs, divisor, store);
       break;
     case 64:
-      WriteSinksKernel<64><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, positions, sink_slot,
+      (void)LaunchKernel(WriteSinksKernel<64>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, positions, sink_slot,
                                                              sink_tokens, signs, divisor, store);
       break;
     default:
-      WriteSinksKernel<128><<<blocks, kThreads, 0, stream>>>(x, ld, rows, num_kv_heads, positions, sink_slot,
+      (void)LaunchKernel(WriteSinksKernel<128>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, positions, sink_slot,
                                                               sink_tokens, signs, divisor, store);
       break;
   }

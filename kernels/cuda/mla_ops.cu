@@ -1,5 +1,6 @@
 // Multi-head Latent Attention pieces. Contract: kernels/cuda/mla_ops.h.
 #include "kernels/cuda/mla_ops.h"
+#include "kernels/cuda/pdl.cuh"
 
 #include <cuda_runtime.h>
 
@@ -12,6 +13,7 @@ namespace {
 __global__ void MlaRopeKernel(float* __restrict__ x, int64_t ld, int heads, int64_t head_stride, int64_t offset,
                               int rope_dim, bool interleave, const int32_t* __restrict__ positions,
                               const float* __restrict__ cos, const float* __restrict__ sin) {
+  PdlEnter();
   const int64_t row = blockIdx.x / heads;
   const int h = static_cast<int>(blockIdx.x % heads);
   const int half = rope_dim / 2;
@@ -34,6 +36,7 @@ __global__ void MlaRopeKernel(float* __restrict__ x, int64_t ld, int heads, int6
 // One CTA per (row, head): the head's q_nope in shared memory, threads over j < r.
 __global__ void MlaAbsorbQueryKernel(const float* __restrict__ q, int64_t ldq, int heads, int nope, int rope, int dv,
                                      int r, const float* __restrict__ kvb, float* __restrict__ out) {
+  PdlEnter();
   extern __shared__ float qs[];
   const int64_t row = blockIdx.x / heads;
   const int h = static_cast<int>(blockIdx.x % heads);
@@ -53,6 +56,7 @@ __global__ void MlaAbsorbQueryKernel(const float* __restrict__ q, int64_t ldq, i
 // One CTA per (row, head): the head's attention output in shared memory, a warp per output e.
 __global__ void MlaOutputKernel(const float* __restrict__ o, int64_t ldh, int heads, int nope, int dv, int r,
                                 const float* __restrict__ kvb, float* __restrict__ out) {
+  PdlEnter();
   extern __shared__ float os[];
   const int64_t row = blockIdx.x / heads;
   const int h = static_cast<int>(blockIdx.x % heads);
@@ -80,7 +84,7 @@ cudaError_t MlaRope(float* x, int64_t ld, int64_t rows, int heads, int64_t head_
   if (!GridOk(rows, heads) || rope_dim < 2 || rope_dim % 2 != 0 || rope_dim > 2048) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   const int threads = (rope_dim / 2 + 31) / 32 * 32;
-  MlaRopeKernel<<<static_cast<unsigned>(rows * heads), threads, 0, stream>>>(x, ld, heads, head_stride, offset,
+  (void)LaunchKernel(MlaRopeKernel, static_cast<unsigned>(rows * heads), threads, 0, stream, x, ld, heads, head_stride, offset,
                                                                            rope_dim, interleave, positions, cos, sin);
   return cudaGetLastError();
 }
@@ -89,7 +93,7 @@ cudaError_t MlaAbsorbQuery(const float* q, int64_t ldq, int64_t rows, int heads,
                            const float* kvb, float* out, cudaStream_t stream) {
   if (!GridOk(rows, heads) || nope < 1 || rope < 0 || dv < 1 || r < 1 || nope > 8192) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  MlaAbsorbQueryKernel<<<static_cast<unsigned>(rows * heads), 256, nope * sizeof(float), stream>>>(
+  (void)LaunchKernel(MlaAbsorbQueryKernel, static_cast<unsigned>(rows * heads), 256, nope * sizeof(float), stream, 
       q, ldq, heads, nope, rope, dv, r, kvb, out);
   return cudaGetLastError();
 }
@@ -98,7 +102,7 @@ cudaError_t MlaOutput(const float* o, int64_t ldh, int64_t rows, int heads, int 
                       const float* kvb, float* out, cudaStream_t stream) {
   if (!GridOk(rows, heads) || nope < 0 || dv < 1 || r < 1 || r > 8192 || ldh < r) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  MlaOutputKernel<<<static_cast<unsigned>(rows * heads), 256, r * sizeof(float), stream>>>(o, ldh, heads, nope, dv,
+  (void)LaunchKernel(MlaOutputKernel, static_cast<unsigned>(rows * heads), 256, r * sizeof(float), stream, o, ldh, heads, nope, dv,
                                                                                         r, kvb, out);
   return cudaGetLastError();
 }

@@ -1,5 +1,6 @@
 // MoE routing on the device. Contract: kernels/cuda/moe_ops.h.
 #include "kernels/cuda/moe_ops.h"
+#include "kernels/cuda/pdl.cuh"
 
 #include <cuda_runtime.h>
 
@@ -21,6 +22,7 @@ template <int kPer>
 __global__ void __launch_bounds__(kWarps * kWarp)
     TopKKernel(const float* __restrict__ logits, int64_t ld, int64_t tokens, MoeRouting r, int32_t* __restrict__ ids,
                float* __restrict__ weights) {
+  PdlEnter();
   const int lane = threadIdx.x % kWarp;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / kWarp;
   if (t >= tokens) return;  // warp-uniform
@@ -140,6 +142,7 @@ __global__ void __launch_bounds__(kWarps * kWarp)
 
 __global__ void CombineKernel(const float* __restrict__ eo, const float* __restrict__ w, int top_k, int64_t n,
                               float* __restrict__ out, int64_t ldo) {
+  PdlEnter();
   const int64_t t = blockIdx.y;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= n) return;
@@ -157,7 +160,7 @@ cudaError_t MoeCombine(const float* expert_out, const float* weights, int64_t to
   if (expert_out == nullptr || weights == nullptr || out == nullptr) return cudaErrorInvalidValue;
   constexpr int kThreads = 256;
   const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads), static_cast<unsigned>(tokens));
-  CombineKernel<<<grid, kThreads, 0, stream>>>(expert_out, weights, top_k, n, out, ldo);
+  (void)LaunchKernel(CombineKernel, grid, kThreads, 0, stream, expert_out, weights, top_k, n, out, ldo);
   return cudaGetLastError();
 }
 
@@ -176,13 +179,13 @@ cudaError_t MoeTopK(const float* logits, int64_t ld, int64_t tokens, const MoeRo
   const unsigned blocks = static_cast<unsigned>((tokens + kWarps - 1) / kWarps);
   const int per = (r.num_experts + kWarp - 1) / kWarp;
   if (per <= 1) {
-    TopKKernel<1><<<blocks, kWarps * kWarp, 0, stream>>>(logits, ld, tokens, r, ids, weights);
+    (void)LaunchKernel(TopKKernel<1>, blocks, kWarps * kWarp, 0, stream, logits, ld, tokens, r, ids, weights);
   } else if (per <= 2) {
-    TopKKernel<2><<<blocks, kWarps * kWarp, 0, stream>>>(logits, ld, tokens, r, ids, weights);
+    (void)LaunchKernel(TopKKernel<2>, blocks, kWarps * kWarp, 0, stream, logits, ld, tokens, r, ids, weights);
   } else if (per <= 4) {
-    TopKKernel<4><<<blocks, kWarps * kWarp, 0, stream>>>(logits, ld, tokens, r, ids, weights);
+    (void)LaunchKernel(TopKKernel<4>, blocks, kWarps * kWarp, 0, stream, logits, ld, tokens, r, ids, weights);
   } else {
-    TopKKernel<8><<<blocks, kWarps * kWarp, 0, stream>>>(logits, ld, tokens, r, ids, weights);
+    (void)LaunchKernel(TopKKernel<8>, blocks, kWarps * kWarp, 0, stream, logits, ld, tokens, r, ids, weights);
   }
   return cudaGetLastError();
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/nn_ops.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace tq::cuda {
 namespace {
@@ -53,6 +54,7 @@ __device__ float BlockSum(float v) {
 }
 
 __global__ void EmbedKernel(const void* table, DType dtype, const int32_t* ids, int64_t hidden, float* x) {
+  PdlEnter();
   const int64_t row = blockIdx.x;
   const int64_t base = static_cast<int64_t>(ids[row]) * hidden;
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) x[row * hidden + c] = Load(table, dtype, base + c);
@@ -66,6 +68,7 @@ __global__ void EmbedKernel(const void* table, DType dtype, const int32_t* ids, 
 template <bool kAdd>
 __global__ void RmsNormKernel(float* x, int64_t ldx, const float* a, int64_t lda, const float* w, int64_t n,
                               float eps, float* y, int64_t ldy) {
+  PdlEnter();
   const int64_t row = blockIdx.x;
   float* xr = x + row * ldx;
   const float* ar = kAdd ? a + row * lda : nullptr;
@@ -115,6 +118,7 @@ __global__ void RmsNormKernel(float* x, int64_t ldx, const float* a, int64_t lda
 }
 
 __global__ void RmsNormHeadsKernel(float* x, int64_t ld, int heads, int head_dim, const float* w, float eps) {
+  PdlEnter();
   const int64_t row = blockIdx.x / heads;
   const int head = static_cast<int>(blockIdx.x % heads);
   float* p = x + row * ld + static_cast<int64_t>(head) * head_dim;
@@ -127,6 +131,7 @@ __global__ void RmsNormHeadsKernel(float* x, int64_t ld, int heads, int head_dim
 
 __global__ void RopeKernel(float* x, int64_t ld, int heads, int head_dim, const int32_t* positions,
                            const float* cos_t, const float* sin_t) {
+  PdlEnter();
   const int64_t row = blockIdx.x;
   const int half = head_dim / 2;
   const int64_t pos = positions[row];
@@ -144,6 +149,7 @@ __global__ void RopeKernel(float* x, int64_t ld, int heads, int head_dim, const 
 
 __global__ void WriteKvKernel(const float* k, const float* v, int64_t ld, int64_t width, const int64_t* slots,
                               uint16_t* k_cache, uint16_t* v_cache) {
+  PdlEnter();
   const int64_t row = blockIdx.x;
   const int64_t dst = slots[row] * width;
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
@@ -159,6 +165,7 @@ constexpr int kNarrowDimsPerLane = 8, kWideDimsPerLane = 18;
 
 template <int kMaxDimsPerLane>
 __global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(PagedAttentionParams p) {
+  PdlEnter();
   const int64_t row = blockIdx.x;
   const int head = blockIdx.y;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
@@ -227,6 +234,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) PagedAttentionKernel(Paged
 
 __global__ void SiluMulKernel(const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t n, float* y,
                               int64_t ldy) {
+  PdlEnter();
   const int64_t row = blockIdx.y;
   for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < n;
        c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -236,6 +244,7 @@ __global__ void SiluMulKernel(const float* g, int64_t ldg, const float* u, int64
 }
 
 __global__ void AddKernel(float* x, const float* y, int64_t n) {
+  PdlEnter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     x[i] += y[i];
@@ -243,11 +252,13 @@ __global__ void AddKernel(float* x, const float* y, int64_t n) {
 }
 
 __global__ void AddBiasKernel(float* y, int64_t ldy, const float* bias, int64_t n) {
+  PdlEnter();
   const int64_t row = blockIdx.x;
   for (int64_t c = threadIdx.x; c < n; c += blockDim.x) y[row * ldy + c] += bias[c];
 }
 
 __global__ void GatherRowsKernel(const float* x, const int32_t* index, int64_t n, float* y) {
+  PdlEnter();
   const int64_t row = blockIdx.x;
   const float* src = x + static_cast<int64_t>(index[row]) * n;
   for (int64_t c = threadIdx.x; c < n; c += blockDim.x) y[row * n + c] = src[c];
@@ -255,6 +266,7 @@ __global__ void GatherRowsKernel(const float* x, const int32_t* index, int64_t n
 
 __global__ void AddScaledRowsKernel(const float* x, const int32_t* rows, const float* w, int64_t n, float* y,
                                     int64_t ldy) {
+  PdlEnter();
   const int64_t i = blockIdx.x;
   const float a = w[i];
   float* dst = y + static_cast<int64_t>(rows[i]) * ldy;
@@ -290,6 +302,7 @@ __device__ __forceinline__ void LoadWeights8(const void* w, DType t, int64_t off
 __global__ void __launch_bounds__(kDenseWarps * kWarp)
     DenseLinearKernel(const void* w, DType dtype, int64_t n, int64_t k, const float* x, int64_t ldx, int64_t m,
                       const float* bias, float* y, int64_t ldy) {
+  PdlEnter();
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kDenseWarps + warp;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kDenseRows;
@@ -331,6 +344,7 @@ constexpr int kDenseGemvRows = 4;
 
 __global__ void __launch_bounds__(kDenseGemvThreads)
     DenseGemvKernel(const void* w, DType dtype, int64_t n, int64_t k, const float* x, const float* bias, float* y) {
+  PdlEnter();
   constexpr int kWarps = kDenseGemvThreads / kWarp;
   constexpr int64_t kPass = kDenseGemvThreads * 8;
   __shared__ float red[kDenseGemvRows][kWarps];
@@ -398,7 +412,7 @@ int ThreadsFor(int64_t n) {
 cudaError_t EmbedRows(const void* table, DType dtype, const int32_t* ids, int64_t rows, int64_t hidden, float* x,
                       cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  EmbedKernel<<<static_cast<unsigned>(rows), ThreadsFor(hidden), 0, stream>>>(table, dtype, ids, hidden, x);
+  (void)LaunchKernel(EmbedKernel, static_cast<unsigned>(rows), ThreadsFor(hidden), 0, stream, table, dtype, ids, hidden, x);
   return cudaGetLastError();
 }
 
@@ -407,7 +421,7 @@ cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t row
   if (rows == 0) return cudaSuccess;
   // A thread per float4 of the row.
   // (x is only read without kAdd.)
-  RmsNormKernel<false><<<static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream>>>(
+  (void)LaunchKernel(RmsNormKernel<false>, static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream, 
       const_cast<float*>(x), ldx, nullptr, 0, w, n, eps, y, ldy);
   return cudaGetLastError();
 }
@@ -415,7 +429,7 @@ cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t row
 cudaError_t AddRmsNormRows(float* x, int64_t ldx, const float* a, int64_t lda, const float* w, int64_t rows,
                            int64_t n, float eps, float* y, int64_t ldy, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  RmsNormKernel<true><<<static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream>>>(x, ldx, a, lda, w, n, eps,
+  (void)LaunchKernel(RmsNormKernel<true>, static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream, x, ldx, a, lda, w, n, eps,
                                                                                         y, ldy);
   return cudaGetLastError();
 }
@@ -423,7 +437,7 @@ cudaError_t AddRmsNormRows(float* x, int64_t ldx, const float* a, int64_t lda, c
 cudaError_t RmsNormHeads(float* x, int64_t ld, int64_t rows, int heads, int head_dim, const float* w, float eps,
                          cudaStream_t stream) {
   if (rows == 0 || heads == 0) return cudaSuccess;
-  RmsNormHeadsKernel<<<static_cast<unsigned>(rows * heads), 64, 0, stream>>>(x, ld, heads, head_dim, w, eps);
+  (void)LaunchKernel(RmsNormHeadsKernel, static_cast<unsigned>(rows * heads), 64, 0, stream, x, ld, heads, head_dim, w, eps);
   return cudaGetLastError();
 }
 
@@ -434,7 +448,7 @@ cudaError_t ApplyRope(float* x, int64_t ld, int64_t rows, int heads, int head_di
   // A thread per rotated pair: the pairs' loads are independent, so more threads keep more of
   // them in flight than a loop over few threads.
   const int threads = ThreadPerItem(static_cast<int64_t>(heads) * head_dim / 2);
-  RopeKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, ld, heads, head_dim, positions, cos, sin);
+  (void)LaunchKernel(RopeKernel, static_cast<unsigned>(rows), threads, 0, stream, x, ld, heads, head_dim, positions, cos, sin);
   return cudaGetLastError();
 }
 
@@ -442,7 +456,7 @@ cudaError_t WriteKvBf16(const float* k, const float* v, int64_t ld, int64_t rows
                         const int64_t* slots, uint16_t* k_cache, uint16_t* v_cache, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   const int64_t width = static_cast<int64_t>(num_kv_heads) * head_dim;
-  WriteKvKernel<<<static_cast<unsigned>(rows), ThreadsFor(width), 0, stream>>>(k, v, ld, width, slots, k_cache,
+  (void)LaunchKernel(WriteKvKernel, static_cast<unsigned>(rows), ThreadsFor(width), 0, stream, k, v, ld, width, slots, k_cache,
                                                                                 v_cache);
   return cudaGetLastError();
 }
@@ -459,9 +473,9 @@ cudaError_t PagedAttention(const PagedAttentionParams& p, cudaStream_t stream) {
   }
   const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
   if (p.head_dim <= kNarrowDimsPerLane * kWarp) {
-    PagedAttentionKernel<kNarrowDimsPerLane><<<grid, kAttnWarps * kWarp, 0, stream>>>(p);
+    (void)LaunchKernel(PagedAttentionKernel<kNarrowDimsPerLane>, grid, kAttnWarps * kWarp, 0, stream, p);
   } else {
-    PagedAttentionKernel<kWideDimsPerLane><<<grid, kAttnWarps * kWarp, 0, stream>>>(p);
+    (void)LaunchKernel(PagedAttentionKernel<kWideDimsPerLane>, grid, kAttnWarps * kWarp, 0, stream, p);
   }
   return cudaGetLastError();
 }
@@ -470,26 +484,26 @@ cudaError_t SiluMul(const float* g, int64_t ldg, const float* u, int64_t ldu, in
                     int64_t ldy, cudaStream_t stream) {
   if (rows == 0 || n == 0) return cudaSuccess;
   const unsigned bx = static_cast<unsigned>((n + 255) / 256 < 64 ? (n + 255) / 256 : 64);
-  SiluMulKernel<<<dim3(bx, static_cast<unsigned>(rows)), 256, 0, stream>>>(g, ldg, u, ldu, n, y, ldy);
+  (void)LaunchKernel(SiluMulKernel, dim3(bx, static_cast<unsigned>(rows)), 256, 0, stream, g, ldg, u, ldu, n, y, ldy);
   return cudaGetLastError();
 }
 
 cudaError_t AddInPlace(float* x, const float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   const int64_t blocks = (n + 255) / 256;
-  AddKernel<<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream>>>(x, y, n);
+  (void)LaunchKernel(AddKernel, static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream, x, y, n);
   return cudaGetLastError();
 }
 
 cudaError_t AddBiasRows(float* y, int64_t ldy, const float* bias, int64_t rows, int64_t n, cudaStream_t stream) {
   if (rows == 0 || n == 0) return cudaSuccess;
-  AddBiasKernel<<<static_cast<unsigned>(rows), ThreadsFor(n), 0, stream>>>(y, ldy, bias, n);
+  (void)LaunchKernel(AddBiasKernel, static_cast<unsigned>(rows), ThreadsFor(n), 0, stream, y, ldy, bias, n);
   return cudaGetLastError();
 }
 
 cudaError_t GatherRows(const float* x, const int32_t* index, int64_t rows, int64_t n, float* y, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  GatherRowsKernel<<<static_cast<unsigned>(rows), ThreadsFor(n), 0, stream>>>(x, index, n, y);
+  (void)LaunchKernel(GatherRowsKernel, static_cast<unsigned>(rows), ThreadsFor(n), 0, stream, x, index, n, y);
   return cudaGetLastError();
 }
 
@@ -497,7 +511,7 @@ cudaError_t AddScaledRows(const float* x, const int32_t* rows, const float* w, i
                           int64_t ldy, cudaStream_t stream) {
   if (count < 0 || n < 0 || ldy < n) return cudaErrorInvalidValue;
   if (count == 0 || n == 0) return cudaSuccess;
-  AddScaledRowsKernel<<<static_cast<unsigned>(count), ThreadsFor(n), 0, stream>>>(x, rows, w, n, y, ldy);
+  (void)LaunchKernel(AddScaledRowsKernel, static_cast<unsigned>(count), ThreadsFor(n), 0, stream, x, rows, w, n, y, ldy);
   return cudaGetLastError();
 }
 
@@ -508,12 +522,12 @@ cudaError_t DenseLinear(const void* w, DType dtype, int64_t n, int64_t k, const 
   if (m == 1) {
     const int64_t ctas = (n + kDenseGemvRows - 1) / kDenseGemvRows;
     if (ctas > 0x7fffffff) return cudaErrorInvalidValue;
-    DenseGemvKernel<<<static_cast<unsigned>(ctas), kDenseGemvThreads, 0, stream>>>(w, dtype, n, k, x, bias, y);
+    (void)LaunchKernel(DenseGemvKernel, static_cast<unsigned>(ctas), kDenseGemvThreads, 0, stream, w, dtype, n, k, x, bias, y);
     return cudaGetLastError();
   }
   const dim3 grid(static_cast<unsigned>((n + kDenseWarps - 1) / kDenseWarps),
                   static_cast<unsigned>((m + kDenseRows - 1) / kDenseRows));
-  DenseLinearKernel<<<grid, kDenseWarps * kWarp, 0, stream>>>(w, dtype, n, k, x, ldx, m, bias, y, ldy);
+  (void)LaunchKernel(DenseLinearKernel, grid, kDenseWarps * kWarp, 0, stream, w, dtype, n, k, x, ldx, m, bias, y, ldy);
   return cudaGetLastError();
 }
 

@@ -64,6 +64,14 @@ __device__ __forceinline__ void GridDependencyWait() {
 #endif
 }
 
+// Lets the next kernel of the stream, when it was launched programmatically, start its CTAs
+// (they wait for this grid's completion before touching memory: kernels/cuda/pdl.cuh).
+__device__ __forceinline__ void LaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // The int32 dot of one group's 128 codes (three 16-byte words of the packed row) with x.
 __device__ __forceinline__ int DotGroup(const uint4 (&c)[3], const int (&xw)[32], uint32_t cb_lo,
                                         uint32_t cb_hi) {
@@ -192,6 +200,7 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
     }
   }
   if (!waited) GridDependencyWait();  // y may still be read by an earlier kernel
+  LaunchDependents();                 // the next kernel's launch overlaps the reduction below
   __syncthreads();
   const int rows_cta = p.chunks_per_cta * p.rows_per_chunk;
   for (int i = threadIdx.x; i < rows_cta; i += blockDim.x) {

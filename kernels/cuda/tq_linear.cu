@@ -2,6 +2,8 @@
 // kernel and dequantization. Contract and math: kernels/cuda/tq_linear.h.
 #include "kernels/cuda/tq_linear.h"
 
+#include "kernels/cuda/pdl.cuh"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -196,20 +198,6 @@ __device__ __forceinline__ void Mma16816(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// Programmatic dependent launch (sm_90+; no-ops on older devices and when the grid was launched
-// without the attribute): wait until the previous kernel in the stream has completed and its
-// writes are visible / let the next kernel (launched with the attribute) start its prologue.
-__device__ __forceinline__ void GridDependencyWait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void LaunchDependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 // ---------------------------------------------------------------------------------------------
 // (a) Rotation kernel: one warp per (row, group). kGated (float input only): the input is
 // silu(g) · u of a [g | u] row (g at x, u at x + k), computed as nn_ops' SiluMul computes it.
@@ -224,8 +212,7 @@ __global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restr
                                                               float* __restrict__ x_qscale) {
   const int lane = threadIdx.x & 31;
   const int64_t task = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  LaunchDependents();    // the int8 GEMV may start loading its weights
-  GridDependencyWait();  // x is the previous kernel's output
+  PdlEnter();  // x is the previous kernel's output; the GEMV after it may start loading weights
   if (task >= static_cast<int64_t>(m) * groups) return;  // whole warps exit together
   const int64_t i = task / groups;
   const int g = static_cast<int>(task - i * groups);
@@ -609,6 +596,7 @@ __device__ __forceinline__ void StoreY(const MmaKernelParams& p, int tok, int ro
 template <int kBits, int kNT, int kTT, int kMode>
 __global__ void __launch_bounds__(kThreads, (kNT == 1 && kTT == 1) ? 3 : 1)
     TqMmaKernel(const MmaKernelParams p) {
+  PdlEnter();
   using B = MmaBits<kBits>;
   constexpr int kRows = 16 * kNT;
   constexpr int kTile = 8 * kTT;
@@ -1214,7 +1202,8 @@ cudaError_t LaunchMmaInstance(MmaKernelParams p, int ctas, size_t smem, cudaStre
   p.cpu = std::max(1, std::min(p.row_blocks, ctas / p.units));
   const int64_t grid = static_cast<int64_t>(p.units) * p.cpu;
   if (grid > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  kernel<<<dim3(static_cast<unsigned>(grid), static_cast<unsigned>(p.planes)), kThreads, smem, stream>>>(p);
+  (void)LaunchKernel(kernel, dim3(static_cast<unsigned>(grid), static_cast<unsigned>(p.planes)), kThreads, smem,
+                     stream, p);
   return cudaGetLastError();
 }
 
@@ -1301,15 +1290,19 @@ cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int6
   const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
   if (x_type == TqActType::kF32) {
     const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 16);
-    RotateInputKernel<float><<<blocks, kThreads, 0, stream>>>(
-        static_cast<const float*>(x), static_cast<int>(m), static_cast<int>(k), ldx, groups, block,
-        inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale, nullptr, nullptr);
+    int8_t* const no_q = nullptr;
+    float* const no_qs = nullptr;
+    (void)LaunchKernel(RotateInputKernel<float>, blocks, kThreads, 0, stream, static_cast<const float*>(x),
+                       static_cast<int>(m), static_cast<int>(k), ldx, groups, block, inv_div, vec, x_rot,
+                       reinterpret_cast<__half*>(x_rot_f16), x_scale, no_q, no_qs);
   } else {
     const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
-    RotateInputKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(k), ldx,
-        groups, block, inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale,
-        nullptr, nullptr);
+    int8_t* const no_q = nullptr;
+    float* const no_qs = nullptr;
+    (void)LaunchKernel(RotateInputKernel<__nv_bfloat16>, blocks, kThreads, 0, stream,
+                       static_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(k), ldx,
+                       groups, block, inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale, no_q,
+                       no_qs);
   }
   return cudaGetLastError();
 }
