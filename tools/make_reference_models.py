@@ -4,7 +4,8 @@
 These models widen the engine's equivalence tests beyond the one trained Qwen3 model
 (testdata/models/tq-tiny-qwen3): each exercises config paths the trained model does not have
 (attention and MLP biases, tied embeddings, llama3 / yarn / linear RoPE scaling, MQA, a head_dim
-that is not hidden/heads, a sliding window, a Qwen3-MoE with softmax-routed experts). The weights are random, so the text is meaningless,
+that is not hidden/heads, a sliding window, a Qwen3-MoE with softmax-routed experts, a DeepSeek-V3
+with yarn RoPE). The weights are random, so the text is meaningless,
 but the logits are exactly what transformers computes for them.
 
 Run on a machine with torch and transformers (the GPU machine has both; the CPU does the math):
@@ -28,6 +29,11 @@ import sys
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3MoeConfig
+
+try:
+    from transformers import DeepseekV3Config
+except ImportError:  # older transformers: the DeepSeek spec is skipped
+    DeepseekV3Config = None
 
 VOCAB = 4096
 
@@ -82,6 +88,19 @@ SPECS = [
           decoder_sparse_step=1, mlp_only_layers=[0], tie_word_embeddings=False,
           rms_norm_eps=1e-6, max_position_embeddings=512, use_sliding_window=False,
           bos_token_id=0, eos_token_id=0, pad_token_id=0)),
+    # DeepSeek-V3 with yarn RoPE (MLA): the rotary attention factor mscale(4, 0.707) /
+    # mscale(4, 1.0) and the softmax scale times mscale(4, 1.0)^2; layer 0 dense, layer 1 MoE
+    # (4 sigmoid-routed experts + 1 shared, top-2).
+    ("ref-deepseek-yarn", DeepseekV3Config, rope("yarn", 10000.0, factor=4.0,
+                                                 original_max_position_embeddings=64, beta_fast=32.0,
+                                                 beta_slow=1.0, mscale=0.707, mscale_all_dim=1.0),
+     dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, moe_intermediate_size=64,
+          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
+          n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+          first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=1.0,
+          q_lora_rank=64, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16,
+          v_head_dim=32, rope_interleave=True, rms_norm_eps=1e-6, max_position_embeddings=1024,
+          tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=0)),
 ]
 
 PROMPT_LENGTHS = [1, 6, 23, 70]
@@ -146,13 +165,32 @@ def reference(model, ids):
 
 
 def check_per_expert(folder):
-    """The engine reads per-expert tensors (model.layers.N.mlp.experts.E.gate_proj.weight); a
-    transformers version that saved fused 3-D expert tensors would need converting first."""
-    from safetensors import safe_open
-    with safe_open(os.path.join(folder, "model.safetensors"), "pt") as f:
-        fused = [k for k in f.keys() if "experts" in k and f.get_slice(k).get_shape().__len__() == 3]
-    if fused:
-        raise SystemExit(f"{folder}: fused expert tensors saved ({fused[:2]}...): unfuse them first")
+    """The engine reads per-expert tensors (model.layers.N.mlp.experts.E.gate_proj.weight). A
+    transformers version that saves fused 3-D expert tensors ([E, 2I, H] gate|up, [E, H, I] down)
+    gets them split here, gate rows first (ALGORITHMS.md §2)."""
+    from safetensors.torch import load_file, save_file
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    fused = [k for k, t in tensors.items() if "experts" in k and t.dim() == 3]
+    if not fused:
+        return
+    out = {}
+    for k, t in tensors.items():
+        if k not in fused:
+            out[k] = t
+            continue
+        prefix = k[: k.index("experts") + len("experts")]
+        for e in range(t.shape[0]):
+            if k.endswith("gate_up_proj"):
+                half = t.shape[1] // 2
+                out[f"{prefix}.{e}.gate_proj.weight"] = t[e, :half].contiguous()
+                out[f"{prefix}.{e}.up_proj.weight"] = t[e, half:].contiguous()
+            elif k.endswith("down_proj"):
+                out[f"{prefix}.{e}.down_proj.weight"] = t[e].contiguous()
+            else:
+                raise SystemExit(f"{folder}: unknown fused expert tensor {k}")
+    save_file(out, path, metadata={"format": "pt"})
+    print(folder, "fused expert tensors split:", len(fused))
 
 
 def main():
@@ -163,6 +201,9 @@ def main():
     gen = torch.Generator().manual_seed(20261128)
     for name, cls, rope_params, kw in SPECS:
         if only and name not in only:
+            continue
+        if cls is None:
+            print(name, "skipped: this transformers has no config class for it")
             continue
         cfg = make_config(cls, rope_params, **kw)
         model = AutoModelForCausalLM.from_config(cfg).float()

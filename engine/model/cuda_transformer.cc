@@ -860,7 +860,7 @@ absl::Status CudaTransformer::State::MlaAttention(const DeviceLayer& L, const fl
   ap.num_heads = nh;
   ap.num_kv_heads = 1;
   ap.head_dim = lat;
-  ap.scale = 1.0f / std::sqrt(static_cast<float>(qkd));  // the per-head key width, not the latent's
+  ap.scale = MlaSoftmaxScale(cfg);  // from the per-head key width, not the latent's
   ap.out = olat;
   ap.ldo = static_cast<int64_t>(nh) * lat;
   TQ_CUDA_RETURN_IF_ERROR(cuda::PagedAttention(ap, st));

@@ -58,7 +58,7 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
   const int r = m.kv_lora_rank;
   const int half = cfg_.kv_cache_head_dim();
   const int64_t kvb_n = static_cast<int64_t>(nh) * (nope + dv);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(qkd));
+  const float scale = MlaSoftmaxScale(cfg_);
   const LayerWeights& L = w_.layers[layer];
   int64_t row0 = 0;
   for (const ForwardSequence& seq : batch.seqs) {

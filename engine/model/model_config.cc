@@ -360,6 +360,15 @@ std::string ModelConfig::DebugString() const {
                                : "");
 }
 
+float MlaSoftmaxScale(const ModelConfig& cfg) {
+  double scale = 1.0 / std::sqrt(static_cast<double>(cfg.mla.qk_head_dim()));
+  if (cfg.rope.type != RopeType::kDefault && cfg.rope.mscale_all_dim > 0 && cfg.rope.factor > 1.0) {
+    const double m = 0.1 * cfg.rope.mscale_all_dim * std::log(cfg.rope.factor) + 1.0;
+    scale *= m * m;
+  }
+  return static_cast<float>(scale);
+}
+
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
                                              absl::string_view generation_config_json) {
   json j = json::parse(config_json.begin(), config_json.end(), nullptr, /*allow_exceptions=*/false);
@@ -483,11 +492,6 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
   }
 
   if (auto s = ParseRope(j, &cfg); !s.ok()) return s;
-  if (cfg.is_mla() && cfg.rope.type != RopeType::kDefault) {
-    // Yarn would also scale the softmax by mscale(factor, mscale_all_dim)^2: not implemented.
-    return Bad("rope type", absl::StrCat("'", RopeTypeName(cfg.rope.type),
-                                         "' is not supported for DeepseekV3 (only default)"));
-  }
   if (cfg.rope.original_max_position_embeddings == 0) {
     cfg.rope.original_max_position_embeddings = cfg.max_position_embeddings;
   }

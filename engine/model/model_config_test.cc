@@ -146,7 +146,6 @@ TEST(ModelConfigTest, DeepseekV3RefusesUnsupported) {
     std::string from, to, field;
   } cases[] = {
       {R"("q_lora_rank": 128)", R"("q_lora_rank": null)", "q_lora_rank"},
-      {R"("rope_type": "default")", R"("rope_type": "yarn", "factor": 4.0)", "rope type"},
       {R"("n_group": 1)", R"("n_group": 3)", "n_group"},
       {R"("topk_group": 1)", R"("topk_group": 2)", "topk_group"},
       {R"("num_experts_per_tok": 2)", R"("num_experts_per_tok": 9)", "num_experts_per_tok"},
@@ -163,6 +162,17 @@ TEST(ModelConfigTest, DeepseekV3RefusesUnsupported) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(r.status().message().find(c.field), std::string::npos) << r.status();
   }
+  // DeepSeek-V3's yarn: the RoPE's attention factor and the softmax's mscale(factor, mscale_all_dim)^2.
+  auto y = ParseModelConfig(with(R"("rope_type": "default")", R"("rope_type": "yarn", "factor": 40.0,
+      "original_max_position_embeddings": 4096, "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
+      "mscale_all_dim": 1.0)"));
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_EQ(y->rope.type, RopeType::kYarn);
+  const double m = 0.1 * std::log(40.0) + 1.0;  // 1.3689
+  EXPECT_FLOAT_EQ(MlaSoftmaxScale(*y), static_cast<float>(m * m / std::sqrt(96.0)));
+  auto plain = ParseModelConfig(kDeepseekV3);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FLOAT_EQ(MlaSoftmaxScale(*plain), static_cast<float>(1.0 / std::sqrt(96.0)));
   // n_group 2 with topk_group 1 is supported (group-limited routing).
   auto g = ParseModelConfig(with(R"("n_group": 1)", R"("n_group": 2)"));
   ASSERT_TRUE(g.ok()) << g.status();

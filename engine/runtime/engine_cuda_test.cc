@@ -8,7 +8,10 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -325,6 +328,30 @@ TEST_F(EngineCudaTest, DeepseekV3MlaEqualsCpu) {
   const std::string out = CompressTq3("tq-tiny-deepseek-v3");
   ASSERT_FALSE(out.empty());
   CompareBackends(out);
+}
+
+// DeepSeek-V3 with yarn RoPE: the tiny model's weights under a yarn config (rotary attention
+// factor mscale(4, 0.707) / mscale(4, 1) and the softmax scale times mscale(4, 1)^2,
+// engine/model/model_config.h MlaSoftmaxScale) on CUDA against the CPU. (The CPU against
+// transformers for such a config: tests/reference, ref-deepseek-yarn.)
+TEST_F(EngineCudaTest, DeepseekV3YarnEqualsCpu) {
+  namespace fs = std::filesystem;
+  const std::string dir = tq::testing::MakeTempDir("dsyarn");
+  for (const auto& e : fs::directory_iterator(Model("tq-tiny-deepseek-v3"))) {
+    fs::copy_file(e.path(), fs::path(dir) / e.path().filename(), fs::copy_options::overwrite_existing);
+  }
+  std::ifstream in(fs::path(dir) / "config.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string cfg = text.str();
+  const std::string from = "\"rope_type\": \"default\"";
+  const size_t at = cfg.find(from);
+  ASSERT_NE(at, std::string::npos);
+  cfg.replace(at, from.size(),
+              "\"rope_type\": \"yarn\", \"factor\": 4.0, \"original_max_position_embeddings\": 64, "
+              "\"beta_fast\": 32.0, \"beta_slow\": 1.0, \"mscale\": 0.707, \"mscale_all_dim\": 1.0");
+  std::ofstream(fs::path(dir) / "config.json") << cfg;
+  CompareBackends(dir);
 }
 
 TEST_F(EngineCudaTest, MoeDeviceRoutingEqualsHostRouting) {

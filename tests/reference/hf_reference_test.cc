@@ -148,7 +148,8 @@ TEST_P(HfReferenceTest, LogitsAndGreedyMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Models, HfReferenceTest,
                          ::testing::Values("tq-tiny-qwen3", "ref-llama-bias-tied", "ref-qwen2-yarn-mqa",
-                                           "ref-mistral-swa", "ref-qwen3-moe", "tq-tiny-deepseek-v3"),
+                                           "ref-mistral-swa", "ref-qwen3-moe", "tq-tiny-deepseek-v3",
+                                           "ref-deepseek-yarn"),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string s = i.param;
                            for (char& c : s) {
