@@ -549,17 +549,20 @@ cudaError_t LaunchWritePolar(const float* x, int64_t ld, int64_t rows, int num_k
   const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
   switch (enc.bits) {
     case 2:
-      (void)LaunchKernel(WritePolarKernel<kD, 2>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, slots, enc, cache);
+      (void)LaunchKernel(WritePolarKernel<kD, 2>, blocks, kThreads, 0, stream,
+                         x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
     case 3:
-      (void)LaunchKernel(WritePolarKernel<kD, 3>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, slots, enc, cache);
+      (void)LaunchKernel(WritePolarKernel<kD, 3>, blocks, kThreads, 0, stream,
+                         x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
     case kBoundaryKeyBits:
-      (void)LaunchKernel(WritePolarKernel<kD, kBoundaryKeyBits>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, slots, enc,
-                                                                            cache);
+      (void)LaunchKernel(WritePolarKernel<kD, kBoundaryKeyBits>, blocks, kThreads, 0, stream,
+                         x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
     default:
-      (void)LaunchKernel(WritePolarKernel<kD, 4>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, slots, enc, cache);
+      (void)LaunchKernel(WritePolarKernel<kD, 4>, blocks, kThreads, 0, stream,
+                         x, ld, rows, num_kv_heads, slots, enc, cache);
       break;
   }
   return cudaGetLastError();
@@ -614,16 +617,19 @@ cudaError_t WriteKvSinks(const float* x, int64_t ld, int64_t rows, int num_kv_he
   const unsigned blocks = static_cast<unsigned>((rows * num_kv_heads + kWarps - 1) / kWarps);
   switch (head_dim) {
     case 32:
-      (void)LaunchKernel(WriteSinksKernel<32>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, positions, sink_slot,
-                                                             sink_tokens, signs, divisor, store);
+      (void)LaunchKernel(WriteSinksKernel<32>, blocks, kThreads, 0, stream,
+                         x, ld, rows, num_kv_heads, positions, sink_slot,
+                         sink_tokens, signs, divisor, store);
       break;
     case 64:
-      (void)LaunchKernel(WriteSinksKernel<64>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, positions, sink_slot,
-                                                             sink_tokens, signs, divisor, store);
+      (void)LaunchKernel(WriteSinksKernel<64>, blocks, kThreads, 0, stream,
+                         x, ld, rows, num_kv_heads, positions, sink_slot,
+                         sink_tokens, signs, divisor, store);
       break;
     default:
-      (void)LaunchKernel(WriteSinksKernel<128>, blocks, kThreads, 0, stream, x, ld, rows, num_kv_heads, positions, sink_slot,
-                                                              sink_tokens, signs, divisor, store);
+      (void)LaunchKernel(WriteSinksKernel<128>, blocks, kThreads, 0, stream,
+                         x, ld, rows, num_kv_heads, positions, sink_slot,
+                         sink_tokens, signs, divisor, store);
       break;
   }
   return cudaGetLastError();

@@ -84,8 +84,8 @@ cudaError_t MlaRope(float* x, int64_t ld, int64_t rows, int heads, int64_t head_
   if (!GridOk(rows, heads) || rope_dim < 2 || rope_dim % 2 != 0 || rope_dim > 2048) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   const int threads = (rope_dim / 2 + 31) / 32 * 32;
-  (void)LaunchKernel(MlaRopeKernel, static_cast<unsigned>(rows * heads), threads, 0, stream, x, ld, heads, head_stride, offset,
-                                                                           rope_dim, interleave, positions, cos, sin);
+  (void)LaunchKernel(MlaRopeKernel, static_cast<unsigned>(rows * heads), threads, 0, stream,
+                     x, ld, heads, head_stride, offset, rope_dim, interleave, positions, cos, sin);
   return cudaGetLastError();
 }
 
@@ -93,8 +93,8 @@ cudaError_t MlaAbsorbQuery(const float* q, int64_t ldq, int64_t rows, int heads,
                            const float* kvb, float* out, cudaStream_t stream) {
   if (!GridOk(rows, heads) || nope < 1 || rope < 0 || dv < 1 || r < 1 || nope > 8192) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  (void)LaunchKernel(MlaAbsorbQueryKernel, static_cast<unsigned>(rows * heads), 256, nope * sizeof(float), stream, 
-      q, ldq, heads, nope, rope, dv, r, kvb, out);
+  (void)LaunchKernel(MlaAbsorbQueryKernel, static_cast<unsigned>(rows * heads), 256, nope * sizeof(float), stream,
+                     q, ldq, heads, nope, rope, dv, r, kvb, out);
   return cudaGetLastError();
 }
 
@@ -102,8 +102,8 @@ cudaError_t MlaOutput(const float* o, int64_t ldh, int64_t rows, int heads, int 
                       const float* kvb, float* out, cudaStream_t stream) {
   if (!GridOk(rows, heads) || nope < 0 || dv < 1 || r < 1 || r > 8192 || ldh < r) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  (void)LaunchKernel(MlaOutputKernel, static_cast<unsigned>(rows * heads), 256, r * sizeof(float), stream, o, ldh, heads, nope, dv,
-                                                                                        r, kvb, out);
+  (void)LaunchKernel(MlaOutputKernel, static_cast<unsigned>(rows * heads), 256, r * sizeof(float), stream,
+                     o, ldh, heads, nope, dv, r, kvb, out);
   return cudaGetLastError();
 }
 

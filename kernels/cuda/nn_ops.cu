@@ -412,7 +412,8 @@ int ThreadsFor(int64_t n) {
 cudaError_t EmbedRows(const void* table, DType dtype, const int32_t* ids, int64_t rows, int64_t hidden, float* x,
                       cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  (void)LaunchKernel(EmbedKernel, static_cast<unsigned>(rows), ThreadsFor(hidden), 0, stream, table, dtype, ids, hidden, x);
+  (void)LaunchKernel(EmbedKernel, static_cast<unsigned>(rows), ThreadsFor(hidden), 0, stream,
+                     table, dtype, ids, hidden, x);
   return cudaGetLastError();
 }
 
@@ -421,23 +422,24 @@ cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t row
   if (rows == 0) return cudaSuccess;
   // A thread per float4 of the row.
   // (x is only read without kAdd.)
-  (void)LaunchKernel(RmsNormKernel<false>, static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream, 
-      const_cast<float*>(x), ldx, nullptr, 0, w, n, eps, y, ldy);
+  (void)LaunchKernel(RmsNormKernel<false>, static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream,
+                     const_cast<float*>(x), ldx, nullptr, 0, w, n, eps, y, ldy);
   return cudaGetLastError();
 }
 
 cudaError_t AddRmsNormRows(float* x, int64_t ldx, const float* a, int64_t lda, const float* w, int64_t rows,
                            int64_t n, float eps, float* y, int64_t ldy, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  (void)LaunchKernel(RmsNormKernel<true>, static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream, x, ldx, a, lda, w, n, eps,
-                                                                                        y, ldy);
+  (void)LaunchKernel(RmsNormKernel<true>, static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream,
+                     x, ldx, a, lda, w, n, eps, y, ldy);
   return cudaGetLastError();
 }
 
 cudaError_t RmsNormHeads(float* x, int64_t ld, int64_t rows, int heads, int head_dim, const float* w, float eps,
                          cudaStream_t stream) {
   if (rows == 0 || heads == 0) return cudaSuccess;
-  (void)LaunchKernel(RmsNormHeadsKernel, static_cast<unsigned>(rows * heads), 64, 0, stream, x, ld, heads, head_dim, w, eps);
+  (void)LaunchKernel(RmsNormHeadsKernel, static_cast<unsigned>(rows * heads), 64, 0, stream,
+                     x, ld, heads, head_dim, w, eps);
   return cudaGetLastError();
 }
 
@@ -448,7 +450,8 @@ cudaError_t ApplyRope(float* x, int64_t ld, int64_t rows, int heads, int head_di
   // A thread per rotated pair: the pairs' loads are independent, so more threads keep more of
   // them in flight than a loop over few threads.
   const int threads = ThreadPerItem(static_cast<int64_t>(heads) * head_dim / 2);
-  (void)LaunchKernel(RopeKernel, static_cast<unsigned>(rows), threads, 0, stream, x, ld, heads, head_dim, positions, cos, sin);
+  (void)LaunchKernel(RopeKernel, static_cast<unsigned>(rows), threads, 0, stream,
+                     x, ld, heads, head_dim, positions, cos, sin);
   return cudaGetLastError();
 }
 
@@ -456,8 +459,8 @@ cudaError_t WriteKvBf16(const float* k, const float* v, int64_t ld, int64_t rows
                         const int64_t* slots, uint16_t* k_cache, uint16_t* v_cache, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   const int64_t width = static_cast<int64_t>(num_kv_heads) * head_dim;
-  (void)LaunchKernel(WriteKvKernel, static_cast<unsigned>(rows), ThreadsFor(width), 0, stream, k, v, ld, width, slots, k_cache,
-                                                                                v_cache);
+  (void)LaunchKernel(WriteKvKernel, static_cast<unsigned>(rows), ThreadsFor(width), 0, stream,
+                     k, v, ld, width, slots, k_cache, v_cache);
   return cudaGetLastError();
 }
 
@@ -484,14 +487,16 @@ cudaError_t SiluMul(const float* g, int64_t ldg, const float* u, int64_t ldu, in
                     int64_t ldy, cudaStream_t stream) {
   if (rows == 0 || n == 0) return cudaSuccess;
   const unsigned bx = static_cast<unsigned>((n + 255) / 256 < 64 ? (n + 255) / 256 : 64);
-  (void)LaunchKernel(SiluMulKernel, dim3(bx, static_cast<unsigned>(rows)), 256, 0, stream, g, ldg, u, ldu, n, y, ldy);
+  (void)LaunchKernel(SiluMulKernel, dim3(bx, static_cast<unsigned>(rows)), 256, 0, stream,
+                     g, ldg, u, ldu, n, y, ldy);
   return cudaGetLastError();
 }
 
 cudaError_t AddInPlace(float* x, const float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   const int64_t blocks = (n + 255) / 256;
-  (void)LaunchKernel(AddKernel, static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream, x, y, n);
+  (void)LaunchKernel(AddKernel, static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream,
+                     x, y, n);
   return cudaGetLastError();
 }
 
@@ -511,7 +516,8 @@ cudaError_t AddScaledRows(const float* x, const int32_t* rows, const float* w, i
                           int64_t ldy, cudaStream_t stream) {
   if (count < 0 || n < 0 || ldy < n) return cudaErrorInvalidValue;
   if (count == 0 || n == 0) return cudaSuccess;
-  (void)LaunchKernel(AddScaledRowsKernel, static_cast<unsigned>(count), ThreadsFor(n), 0, stream, x, rows, w, n, y, ldy);
+  (void)LaunchKernel(AddScaledRowsKernel, static_cast<unsigned>(count), ThreadsFor(n), 0, stream,
+                     x, rows, w, n, y, ldy);
   return cudaGetLastError();
 }
 
@@ -522,12 +528,14 @@ cudaError_t DenseLinear(const void* w, DType dtype, int64_t n, int64_t k, const 
   if (m == 1) {
     const int64_t ctas = (n + kDenseGemvRows - 1) / kDenseGemvRows;
     if (ctas > 0x7fffffff) return cudaErrorInvalidValue;
-    (void)LaunchKernel(DenseGemvKernel, static_cast<unsigned>(ctas), kDenseGemvThreads, 0, stream, w, dtype, n, k, x, bias, y);
+    (void)LaunchKernel(DenseGemvKernel, static_cast<unsigned>(ctas), kDenseGemvThreads, 0, stream,
+                       w, dtype, n, k, x, bias, y);
     return cudaGetLastError();
   }
   const dim3 grid(static_cast<unsigned>((n + kDenseWarps - 1) / kDenseWarps),
                   static_cast<unsigned>((m + kDenseRows - 1) / kDenseRows));
-  (void)LaunchKernel(DenseLinearKernel, grid, kDenseWarps * kWarp, 0, stream, w, dtype, n, k, x, ldx, m, bias, y, ldy);
+  (void)LaunchKernel(DenseLinearKernel, grid, kDenseWarps * kWarp, 0, stream,
+                     w, dtype, n, k, x, ldx, m, bias, y, ldy);
   return cudaGetLastError();
 }
 
