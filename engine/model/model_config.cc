@@ -360,10 +360,15 @@ std::string ModelConfig::DebugString() const {
                                : "");
 }
 
+double YarnMscale(double scale, double mscale) {
+  if (scale <= 1.0) return 1.0;
+  return 0.1 * mscale * std::log(scale) + 1.0;
+}
+
 float MlaSoftmaxScale(const ModelConfig& cfg) {
   double scale = 1.0 / std::sqrt(static_cast<double>(cfg.mla.qk_head_dim()));
-  if (cfg.rope.type != RopeType::kDefault && cfg.rope.mscale_all_dim > 0 && cfg.rope.factor > 1.0) {
-    const double m = 0.1 * cfg.rope.mscale_all_dim * std::log(cfg.rope.factor) + 1.0;
+  if (cfg.rope.type != RopeType::kDefault && cfg.rope.mscale_all_dim > 0) {
+    const double m = YarnMscale(cfg.rope.factor, cfg.rope.mscale_all_dim);
     scale *= m * m;
   }
   return static_cast<float>(scale);

@@ -141,9 +141,12 @@ inline constexpr int64_t kMaxLayers = int64_t{1} << 12;
 inline constexpr int64_t kMaxHeads = int64_t{1} << 12;  // attention and key/value heads
 inline constexpr int64_t kMaxHeadDim = int64_t{1} << 12;
 
-// MLA's softmax scale: qk_head_dim^-1/2, times mscale(factor, mscale_all_dim)^2 when the RoPE is
-// scaled and sets mscale_all_dim (DeepSeek-V3's yarn: transformers' DeepseekV3Attention.scaling,
-// mscale(s, m) = 0.1·m·ln(s) + 1 for s > 1, else 1).
+// Yarn's mscale(s, m) = 0.1·m·ln(s) + 1 for s > 1, else 1 (transformers' get_mscale).
+double YarnMscale(double scale, double mscale);
+
+// MLA's softmax scale: qk_head_dim^-1/2, times YarnMscale(factor, mscale_all_dim)^2 when the
+// RoPE is scaled and sets mscale_all_dim (DeepSeek-V3's yarn: transformers'
+// DeepseekV3Attention.scaling).
 float MlaSoftmaxScale(const ModelConfig& cfg);
 
 // Parses config.json; `generation_config_json` may be empty. Errors name the offending field.

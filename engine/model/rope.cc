@@ -10,11 +10,6 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-double YarnMscale(double scale, double mscale) {
-  if (scale <= 1.0) return 1.0;
-  return 0.1 * mscale * std::log(scale) + 1.0;
-}
-
 // transformers: (dim * log(max_pos / (num_rotations * 2π))) / (2 * log(base)).
 double YarnCorrectionDim(double num_rotations, int dim, double base, double max_pos) {
   return (dim * std::log(max_pos / (num_rotations * 2.0 * kPi))) / (2.0 * std::log(base));
