@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/quant/packing.h"
+
 namespace tq::cuda {
 namespace {
 
@@ -51,17 +53,13 @@ void TqGemvInt8Reference(const uint8_t* packed, const float* gains, const float*
                          double* y) {
   const TqInt8Codebook cb = MakeTqInt8Codebook(codebook8);
   const int64_t groups = (k + kG - 1) / kG;
+  uint8_t idx[kG];
   for (int64_t j = 0; j < n; ++j) {
     double acc = 0.0;
     for (int64_t g = 0; g < groups; ++g) {
-      const uint8_t* p = packed + (j * groups + g) * kGroupBytes;
+      quant::UnpackIndices(packed + (j * groups + g) * kGroupBytes, kG, 3, idx);
       int32_t dot = 0;
-      for (int u = 0; u < kG / 8; ++u) {  // 8 codes per 3 bytes, little-endian 24-bit word
-        const uint32_t word = p[3 * u] | (uint32_t{p[3 * u + 1]} << 8) | (uint32_t{p[3 * u + 2]} << 16);
-        for (int t = 0; t < 8; ++t) {
-          dot += int32_t{cb.c8[(word >> (3 * t)) & 7u]} * x_q[g * kG + 8 * u + t];
-        }
-      }
+      for (int t = 0; t < kG; ++t) dot += int32_t{cb.c8[idx[t]]} * x_q[g * kG + t];
       acc += static_cast<double>(static_cast<float>(dot) * (gains[j * groups + g] * x_qscale[g]));
     }
     y[j] = acc * cb.scale;
