@@ -17,16 +17,29 @@
 
 namespace tq::cuda {
 
-__device__ __forceinline__ void PdlEnter() {
+// The two halves of PdlEnter, for kernels with work that may run before the wait (the int8
+// GEMV loads its first weights) or that let the next kernel start late (after their main loop).
+__device__ __forceinline__ void PdlWait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void PdlLaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
+__device__ __forceinline__ void PdlEnter() {
+  PdlWait();
+  PdlLaunchDependents();
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with programmatic stream serialization when
+// `programmatic` (the int8 GEMV path decides per launch; LaunchKernel follows launch.h's switch).
 template <typename... KernelArgs, typename... Args>
-cudaError_t LaunchKernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
-                         cudaStream_t stream, Args&&... args) {
+cudaError_t LaunchKernelWith(bool programmatic, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                             size_t smem, cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -36,8 +49,15 @@ cudaError_t LaunchKernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, s
   lc.dynamicSmemBytes = smem;
   lc.stream = stream;
   lc.attrs = attr;
-  lc.numAttrs = ProgrammaticLaunchOnThisThread() ? 1 : 0;
+  lc.numAttrs = programmatic ? 1 : 0;
   return cudaLaunchKernelEx(&lc, kernel, std::forward<Args>(args)...);
+}
+
+template <typename... KernelArgs, typename... Args>
+cudaError_t LaunchKernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                         cudaStream_t stream, Args&&... args) {
+  return LaunchKernelWith(ProgrammaticLaunchOnThisThread(), kernel, grid, block, smem, stream,
+                          std::forward<Args>(args)...);
 }
 
 }  // namespace tq::cuda

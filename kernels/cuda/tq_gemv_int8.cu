@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/tq_linear.h"
 
 namespace tq::cuda {
@@ -54,22 +55,6 @@ __device__ __forceinline__ int DotUnit(uint32_t u, uint32_t cb_lo, uint32_t cb_h
   const int v1 = static_cast<int>(__byte_perm(cb_lo, cb_hi, s >> 16));
   acc = __dp4a(v0, xa, acc);
   return __dp4a(v1, xb, acc);
-}
-
-// Programmatic dependent launch (sm_90+; a no-op otherwise): wait for the previous kernel in the
-// stream (the rotation writing x_q) to complete.
-__device__ __forceinline__ void GridDependencyWait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-// Lets the next kernel of the stream, when it was launched programmatically, start its CTAs
-// (they wait for this grid's completion before touching memory: kernels/cuda/pdl.cuh).
-__device__ __forceinline__ void LaunchDependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
 }
 
 // The int32 dot of one group's 128 codes (three 16-byte words of the packed row) with x.
@@ -158,7 +143,7 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
       };
       load(r0);  // weights only: before the wait on the kernel that writes x_q
       if (!waited) {
-        GridDependencyWait();
+        PdlWait();  // the rotation that writes x_q
         waited = true;
       }
       int xw[32];
@@ -199,18 +184,17 @@ __global__ void __launch_bounds__(kMaxSliceWarps * 32) TqGemvInt8Kernel(const Ge
       }
     }
   }
-  if (!waited) GridDependencyWait();  // y may still be read by an earlier kernel
-  LaunchDependents();                 // the next kernel's launch overlaps the reduction below
+  if (!waited) PdlWait();  // y may still be read by an earlier kernel
+  PdlLaunchDependents();   // the next kernel's launch overlaps the reduction below
   __syncthreads();
   const int rows_cta = p.chunks_per_cta * p.rows_per_chunk;
   for (int i = threadIdx.x; i < rows_cta; i += blockDim.x) {
     const int ci = i / p.rows_per_chunk, ri = i - ci * p.rows_per_chunk;
     const int64_t row = (static_cast<int64_t>(blockIdx.x) * p.chunks_per_cta + ci) * p.rows_per_chunk + ri;
     if (row >= p.n) continue;
-    const int used = min(p.slice_warps, p.slices);
     const float* part = red + ci * p.slice_warps * p.rows_per_chunk + ri;
     float sum = 0.0f;
-    for (int s = 0; s < used; ++s) sum += part[s * p.rows_per_chunk];
+    for (int s = 0; s < p.slice_warps; ++s) sum += part[s * p.rows_per_chunk];
     const float y = sum * out_scale;
     if (p.y_f32 != nullptr) p.y_f32[xrow * p.ldy + row] = y;
     if (p.y_bf16 != nullptr) p.y_bf16[xrow * p.ldy + row] = __float2bfloat16_rn(y);
@@ -229,6 +213,20 @@ const char* TqGemvInt8UnsupportedReason(int bits, int group_size, int sm_major) 
 }
 
 namespace {
+
+// A CTA: slice_warps warps over the K slices (more slices than warps loop) for chunks_per_cta
+// row chunks.
+struct CtaShape {
+  int slices, slice_warps, chunks_per_cta;
+  int warps() const { return slice_warps * chunks_per_cta; }
+};
+CtaShape ShapeFor(int64_t k) {
+  CtaShape c;
+  c.slices = static_cast<int>((TqCudaGroups(k) + kSliceGroups - 1) / kSliceGroups);
+  c.slice_warps = std::min(c.slices, kMaxSliceWarps);
+  c.chunks_per_cta = std::max(1, 4 / c.slice_warps);
+  return c;
+}
 
 // CTAs of `warps` warps that fit on one multiprocessor of the current device (cached per size;
 // the kernel's registers, not its few KB of shared memory, set it).
@@ -251,10 +249,8 @@ int ResidentCtas(int warps) {
 
 TqGemvInt8Config PlanTqGemvInt8(int64_t n, int64_t k, int multiprocessors) {
   TqGemvInt8Config cfg;
-  const int64_t slices = (TqCudaGroups(k) + kSliceGroups - 1) / kSliceGroups;
-  const int slice_warps = static_cast<int>(std::min<int64_t>(slices, kMaxSliceWarps));
-  const int chunks_per_cta = std::max(1, 4 / slice_warps);
-  const int warps_per_cta = slice_warps * chunks_per_cta;
+  const CtaShape shape = ShapeFor(k);
+  const int chunks_per_cta = shape.chunks_per_cta, warps_per_cta = shape.warps();
   // About 8 (small layers) or 16 (n·k ≥ 50M) warps per SM; beyond one wave of resident CTAs,
   // rounded up to whole waves: a last wave of a few CTAs (7-warp CTAs of K = 28672 fit twice per SM) ran
   // the whole layer ~35% slower (tq_linear_notes.md run 16).
@@ -296,25 +292,18 @@ cudaError_t LaunchTqGemvInt8(const TqGemvInt8Args& a, const TqGemvInt8Config& cf
   p.kp = TqCudaPaddedK(w.k);
   p.n = static_cast<int>(w.n);
   p.groups = static_cast<int>(TqCudaGroups(w.k));
-  p.slices = (p.groups + kSliceGroups - 1) / kSliceGroups;
-  p.slice_warps = std::min(p.slices, kMaxSliceWarps);
-  p.chunks_per_cta = std::max(1, 4 / p.slice_warps);
+  const CtaShape shape = ShapeFor(w.k);
+  p.slices = shape.slices;
+  p.slice_warps = shape.slice_warps;
+  p.chunks_per_cta = shape.chunks_per_cta;
   p.rows_per_chunk = cfg.rows_per_chunk;
   const int64_t chunks = (w.n + p.rows_per_chunk - 1) / p.rows_per_chunk;
   const int64_t ctas = (chunks + p.chunks_per_cta - 1) / p.chunks_per_cta;
   if (ctas >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
-  const size_t smem = sizeof(float) * p.chunks_per_cta * p.slice_warps * p.rows_per_chunk;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3(static_cast<unsigned>(ctas), static_cast<unsigned>(a.m));
-  lc.blockDim = dim3(p.slice_warps * p.chunks_per_cta * 32);
-  lc.dynamicSmemBytes = smem;
-  lc.stream = stream;
-  lc.attrs = attr;
-  lc.numAttrs = cfg.programmatic ? 1 : 0;
-  return cudaLaunchKernelEx(&lc, TqGemvInt8Kernel, p);
+  const size_t smem = sizeof(float) * shape.warps() * p.rows_per_chunk;
+  return LaunchKernelWith(cfg.programmatic, TqGemvInt8Kernel,
+                          dim3(static_cast<unsigned>(ctas), static_cast<unsigned>(a.m)), shape.warps() * 32,
+                          smem, stream, p);
 }
 
 }  // namespace tq::cuda

@@ -116,12 +116,19 @@ __device__ __forceinline__ void LoadActSlice(const InT* row, int k, int col0, bo
   for (int j = 0; j < 4; ++j) v[j] = col0 + j < k ? ActToFloat(row[col0 + j]) : 0.0f;
 }
 
-// Scales the warp's group by the power of two 2^e that brings its largest finite magnitude into
-// [2^13, 2^14) and rounds to fp16 (4 halves of this lane packed in a uint2); *inv_scale = 2^-e.
-__device__ __forceinline__ uint2 ScaleToHalf4(const float (&v)[4], float* inv_scale) {
+// The largest magnitude of the warp's group (4 values per lane), in every lane; NaNs are skipped
+// by fmaxf unless a lane holds nothing else.
+__device__ __forceinline__ float WarpAbsMax(const float (&v)[4]) {
   float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
 #pragma unroll
   for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, o));
+  return amax;
+}
+
+// Scales the warp's group by the power of two 2^e that brings its largest finite magnitude into
+// [2^13, 2^14) and rounds to fp16 (4 halves of this lane packed in a uint2); *inv_scale = 2^-e.
+__device__ __forceinline__ uint2 ScaleToHalf4(const float (&v)[4], float* inv_scale) {
+  const float amax = WarpAbsMax(v);
   int e = 0;
   if (amax > 0.0f && amax <= 3.402823466e38f) {  // finite, non-zero (NaN fails both tests)
     int ex;
@@ -140,16 +147,11 @@ __device__ __forceinline__ uint2 ScaleToHalf4(const float (&v)[4], float* inv_sc
 // scale, an all-zero group q = 0 and scale 0 (tq_gemv_int8_reference.cc does the same in the same
 // float32 operations).
 __device__ __forceinline__ uint32_t QuantizeInt8x4(const float (&v)[4], float* scale) {
-  float amax = 0.0f;
   bool finite = true;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    finite = finite && isfinite(v[j]);
-    amax = fmaxf(amax, fabsf(v[j]));
-  }
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, o));
+  for (int j = 0; j < 4; ++j) finite = finite && isfinite(v[j]);
   finite = __all_sync(kFullMask, finite);
+  const float amax = WarpAbsMax(v);  // used only when every value is finite
   if (!finite || amax == 0.0f) {
     *scale = finite ? 0.0f : __int_as_float(0x7fc00000);
     return 0u;
@@ -1271,43 +1273,32 @@ bool ValidWeights(const TqCudaWeights& w) {
 
 // ---------------------------------------------------------------------------------------------
 // (a)
-cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int64_t k, int64_t ldx,
-                                int rotation_block, float* x_rot, uint16_t* x_rot_f16,
-                                float* x_scale, cudaStream_t stream) {
-  if (m < 0 || k < 0 || ldx < k || m >= (int64_t{1} << 31) || k >= (int64_t{1} << 31) ||
-      !ValidRotationBlock(rotation_block) || (x_rot_f16 == nullptr) != (x_scale == nullptr) ||
-      (m > 0 && k > 0 && x == nullptr)) {
-    return cudaErrorInvalidValue;
-  }
-  if (m == 0 || k == 0) return cudaSuccess;
-  if ((x_rot != nullptr && !Aligned(x_rot, 16)) || (x_rot_f16 != nullptr && !Aligned(x_rot_f16, 8))) {
-    return cudaErrorMisalignedAddress;
-  }
+namespace {
+
+// The rotation kernel's launch for every output form, after the caller's checks: f32 / bf16 input
+// (gated: silu(g) · u of float [g | u] rows), x_rot / fp16 x_rot + scales / int8 x_q + scales.
+cudaError_t LaunchRotate(const void* x, TqActType x_type, bool gated, int64_t m, int64_t k, int64_t ldx,
+                         int rotation_block, float* x_rot, uint16_t* x_rot_f16, float* x_scale, int8_t* x_q,
+                         float* x_qscale, cudaStream_t stream, bool programmatic) {
   const int groups = static_cast<int>(TqCudaGroups(k));
   const int block = rotation_block == 0 ? kG : rotation_block;
   const float inv_div = 1.0f / RotationDivisorHost(block);
   const int64_t tasks = m * groups;
   const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
+  const int m32 = static_cast<int>(m), k32 = static_cast<int>(k);
+  __half* const x_h = reinterpret_cast<__half*>(x_rot_f16);
   if (x_type == TqActType::kF32) {
     const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 16);
-    int8_t* const no_q = nullptr;
-    float* const no_qs = nullptr;
-    (void)LaunchKernel(RotateInputKernel<float>, blocks, kThreads, 0, stream, static_cast<const float*>(x),
-                       static_cast<int>(m), static_cast<int>(k), ldx, groups, block, inv_div, vec, x_rot,
-                       reinterpret_cast<__half*>(x_rot_f16), x_scale, no_q, no_qs);
-  } else {
-    const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
-    int8_t* const no_q = nullptr;
-    float* const no_qs = nullptr;
-    (void)LaunchKernel(RotateInputKernel<__nv_bfloat16>, blocks, kThreads, 0, stream,
-                       static_cast<const __nv_bfloat16*>(x), static_cast<int>(m), static_cast<int>(k), ldx,
-                       groups, block, inv_div, vec, x_rot, reinterpret_cast<__half*>(x_rot_f16), x_scale, no_q,
-                       no_qs);
+    return LaunchKernelWith(programmatic, gated ? RotateInputKernel<float, true> : RotateInputKernel<float, false>,
+                            blocks, kThreads, 0, stream, static_cast<const float*>(x), m32, k32, ldx, groups,
+                            block, inv_div, vec, x_rot, x_h, x_scale, x_q, x_qscale);
   }
-  return cudaGetLastError();
+  if (gated) return cudaErrorInvalidValue;
+  const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
+  return LaunchKernelWith(programmatic, RotateInputKernel<__nv_bfloat16>, blocks, kThreads, 0, stream,
+                          static_cast<const __nv_bfloat16*>(x), m32, k32, ldx, groups, block, inv_div, vec, x_rot,
+                          x_h, x_scale, x_q, x_qscale);
 }
-
-namespace {
 
 // LaunchTqRotateInputInt8 (gated = false) and LaunchTqSiluMulRotateInt8 (gated, float input).
 cudaError_t LaunchRotateInt8(const void* x, TqActType x_type, bool gated, int64_t m, int64_t k,
@@ -1320,36 +1311,28 @@ cudaError_t LaunchRotateInt8(const void* x, TqActType x_type, bool gated, int64_
   }
   if (m == 0 || k == 0) return cudaSuccess;
   if (!Aligned(x_q, 4)) return cudaErrorMisalignedAddress;
-  const int groups = static_cast<int>(TqCudaGroups(k));
-  const int block = rotation_block == 0 ? kG : rotation_block;
-  const float inv_div = 1.0f / RotationDivisorHost(block);
-  const int64_t tasks = m * groups;
-  const unsigned blocks = static_cast<unsigned>((tasks + kWarps - 1) / kWarps);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3(blocks);
-  lc.blockDim = dim3(kThreads);
-  lc.stream = stream;
-  lc.attrs = attr;
-  lc.numAttrs = programmatic ? 1 : 0;
-  const int m32 = static_cast<int>(m), k32 = static_cast<int>(k);
-  float* const no_f32 = nullptr;
-  __half* const no_h = nullptr;
-  if (x_type == TqActType::kF32) {
-    const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 16);
-    return cudaLaunchKernelEx(&lc, gated ? RotateInputKernel<float, true> : RotateInputKernel<float, false>,
-                              static_cast<const float*>(x), m32, k32, ldx, groups, block, inv_div, vec, no_f32,
-                              no_h, no_f32, x_q, x_qscale);
-  }
-  if (gated) return cudaErrorInvalidValue;
-  const bool vec = k % 4 == 0 && ldx % 4 == 0 && Aligned(x, 8);
-  return cudaLaunchKernelEx(&lc, RotateInputKernel<__nv_bfloat16>, static_cast<const __nv_bfloat16*>(x), m32,
-                            k32, ldx, groups, block, inv_div, vec, no_f32, no_h, no_f32, x_q, x_qscale);
+  return LaunchRotate(x, x_type, gated, m, k, ldx, rotation_block, nullptr, nullptr, nullptr, x_q, x_qscale, stream,
+                      programmatic);
 }
 
 }  // namespace
+
+cudaError_t LaunchTqRotateInput(const void* x, TqActType x_type, int64_t m, int64_t k, int64_t ldx,
+                                int rotation_block, float* x_rot, uint16_t* x_rot_f16,
+                                float* x_scale, cudaStream_t stream) {
+  if (m < 0 || k < 0 || ldx < k || m >= (int64_t{1} << 31) || k >= (int64_t{1} << 31) ||
+      !ValidRotationBlock(rotation_block) || (x_rot_f16 == nullptr) != (x_scale == nullptr) ||
+      (m > 0 && k > 0 && x == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (m == 0 || k == 0) return cudaSuccess;
+  if ((x_rot != nullptr && !Aligned(x_rot, 16)) || (x_rot_f16 != nullptr && !Aligned(x_rot_f16, 8))) {
+    return cudaErrorMisalignedAddress;
+  }
+  (void)LaunchRotate(x, x_type, false, m, k, ldx, rotation_block, x_rot, x_rot_f16, x_scale, nullptr, nullptr, stream,
+                     ProgrammaticLaunchOnThisThread());
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, int64_t k,
                                     int64_t ldx, int rotation_block, int8_t* x_q,
