@@ -339,11 +339,30 @@ struct DeviceLinear {
       cuda::TqLinearRunner& r = graph_mode ? *runners.graph : *runners.eager;
       TQ_RETURN_IF_ERROR(r.Run(tqw, x, cuda::TqActType::kF32, m, k, y, nullptr, n, stream,
                                graph_mode ? GraphKernel(r, m) : cuda::TqKernel::kUnsupported));
-      if (bias.bytes() > 0) TQ_CUDA_RETURN_IF_ERROR(cuda::AddBiasRows(y, n, bias.as<float>(), m, n, stream));
-      return absl::OkStatus();
+      return AddBias(y, m, stream);
     }
     TQ_CUDA_RETURN_IF_ERROR(
         cuda::DenseLinear(w.as<void>(), dtype, n, k, x, k, m, bias.as<float>(), y, n, stream));
+    return absl::OkStatus();
+  }
+
+  // y = (silu(g) · u) · Wᵀ + bias for SwiGLU rows [g | u] (gate_up, row stride 2k) when this layer
+  // runs m rows on the int8 GEMV, SiLU·mul fused into its rotation; *ran = false (nothing done)
+  // otherwise.
+  absl::Status RunSiluMulInt8(const float* gate_up, int64_t m, float* y, cudaStream_t stream,
+                              const TqRunners& runners, bool graph_mode, bool* ran) const {
+    *ran = false;
+    if (!tq) return absl::OkStatus();
+    cuda::TqLinearRunner& r = graph_mode ? *runners.graph : *runners.eager;
+    if (r.KernelFor(tqw, m) != cuda::TqKernel::kInt8Gemv) return absl::OkStatus();
+    TQ_RETURN_IF_ERROR(r.RunSiluMulInt8(tqw, gate_up, 2 * k, m, y, n, stream));
+    *ran = true;
+    return AddBias(y, m, stream);
+  }
+
+ private:
+  absl::Status AddBias(float* y, int64_t m, cudaStream_t stream) const {
+    if (bias.bytes() > 0) TQ_CUDA_RETURN_IF_ERROR(cuda::AddBiasRows(y, n, bias.as<float>(), m, n, stream));
     return absl::OkStatus();
   }
 };
@@ -412,16 +431,9 @@ struct DeviceMlp {
                    const TqRunners& runners, bool graph_mode) const {
     const int64_t w = down.k;
     TQ_RETURN_IF_ERROR(gate_up.Run(x, m, gu, stream, runners, graph_mode));
-    if (down.tq) {  // on the int8 GEMV: SiLU·mul fused into its int8 rotation
-      cuda::TqLinearRunner& r = graph_mode ? *runners.graph : *runners.eager;
-      if (r.KernelFor(down.tqw, m) == cuda::TqKernel::kInt8Gemv) {
-        TQ_RETURN_IF_ERROR(r.RunSiluMulInt8(down.tqw, gu, 2 * w, m, out, down.n, stream));
-        if (down.bias.bytes() > 0) {
-          TQ_CUDA_RETURN_IF_ERROR(cuda::AddBiasRows(out, down.n, down.bias.as<float>(), m, down.n, stream));
-        }
-        return absl::OkStatus();
-      }
-    }
+    bool fused = false;
+    TQ_RETURN_IF_ERROR(down.RunSiluMulInt8(gu, m, out, stream, runners, graph_mode, &fused));
+    if (fused) return absl::OkStatus();
     TQ_CUDA_RETURN_IF_ERROR(cuda::SiluMul(gu, 2 * w, gu + w, 2 * w, m, w, act, w, stream));
     return down.Run(act, m, out, stream, runners, graph_mode);
   }
