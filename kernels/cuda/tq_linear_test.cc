@@ -953,6 +953,24 @@ TEST(TqCudaRunnerTest, QuantizedGaussianWeightsEndToEnd) {
 // ---------------------------------------------------------------------------------------------
 // (f) The int8-activation GEMV.
 
+// The CPU reference of one activation row: its int8 quantization (x_q, scales) and y.
+struct Int8Reference {
+  std::vector<int8_t> q;
+  std::vector<float> scale;
+  std::vector<double> y;
+};
+Int8Reference RunInt8Cpu(const HostWeights& w, const float* x_rot_row) {
+  Int8Reference r;
+  const int64_t kp = TqCudaPaddedK(w.k);
+  r.q.resize(kp);
+  r.scale.resize(TqCudaGroups(w.k));
+  r.y.resize(w.n);
+  QuantizeRotatedInt8(x_rot_row, kp, r.q.data(), r.scale.data());
+  TqGemvInt8Reference(w.packed.data(), w.gains.data(), w.codebook.data(), w.n, w.k, r.q.data(), r.scale.data(),
+                      r.y.data());
+  return r;
+}
+
 TEST(TqCudaInt8GemvTest, MatchesReference) {
   SKIP_WITHOUT_GPU();
   uint32_t seed = 9000;
@@ -973,12 +991,10 @@ TEST(TqCudaInt8GemvTest, MatchesReference) {
                    std::to_string(seed));
       const std::vector<float> x = RandomActivations(1, s.k, bf16, seed++);
       const CpuReference ref = RunCpu(hw, x, 1, s.k);
-      std::vector<int8_t> q_ref(kp);
-      std::vector<float> qs_ref(groups);
-      QuantizeRotatedInt8(ref.x_rot.data(), kp, q_ref.data(), qs_ref.data());
-      std::vector<double> y_ref(s.n);
-      TqGemvInt8Reference(hw.packed.data(), hw.gains.data(), hw.codebook.data(), s.n, s.k, q_ref.data(),
-                          qs_ref.data(), y_ref.data());
+      const Int8Reference i8 = RunInt8Cpu(hw, ref.x_rot.data());
+      const std::vector<int8_t>& q_ref = i8.q;
+      const std::vector<float>& qs_ref = i8.scale;
+      const std::vector<double>& y_ref = i8.y;
 
       DeviceVector<uint16_t> dx16(ToBf16(x));
       DeviceVector<float> dx32(x);
@@ -1092,12 +1108,7 @@ TEST(TqCudaInt8GemvTest, RunnerDispatchAndNaN) {
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = h3.n; j < ldy; ++j) EXPECT_TRUE(std::isnan(g[i * ldy + j])) << "guard written";
       // Row i against the reference of row i alone.
-      std::vector<int8_t> qi(TqCudaPaddedK(h3.k));
-      std::vector<float> si(TqCudaGroups(h3.k));
-      QuantizeRotatedInt8(rm.x_rot.data() + i * TqCudaPaddedK(h3.k), TqCudaPaddedK(h3.k), qi.data(), si.data());
-      std::vector<double> yi(h3.n);
-      TqGemvInt8Reference(h3.packed.data(), h3.gains.data(), h3.codebook.data(), h3.n, h3.k, qi.data(), si.data(),
-                          yi.data());
+      const std::vector<double> yi = RunInt8Cpu(h3, rm.x_rot.data() + i * TqCudaPaddedK(h3.k)).y;
       const std::vector<float> row(g.begin() + i * ldy, g.begin() + i * ldy + h3.n);
       const std::vector<double> xn = {rm.x_norm[i]};
       EXPECT_LE(Compare(row, h3.n, yi, 1, h3.n, h3.row_norm, xn).max_norm_err, kMaxInt8VsReferenceErr) << "row " << i;
