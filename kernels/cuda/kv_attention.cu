@@ -3,9 +3,11 @@
 #include "kernels/cuda/pdl.cuh"
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -377,6 +379,476 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The tensor-core split kernel (packed 2-4-bit K and V, head_dim 128, G <= 8, block_size a
+// multiple of 16). Same grid, split ranges and workspace as SplitKernel; a warp takes 16
+// positions at a time (a tile inside one cache block) and computes, with mma.sync m16n8k16:
+//   S = Q · Kᵀ   A = the group's rotated queries (rows = heads, zero past G), fp16, each head
+//                scaled by a power of two into [0.5, 1) (undone exactly on the scores);
+//                B = the keys' centroids, fp16; two n8 tiles of 8 keys, 8 k-steps.
+//   O += P · V   A = softmax weights times each value's gain over the largest gain seen so
+//                far (in [0, 1]; the sums are rescaled when it grows, as for the running max),
+//                fp16; B = the values' centroids, fp16; 16 n8 tiles of 8 dims, one k-step.
+// Centroids come from byte tables in registers (PRMT), never from shared memory: lane
+// (g = lane / 4, t = lane % 4) decodes dims [32t, 32t + 32) of keys g and g + 8 (S's B
+// fragments, the k order permuted to match Q's fragments) and dims [16g, 16g + 16) of keys 2t,
+// 2t + 1, 2t + 8, 2t + 9 (P·V's B fragments: pairs of keys per register), so the score fragment
+// S's C becomes P's A fragment in registers (as FlashAttention-2). fp32 accumulation, fp32
+// online softmax; sinks (after the tiles) use the fp32 vectors as SplitKernel does.
+namespace tc {
+
+constexpr int kD = 128;
+constexpr int kTile = 16;   // positions per warp step
+constexpr int kMaxG = 8;    // query heads per KV head (mma rows 0-7; rows 8-15 are zero)
+constexpr int kStages = 4;  // tiles in flight per warp (cp.async ring in shared memory)
+#ifndef TQ_TC_MIN_BLOCKS
+#define TQ_TC_MIN_BLOCKS 4  // resident CTAs per SM the registers must allow
+#endif
+
+__device__ __forceinline__ uint32_t Mux(uint32_t a, uint32_t b, uint32_t m) {  // (a & m) | (b & ~m)
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(d) : "r"(a), "r"(b), "r"(m));
+  return d;
+}
+
+// 8 codes of kBits bits (code t at bit kBits·t of u; bits above ignored) as nibbles (code t in
+// nibble t): codes 4-7 move up, then 2,3,6,7, then the odd ones; the mask drops what the muxes
+// carried along. 4-bit codes already are nibbles.
+template <int kBits>
+__device__ __forceinline__ uint32_t CodesToNibbles(uint32_t u) {
+  if constexpr (kBits == 4) {
+    return u;
+  } else {
+    uint32_t t = Mux(u, u << (16 - 4 * kBits), 0x0000ffffu);
+    t = Mux(t, t << (8 - 2 * kBits), 0x00ff00ffu);
+    t = Mux(t, t << (4 - kBits), 0x0f0f0f0fu);
+    return t & (kBits == 3 ? 0x77777777u : 0x33333333u);
+  }
+}
+
+// 4 codes (code t at bit kBits·t of u) as bytes (code t in the low bits of byte t).
+template <int kBits>
+__device__ __forceinline__ uint32_t CodesToBytes(uint32_t u) {
+  uint32_t t = Mux(u, u << (16 - 2 * kBits), 0x0000ffffu);
+  t = Mux(t, t << (8 - kBits), 0x00ff00ffu);
+  return t & ((1u << kBits) - 1u) * 0x01010101u;
+}
+
+// A codebook of 2^kBits 16-bit values as byte tables: lo[i] holds the low bytes of entries
+// 4i..4i+3, hi[i] the high bytes.
+template <int kBits>
+struct ByteTable {
+  static constexpr int kWords = (1 << kBits) / 4;
+  uint32_t lo[kWords], hi[kWords];
+};
+
+template <int kBits>
+__device__ __forceinline__ ByteTable<kBits> MakeTable(const float* __restrict__ codebook) {
+  ByteTable<kBits> t;
+#pragma unroll
+  for (int i = 0; i < ByteTable<kBits>::kWords; ++i) {
+    t.lo[i] = 0u;
+    t.hi[i] = 0u;
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      const float c = codebook[4 * i + b];
+      const uint32_t h = __half_as_ushort(__float2half_rn(c));
+      t.lo[i] |= (h & 0xffu) << (8 * b);
+      t.hi[i] |= (h >> 8) << (8 * b);
+    }
+  }
+  return t;
+}
+
+// The 16-bit table entries of the 4 codes in the selector's nibbles 0-3, as two pairs:
+// r0 = (entry[n0], entry[n1]), r1 = (entry[n2], entry[n3]) (first element in the low half).
+template <int kBits>
+__device__ __forceinline__ void Lookup4(uint32_t sel, const ByteTable<kBits>& t, uint32_t& r0, uint32_t& r1) {
+  uint32_t lo, hi;
+  if constexpr (kBits == 4) {  // entries 0-7 and 8-15 separately, then bit 3 of each code picks
+    const uint32_t s7 = sel & 0x7777u, pick = ((sel >> 1) & 0x4444u) | 0x3210u;
+    lo = __byte_perm(__byte_perm(t.lo[0], t.lo[1], s7), __byte_perm(t.lo[2], t.lo[3], s7), pick);
+    hi = __byte_perm(__byte_perm(t.hi[0], t.hi[1], s7), __byte_perm(t.hi[2], t.hi[3], s7), pick);
+  } else if constexpr (kBits == 3) {
+    lo = __byte_perm(t.lo[0], t.lo[1], sel);
+    hi = __byte_perm(t.hi[0], t.hi[1], sel);
+  } else {
+    lo = __byte_perm(t.lo[0], t.lo[0], sel);
+    hi = __byte_perm(t.hi[0], t.hi[0], sel);
+  }
+  r0 = __byte_perm(lo, hi, 0x5140);
+  r1 = __byte_perm(lo, hi, 0x7362);
+}
+
+// d += A·B, m16n8k16 fp16 operands, fp32 accumulators; rows 8-15 of A (and of C) are zero and
+// their results are dropped.
+__device__ __forceinline__ void Mma(float (&d)[2], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+  float dead0, dead1;
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%5}, {%7,%8}, "
+      "{%9,%10,%11,%11};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(dead0), "=f"(dead1)
+      : "r"(a0), "r"(0u), "r"(a2), "r"(b0), "r"(b1), "f"(d[0]), "f"(d[1]), "f"(0.0f));
+}
+__device__ __forceinline__ uint32_t PackF16(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// The raw bytes a lane needs from one tile: its key codes (keys g and g + 8: kKBits words of
+// dims [32t, 32t + 32) each), the gains of keys 2t, 2t + 1, 2t + 8, 2t + 9 (K and V), and those
+// keys' value codes of dims [16g, 16g + 16) (two words, shifted into place at decode).
+template <int kKBits, int kVBits>
+struct TileData {
+  uint32_t k[2][kKBits];
+  float kg[4], vg[4];
+  uint32_t v[4][2];
+};
+
+// Which of the tile's 16 keys a lane reads for the gains and values: 2t, 2t + 1, 2t + 8, 2t + 9.
+__device__ __forceinline__ int PairKey(int i, int t) { return 2 * t + (i & 1) + 8 * (i >> 1); }
+
+// A lane's words of one tile staged in shared memory (16 K vectors, then 16 V vectors, each
+// packed back to back). Keys outside [first_valid, last_valid] (never scored: their words may be
+// stale) get a zero value gain.
+template <int kKBits, int kVBits>
+__device__ __forceinline__ void ReadTile(const uint8_t* stage, int first_valid, int last_valid, int g, int t,
+                                         TileData<kKBits, kVBits>& d) {
+  constexpr int kKB = kD * kKBits / 8 + 4, kVB = kD * kVBits / 8 + 4;
+  const uint8_t* vb = stage + kTile * kKB;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(stage + (g + 8 * h) * kKB) + kKBits * t;
+#pragma unroll
+    for (int w = 0; w < kKBits; ++w) d.k[h][w] = src[w];
+  }
+  constexpr int kVBit = 16 * kVBits;  // value bits per lane per key
+  const int word = (kVBit * g) >> 5;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int key = PairKey(i, t);
+    const bool ok = key >= first_valid && key <= last_valid;
+    const uint8_t* kvec = stage + key * kKB;
+    const uint8_t* vvec = vb + key * kVB;
+    d.kg[i] = *reinterpret_cast<const float*>(kvec + kKB - 4);
+    d.vg[i] = ok ? *reinterpret_cast<const float*>(vvec + kVB - 4) : 0.0f;  // garbage · 0 could be NaN
+    const uint32_t* vw = reinterpret_cast<const uint32_t*>(vvec) + word;
+    d.v[i][0] = vw[0];
+    d.v[i][1] = kVBits != 2 ? vw[1] : 0u;
+  }
+}
+
+// One warp copies the 16 vectors of kB bytes at src + k·stride (k = 0..15) to dst, packed back to
+// back, with cp.async: 16-byte pieces when they are contiguous (head-major; dst and src 16-byte
+// aligned), else 4-byte words.
+template <int kB>
+__device__ __forceinline__ void CopyVectors(uint8_t* dst, const uint8_t* src, int64_t stride, int lane) {
+  if (stride == kB) {
+    for (int c = lane; c < kB; c += kWarp) CpAsync(dst + 16 * c, src + 16 * c, 16);
+  } else {
+    constexpr int kW = kB / 4;
+    for (int i = lane; i < kTile * kW; i += kWarp) {
+      const int v = i / kW, w = i - v * kW;
+      CpAsync(dst + 4 * i, src + v * stride + 4 * w, 4);
+    }
+  }
+}
+
+// The 16 codes of dims [16g, 16g + 16) of one value (w: the two words from bit 16·kVBits·g
+// rounded down to a word), as 4 words of bytes (code in byte order).
+template <int kVBits>
+__device__ __forceinline__ void ValueBytes(const uint32_t (&w)[2], int g, uint32_t (&b)[4]) {
+  if constexpr (kVBits == 3) {  // 48 bits from bit 0 or 16 of w[0]
+    const int off = (48 * g) & 31;
+    const uint32_t lo = __funnelshift_r(w[0], w[1], off), hi = w[1] >> off;
+    b[0] = CodesToBytes<3>(lo);
+    b[1] = CodesToBytes<3>(lo >> 12);
+    b[2] = CodesToBytes<3>(__funnelshift_r(lo, hi, 24));
+    b[3] = CodesToBytes<3>(hi >> 4);
+  } else if constexpr (kVBits == 4) {
+    b[0] = CodesToBytes<4>(w[0]);
+    b[1] = CodesToBytes<4>(w[0] >> 16);
+    b[2] = CodesToBytes<4>(w[1]);
+    b[3] = CodesToBytes<4>(w[1] >> 16);
+  } else {
+    b[0] = CodesToBytes<2>(w[0]);
+    b[1] = CodesToBytes<2>(w[0] >> 8);
+    b[2] = CodesToBytes<2>(w[0] >> 16);
+    b[3] = CodesToBytes<2>(w[0] >> 24);
+  }
+}
+
+template <int kKBits, int kVBits>
+__global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(const KernelArgs a) {
+  PdlEnter();
+  const PackedAttentionParams& p = a.p;
+  const int64_t row = blockIdx.x;
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
+  const int g = lane / 4, t = lane % 4;
+  const int group = a.group;
+  constexpr int kKB = kD * kKBits / 8 + 4, kVB = kD * kVBits / 8 + 4;
+  constexpr int kStageBytes = kTile * (kKB + kVB);  // a multiple of 16
+  __shared__ __align__(16) float q_rot[kMaxG][kD];
+  __shared__ float m_s[kWarps][kMaxG], l_s[kWarps][kMaxG];
+  // Each warp's ring of kStages tiles in flight; after the loop, the warps' sums for the merge.
+  constexpr int kRingBytes = kWarps * kStages * kStageBytes;
+  constexpr int kMergeBytes = kWarps * kMaxG * kD * 4;
+  __shared__ __align__(16) uint8_t ring[kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes];
+  uint8_t* const my_ring = ring + warp * kStages * kStageBytes;
+  float (*const acc_s)[kMaxG][kD] = reinterpret_cast<float (*)[kMaxG][kD]>(ring);
+
+  // This split's positions [lo, hi): chunks of whole tiles from the tile holding `first`.
+  const int64_t n = static_cast<int64_t>(p.positions[row]) + 1;
+  const int64_t first = p.window > 0 && n > p.window ? n - p.window : 0;
+  const int64_t base = first & ~static_cast<int64_t>(kTile - 1);
+  int64_t chunk = (n - base + p.splits - 1) / p.splits;
+  chunk = chunk < kMinSplitPositions ? kMinSplitPositions : (chunk + kTile - 1) & ~static_cast<int64_t>(kTile - 1);
+  const int64_t lo_raw = base + split * chunk;
+  const int64_t lo = lo_raw > first ? lo_raw : first, hi = n < lo_raw + chunk ? n : lo_raw + chunk;
+  if (lo >= hi) {
+    for (int h = 0; h < group; ++h) {
+      float* ws = p.workspace + ((row * p.num_heads + kvh * group + h) * p.splits + split) * (kD + 2);
+      if (tid == 0) ws[0] = -INFINITY, ws[1] = 0.0f;
+      if (tid < kD) ws[2 + tid] = 0.0f;
+    }
+    return;
+  }
+
+  // 1. The group's queries in the key attention space, scaled (as SplitKernel).
+  const float* q = p.q + row * p.ldq + static_cast<int64_t>(kvh) * group * kD;
+  const float* ks = p.k_format.signs;
+  for (int i = tid; i < kMaxG * kD; i += kThreads) {
+    const int h = i / kD, c = i % kD;
+    const float x = h < group ? q[h * kD + c] : 0.0f;
+    q_rot[h][c] = ks != nullptr ? x * ks[c] : x;
+  }
+  __syncthreads();
+  FwhtShared<kD>(&q_rot[0][0], group);
+  {
+    const float inv = 1.0f / p.k_format.divisor;
+    for (int i = tid; i < group * kD; i += kThreads) {
+      const int h = i / kD, c = i % kD;
+      const float y = q_rot[h][c] * inv;
+      q_rot[h][c] = (ks != nullptr ? y * ks[kD + c] : y) * p.scale;
+    }
+  }
+  __syncthreads();
+  // This lane's A fragments: head g, dims 32t + 4ks + {0, 1} (qa) and {2, 3} (qb), times 2^-e
+  // where 2^e bounds the head's largest |q| (so fp16 keeps 11 bits of every element).
+  uint32_t qa[8], qb[8];
+  float qmul;
+  {
+    float big = 0.0f;
+    const float* qr = q_rot[g] + 32 * t;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) big = fmaxf(big, fabsf(qr[i]));
+    big = fmaxf(big, __shfl_xor_sync(kFull, big, 1));
+    big = fmaxf(big, __shfl_xor_sync(kFull, big, 2));
+    int e = 0;
+    if (big > 0.0f && big <= 3.0e38f) (void)frexpf(big, &e);
+    e = e < -100 ? -100 : e > 100 ? 100 : e;
+    const float down = ldexpf(1.0f, -e);
+    qmul = ldexpf(1.0f, e);
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      qa[s] = PackF16(qr[4 * s] * down, qr[4 * s + 1] * down);
+      qb[s] = PackF16(qr[4 * s + 2] * down, qr[4 * s + 3] * down);
+    }
+  }
+  const ByteTable<kKBits> ktab = MakeTable<kKBits>(p.k_format.codebook);
+  const ByteTable<kVBits> vtab = MakeTable<kVBits>(p.v_format.codebook);
+
+  // Running softmax of head g (m, this lane's share of l), the largest value gain so far (gm),
+  // and the sums / gm of dims 32t + nt (acc[nt][0]) and 32t + 16 + nt (acc[nt][1]).
+  float m = -INFINITY, l = 0.0f, gm = 0.0f;
+  float acc[16][2];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) acc[i][0] = acc[i][1] = 0.0f;
+
+  // 2a. Cached positions [start, hi) in tiles of 16 (tile-aligned; keys outside are masked).
+  const int64_t sink_hi = hi < p.sink_tokens ? hi : static_cast<int64_t>(p.sink_tokens);
+  const int64_t start = lo > sink_hi ? lo : sink_hi;
+  const int32_t* table = p.block_table + p.table_offset[row];
+  const bool head_major = p.layout == KvCacheLayout::kHeadMajor;
+  const int64_t stride_k = head_major ? kKB : static_cast<int64_t>(p.num_kv_heads) * kKB;
+  const int64_t stride_v = head_major ? kVB : static_cast<int64_t>(p.num_kv_heads) * kVB;
+  const int bs = p.block_size;
+  const int bs_shift = (bs & (bs - 1)) == 0 ? __ffs(bs) - 1 : -1;  // the engine's 16: shifts
+  // Tile t0 (in block `blk`, a multiple of 16 within it) into stage `stage` of this warp's ring.
+  auto issue = [&](int stage, int64_t t0, int64_t blk) {
+    const int64_t slot = bs_shift >= 0 ? static_cast<int>(t0) & (bs - 1) : static_cast<int>(t0) % bs;
+    const int64_t vec = head_major ? (blk * p.num_kv_heads + kvh) * bs + slot : (blk * bs + slot) * p.num_kv_heads + kvh;
+    uint8_t* dst = my_ring + stage * kStageBytes;
+    CopyVectors<kKB>(dst, p.k_cache + vec * kKB, stride_k, lane);
+    CopyVectors<kVB>(dst + kTile * kKB, p.v_cache + vec * kVB, stride_v, lane);
+  };
+  auto block_of = [&](int64_t t0) -> int64_t {
+    if (t0 >= hi) return 0;
+    return table[bs_shift >= 0 ? static_cast<int>(t0) >> bs_shift : static_cast<int>(t0) / bs];
+  };
+  const int64_t tile0 = (start & ~static_cast<int64_t>(kTile - 1)) + static_cast<int64_t>(warp) * kTile;
+  constexpr int64_t kStep = static_cast<int64_t>(kWarps) * kTile;
+  {
+    int64_t blk[kStages];
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) blk[st] = block_of(tile0 + st * kStep);
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) {
+      if (tile0 + st * kStep < hi) issue(st, tile0 + st * kStep, blk[st]);
+      asm volatile("cp.async.commit_group;\n" ::);
+    }
+  }
+  int64_t t_ahead = tile0 + kStages * kStep;  // the next tile to issue, and its block (loaded early)
+  int64_t blk_ahead = block_of(t_ahead);
+  int stage = 0;
+  for (int64_t t0 = tile0; t0 < hi; t0 += kStep) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 1));
+    __syncwarp();
+    const int64_t fv = start - t0, lv = hi - 1 - t0;
+    TileData<kKBits, kVBits> cur;
+    ReadTile<kKBits, kVBits>(my_ring + stage * kStageBytes, fv < 0 ? 0 : static_cast<int>(fv),
+                             lv > kTile - 1 ? kTile - 1 : static_cast<int>(lv), g, t, cur);
+    __syncwarp();  // every lane has its words: the stage may be refilled
+    if (t_ahead < hi) issue(stage, t_ahead, blk_ahead);
+    asm volatile("cp.async.commit_group;\n" ::);
+    t_ahead += kStep;
+    blk_ahead = block_of(t_ahead);
+    stage = stage + 1 == kStages ? 0 : stage + 1;
+    // Scores: s[h] (h = 0: keys 0-7, h = 1: keys 8-15), this lane's columns 2t, 2t + 1.
+    float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {  // 8 codes (two k-steps) at a time
+        uint32_t bits;
+        if constexpr (kKBits == 3) {
+          const uint32_t* w = cur.k[h];
+          bits = u == 0 ? w[0] : u == 1 ? __funnelshift_r(w[0], w[1], 24)
+                               : u == 2 ? __funnelshift_r(w[1], w[2], 16) : w[2] >> 8;
+        } else if constexpr (kKBits == 4) {
+          bits = cur.k[h][u];
+        } else {
+          bits = cur.k[h][u / 2] >> (16 * (u & 1));
+        }
+        const uint32_t nib = CodesToNibbles<kKBits>(bits);
+        uint32_t b0, b1, b2, b3;
+        Lookup4<kKBits>(nib, ktab, b0, b1);
+        Lookup4<kKBits>(nib >> 16, ktab, b2, b3);
+        Mma(s[h], qa[2 * u], qb[2 * u], b0, b1);
+        Mma(s[h], qa[2 * u + 1], qb[2 * u + 1], b2, b3);
+      }
+    }
+    // Online softmax over the tile (keys PairKey(i, t); masked keys have gain 0 and weight 0).
+    float sc[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int key = PairKey(i, t);
+      const bool ok = key >= fv && key <= lv;
+      sc[i] = ok ? s[i >> 1][i & 1] * qmul * cur.kg[i] : -INFINITY;
+    }
+    float mx = fmaxf(fmaxf(sc[0], sc[1]), fmaxf(sc[2], sc[3]));
+    float gx = fmaxf(fmaxf(fabsf(cur.vg[0]), fabsf(cur.vg[1])), fmaxf(fabsf(cur.vg[2]), fabsf(cur.vg[3])));
+    mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
+    gx = fmaxf(gx, __shfl_xor_sync(kFull, gx, 1));
+    gx = fmaxf(gx, __shfl_xor_sync(kFull, gx, 2));
+    const float m_new = fmaxf(m, mx), gm_new = fmaxf(gm, gx);
+    const float inv_gm = gm_new > 0.0f ? 1.0f / gm_new : 0.0f;
+    const float corr = (m == -INFINITY ? 0.0f : __expf(m - m_new)) * (gm * inv_gm);
+    float e[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) e[i] = sc[i] == -INFINITY ? 0.0f : __expf(sc[i] - m_new);
+    l = l * (m == -INFINITY ? 0.0f : __expf(m - m_new)) + ((e[0] + e[1]) + (e[2] + e[3]));
+    m = m_new;
+    gm = gm_new;
+    if (corr != 1.0f) {  // the running max or the largest gain moved (rare after the first tiles)
+#pragma unroll
+      for (int i = 0; i < 16; ++i) acc[i][0] *= corr, acc[i][1] *= corr;
+    }
+    const uint32_t pa = PackF16(e[0] * (cur.vg[0] * inv_gm), e[1] * (cur.vg[1] * inv_gm));
+    const uint32_t pb = PackF16(e[2] * (cur.vg[2] * inv_gm), e[3] * (cur.vg[3] * inv_gm));
+    // P·V: dims 16g + nt of keys (2t, 2t + 1) and (2t + 8, 2t + 9), two keys per register.
+    uint32_t vb[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) ValueBytes<kVBits>(cur.v[i], g, vb[i]);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {  // dims 16g + 4w .. 16g + 4w + 3
+      const uint32_t sel01 = vb[0][w] | (vb[1][w] << 4), sel89 = vb[2][w] | (vb[3][w] << 4);
+      uint32_t x0, x1, x2, x3, y0, y1, y2, y3;
+      Lookup4<kVBits>(sel01, vtab, x0, x1);
+      Lookup4<kVBits>(sel01 >> 16, vtab, x2, x3);
+      Lookup4<kVBits>(sel89, vtab, y0, y1);
+      Lookup4<kVBits>(sel89 >> 16, vtab, y2, y3);
+      Mma(acc[4 * w + 0], pa, pb, x0, y0);
+      Mma(acc[4 * w + 1], pa, pb, x1, y1);
+      Mma(acc[4 * w + 2], pa, pb, x2, y2);
+      Mma(acc[4 * w + 3], pa, pb, x3, y3);
+    }
+  }
+  // The sums in their own units: acc · gm.
+  if (gm == 0.0f) gm = 1.0f;  // no tile (or only zero gains): the sinks' units
+  const float inv_gm = 1.0f / gm;
+
+  // 2b. Sinks [lo, sink_hi), a position per warp at a time, in fp32 (added in units of gm).
+  if (lo < sink_hi) {
+    const int64_t stride = static_cast<int64_t>(p.num_kv_heads) * kD;
+    const int64_t sbase = static_cast<int64_t>(p.sink_slot[row]) * p.sink_tokens * stride + kvh * kD;
+    for (int64_t j = lo + warp; j < sink_hi; j += kWarps) {
+      const float* sk = p.sink_k + sbase + j * stride + 32 * t;
+      const float* sv = p.sink_v + sbase + j * stride + 32 * t;
+      const float* qr = q_rot[g] + 32 * t;
+      float s = 0.0f;
+#pragma unroll 8
+      for (int i = 0; i < 32; ++i) s += qr[i] * sk[i];
+      s += __shfl_xor_sync(kFull, s, 1);
+      s += __shfl_xor_sync(kFull, s, 2);
+      const float m_new = fmaxf(m, s);
+      const float corr = m == -INFINITY ? 0.0f : __expf(m - m_new);
+      const float e = __expf(s - m_new), es = e * inv_gm;
+      l = l * corr + (t == 0 ? e : 0.0f);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        acc[i][0] = acc[i][0] * corr + es * sv[i];
+        acc[i][1] = acc[i][1] * corr + es * sv[16 + i];
+      }
+      m = m_new;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 16; ++i) acc[i][0] *= gm, acc[i][1] *= gm;
+  l += __shfl_xor_sync(kFull, l, 1);
+  l += __shfl_xor_sync(kFull, l, 2);
+
+  // 3. Merge the 4 warps (as SplitKernel); lane (g, t) holds head g's dims 32t + nt, 32t + 16 + nt.
+  asm volatile("cp.async.wait_group 0;\n" ::);
+  __syncthreads();  // acc_s reuses the rings
+  if (t == 0) m_s[warp][g] = m, l_s[warp][g] = l;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    acc_s[warp][g][32 * t + i] = acc[i][0];
+    acc_s[warp][g][32 * t + 16 + i] = acc[i][1];
+  }
+  __syncthreads();
+  for (int h = 0; h < group; ++h) {
+    float big = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) big = fmaxf(big, m_s[w][h]);
+    float sum_l = 0.0f, sum_a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = m_s[w][h] == -INFINITY ? 0.0f : __expf(m_s[w][h] - big);
+      sum_l += l_s[w][h] * f;
+      if (tid < kD) sum_a += acc_s[w][h][tid] * f;
+    }
+    const int head = kvh * group + h;
+    float* ws = p.workspace + ((row * p.num_heads + head) * p.splits + split) * (kD + 2);
+    if (tid == 0) ws[0] = big, ws[1] = sum_l;
+    if (tid < kD) ws[2 + tid] = sum_a;
+  }
+}
+
+}  // namespace tc
+
 // Grid (rows, num_heads): merges the splits, divides, maps values back (Rᵀ) when packed.
 template <int kD, bool kRotateBack>
 __global__ void __launch_bounds__(kThreads) MergeKernel(const PackedAttentionParams p) {
@@ -416,6 +888,38 @@ cudaError_t LaunchSplit(const PackedAttentionParams& p, int group, cudaStream_t 
   if (e != cudaSuccess) return e;
   const dim3 merge(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
   (void)LaunchKernel(MergeKernel<kD, (kVF != 0)>, merge, kThreads, 0, stream, p);
+  return cudaGetLastError();
+}
+
+// The tensor-core split kernel, then the merge (as LaunchSplit). When p.splits would launch more
+// CTAs than fit on the device at once, the split count drops to whole waves of resident CTAs (a
+// partial last wave would cost a whole wave's time); the workspace then holds fewer splits.
+template <int kKF, int kVF>
+cudaError_t LaunchTc(const PackedAttentionParams& p, int group, cudaStream_t stream) {
+  static std::atomic<int> per_sm{0};
+  int occ = per_sm.load(std::memory_order_relaxed);
+  if (occ == 0) {
+    const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, tc::TcSplitKernel<kKF, kVF>, kThreads, 0);
+    if (e != cudaSuccess) return e;
+    per_sm.store(occ, std::memory_order_relaxed);
+  }
+  int device = 0, sms = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (e != cudaSuccess) return e;
+  PackedAttentionParams q = p;
+  const int64_t units = p.rows * p.num_kv_heads, resident = static_cast<int64_t>(std::max(occ, 1)) * sms;
+  if (units * p.splits > resident) {
+    const int64_t waves = units * p.splits / resident;
+    q.splits = static_cast<int>(std::max<int64_t>(1, waves * resident / units));
+  }
+  const dim3 grid(static_cast<unsigned>(q.rows), static_cast<unsigned>(q.num_kv_heads),
+                  static_cast<unsigned>(q.splits));
+  (void)LaunchKernel(tc::TcSplitKernel<kKF, kVF>, grid, kThreads, 0, stream, KernelArgs{q, group});
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  const dim3 merge(static_cast<unsigned>(q.rows), static_cast<unsigned>(q.num_heads));
+  (void)LaunchKernel(MergeKernel<tc::kD, true>, merge, kThreads, 0, stream, q);
   return cudaGetLastError();
 }
 
@@ -605,6 +1109,13 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+bool UseTensorCores(const PackedAttentionParams& p) {
+  const int kf = FormatCode(p.k_format), vf = FormatCode(p.v_format);
+  const bool formats = (kf == vf && kf >= 2 && kf <= 4) || (kf == 4 && vf == 3);
+  return p.tensor_cores && formats && p.head_dim == tc::kD && p.num_kv_heads > 0 &&
+         p.num_heads / p.num_kv_heads <= tc::kMaxG && p.block_size > 0 && p.block_size % tc::kTile == 0;
+}
+
 cudaError_t WriteKvSinks(const float* x, int64_t ld, int64_t rows, int num_kv_heads, int head_dim,
                          const int32_t* positions, const int32_t* sink_slot, int sink_tokens, const float* signs,
                          float divisor, float* store, cudaStream_t stream) {
@@ -707,6 +1218,11 @@ cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream)
   }
   const int group = p.num_heads / p.num_kv_heads;
   const int kf = FormatCode(p.k_format), vf = FormatCode(p.v_format);
+  if (UseTensorCores(p)) {
+    if (kf == 3) return LaunchTc<3, 3>(p, group, stream);
+    if (kf == 2) return LaunchTc<2, 2>(p, group, stream);
+    return vf == 4 ? LaunchTc<4, 4>(p, group, stream) : LaunchTc<4, 3>(p, group, stream);
+  }
   if (kf == 0) return LaunchDim<0, 0>(p, group, stream);
   if (kf == 2) {
     return vf == 2 ? LaunchDim<2, 2>(p, group, stream)

@@ -38,8 +38,18 @@
 // splits beyond the row's length do nothing (so a fixed split count serves any context, as CUDA
 // graphs need).
 //
-// Precision: fp32 throughout (codebook, gains, rotation, scores, softmax, sums); results equal
-// the CPU reference up to float summation order (~1e-6 relative).
+// Tensor cores (packed 2-4-bit K and V, head_dim 128, G <= 8, block_size a multiple of 16; see
+// tensor_cores below): a warp takes 16 positions at a time, staged in shared memory by cp.async
+// four tiles ahead; lane (g, t) decodes its codes with byte-permute tables in registers straight
+// into mma.sync m16n8k16 fragments: S = Q·Kᵀ (rows = the group's heads), then P·V with P taken
+// from S's accumulators in registers (FlashAttention-2's layout), online softmax in fp32.
+//
+// Precision: the fp32 kernel is fp32 throughout (codebook, gains, rotation, scores, softmax,
+// sums); results equal the CPU reference up to float summation order (~1e-6 relative). The
+// tensor-core kernel multiplies fp16 operands with fp32 accumulation: the query scaled per head by
+// a power of two into [0.5, 1), the centroids, and softmax weight × value gain / the largest gain
+// so far (in [0, 1]); ~2^-11 relative per product (kv_attention_test bounds it at 4e-3 on outputs
+// of magnitude ~1, against 2e-4 for the fp32 kernel).
 //
 // Usage:
 //   tq::cuda::PackedAttentionParams p;  // q, caches, formats, tables, shapes, out
@@ -94,6 +104,10 @@ struct PackedAttentionParams {
   const float* sink_k = nullptr;
   const float* sink_v = nullptr;
   const int32_t* sink_slot = nullptr;  // [rows]
+  // Packed K and V of 2-4 bits (K = V bits, or 4-bit K with 3-bit V) at head_dim 128, G <= 8 and
+  // block_size a multiple of 16 run on tensor cores (fp16 operands, fp32 accumulation; see
+  // Precision) unless this is false; everything else runs the fp32 kernel.
+  bool tensor_cores = true;
   int splits = 1;        // position splits per (row, KV head), 1..kMaxAttentionSplits
   float* workspace = nullptr;  // PackedAttentionWorkspaceBytes
   size_t workspace_bytes = 0;
@@ -112,6 +126,9 @@ size_t PackedAttentionWorkspaceBytes(int64_t rows, int num_heads, int head_dim, 
 const char* PackedAttentionUnsupportedReason(const PackedAttentionParams& p);
 
 cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream);
+
+// Whether PackedAttention runs these parameters on the tensor-core kernel (above).
+bool UseTensorCores(const PackedAttentionParams& p);
 
 // ---------------------------------------------------------------------------------------------
 // The writer: K or V rows into a slot-major packed cache, as quant::KvMseQuantizer::Encode does

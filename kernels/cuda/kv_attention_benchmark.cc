@@ -4,12 +4,13 @@
 //
 // Paths: the packed-attention kernel with BF16 vectors (the same kernel reading 2d bytes per
 // vector: the like-for-like baseline), with turbo3 (3-bit K and V), turbo4 (4-bit) and k4v3
-// vectors; and the engine's PagedAttention (kernels/cuda/nn_ops.h, BF16, one CTA per row and
+// vectors — on tensor cores (the default) and on the fp32 kernel (tensor_cores = false); and
+// the engine's PagedAttention (kernels/cuda/nn_ops.h, BF16, one CTA per row and
 // head). Every launch of a timed sequence reads a different copy of the cache (≥ 256 MB in all,
 // beyond the 60 MB L2), replayed as a CUDA graph; median of `reps`. GB/s counts the K and V bytes
 // each launch reads.
 //
-// Usage: kv_attention_benchmark [--reps N] [--quick]
+// Usage: kv_attention_benchmark [--reps N] [--quick] [--only ROWS:CONTEXT:FORMAT]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -163,7 +164,7 @@ struct Caches {
   }
 };
 
-double TimePacked(const Problem& pr, const Format& fmt, int splits, double* kv_bytes) {
+double TimePacked(const Problem& pr, const Format& fmt, int splits, bool tensor_cores, double* kv_bytes) {
   const PolarSide ks(fmt.kbits, quant::kKvKeySeed), vs(fmt.vbits, quant::kKvValueSeed);
   const int64_t kb = KvVectorBytes(ks.f, kD), vb = KvVectorBytes(vs.f, kD);
   const Caches c(pr.blocks, kb, vb);
@@ -173,6 +174,7 @@ double TimePacked(const Problem& pr, const Format& fmt, int splits, double* kv_b
   p.k_format = ks.f;
   p.v_format = vs.f;
   p.splits = splits;
+  p.tensor_cores = tensor_cores;
   p.workspace = pr.ws;
   p.workspace_bytes = pr.ws_bytes;
   return TimeGraphMedianUs(g_stream, static_cast<int>(c.k.size()), g_reps, [&](int i) {
@@ -198,9 +200,11 @@ double TimeEngineBf16(const Problem& pr) {
 
 int Main(int argc, char** argv) {
   bool quick = false;
+  std::string only;  // "ROWS:CONTEXT:FORMAT": that shape and format only (e.g. for a profiler)
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) g_reps = std::atoi(argv[++i]);
+    if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
   }
   const std::string reason = GpuUnavailableReason();
   if (!reason.empty()) {
@@ -214,22 +218,27 @@ int Main(int argc, char** argv) {
               kD);
   CHECK_CUDA(cudaStreamCreate(&g_stream));
   const Format formats[] = {{"bf16", 0, 0}, {"turbo4", 4, 4}, {"k4v3", 4, 3}, {"turbo3", 3, 3}};
-  std::printf("%6s %8s %6s | %-8s %9s %9s %8s %8s | %s\n", "batch", "context", "splits", "KV", "MB read", "us",
-              "GB/s", "vs bf16", "engine PagedAttention (bf16)");
+  std::printf("%6s %8s %6s | %-8s %9s %9s %8s %8s | %9s %8s | %s\n", "batch", "context", "splits", "KV", "MB read",
+              "us", "GB/s", "vs bf16", "fp32 us", "vs bf16", "engine PagedAttention (bf16)");
   const std::pair<int, int64_t> shapes[] = {{1, 4096}, {1, 32768}, {1, 131072}, {8, 4096}, {8, 32768}};
   for (const auto& [rows, ctx] : shapes) {
     if (quick && ctx == 131072) continue;
+    const std::string shape = std::to_string(rows) + ":" + std::to_string(ctx) + ":";
+    if (!only.empty() && only.rfind(shape, 0) != 0) continue;
     const Problem pr(rows, ctx);
     const int splits = PlanAttentionSplits(rows, kKvHeads, ctx, info->multiprocessors);
-    const double engine = TimeEngineBf16(pr);
+    const double engine = only.empty() ? TimeEngineBf16(pr) : 0.0;
     double bf16_us = 0.0;
     for (const Format& f : formats) {
+      if (!only.empty() && only != shape + f.name) continue;
       double bytes = 0.0;
-      const double us = TimePacked(pr, f, splits, &bytes);
+      // The default kernel (tensor cores for the packed formats), then the fp32 kernel.
+      const double us = TimePacked(pr, f, splits, true, &bytes);
+      const double fp32_us = f.kbits == 0 ? us : TimePacked(pr, f, splits, false, &bytes);
       if (f.kbits == 0) bf16_us = us;
-      std::printf("%6d %8lld %6d | %-8s %9.1f %9.2f %8.0f %7.2fx | %.2f us (%.2fx slower than packed bf16)\n", rows,
-                  static_cast<long long>(ctx), splits, f.name, bytes / 1e6, us, bytes / us * 1e-3, bf16_us / us,
-                  engine, engine / bf16_us);
+      std::printf("%6d %8lld %6d | %-8s %9.1f %9.2f %8.0f %7.2fx | %9.2f %7.2fx | %.2f us (%.2fx slower than packed bf16)\n",
+                  rows, static_cast<long long>(ctx), splits, f.name, bytes / 1e6, us, bytes / us * 1e-3, bf16_us / us,
+                  fp32_us, bf16_us / fp32_us, engine, engine / bf16_us);
       std::fflush(stdout);
     }
   }

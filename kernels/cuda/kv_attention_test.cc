@@ -29,6 +29,9 @@ namespace {
 
 // Absolute, on outputs of magnitude ~1: fp32 scores / softmax / sums (and __expf) against double.
 constexpr double kAttentionTol = 2e-4;
+// The tensor-core kernel: fp16 operands (the query scaled to [0.5, 1) per head, the centroids,
+// the weights times gain / largest gain), fp32 accumulation — ~2^-11 relative per product.
+constexpr double kTensorCoreTol = 4e-3;
 
 #if TQ_HAVE_CUDA
 // One side (K or V) of a format: how to encode a vector on the CPU and decode it back.
@@ -94,11 +97,14 @@ struct Case {
   int64_t window = 0;
   int head_dim = 128;
   int sink = 0;  // sink positions per sequence (bf16 in a side store, written by WriteKvSinks)
+  float value_scale = 1.0f;  // values ~ N(0, value_scale²): gains far from 1 (errors are divided by it)
 };
 
-// Runs one case for the given K/V bit widths (0 = bf16) and split counts; returns the worst
-// absolute error.
-double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& split_list, uint32_t seed) {
+// Runs one case for the given K/V bit widths (0 = bf16) and split counts, on the tensor-core
+// kernel where it applies when `tensor_cores` (it must apply to every eligible case: *used says
+// whether it did); returns the worst absolute error over value_scale.
+double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& split_list, uint32_t seed,
+               bool tensor_cores, bool* used) {
   const int kD = c.head_dim;
   const Side ks = MakeSide(kD, kbits, quant::kKvKeySeed), vs = MakeSide(kD, vbits, quant::kKvValueSeed);
   const int rows = static_cast<int>(c.positions.size());
@@ -154,7 +160,7 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
         } else {
           ks.Encode(x.data(), kc.data() + slot * kb, kd);
         }
-        for (float& v : x) v = nd(rng);
+        for (float& v : x) v = nd(rng) * c.value_scale;
         if (sink) {
           bf16.Encode(x.data(), scratch.data(), vd);
           sink_v.insert(sink_v.end(), x.begin(), x.end());
@@ -248,6 +254,8 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
     }
     p.workspace = ws.get();
     p.workspace_bytes = PackedAttentionWorkspaceBytes(rows, nh, kD, splits);
+    p.tensor_cores = tensor_cores;
+    *used = UseTensorCores(p);
     EXPECT_EQ(PackedAttentionUnsupportedReason(p), nullptr);
     EXPECT_EQ(PackedAttention(p, nullptr), cudaSuccess);
     const std::vector<float> got = out.Download();
@@ -256,7 +264,7 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
         ADD_FAILURE() << "output " << i << " not finite (unwritten?)";
         return 1e30;
       }
-      worst = std::max(worst, std::fabs(got[i] - ref[i]));
+      worst = std::max(worst, std::fabs(got[i] - ref[i]) / c.value_scale);
     }
   }
   return worst;
@@ -284,23 +292,42 @@ TEST(PackedAttentionTest, MatchesCpuReference) {
       {8, 2, {2, 4, 300, 130}, 16, KvCacheLayout::kSlotMajor, 0, 128, 4},
       {4, 4, {400, 9}, 16, KvCacheLayout::kSlotMajor, 100, 64, 4},
       {6, 2, {200, 40}, 16, KvCacheLayout::kHeadMajor, 0, 32, 37},
+      // Gains far from 1 (the tensor-core kernel's weights are scaled by the largest gain), a
+      // window shorter than a tile, and a block of 32 positions (two tiles per block).
+      {8, 1, {700, 20}, 16, KvCacheLayout::kSlotMajor, 0, 128, 4, 3.0e4f},
+      {8, 2, {500}, 32, KvCacheLayout::kHeadMajor, 0, 128, 0, 2.0e-5f},
+      {16, 2, {400, 65}, 16, KvCacheLayout::kSlotMajor, 11, 128, 0},
   };
   // (K bits, V bits), 0 = bf16; 8-bit keys are the plugin presets' boundary layers.
   const std::pair<int, int> formats[] = {{0, 0}, {3, 3}, {4, 4}, {4, 3}, {2, 2}, {8, 3}, {8, 4}};
   uint32_t seed = 5;
-  double worst_all = 0.0;
-  for (const auto& [kbits, vbits] : formats) {
-    for (const Case& c : cases) {
-      SCOPED_TRACE("K bits " + std::to_string(kbits) + " V bits " + std::to_string(vbits) + " heads " +
-                   std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " d " +
-                   std::to_string(c.head_dim) + " sinks " + std::to_string(c.sink));
-      const double worst = RunCase(c, kbits, vbits, {1, 3, 16, 200}, seed++);
-      EXPECT_LE(worst, kAttentionTol);
-      worst_all = std::max(worst_all, worst);
+  double worst_fp32 = 0.0, worst_tc = 0.0;
+  int tc_runs = 0;
+  for (const bool tensor_cores : {false, true}) {
+    for (const auto& [kbits, vbits] : formats) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE("K bits " + std::to_string(kbits) + " V bits " + std::to_string(vbits) + " heads " +
+                     std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " d " +
+                     std::to_string(c.head_dim) + " sinks " + std::to_string(c.sink) + " block " +
+                     std::to_string(c.block_size) + (tensor_cores ? " tensor cores allowed" : " fp32 kernel"));
+        bool used = false;
+        const double worst = RunCase(c, kbits, vbits, {1, 3, 16, 200}, seed++, tensor_cores, &used);
+        if (!tensor_cores) EXPECT_FALSE(used);
+        // Eligible: packed K and V (2/2, 3/3, 4/4, 4/3), d 128, <= 8 heads per KV head, blocks of 16k.
+        const bool packed = (kbits == vbits && kbits >= 2 && kbits <= 4) || (kbits == 4 && vbits == 3);
+        const bool eligible = tensor_cores && packed && c.head_dim == 128 &&
+                              c.num_heads / c.num_kv_heads <= 8 && c.block_size % 16 == 0;
+        EXPECT_EQ(used, eligible);
+        EXPECT_LE(worst, used ? kTensorCoreTol : kAttentionTol);
+        (used ? worst_tc : worst_fp32) = std::max(used ? worst_tc : worst_fp32, worst);
+        tc_runs += used ? 1 : 0;
+      }
     }
   }
-  std::printf("packed attention: worst |gpu - cpu| %.3g over all formats and cases (bound %.1g)\n", worst_all,
-              kAttentionTol);
+  EXPECT_GT(tc_runs, 0);
+  std::printf("packed attention: worst |gpu - cpu| %.3g on the fp32 kernel (bound %.1g), %.3g on tensor cores "
+              "(%d cases, bound %.1g)\n",
+              worst_fp32, kAttentionTol, worst_tc, tc_runs, kTensorCoreTol);
 #endif
 }
 
@@ -449,6 +476,38 @@ TEST(PackedAttentionTest, RejectsWhatItCannotRun) {
   p.block_size = 16;
   p.window = -1;  // everything else valid (rows = 0 would be a no-op)
   EXPECT_EQ(PackedAttention(p, nullptr), cudaErrorInvalidValue);
+  // The tensor-core kernel: packed 2-4-bit K and V (K = V, or 4/3), d 128, G <= 8, blocks of 16k.
+  {
+    PackedAttentionParams t;
+    t.num_heads = 32;
+    t.num_kv_heads = 4;
+    t.head_dim = 128;
+    t.block_size = 32;
+    t.k_format.kind = t.v_format.kind = KvVectorKind::kPolar;
+    t.k_format.codebook = t.v_format.codebook = cb;
+    t.k_format.bits = t.v_format.bits = 3;
+    EXPECT_TRUE(UseTensorCores(t));
+    t.k_format.bits = 4;
+    EXPECT_TRUE(UseTensorCores(t));  // k4v3
+    t.k_format.bits = 2;
+    EXPECT_FALSE(UseTensorCores(t));  // 2/3
+    t.k_format.bits = 8;
+    EXPECT_FALSE(UseTensorCores(t));  // boundary-layer keys
+    t.k_format.bits = 3;
+    t.tensor_cores = false;
+    EXPECT_FALSE(UseTensorCores(t));
+    t.tensor_cores = true;
+    t.block_size = 8;
+    EXPECT_FALSE(UseTensorCores(t));
+    t.block_size = 16;
+    t.head_dim = 64;
+    EXPECT_FALSE(UseTensorCores(t));
+    t.head_dim = 128;
+    t.num_kv_heads = 2;  // 16 heads per KV head
+    EXPECT_FALSE(UseTensorCores(t));
+    t.k_format = t.v_format = KvVectorFormat();  // bf16
+    EXPECT_FALSE(UseTensorCores(t));
+  }
   // Splits: about 8 CTAs per SM, >= 128 positions each, at most kMaxAttentionSplits.
   EXPECT_EQ(PlanAttentionSplits(1, 8, 32768, 132), 132);
   EXPECT_EQ(PlanAttentionSplits(1, 8, 100, 132), 1);
