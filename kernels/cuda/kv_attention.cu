@@ -480,27 +480,26 @@ __device__ __forceinline__ void Lookup4(uint32_t sel, const ByteTable<kBits>& t,
   r1 = __byte_perm(lo, hi, 0x7362);
 }
 
-// d += A·B, m16n8k16 fp16 operands, fp32 accumulators; rows 8-15 of A (and of C) are zero and
-// their results are dropped.
-__device__ __forceinline__ void Mma(float (&d)[2], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
-  float dead0, dead1;
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%5}, {%7,%8}, "
-      "{%9,%10,%11,%11};\n"
-      : "=f"(d[0]), "=f"(d[1]), "=f"(dead0), "=f"(dead1)
-      : "r"(a0), "r"(0u), "r"(a2), "r"(b0), "r"(b1), "f"(d[0]), "f"(d[1]), "f"(0.0f));
+// c += A·B, m16n8k16, fp16 operands, fp32 accumulators (fragments as the PTX ISA's figures).
+__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 __device__ __forceinline__ uint32_t PackF16(float a, float b) {
   const __half2 h = __floats2half2_rn(a, b);
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// The raw bytes a lane needs from one tile: its key codes (keys g and g + 8: kKBits words of
-// dims [32t, 32t + 32) each), the gains of keys 2t, 2t + 1, 2t + 8, 2t + 9 (K and V), and those
-// keys' value codes of dims [16g, 16g + 16) (two words, shifted into place at decode).
+// A lane's words of one tile: the codes of keys g and g + 8 (kKBits words of dims [32t, 32t + 32)
+// each) with their K and V gains, and the value codes of dims [16g, 16g + 16) of keys 2t, 2t + 1,
+// 2t + 8, 2t + 9 (two words each, shifted into place at decode).
 template <int kKBits, int kVBits>
 struct TileData {
   uint32_t k[2][kKBits];
-  float kg[4], vg[4];
+  float kg[2], vg[2];
   uint32_t v[4][2];
 };
 
@@ -508,7 +507,7 @@ struct TileData {
 __device__ __forceinline__ int PairKey(int i, int t) { return 2 * t + (i & 1) + 8 * (i >> 1); }
 
 // A lane's words of one tile staged in shared memory (16 K vectors, then 16 V vectors, each
-// packed back to back). Keys outside [first_valid, last_valid] (never scored: their words may be
+// packed back to back). Keys outside [first_valid, last_valid] (masked: their words may be
 // stale) get a zero value gain.
 template <int kKBits, int kVBits>
 __device__ __forceinline__ void ReadTile(const uint8_t* stage, int first_valid, int last_valid, int g, int t,
@@ -517,21 +516,20 @@ __device__ __forceinline__ void ReadTile(const uint8_t* stage, int first_valid, 
   const uint8_t* vb = stage + kTile * kKB;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const uint32_t* src = reinterpret_cast<const uint32_t*>(stage + (g + 8 * h) * kKB) + kKBits * t;
+    const int key = g + 8 * h;
+    const uint8_t* kvec = stage + key * kKB;
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(kvec) + kKBits * t;
 #pragma unroll
     for (int w = 0; w < kKBits; ++w) d.k[h][w] = src[w];
+    d.kg[h] = *reinterpret_cast<const float*>(kvec + kKB - 4);
+    const bool ok = key >= first_valid && key <= last_valid;
+    d.vg[h] = ok ? *reinterpret_cast<const float*>(vb + key * kVB + kVB - 4) : 0.0f;  // garbage · 0 may be NaN
   }
   constexpr int kVBit = 16 * kVBits;  // value bits per lane per key
   const int word = (kVBit * g) >> 5;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const int key = PairKey(i, t);
-    const bool ok = key >= first_valid && key <= last_valid;
-    const uint8_t* kvec = stage + key * kKB;
-    const uint8_t* vvec = vb + key * kVB;
-    d.kg[i] = *reinterpret_cast<const float*>(kvec + kKB - 4);
-    d.vg[i] = ok ? *reinterpret_cast<const float*>(vvec + kVB - 4) : 0.0f;  // garbage · 0 could be NaN
-    const uint32_t* vw = reinterpret_cast<const uint32_t*>(vvec) + word;
+    const uint32_t* vw = reinterpret_cast<const uint32_t*>(vb + PairKey(i, t) * kVB) + word;
     d.v[i][0] = vw[0];
     d.v[i][1] = kVBits != 2 ? vw[1] : 0u;
   }
@@ -596,6 +594,8 @@ __global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(cons
   __shared__ __align__(16) uint8_t ring[kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes];
   uint8_t* const my_ring = ring + warp * kStages * kStageBytes;
   float (*const acc_s)[kMaxG][kD] = reinterpret_cast<float (*)[kMaxG][kD]>(ring);
+  __shared__ float qmul_s[kMaxG];                        // 2^e of each head's query scaling
+  __shared__ __align__(16) __half pt_s[kWarps][kMaxG][kTile];  // each warp's Pᵀ fragment exchange
 
   // This split's positions [lo, hi): chunks of whole tiles from the tile holding `first`.
   const int64_t n = static_cast<int64_t>(p.positions[row]) + 1;
@@ -633,10 +633,9 @@ __global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(cons
     }
   }
   __syncthreads();
-  // This lane's A fragments: head g, dims 32t + 4ks + {0, 1} (qa) and {2, 3} (qb), times 2^-e
-  // where 2^e bounds the head's largest |q| (so fp16 keeps 11 bits of every element).
+  // This lane's B fragments of Qᵀ: head g, dims 32t + 4ks + {0, 1} (qa) and {2, 3} (qb), times
+  // 2^-e where 2^e bounds the head's largest |q| (so fp16 keeps 11 bits of every element).
   uint32_t qa[8], qb[8];
-  float qmul;
   {
     float big = 0.0f;
     const float* qr = q_rot[g] + 32 * t;
@@ -648,7 +647,7 @@ __global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(cons
     if (big > 0.0f && big <= 3.0e38f) (void)frexpf(big, &e);
     e = e < -100 ? -100 : e > 100 ? 100 : e;
     const float down = ldexpf(1.0f, -e);
-    qmul = ldexpf(1.0f, e);
+    if (warp == 0 && t == 0) qmul_s[g] = ldexpf(1.0f, e);
 #pragma unroll
     for (int s = 0; s < 8; ++s) {
       qa[s] = PackF16(qr[4 * s] * down, qr[4 * s + 1] * down);
@@ -657,13 +656,16 @@ __global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(cons
   }
   const ByteTable<kKBits> ktab = MakeTable<kKBits>(p.k_format.codebook);
   const ByteTable<kVBits> vtab = MakeTable<kVBits>(p.v_format.codebook);
+  __syncthreads();
+  const float qm0 = qmul_s[2 * t], qm1 = qmul_s[2 * t + 1];
 
-  // Running softmax of head g (m, this lane's share of l), the largest value gain so far (gm),
-  // and the sums / gm of dims 32t + nt (acc[nt][0]) and 32t + 16 + nt (acc[nt][1]).
-  float m = -INFINITY, l = 0.0f, gm = 0.0f;
-  float acc[16][2];
+  // Lane (g, t) keeps the running softmax of heads 2t (m0, l0) and 2t + 1 (m1, l1) — l over its
+  // keys only — the largest value gain so far (gm), and Oᵀ / gm for dims 16g + mt (acc[mt][0] head
+  // 2t, [1] head 2t + 1) and 16g + 8 + mt ([2], [3]), mt = 0..7.
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f, gm = 0.0f;
+  float acc[8][4];
 #pragma unroll
-  for (int i = 0; i < 16; ++i) acc[i][0] = acc[i][1] = 0.0f;
+  for (int i = 0; i < 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
   // 2a. Cached positions [start, hi) in tiles of 16 (tile-aligned; keys outside are masked).
   const int64_t sink_hi = hi < p.sink_tokens ? hi : static_cast<int64_t>(p.sink_tokens);
@@ -701,6 +703,7 @@ __global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(cons
   int64_t t_ahead = tile0 + kStages * kStep;  // the next tile to issue, and its block (loaded early)
   int64_t blk_ahead = block_of(t_ahead);
   int stage = 0;
+  __half* const pt = &pt_s[warp][0][0];
   for (int64_t t0 = tile0; t0 < hi; t0 += kStep) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 1));
     __syncwarp();
@@ -714,119 +717,143 @@ __global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(cons
     t_ahead += kStep;
     blk_ahead = block_of(t_ahead);
     stage = stage + 1 == kStages ? 0 : stage + 1;
-    // Scores: s[h] (h = 0: keys 0-7, h = 1: keys 8-15), this lane's columns 2t, 2t + 1.
-    float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    // Sᵀ = K·Qᵀ: rows = the tile's keys (A: keys g and g + 8, decoded here), columns = heads.
+    float sacc[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int u = 0; u < 4; ++u) {  // 8 dims (two k-steps) at a time
+      uint32_t nib[2];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {  // 8 codes (two k-steps) at a time
+      for (int h = 0; h < 2; ++h) {
         uint32_t bits;
+        const uint32_t* w = cur.k[h];
         if constexpr (kKBits == 3) {
-          const uint32_t* w = cur.k[h];
           bits = u == 0 ? w[0] : u == 1 ? __funnelshift_r(w[0], w[1], 24)
                                : u == 2 ? __funnelshift_r(w[1], w[2], 16) : w[2] >> 8;
         } else if constexpr (kKBits == 4) {
-          bits = cur.k[h][u];
+          bits = w[u];
         } else {
-          bits = cur.k[h][u / 2] >> (16 * (u & 1));
+          bits = w[u / 2] >> (16 * (u & 1));
         }
-        const uint32_t nib = CodesToNibbles<kKBits>(bits);
-        uint32_t b0, b1, b2, b3;
-        Lookup4<kKBits>(nib, ktab, b0, b1);
-        Lookup4<kKBits>(nib >> 16, ktab, b2, b3);
-        Mma(s[h], qa[2 * u], qb[2 * u], b0, b1);
-        Mma(s[h], qa[2 * u + 1], qb[2 * u + 1], b2, b3);
+        nib[h] = CodesToNibbles<kKBits>(bits);
       }
+      uint32_t a0, a1, a2, a3, c0, c1, c2, c3;
+      Lookup4<kKBits>(nib[0], ktab, a0, a2);        // key g: dims 8u + {0, 1}, {2, 3}
+      Lookup4<kKBits>(nib[1], ktab, a1, a3);        // key g + 8
+      Lookup4<kKBits>(nib[0] >> 16, ktab, c0, c2);  // dims 8u + {4, 5}, {6, 7}
+      Lookup4<kKBits>(nib[1] >> 16, ktab, c1, c3);
+      Mma(sacc, a0, a1, a2, a3, qa[2 * u], qb[2 * u]);
+      Mma(sacc, c0, c1, c2, c3, qa[2 * u + 1], qb[2 * u + 1]);
     }
-    // Online softmax over the tile (keys PairKey(i, t); masked keys have gain 0 and weight 0).
+    // Online softmax per head over the tile's 16 keys (reduced across g); masked keys weigh 0.
+    const bool ok0 = g >= fv && g <= lv, ok1 = g + 8 >= fv && g + 8 <= lv;
     float sc[4];
+    sc[0] = ok0 ? sacc[0] * qm0 * cur.kg[0] : -INFINITY;
+    sc[1] = ok0 ? sacc[1] * qm1 * cur.kg[0] : -INFINITY;
+    sc[2] = ok1 ? sacc[2] * qm0 * cur.kg[1] : -INFINITY;
+    sc[3] = ok1 ? sacc[3] * qm1 * cur.kg[1] : -INFINITY;
+    float mx0 = fmaxf(sc[0], sc[2]), mx1 = fmaxf(sc[1], sc[3]);
+    float gx = fmaxf(fabsf(cur.vg[0]), fabsf(cur.vg[1]));
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int key = PairKey(i, t);
-      const bool ok = key >= fv && key <= lv;
-      sc[i] = ok ? s[i >> 1][i & 1] * qmul * cur.kg[i] : -INFINITY;
+    for (int o = 4; o <= 16; o *= 2) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(kFull, mx0, o));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(kFull, mx1, o));
+      gx = fmaxf(gx, __shfl_xor_sync(kFull, gx, o));
     }
-    float mx = fmaxf(fmaxf(sc[0], sc[1]), fmaxf(sc[2], sc[3]));
-    float gx = fmaxf(fmaxf(fabsf(cur.vg[0]), fabsf(cur.vg[1])), fmaxf(fabsf(cur.vg[2]), fabsf(cur.vg[3])));
-    mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
-    gx = fmaxf(gx, __shfl_xor_sync(kFull, gx, 1));
-    gx = fmaxf(gx, __shfl_xor_sync(kFull, gx, 2));
-    const float m_new = fmaxf(m, mx), gm_new = fmaxf(gm, gx);
-    const float inv_gm = gm_new > 0.0f ? 1.0f / gm_new : 0.0f;
-    const float corr = (m == -INFINITY ? 0.0f : __expf(m - m_new)) * (gm * inv_gm);
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1), gm_new = fmaxf(gm, gx);
+    const float inv_gm = gm_new > 0.0f ? 1.0f / gm_new : 0.0f, gscale = gm * inv_gm;
+    const float f0 = m0 == -INFINITY ? 0.0f : __expf(m0 - n0), f1 = m1 == -INFINITY ? 0.0f : __expf(m1 - n1);
     float e[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) e[i] = sc[i] == -INFINITY ? 0.0f : __expf(sc[i] - m_new);
-    l = l * (m == -INFINITY ? 0.0f : __expf(m - m_new)) + ((e[0] + e[1]) + (e[2] + e[3]));
-    m = m_new;
+    e[0] = sc[0] == -INFINITY ? 0.0f : __expf(sc[0] - n0);
+    e[1] = sc[1] == -INFINITY ? 0.0f : __expf(sc[1] - n1);
+    e[2] = sc[2] == -INFINITY ? 0.0f : __expf(sc[2] - n0);
+    e[3] = sc[3] == -INFINITY ? 0.0f : __expf(sc[3] - n1);
+    l0 = l0 * f0 + (e[0] + e[2]);
+    l1 = l1 * f1 + (e[1] + e[3]);
+    m0 = n0;
+    m1 = n1;
     gm = gm_new;
-    if (corr != 1.0f) {  // the running max or the largest gain moved (rare after the first tiles)
+    const float corr0 = f0 * gscale, corr1 = f1 * gscale;
+    if (corr0 != 1.0f || corr1 != 1.0f) {  // a running max or the largest gain moved
 #pragma unroll
-      for (int i = 0; i < 16; ++i) acc[i][0] *= corr, acc[i][1] *= corr;
+      for (int i = 0; i < 8; ++i) acc[i][0] *= corr0, acc[i][1] *= corr1, acc[i][2] *= corr0, acc[i][3] *= corr1;
     }
-    const uint32_t pa = PackF16(e[0] * (cur.vg[0] * inv_gm), e[1] * (cur.vg[1] * inv_gm));
-    const uint32_t pb = PackF16(e[2] * (cur.vg[2] * inv_gm), e[3] * (cur.vg[3] * inv_gm));
-    // P·V: dims 16g + nt of keys (2t, 2t + 1) and (2t + 8, 2t + 9), two keys per register.
+    // Pᵀ (weights × value gain / gm) through shared memory: written as (key, head) pairs, read as
+    // the B fragment of P·V (keys 2t, 2t + 1 and 2t + 8, 2t + 9 of head g).
+    const float v0 = cur.vg[0] * inv_gm, v1 = cur.vg[1] * inv_gm;
+    pt[(2 * t) * kTile + g] = __float2half_rn(e[0] * v0);
+    pt[(2 * t + 1) * kTile + g] = __float2half_rn(e[1] * v0);
+    pt[(2 * t) * kTile + g + 8] = __float2half_rn(e[2] * v1);
+    pt[(2 * t + 1) * kTile + g + 8] = __float2half_rn(e[3] * v1);
+    __syncwarp();
+    const uint32_t pb0 = *reinterpret_cast<const uint32_t*>(pt + g * kTile + 2 * t);
+    const uint32_t pb1 = *reinterpret_cast<const uint32_t*>(pt + g * kTile + 2 * t + 8);
+    // Oᵀ += Vᵀ·Pᵀ: rows = dims 16g + mt and 16g + 8 + mt of m-tile mt, two keys per register.
     uint32_t vb[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) ValueBytes<kVBits>(cur.v[i], g, vb[i]);
+    uint32_t x[16], y[16];  // dim 16g + d of keys (2t, 2t + 1) and (2t + 8, 2t + 9)
 #pragma unroll
-    for (int w = 0; w < 4; ++w) {  // dims 16g + 4w .. 16g + 4w + 3
+    for (int w = 0; w < 4; ++w) {
       const uint32_t sel01 = vb[0][w] | (vb[1][w] << 4), sel89 = vb[2][w] | (vb[3][w] << 4);
-      uint32_t x0, x1, x2, x3, y0, y1, y2, y3;
-      Lookup4<kVBits>(sel01, vtab, x0, x1);
-      Lookup4<kVBits>(sel01 >> 16, vtab, x2, x3);
-      Lookup4<kVBits>(sel89, vtab, y0, y1);
-      Lookup4<kVBits>(sel89 >> 16, vtab, y2, y3);
-      Mma(acc[4 * w + 0], pa, pb, x0, y0);
-      Mma(acc[4 * w + 1], pa, pb, x1, y1);
-      Mma(acc[4 * w + 2], pa, pb, x2, y2);
-      Mma(acc[4 * w + 3], pa, pb, x3, y3);
+      Lookup4<kVBits>(sel01, vtab, x[4 * w], x[4 * w + 1]);
+      Lookup4<kVBits>(sel01 >> 16, vtab, x[4 * w + 2], x[4 * w + 3]);
+      Lookup4<kVBits>(sel89, vtab, y[4 * w], y[4 * w + 1]);
+      Lookup4<kVBits>(sel89 >> 16, vtab, y[4 * w + 2], y[4 * w + 3]);
     }
+#pragma unroll
+    for (int mt = 0; mt < 8; ++mt) Mma(acc[mt], x[mt], x[8 + mt], y[mt], y[8 + mt], pb0, pb1);
   }
   // The sums in their own units: acc · gm.
   if (gm == 0.0f) gm = 1.0f;  // no tile (or only zero gains): the sinks' units
   const float inv_gm = 1.0f / gm;
 
-  // 2b. Sinks [lo, sink_hi), a position per warp at a time, in fp32 (added in units of gm).
+  // 2b. Sinks [lo, sink_hi), a position per warp at a time, in fp32 (added in units of gm); lane
+  // (g, t) scores heads 2t and 2t + 1 over dims [16g, 16g + 16), summed across g.
   if (lo < sink_hi) {
     const int64_t stride = static_cast<int64_t>(p.num_kv_heads) * kD;
     const int64_t sbase = static_cast<int64_t>(p.sink_slot[row]) * p.sink_tokens * stride + kvh * kD;
     for (int64_t j = lo + warp; j < sink_hi; j += kWarps) {
-      const float* sk = p.sink_k + sbase + j * stride + 32 * t;
-      const float* sv = p.sink_v + sbase + j * stride + 32 * t;
-      const float* qr = q_rot[g] + 32 * t;
-      float s = 0.0f;
-#pragma unroll 8
-      for (int i = 0; i < 32; ++i) s += qr[i] * sk[i];
-      s += __shfl_xor_sync(kFull, s, 1);
-      s += __shfl_xor_sync(kFull, s, 2);
-      const float m_new = fmaxf(m, s);
-      const float corr = m == -INFINITY ? 0.0f : __expf(m - m_new);
-      const float e = __expf(s - m_new), es = e * inv_gm;
-      l = l * corr + (t == 0 ? e : 0.0f);
+      const float* sk = p.sink_k + sbase + j * stride + 16 * g;
+      const float* sv = p.sink_v + sbase + j * stride + 16 * g;
+      const float *qr0 = q_rot[2 * t] + 16 * g, *qr1 = q_rot[2 * t + 1] + 16 * g;
+      float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll 4
+      for (int i = 0; i < 16; ++i) s0 += qr0[i] * sk[i], s1 += qr1[i] * sk[i];
 #pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        acc[i][0] = acc[i][0] * corr + es * sv[i];
-        acc[i][1] = acc[i][1] * corr + es * sv[16 + i];
+      for (int o = 4; o <= 16; o *= 2) s0 += __shfl_xor_sync(kFull, s0, o), s1 += __shfl_xor_sync(kFull, s1, o);
+      const float n0 = fmaxf(m0, s0), n1 = fmaxf(m1, s1);
+      const float f0 = m0 == -INFINITY ? 0.0f : __expf(m0 - n0), f1 = m1 == -INFINITY ? 0.0f : __expf(m1 - n1);
+      const float e0 = __expf(s0 - n0), e1 = __expf(s1 - n1);
+      l0 = l0 * f0 + (g == 0 ? e0 : 0.0f);
+      l1 = l1 * f1 + (g == 0 ? e1 : 0.0f);
+      const float w0 = e0 * inv_gm, w1 = e1 * inv_gm;
+#pragma unroll
+      for (int mt = 0; mt < 8; ++mt) {
+        acc[mt][0] = acc[mt][0] * f0 + w0 * sv[mt];
+        acc[mt][1] = acc[mt][1] * f1 + w1 * sv[mt];
+        acc[mt][2] = acc[mt][2] * f0 + w0 * sv[8 + mt];
+        acc[mt][3] = acc[mt][3] * f1 + w1 * sv[8 + mt];
       }
-      m = m_new;
+      m0 = n0;
+      m1 = n1;
     }
   }
 #pragma unroll
-  for (int i = 0; i < 16; ++i) acc[i][0] *= gm, acc[i][1] *= gm;
-  l += __shfl_xor_sync(kFull, l, 1);
-  l += __shfl_xor_sync(kFull, l, 2);
+  for (int o = 4; o <= 16; o *= 2) l0 += __shfl_xor_sync(kFull, l0, o), l1 += __shfl_xor_sync(kFull, l1, o);
 
-  // 3. Merge the 4 warps (as SplitKernel); lane (g, t) holds head g's dims 32t + nt, 32t + 16 + nt.
+  // 3. Merge the 4 warps (as SplitKernel).
   asm volatile("cp.async.wait_group 0;\n" ::);
   __syncthreads();  // acc_s reuses the rings
-  if (t == 0) m_s[warp][g] = m, l_s[warp][g] = l;
+  if (g == 0) {
+    m_s[warp][2 * t] = m0, l_s[warp][2 * t] = l0;
+    m_s[warp][2 * t + 1] = m1, l_s[warp][2 * t + 1] = l1;
+  }
 #pragma unroll
-  for (int i = 0; i < 16; ++i) {
-    acc_s[warp][g][32 * t + i] = acc[i][0];
-    acc_s[warp][g][32 * t + 16 + i] = acc[i][1];
+  for (int mt = 0; mt < 8; ++mt) {
+    acc_s[warp][2 * t][16 * g + mt] = acc[mt][0] * gm;
+    acc_s[warp][2 * t + 1][16 * g + mt] = acc[mt][1] * gm;
+    acc_s[warp][2 * t][16 * g + 8 + mt] = acc[mt][2] * gm;
+    acc_s[warp][2 * t + 1][16 * g + 8 + mt] = acc[mt][3] * gm;
   }
   __syncthreads();
   for (int h = 0; h < group; ++h) {
@@ -858,9 +885,13 @@ __global__ void __launch_bounds__(kThreads) MergeKernel(const PackedAttentionPar
   const int c = tid < kD ? tid : kD - 1;  // threads beyond head_dim only join the barriers
   __shared__ float y[kD];
   const float* ws = p.workspace + (row * p.num_heads + head) * p.splits * (kD + 2);
+  // Unrolled so that eight splits' loads are in flight at once (a split count of 100+ would
+  // otherwise be as many dependent L2 round trips).
   float big = -INFINITY;
+#pragma unroll 8
   for (int s = 0; s < p.splits; ++s) big = fmaxf(big, ws[s * (kD + 2)]);
   float sum_l = 0.0f, sum_a = 0.0f;
+#pragma unroll 8
   for (int s = 0; s < p.splits; ++s) {
     const float ms = ws[s * (kD + 2)];
     const float f = ms == -INFINITY ? 0.0f : __expf(ms - big);
@@ -892,8 +923,9 @@ cudaError_t LaunchSplit(const PackedAttentionParams& p, int group, cudaStream_t 
 }
 
 // The tensor-core split kernel, then the merge (as LaunchSplit). When p.splits would launch more
-// CTAs than fit on the device at once, the split count drops to whole waves of resident CTAs (a
-// partial last wave would cost a whole wave's time); the workspace then holds fewer splits.
+// CTAs than fit on the device at once, the split count drops to one wave of resident CTAs (longer
+// splits amortize each CTA's query rotation and pipeline fill, and the merge reads fewer
+// partials); the workspace then holds fewer splits.
 template <int kKF, int kVF>
 cudaError_t LaunchTc(const PackedAttentionParams& p, int group, cudaStream_t stream) {
   static std::atomic<int> per_sm{0};
@@ -909,10 +941,7 @@ cudaError_t LaunchTc(const PackedAttentionParams& p, int group, cudaStream_t str
   if (e != cudaSuccess) return e;
   PackedAttentionParams q = p;
   const int64_t units = p.rows * p.num_kv_heads, resident = static_cast<int64_t>(std::max(occ, 1)) * sms;
-  if (units * p.splits > resident) {
-    const int64_t waves = units * p.splits / resident;
-    q.splits = static_cast<int>(std::max<int64_t>(1, waves * resident / units));
-  }
+  if (units * p.splits > resident) q.splits = static_cast<int>(std::max<int64_t>(1, resident / units));
   const dim3 grid(static_cast<unsigned>(q.rows), static_cast<unsigned>(q.num_kv_heads),
                   static_cast<unsigned>(q.splits));
   (void)LaunchKernel(tc::TcSplitKernel<kKF, kVF>, grid, kThreads, 0, stream, KernelArgs{q, group});
