@@ -552,6 +552,7 @@ struct CudaTransformer::State {
   // one-CTA-per-head PagedAttention; its split partials.
   bool split_attention = false;
   bool split_always = false;  // also short decode steps: TQ_CUDA_ATTENTION=split, a packed cache, sinks
+  bool attention_tensor_cores = true;  // packed layers the tensor-core kernel takes (TQ_CUDA_ATTENTION_TC=0: off)
   bool split_now = false;     // this step's choice (see Forward)
   bool packed_kv = false;     // some layer stores PolarQuant codes (the split-K kernel reads them)
   // Sink positions (kv_codec.h sink=N): a slot of every layer's sink store per sequence.
@@ -791,6 +792,7 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
         ap.k_format = L.k_side.format;
         ap.v_format = L.v_side.format;
         ap.layout = cuda::KvCacheLayout::kSlotMajor;
+        ap.tensor_cores = attention_tensor_cores;
         if (sink_tokens > 0) {
           ap.sink_tokens = sink_tokens;
           ap.sink_k = L.sink_k.as<float>();
@@ -1090,6 +1092,10 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     const char* force = std::getenv("TQ_CUDA_ATTENTION");
     if (force != nullptr && std::strcmp(force, "paged") == 0 && !split_only) s.split_attention = false;
     s.split_always = s.split_attention && (split_only || (force != nullptr && std::strcmp(force, "split") == 0));
+    // TQ_CUDA_ATTENTION_TC=0 keeps packed layers on the fp32 split kernel (A/B of the
+    // tensor-core kernel's fp16 operands, kernels/cuda/kv_attention.h).
+    const char* tc = std::getenv("TQ_CUDA_ATTENTION_TC");
+    s.attention_tensor_cores = !(tc != nullptr && std::strcmp(tc, "0") == 0);
     absl::StrAppend(&r->description_, s.split_attention ? ", split-K attention" : ", paged attention");
     if (!options.kv_format.name.empty()) absl::StrAppend(&r->description_, ", KV ", options.kv_format.name);
   }

@@ -381,25 +381,25 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
 
 // ---------------------------------------------------------------------------------------------
 // The tensor-core split kernel (packed 2-4-bit K and V, head_dim 128, G <= 8, block_size a
-// multiple of 16). Same grid, split ranges and workspace as SplitKernel; a warp takes 16
-// positions at a time (a tile inside one cache block) and computes, with mma.sync m16n8k16:
-//   S = Q · Kᵀ   A = the group's rotated queries (rows = heads, zero past G), fp16, each head
-//                scaled by a power of two into [0.5, 1) (undone exactly on the scores);
-//                B = the keys' centroids, fp16; two n8 tiles of 8 keys, 8 k-steps.
-//   O += P · V   A = softmax weights times each value's gain over the largest gain seen so
-//                far (in [0, 1]; the sums are rescaled when it grows, as for the running max),
-//                fp16; B = the values' centroids, fp16; 16 n8 tiles of 8 dims, one k-step.
+// multiple of 16). Same grid and workspace as SplitKernel (splits of whole 16-position tiles); a
+// warp takes 16 positions at a time, staged in shared memory by cp.async kStages tiles ahead,
+// and computes with mma.sync m16n8k16 (fp16 operands, fp32 accumulators):
+//   Sᵀ = K·Qᵀ    A = the tile's keys (rows), decoded from their codes; B = the group's rotated
+//                queries (columns = heads, zero past G), each head scaled by a power of two into
+//                [0.5, 1) (undone exactly on the scores); 8 k-steps over the 128 dims.
+//   Oᵀ += Vᵀ·Pᵀ  A = the values (rows = dims, 8 m-tiles), decoded two keys per register;
+//                B = softmax weight × value gain / the largest gain so far (in [0, 1]), moved
+//                from Sᵀ's accumulator layout to a B fragment through 256 bytes of shared memory.
 // Centroids come from byte tables in registers (PRMT), never from shared memory: lane
-// (g = lane / 4, t = lane % 4) decodes dims [32t, 32t + 32) of keys g and g + 8 (S's B
-// fragments, the k order permuted to match Q's fragments) and dims [16g, 16g + 16) of keys 2t,
-// 2t + 1, 2t + 8, 2t + 9 (P·V's B fragments: pairs of keys per register), so the score fragment
-// S's C becomes P's A fragment in registers (as FlashAttention-2). fp32 accumulation, fp32
-// online softmax; sinks (after the tiles) use the fp32 vectors as SplitKernel does.
+// (g = lane / 4, t = lane % 4) decodes dims [32t, 32t + 32) of keys g and g + 8 (the k order
+// permuted to match Qᵀ's fragment) and dims [16g, 16g + 16) of keys 2t, 2t + 1, 2t + 8, 2t + 9.
+// Online softmax in fp32 per head (lane: heads 2t and 2t + 1); sinks, after the tiles, in fp32 as
+// SplitKernel's.
 namespace tc {
 
 constexpr int kD = 128;
 constexpr int kTile = 16;   // positions per warp step
-constexpr int kMaxG = 8;    // query heads per KV head (mma rows 0-7; rows 8-15 are zero)
+constexpr int kMaxG = 8;    // query heads per KV head (the n8 columns of Sᵀ and Oᵀ)
 constexpr int kStages = 4;  // tiles in flight per warp (cp.async ring in shared memory)
 #ifndef TQ_TC_MIN_BLOCKS
 #define TQ_TC_MIN_BLOCKS 4  // resident CTAs per SM the registers must allow

@@ -40,9 +40,10 @@
 //
 // Tensor cores (packed 2-4-bit K and V, head_dim 128, G <= 8, block_size a multiple of 16; see
 // tensor_cores below): a warp takes 16 positions at a time, staged in shared memory by cp.async
-// four tiles ahead; lane (g, t) decodes its codes with byte-permute tables in registers straight
-// into mma.sync m16n8k16 fragments: S = Q·Kᵀ (rows = the group's heads), then P·V with P taken
-// from S's accumulators in registers (FlashAttention-2's layout), online softmax in fp32.
+// four tiles ahead; each lane decodes its codes with byte-permute tables in registers straight
+// into mma.sync m16n8k16 fragments: Sᵀ = K·Qᵀ (the tile's keys as rows), then Oᵀ = Vᵀ·Pᵀ with the
+// weights passed through shared memory; online softmax in fp32. When `splits` asks for more CTAs
+// than fit on the device at once it uses one wave of them (longer splits).
 //
 // Precision: the fp32 kernel is fp32 throughout (codebook, gains, rotation, scores, softmax,
 // sums); results equal the CPU reference up to float summation order (~1e-6 relative). The
