@@ -30,6 +30,9 @@ for t in nn_ops_test tq_linear_test sampling_test mla_ops_test kv_attention_test
   [[ -x .device/bin/$t ]] && run "$t" env TEST_SRCDIR="$rf" TEST_WORKSPACE=tqserve ".device/bin/$t"
 done
 grep -E 'max \||cuda: ' "$out/engine_cuda_test.log" | head -12
+# The packed cache's tensor-core attention against the fp32 kernel on the same engine case.
+[[ -x .device/bin/engine_cuda_test ]] && run engine_cuda_test_attention_fp32 env TEST_SRCDIR="$rf" TEST_WORKSPACE=tqserve \
+  TQ_CUDA_ATTENTION_TC=0 .device/bin/engine_cuda_test --gtest_filter=*TensorCores*
 # The e2e suite on CUDA (promtool and python3-grpcio are not on this machine).
 [[ -x .device/bin/inference_server_test ]] && run inference_server_cuda env TEST_SRCDIR="$rf" TEST_WORKSPACE=tqserve TQ_TEST_DEVICE=cuda \
   timeout 300 .device/bin/inference_server_test --gtest_filter=-*Promtool*:*Python*
