@@ -1,5 +1,6 @@
 // Decode attention over a packed (or BF16) paged KV cache. Contract: kernels/cuda/kv_attention.h.
 #include "kernels/cuda/kv_attention.h"
+#include "kernels/cuda/code_spread.cuh"
 #include "kernels/cuda/pdl.cuh"
 
 #include <cuda_bf16.h>
@@ -404,27 +405,6 @@ constexpr int kStages = 4;  // tiles in flight per warp (cp.async ring in shared
 #ifndef TQ_TC_MIN_BLOCKS
 #define TQ_TC_MIN_BLOCKS 4  // resident CTAs per SM the registers must allow
 #endif
-
-__device__ __forceinline__ uint32_t Mux(uint32_t a, uint32_t b, uint32_t m) {  // (a & m) | (b & ~m)
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(d) : "r"(a), "r"(b), "r"(m));
-  return d;
-}
-
-// 8 codes of kBits bits (code t at bit kBits·t of u; bits above ignored) as nibbles (code t in
-// nibble t): codes 4-7 move up, then 2,3,6,7, then the odd ones; the mask drops what the muxes
-// carried along. 4-bit codes already are nibbles.
-template <int kBits>
-__device__ __forceinline__ uint32_t CodesToNibbles(uint32_t u) {
-  if constexpr (kBits == 4) {
-    return u;
-  } else {
-    uint32_t t = Mux(u, u << (16 - 4 * kBits), 0x0000ffffu);
-    t = Mux(t, t << (8 - 2 * kBits), 0x00ff00ffu);
-    t = Mux(t, t << (4 - kBits), 0x0f0f0f0fu);
-    return t & (kBits == 3 ? 0x77777777u : 0x33333333u);
-  }
-}
 
 // 4 codes (code t at bit kBits·t of u) as bytes (code t in the low bits of byte t).
 template <int kBits>

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "kernels/cuda/code_spread.cuh"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/tq_linear.h"
 
@@ -28,29 +29,10 @@ constexpr int kMaxRowsPerChunk = 256;
 constexpr int kRows = 2;                 // rows decoded per step (and prefetched)
 constexpr unsigned kFullMask = 0xffffffffu;
 
-// d = (a & m) | (b & ~m): one LOP3 (the compiler splits the C expression into two).
-__device__ __forceinline__ uint32_t Mux(uint32_t a, uint32_t b, uint32_t m) {
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(d) : "r"(a), "r"(b), "r"(m));
-  return d;
-}
-
-// The 8 codes of a 24-bit unit (code t at bits 3t; bits 24..31 ignored) as nibbles (code t in
-// nibble t, bit 3 clear): codes 4..7 move up 4 bits, then codes 2,3,6,7 up 2, then odd codes
-// up 1; the mask clears what each mux carried into bit 3 of a nibble.
-__device__ __forceinline__ uint32_t SpreadCodes3(uint32_t u) {
-  uint32_t t = Mux(u, u * 16u, 0x0000ffffu);
-  t = Mux(t, t * 4u, 0x00ff00ffu);
-  t = Mux(t, t * 2u, 0x0f0f0f0fu);
-  // A plain C mask: ptxas splits it per PRMT half (2 LOP3 + 1 shift per unit); an opaque and.b32
-  // measured 4% slower on gate|up (docs/gpu/tq_linear_notes.md run 16).
-  return t & 0x77777777u;
-}
-
 // acc + Σ_t c8[code t] · x[t] over the unit's 8 codes; xa holds x[0..3], xb x[4..7] (int8 each).
 __device__ __forceinline__ int DotUnit(uint32_t u, uint32_t cb_lo, uint32_t cb_hi, int xa, int xb,
                                        int acc) {
-  const uint32_t s = SpreadCodes3(u);
+  const uint32_t s = CodesToNibbles<3>(u);
   const int v0 = static_cast<int>(__byte_perm(cb_lo, cb_hi, s));        // selector bits 0..15
   const int v1 = static_cast<int>(__byte_perm(cb_lo, cb_hi, s >> 16));
   acc = __dp4a(v0, xa, acc);
