@@ -197,6 +197,73 @@ struct KernelArgs {
   int group;  // query heads per KV head (<= kG)
 };
 
+// The workspace entry of one (row, head, split): m, l, then kD sums.
+__device__ __forceinline__ float* SplitPartials(const PackedAttentionParams& p, int64_t row, int head, int split,
+                                                int kd) {
+  return p.workspace + ((row * p.num_heads + head) * p.splits + split) * (kd + 2);
+}
+
+// An empty split (a short row) contributes nothing: m = -inf, l = 0, zero sums for its heads.
+template <int kD>
+__device__ void WriteEmptySplit(const PackedAttentionParams& p, int64_t row, int kvh, int group, int split) {
+  for (int h = 0; h < group; ++h) {
+    float* ws = SplitPartials(p, row, kvh * group + h, split, kD);
+    if (threadIdx.x == 0) ws[0] = -INFINITY, ws[1] = 0.0f;
+    if (threadIdx.x < kD) ws[2 + threadIdx.x] = 0.0f;
+  }
+}
+
+// The group's queries in the key attention space, scaled, into q_rot[kRows][kD] (rows past
+// `group` zero): scale · R q with R = D2·H·D1 / divisor when `rotate`, else scale · q. All
+// threads; ends with a barrier.
+template <int kD, int kRows>
+__device__ void RotateQueries(const PackedAttentionParams& p, int64_t row, int kvh, int group, bool rotate,
+                              float (*q_rot)[kD]) {
+  const float* q = p.q + row * p.ldq + static_cast<int64_t>(kvh) * group * kD;
+  const float* ks = rotate ? p.k_format.signs : nullptr;
+  for (int i = threadIdx.x; i < kRows * kD; i += blockDim.x) {
+    const int h = i / kD, c = i % kD;
+    const float x = h < group ? q[h * kD + c] : 0.0f;
+    q_rot[h][c] = ks != nullptr ? x * ks[c] : x;
+  }
+  __syncthreads();
+  if (rotate) {
+    FwhtShared<kD>(&q_rot[0][0], group);
+    const float inv = 1.0f / p.k_format.divisor;
+    for (int i = threadIdx.x; i < group * kD; i += blockDim.x) {
+      const int h = i / kD, c = i % kD;
+      const float y = q_rot[h][c] * inv;
+      q_rot[h][c] = (ks != nullptr ? y * ks[kD + c] : y) * p.scale;
+    }
+  } else {
+    for (int i = threadIdx.x; i < group * kD; i += blockDim.x) (&q_rot[0][0])[i] *= p.scale;
+  }
+  __syncthreads();
+}
+
+// Merges the CTA's kWarps partial softmaxes (m_s, l_s, acc_s, already in shared memory and
+// synchronized) of each head and writes the split's (m, l, sums).
+template <int kD, int kRows>
+__device__ void WriteSplit(const PackedAttentionParams& p, int64_t row, int kvh, int group, int split,
+                           const float (*m_s)[kRows], const float (*l_s)[kRows], const float (*acc_s)[kRows][kD]) {
+  const int tid = threadIdx.x;
+  for (int h = 0; h < group; ++h) {
+    float big = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) big = fmaxf(big, m_s[w][h]);
+    float sum_l = 0.0f, sum_a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = m_s[w][h] == -INFINITY ? 0.0f : __expf(m_s[w][h] - big);
+      sum_l += l_s[w][h] * f;
+      if (tid < kD) sum_a += acc_s[w][h][tid] * f;
+    }
+    float* ws = SplitPartials(p, row, kvh * group + h, split, kD);
+    if (tid == 0) ws[0] = big, ws[1] = sum_l;
+    if (tid < kD) ws[2 + tid] = sum_a;
+  }
+}
+
 // Grid (rows, num_kv_heads, splits). Writes per (row, head, split): m, l, acc[kD].
 template <int kD, int kG, int kKF, int kVF>
 __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
@@ -223,38 +290,15 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
   int64_t chunk = (n - first + p.splits - 1) / p.splits;
   chunk = chunk < kMinSplitPositions ? kMinSplitPositions : chunk;
   const int64_t lo = first + split * chunk, hi = n < lo + chunk ? n : lo + chunk;
-  if (lo >= hi) {  // an empty split (a short row): contributes nothing
-    for (int h = 0; h < a.group; ++h) {
-      float* ws = p.workspace + ((row * p.num_heads + kvh * a.group + h) * p.splits + split) * (kD + 2);
-      if (tid == 0) ws[0] = -INFINITY, ws[1] = 0.0f;
-      if (tid < kD) ws[2 + tid] = 0.0f;
-    }
+  if (lo >= hi) {
+    WriteEmptySplit<kD>(p, row, kvh, a.group, split);
     return;
   }
 
   // 1. The group's queries in the key attention space, scaled: scale · R q (or scale · q).
-  const float* q = p.q + row * p.ldq + static_cast<int64_t>(kvh) * a.group * kD;
-  const float* ks = p.k_format.signs;
-  for (int i = tid; i < kG * kD; i += kThreads) {
-    const int h = i / kD, c = i % kD;
-    const float x = h < a.group ? q[h * kD + c] : 0.0f;
-    q_rot[h][c] = (kKF != 0 && ks != nullptr) ? x * ks[c] : x;
-  }
   LoadCodebook<kKF>(p.k_format.codebook, cbk);
   LoadCodebook<kVF>(p.v_format.codebook, cbv);
-  __syncthreads();
-  if constexpr (kKF != 0) {
-    FwhtShared<kD>(&q_rot[0][0], kG);
-    const float inv = 1.0f / p.k_format.divisor;
-    for (int i = tid; i < kG * kD; i += kThreads) {
-      const int h = i / kD, c = i % kD;
-      const float y = q_rot[h][c] * inv;
-      q_rot[h][c] = (ks != nullptr ? y * ks[kD + c] : y) * p.scale;
-    }
-  } else {
-    for (int i = tid; i < kG * kD; i += kThreads) (&q_rot[0][0])[i] *= p.scale;
-  }
-  __syncthreads();
+  RotateQueries<kD, kG>(p, row, kvh, a.group, kKF != 0, q_rot);
 
   // 2. This split's positions, 32 per warp at a time.
   const int32_t* table = p.block_table + p.table_offset[row];
@@ -362,22 +406,7 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(const KernelArgs a) {
     for (int e = 0; e < kDpl; ++e) acc_s[warp][h][kDpl * lane + e] = acc[h][e];
   }
   __syncthreads();
-  for (int h = 0; h < a.group; ++h) {
-    float big = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) big = fmaxf(big, m_s[w][h]);
-    float sum_l = 0.0f, sum_a = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float f = m_s[w][h] == -INFINITY ? 0.0f : __expf(m_s[w][h] - big);
-      sum_l += l_s[w][h] * f;
-      if (tid < kD) sum_a += acc_s[w][h][tid] * f;
-    }
-    const int head = kvh * a.group + h;
-    float* ws = p.workspace + ((row * p.num_heads + head) * p.splits + split) * (kD + 2);
-    if (tid == 0) ws[0] = big, ws[1] = sum_l;
-    if (tid < kD) ws[2 + tid] = sum_a;
-  }
+  WriteSplit<kD, kG>(p, row, kvh, a.group, split, m_s, l_s, acc_s);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,9 +431,7 @@ constexpr int kD = 128;
 constexpr int kTile = 16;   // positions per warp step
 constexpr int kMaxG = 8;    // query heads per KV head (the n8 columns of Sᵀ and Oᵀ)
 constexpr int kStages = 4;  // tiles in flight per warp (cp.async ring in shared memory)
-#ifndef TQ_TC_MIN_BLOCKS
-#define TQ_TC_MIN_BLOCKS 4  // resident CTAs per SM the registers must allow
-#endif
+constexpr int kMinBlocks = 4;  // resident CTAs per SM the registers must allow (128 registers)
 
 // 4 codes (code t at bit kBits·t of u) as bytes (code t in the low bits of byte t).
 template <int kBits>
@@ -556,7 +583,7 @@ __device__ __forceinline__ void ValueBytes(const uint32_t (&w)[2], int g, uint32
 }
 
 template <int kKBits, int kVBits>
-__global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(const KernelArgs a) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks) TcSplitKernel(const KernelArgs a) {
   PdlEnter();
   const PackedAttentionParams& p = a.p;
   const int64_t row = blockIdx.x;
@@ -586,33 +613,12 @@ __global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(cons
   const int64_t lo_raw = base + split * chunk;
   const int64_t lo = lo_raw > first ? lo_raw : first, hi = n < lo_raw + chunk ? n : lo_raw + chunk;
   if (lo >= hi) {
-    for (int h = 0; h < group; ++h) {
-      float* ws = p.workspace + ((row * p.num_heads + kvh * group + h) * p.splits + split) * (kD + 2);
-      if (tid == 0) ws[0] = -INFINITY, ws[1] = 0.0f;
-      if (tid < kD) ws[2 + tid] = 0.0f;
-    }
+    WriteEmptySplit<kD>(p, row, kvh, group, split);
     return;
   }
 
   // 1. The group's queries in the key attention space, scaled (as SplitKernel).
-  const float* q = p.q + row * p.ldq + static_cast<int64_t>(kvh) * group * kD;
-  const float* ks = p.k_format.signs;
-  for (int i = tid; i < kMaxG * kD; i += kThreads) {
-    const int h = i / kD, c = i % kD;
-    const float x = h < group ? q[h * kD + c] : 0.0f;
-    q_rot[h][c] = ks != nullptr ? x * ks[c] : x;
-  }
-  __syncthreads();
-  FwhtShared<kD>(&q_rot[0][0], group);
-  {
-    const float inv = 1.0f / p.k_format.divisor;
-    for (int i = tid; i < group * kD; i += kThreads) {
-      const int h = i / kD, c = i % kD;
-      const float y = q_rot[h][c] * inv;
-      q_rot[h][c] = (ks != nullptr ? y * ks[kD + c] : y) * p.scale;
-    }
-  }
-  __syncthreads();
+  RotateQueries<kD, kMaxG>(p, row, kvh, group, true, q_rot);
   // This lane's B fragments of Qᵀ: head g, dims 32t + 4ks + {0, 1} (qa) and {2, 3} (qb), times
   // 2^-e where 2^e bounds the head's largest |q| (so fp16 keeps 11 bits of every element).
   uint32_t qa[8], qb[8];
@@ -836,22 +842,7 @@ __global__ void __launch_bounds__(kThreads, TQ_TC_MIN_BLOCKS) TcSplitKernel(cons
     acc_s[warp][2 * t + 1][16 * g + 8 + mt] = acc[mt][3] * gm;
   }
   __syncthreads();
-  for (int h = 0; h < group; ++h) {
-    float big = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) big = fmaxf(big, m_s[w][h]);
-    float sum_l = 0.0f, sum_a = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float f = m_s[w][h] == -INFINITY ? 0.0f : __expf(m_s[w][h] - big);
-      sum_l += l_s[w][h] * f;
-      if (tid < kD) sum_a += acc_s[w][h][tid] * f;
-    }
-    const int head = kvh * group + h;
-    float* ws = p.workspace + ((row * p.num_heads + head) * p.splits + split) * (kD + 2);
-    if (tid == 0) ws[0] = big, ws[1] = sum_l;
-    if (tid < kD) ws[2 + tid] = sum_a;
-  }
+  WriteSplit<kD, kMaxG>(p, row, kvh, group, split, m_s, l_s, acc_s);
 }
 
 }  // namespace tc
@@ -890,16 +881,23 @@ __global__ void __launch_bounds__(kThreads) MergeKernel(const PackedAttentionPar
   if (tid < kD) p.out[row * p.ldo + static_cast<int64_t>(head) * kD + tid] = v;
 }
 
-template <int kD, int kG, int kKF, int kVF>
-cudaError_t LaunchSplit(const PackedAttentionParams& p, int group, cudaStream_t stream) {
+// `split` over grid (rows, num_kv_heads, p.splits), then the merge over (rows, num_heads).
+template <int kD, bool kRotateBack>
+cudaError_t LaunchSplitAndMerge(void (*split)(KernelArgs), const PackedAttentionParams& p, int group,
+                                cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_kv_heads),
                   static_cast<unsigned>(p.splits));
-  (void)LaunchKernel(SplitKernel<kD, kG, kKF, kVF>, grid, kThreads, 0, stream, KernelArgs{p, group});
+  (void)LaunchKernel(split, grid, kThreads, 0, stream, KernelArgs{p, group});
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   const dim3 merge(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.num_heads));
-  (void)LaunchKernel(MergeKernel<kD, (kVF != 0)>, merge, kThreads, 0, stream, p);
+  (void)LaunchKernel(MergeKernel<kD, kRotateBack>, merge, kThreads, 0, stream, p);
   return cudaGetLastError();
+}
+
+template <int kD, int kG, int kKF, int kVF>
+cudaError_t LaunchSplit(const PackedAttentionParams& p, int group, cudaStream_t stream) {
+  return LaunchSplitAndMerge<kD, (kVF != 0)>(SplitKernel<kD, kG, kKF, kVF>, p, group, stream);
 }
 
 // The tensor-core split kernel, then the merge (as LaunchSplit). When p.splits would launch more
@@ -922,14 +920,7 @@ cudaError_t LaunchTc(const PackedAttentionParams& p, int group, cudaStream_t str
   PackedAttentionParams q = p;
   const int64_t units = p.rows * p.num_kv_heads, resident = static_cast<int64_t>(std::max(occ, 1)) * sms;
   if (units * p.splits > resident) q.splits = static_cast<int>(std::max<int64_t>(1, resident / units));
-  const dim3 grid(static_cast<unsigned>(q.rows), static_cast<unsigned>(q.num_kv_heads),
-                  static_cast<unsigned>(q.splits));
-  (void)LaunchKernel(tc::TcSplitKernel<kKF, kVF>, grid, kThreads, 0, stream, KernelArgs{q, group});
-  e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
-  const dim3 merge(static_cast<unsigned>(q.rows), static_cast<unsigned>(q.num_heads));
-  (void)LaunchKernel(MergeKernel<tc::kD, true>, merge, kThreads, 0, stream, q);
-  return cudaGetLastError();
+  return LaunchSplitAndMerge<tc::kD, true>(tc::TcSplitKernel<kKF, kVF>, q, group, stream);
 }
 
 template <int kD, int kKF, int kVF>
