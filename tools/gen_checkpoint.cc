@@ -24,14 +24,13 @@
 #include "engine/format/safetensors.h"
 #include "engine/util/file_util.h"
 #include "nlohmann/json.hpp"
+#include "tools/random_model.h"
 
 namespace {
 
 struct Args {
   std::string out;
-  int64_t hidden = 4096, intermediate = 11008, layers = 4, vocab = 32000, heads = 32, kv_heads = 8;
-  int64_t head_dim = 0;  // 0: hidden / heads
-  int64_t experts = 0, experts_per_tok = 8, moe_intermediate = 768;  // experts > 0: Qwen3-MoE
+  tq::RandomModelShape shape;
   uint64_t shard_bytes = uint64_t{2} << 30;
   uint64_t seed = 1;
 };
@@ -69,57 +68,26 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--out") a.out = v;
-    else if (k == "--hidden") a.hidden = std::atoll(v.c_str());
-    else if (k == "--intermediate") a.intermediate = std::atoll(v.c_str());
-    else if (k == "--layers") a.layers = std::atoll(v.c_str());
-    else if (k == "--vocab") a.vocab = std::atoll(v.c_str());
-    else if (k == "--heads") a.heads = std::atoll(v.c_str());
-    else if (k == "--kv-heads") a.kv_heads = std::atoll(v.c_str());
-    else if (k == "--head-dim") a.head_dim = std::atoll(v.c_str());
-    else if (k == "--experts") a.experts = std::atoll(v.c_str());
-    else if (k == "--experts-per-tok") a.experts_per_tok = std::atoll(v.c_str());
-    else if (k == "--moe-intermediate") a.moe_intermediate = std::atoll(v.c_str());
+    else if (k == "--hidden") a.shape.hidden = std::atoll(v.c_str());
+    else if (k == "--intermediate") a.shape.intermediate = std::atoll(v.c_str());
+    else if (k == "--layers") a.shape.layers = std::atoll(v.c_str());
+    else if (k == "--vocab") a.shape.vocab = std::atoll(v.c_str());
+    else if (k == "--heads") a.shape.heads = std::atoll(v.c_str());
+    else if (k == "--kv-heads") a.shape.kv_heads = std::atoll(v.c_str());
+    else if (k == "--head-dim") a.shape.head_dim = std::atoll(v.c_str());
+    else if (k == "--experts") a.shape.experts = std::atoll(v.c_str());
+    else if (k == "--experts-per-tok") a.shape.experts_per_tok = std::atoll(v.c_str());
+    else if (k == "--moe-intermediate") a.shape.moe_intermediate = std::atoll(v.c_str());
     else if (k == "--shard-gib") a.shard_bytes = static_cast<uint64_t>(std::atof(v.c_str()) * (1 << 30));
     else if (k == "--seed") a.seed = std::strtoull(v.c_str(), nullptr, 10);
     else return Usage();
   }
-  if (a.out.empty() || (a.head_dim == 0 && a.hidden % a.heads != 0) || a.experts < 0 ||
-      (a.experts > 0 && (a.experts_per_tok < 1 || a.experts_per_tok > a.experts || a.moe_intermediate < 1))) {
+  const tq::RandomModelShape& m = a.shape;
+  if (a.out.empty() || (m.head_dim == 0 && m.hidden % m.heads != 0) || m.experts < 0 ||
+      (m.experts > 0 && (m.experts_per_tok < 1 || m.experts_per_tok > m.experts || m.moe_intermediate < 1))) {
     return Usage();
   }
-  const bool moe = a.experts > 0;
-  const int64_t hd = a.head_dim > 0 ? a.head_dim : a.hidden / a.heads;
-  std::vector<tq::TensorSpec> all;
-  auto add = [&](const std::string& n, std::vector<int64_t> s) {
-    all.push_back({n, tq::DType::kBF16, std::move(s)});
-  };
-  add("model.embed_tokens.weight", {a.vocab, a.hidden});
-  for (int64_t l = 0; l < a.layers; ++l) {
-    const std::string p = absl::StrCat("model.layers.", l, ".");
-    add(p + "input_layernorm.weight", {a.hidden});
-    add(p + "post_attention_layernorm.weight", {a.hidden});
-    add(p + "self_attn.q_proj.weight", {a.heads * hd, a.hidden});
-    add(p + "self_attn.k_proj.weight", {a.kv_heads * hd, a.hidden});
-    add(p + "self_attn.v_proj.weight", {a.kv_heads * hd, a.hidden});
-    add(p + "self_attn.o_proj.weight", {a.hidden, a.heads * hd});
-    if (!moe) {
-      add(p + "mlp.gate_proj.weight", {a.intermediate, a.hidden});
-      add(p + "mlp.up_proj.weight", {a.intermediate, a.hidden});
-      add(p + "mlp.down_proj.weight", {a.hidden, a.intermediate});
-      continue;
-    }
-    add(p + "self_attn.q_norm.weight", {hd});
-    add(p + "self_attn.k_norm.weight", {hd});
-    add(p + "mlp.gate.weight", {a.experts, a.hidden});
-    for (int64_t e = 0; e < a.experts; ++e) {
-      const std::string x = absl::StrCat(p, "mlp.experts.", e, ".");
-      add(x + "gate_proj.weight", {a.moe_intermediate, a.hidden});
-      add(x + "up_proj.weight", {a.moe_intermediate, a.hidden});
-      add(x + "down_proj.weight", {a.hidden, a.moe_intermediate});
-    }
-  }
-  add("model.norm.weight", {a.hidden});
-  add("lm_head.weight", {a.vocab, a.hidden});
+  const std::vector<tq::TensorSpec> all = tq::RandomModelTensors(m);
 
   // Group into shards in order.
   std::vector<std::vector<tq::TensorSpec>> shards(1);
@@ -178,30 +146,7 @@ int main(int argc, char** argv) {
     index["weight_map"] = weight_map;
     (void)tq::WriteFileAtomic(tq::JoinPath(a.out, "model.safetensors.index.json"), index.dump(2));
   }
-  nlohmann::ordered_json cfg;
-  cfg["architectures"] = {moe ? "Qwen3MoeForCausalLM" : "LlamaForCausalLM"};
-  cfg["model_type"] = moe ? "qwen3_moe" : "llama";
-  if (moe) {
-    cfg["num_experts"] = a.experts;
-    cfg["num_experts_per_tok"] = a.experts_per_tok;
-    cfg["moe_intermediate_size"] = a.moe_intermediate;
-    cfg["norm_topk_prob"] = true;
-    cfg["decoder_sparse_step"] = 1;
-    cfg["mlp_only_layers"] = nlohmann::ordered_json::array();
-  }
-  cfg["hidden_size"] = a.hidden;
-  cfg["intermediate_size"] = a.intermediate;
-  cfg["num_hidden_layers"] = a.layers;
-  cfg["num_attention_heads"] = a.heads;
-  cfg["num_key_value_heads"] = a.kv_heads;
-  cfg["head_dim"] = hd;
-  cfg["vocab_size"] = a.vocab;
-  cfg["max_position_embeddings"] = 8192;
-  cfg["rms_norm_eps"] = 1e-5;
-  cfg["rope_theta"] = moe ? 1000000.0 : 500000.0;
-  cfg["tie_word_embeddings"] = false;
-  cfg["torch_dtype"] = "bfloat16";
-  cfg["hidden_act"] = "silu";
+  const nlohmann::ordered_json cfg = tq::RandomModelConfig(m);
   (void)tq::WriteFileAtomic(tq::JoinPath(a.out, "config.json"), cfg.dump(2) + "\n");
   std::printf("wrote %s: %d shard(s), %.2f GB of BF16 tensors\n", a.out.c_str(), n, total / 1e9);
   return 0;

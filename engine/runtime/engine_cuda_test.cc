@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
 #include "tests/util/testdata.h"
+#include "tools/random_model.h"
 
 namespace tq {
 namespace {
@@ -321,27 +322,15 @@ TEST_F(EngineCudaTest, PackedKvCacheEqualsCpu) {
 // the bf16 cache already differed by 0.06 between the backends and the packed one by up to 4).
 std::string WriteRandomHeadDim128Llama() {
   const std::string dir = tq::testing::MakeTempDir("llama_d128");
-  constexpr int64_t kHidden = 128, kInter = 256, kLayers = 2, kHeads = 4, kKvHeads = 2, kHd = 128, kVocab = 256;
-  std::vector<TensorSpec> specs;
-  auto add = [&](const std::string& n, std::vector<int64_t> shape) {
-    specs.push_back({n, DType::kBF16, std::move(shape)});
-  };
-  add("model.embed_tokens.weight", {kVocab, kHidden});
-  for (int64_t l = 0; l < kLayers; ++l) {
-    const std::string p = absl::StrCat("model.layers.", l, ".");
-    add(p + "input_layernorm.weight", {kHidden});
-    add(p + "post_attention_layernorm.weight", {kHidden});
-    add(p + "self_attn.q_proj.weight", {kHeads * kHd, kHidden});
-    add(p + "self_attn.k_proj.weight", {kKvHeads * kHd, kHidden});
-    add(p + "self_attn.v_proj.weight", {kKvHeads * kHd, kHidden});
-    add(p + "self_attn.o_proj.weight", {kHidden, kHeads * kHd});
-    add(p + "mlp.gate_proj.weight", {kInter, kHidden});
-    add(p + "mlp.up_proj.weight", {kInter, kHidden});
-    add(p + "mlp.down_proj.weight", {kHidden, kInter});
-  }
-  add("model.norm.weight", {kHidden});
-  add("lm_head.weight", {kVocab, kHidden});
-  auto layout = PlanSafetensors(specs, {{"format", "pt"}});
+  RandomModelShape shape;
+  shape.hidden = 128;
+  shape.intermediate = 256;
+  shape.layers = 2;
+  shape.heads = 4;
+  shape.kv_heads = 2;
+  shape.head_dim = 128;
+  shape.vocab = 256;
+  auto layout = PlanSafetensors(RandomModelTensors(shape), {{"format", "pt"}});
   EXPECT_TRUE(layout.ok()) << layout.status();
   if (!layout.ok()) return "";
   std::string bytes(layout->file_size(), '\0');
@@ -361,11 +350,7 @@ std::string WriteRandomHeadDim128Llama() {
     }
   }
   std::ofstream(dir + "/model.safetensors", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-  "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-  "num_key_value_heads": 2, "head_dim": 128, "vocab_size": 256, "max_position_embeddings": 4096,
-  "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
-  "hidden_act": "silu"})";
+  std::ofstream(dir + "/config.json") << RandomModelConfig(shape).dump(2) << "\n";
   return dir;
 }
 
