@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 [[ $# -gt 0 ]] || { echo "usage: $0 tests|bench|e2e|//bazel:target ..." >&2; exit 2; }
 case "$1" in
   tests) set -- //kernels/cuda:nn_ops_test //kernels/cuda:tq_linear_test //kernels/cuda:sampling_test \
-           //kernels/cuda:mla_ops_test //kernels/cuda:kv_attention_test //engine/model:moe_cuda_test \
+           //kernels/cuda:mla_ops_test //kernels/cuda:kv_attention_test //kernels/cuda:mla_attention_test \
+           //engine/model:moe_cuda_test \
            //engine/runtime:engine_cuda_test ;;
   bench) set -- //tools:gen_checkpoint //services/tqctl:tqctl //tools:engine_bench //kernels/cuda:tq_linear_benchmark \
            //kernels/cuda:sampling_benchmark ;;

@@ -26,7 +26,8 @@ run() {  # name, command...
   if "$@" >"$out/$name.log" 2>&1; then echo "PASS $name"; else echo "FAIL $name (log $name.log)"; status=1; fi
   grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/$name.log" | head -5
 }
-for t in nn_ops_test tq_linear_test sampling_test mla_ops_test kv_attention_test moe_cuda_test engine_cuda_test; do
+for t in nn_ops_test tq_linear_test sampling_test mla_ops_test kv_attention_test mla_attention_test moe_cuda_test \
+  engine_cuda_test; do
   [[ -x .device/bin/$t ]] && run "$t" env TEST_SRCDIR="$rf" TEST_WORKSPACE=tqserve ".device/bin/$t"
 done
 grep -E 'max \||cuda: ' "$out/engine_cuda_test.log" | head -12

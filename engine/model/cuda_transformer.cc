@@ -17,6 +17,7 @@
 #include "kernels/cuda/mla_ops.h"
 #include "kernels/cuda/moe_ops.h"
 #include "kernels/cuda/nn_ops.h"
+#include "kernels/cuda/mla_attention.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/tq_linear_runner.h"
@@ -52,10 +53,13 @@ absl::StatusOr<int> DeviceKvBits(const KvCodec& codec, bool key, const std::stri
 
 }  // namespace
 
-absl::Status CudaTransformer::CheckKvFormat(const KvCacheFormat& f, int num_heads, int num_kv_heads, int head_dim) {
-  if (f.keys.empty() && f.sink_tokens == 0) return absl::OkStatus();  // bf16
+namespace {
+
+// Every layer's K and V codec as the kernels store them, keys and values of one family per layer;
+// *packed: some layer stores PolarQuant codes.
+absl::Status CheckLayerCodecs(const KvCacheFormat& f, bool* packed) {
+  *packed = false;
   if (f.qjl) return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; got \"", f.name, "\" (QJL keys)"));
-  bool needs_split_kernel = f.sink_tokens > 0;
   for (int l = 0; l < f.num_layers(); ++l) {
     TQ_ASSIGN_OR_RETURN(const int kb, DeviceKvBits(*f.keys[l], true, f.name));
     TQ_ASSIGN_OR_RETURN(const int vb, DeviceKvBits(*f.values[l], false, f.name));
@@ -63,8 +67,18 @@ absl::Status CudaTransformer::CheckKvFormat(const KvCacheFormat& f, int num_head
       return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; \"", f.name, "\" stores layer ", l,
                                                    "'s keys and values in different families"));
     }
-    needs_split_kernel = needs_split_kernel || kb != 0;
+    *packed = *packed || kb != 0;
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CudaTransformer::CheckKvFormat(const KvCacheFormat& f, int num_heads, int num_kv_heads, int head_dim) {
+  if (f.keys.empty() && f.sink_tokens == 0) return absl::OkStatus();  // bf16
+  bool packed = false;
+  TQ_RETURN_IF_ERROR(CheckLayerCodecs(f, &packed));
+  const bool needs_split_kernel = packed || f.sink_tokens > 0;
 #if TQ_HAVE_CUDA
   if (needs_split_kernel) {
     cuda::PackedAttentionParams probe;
@@ -82,6 +96,20 @@ absl::Status CudaTransformer::CheckKvFormat(const KvCacheFormat& f, int num_head
 #endif
   return absl::OkStatus();
 }
+
+absl::Status CudaTransformer::CheckMlaKvFormat(const KvCacheFormat& f, int half_dim) {
+  if (f.keys.empty() && f.sink_tokens == 0) return absl::OkStatus();  // bf16
+  bool packed = false;
+  TQ_RETURN_IF_ERROR(CheckLayerCodecs(f, &packed));
+  if ((packed || f.sink_tokens > 0) && !MlaKernelSupports(half_dim)) {
+    return absl::UnimplementedError(absl::StrCat("KV cache \"", f.name, "\" on CUDA for an MLA model: the latent's halves (",
+                                                 half_dim, " values) must be a multiple of 16 and at most 512; "
+                                                 "use --kv-cache bf16"));
+  }
+  return absl::OkStatus();
+}
+
+bool CudaTransformer::MlaKernelSupports(int half_dim) { return half_dim >= 16 && half_dim <= 512 && half_dim % 16 == 0; }
 
 #if !TQ_HAVE_CUDA
 
@@ -383,6 +411,7 @@ struct DeviceKvSide {
   cuda::KvPolarEncoder encoder;  // what the writer does (kPolar)
   DeviceBuffer centroids, boundaries, signs;
   int64_t bytes = 0;             // per vector
+  int64_t stride = 0;            // MLA latent halves: bytes between slots (bytes rounded up to 4)
 
   absl::Status Bind(const KvCodec& codec, int head_dim) {
     const quant::KvMseQuantizer* q = codec.mse_quantizer();
@@ -507,7 +536,9 @@ struct DeviceExperts {
 struct DeviceLayer {
   DeviceLinear qkv, o;  // q/k/v fused row-wise
   // MLA (DeepseekV3): q_a, q_b, kv_a linears, their norms, kv_b_proj in fp32 (W_uk | W_uv per
-  // head, kernels/cuda/mla_ops.h); the latent cache [c | k_pe] in k_cache (bf16), no v_cache.
+  // head, kernels/cuda/mla_ops.h); the latent cache [c | k_pe]: in k_cache (bf16, latent_dim
+  // values per slot), or packed halves as the CPU stores them — [c | k_pe][0, half) in k_cache
+  // with k_side's codec, the rest in v_cache with v_side's (slot stride k_side / v_side.stride).
   DeviceLinear q_a, q_b, kv_a;
   DeviceBuffer q_a_norm, kv_a_norm, kvb;
   DeviceMlp mlp;        // dense layers
@@ -525,7 +556,7 @@ struct DeviceLayer {
   DeviceMlp shared;
   DeviceKvSide k_side, v_side;
   DeviceBuffer k_cache, v_cache;
-  DeviceBuffer sink_k, sink_v;  // [sink slots, sink_tokens, num_kv_heads, head_dim] fp32
+  DeviceBuffer sink_k, sink_v;  // [sink slots, sink_tokens, num_kv_heads, head_dim] fp32 (MLA: [.., half])
 };
 
 }  // namespace
@@ -555,6 +586,7 @@ struct CudaTransformer::State {
   bool attention_tensor_cores = true;  // packed layers the tensor-core kernel takes (TQ_CUDA_ATTENTION_TC=0: off)
   bool split_now = false;     // this step's choice (see Forward)
   bool packed_kv = false;     // some layer stores PolarQuant codes (the split-K kernel reads them)
+  bool mla_kernel = false;    // MLA attention by cuda::MlaAttention (else PagedAttention, bf16 latent only)
   // Sink positions (kv_codec.h sink=N): a slot of every layer's sink store per sequence.
   int sink_tokens = 0;
   int64_t sink_capacity = 0;  // slots allocated
@@ -605,7 +637,8 @@ struct CudaTransformer::State {
 
   // Bytes of one sink slot of one layer's K (or V) store.
   size_t SinkSlotBytes() const {
-    return static_cast<size_t>(sink_tokens) * cfg.num_kv_heads * cfg.head_dim * sizeof(float);
+    const int64_t vector = cfg.is_mla() ? cfg.kv_cache_head_dim() : static_cast<int64_t>(cfg.num_kv_heads) * cfg.head_dim;
+    return static_cast<size_t>(sink_tokens) * vector * sizeof(float);
   }
 
   // Grows every layer's sink stores to `slots` slots, keeping their contents.
@@ -658,6 +691,7 @@ struct CudaTransformer::State {
   // Position splits of the attention of a T-row step: fixed per T (not per context), so that a
   // captured graph serves every context length (the kernel skips splits a row does not reach).
   int AttentionSplits(int64_t T) const {
+    if (cfg.is_mla()) return cuda::PlanMlaAttentionSplits(T, cfg.num_heads, max_positions, multiprocessors);
     return cuda::PlanAttentionSplits(T, cfg.num_kv_heads, max_positions, multiprocessors);
   }
 
@@ -675,8 +709,10 @@ struct CudaTransformer::State {
   absl::Status EnsureCapacity(int64_t T, int64_t R) {
     const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
     if (T > capacity_tokens || R > capacity_rows) DropGraphs();
-    if (split_attention) {
-      const size_t need = cuda::PackedAttentionWorkspaceBytes(T, cfg.num_heads, cfg.head_dim, AttentionSplits(T));
+    if (split_attention || mla_kernel) {
+      const size_t need =
+          mla_kernel ? cuda::MlaAttentionWorkspaceBytes(T, cfg.num_heads, cfg.mla.latent_dim(), AttentionSplits(T))
+                     : cuda::PackedAttentionWorkspaceBytes(T, cfg.num_heads, cfg.head_dim, AttentionSplits(T));
       if (need > attn_ws.bytes()) {
         DropGraphs();
         TQ_RETURN_IF_ERROR(attn_ws.Reserve(need));
@@ -860,11 +896,64 @@ absl::Status CudaTransformer::State::MlaAttention(const DeviceLayer& L, const fl
                                         sin.as<float>(), st));
   TQ_CUDA_RETURN_IF_ERROR(cuda::MlaRope(q, static_cast<int64_t>(nh) * qkd, T, nh, qkd, nope, rope, m.rope_interleave,
                                         pos, cos.as<float>(), sin.as<float>(), st));
-  // The latent [c | k_pe] is the one KV head, as key and as value (the same pool).
-  uint16_t* latent = L.k_cache.as<uint16_t>();
-  TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kva, kva, lat, T, 1, lat, slots.as<int64_t>(), latent, latent, st));
+  // The latent [c | k_pe]: bf16 in one pool, or its halves packed in two (as the CPU stores them).
+  const int half = lat / 2;
+  const int64_t* slot_ids = slots.as<int64_t>();
+  if (L.k_side.packed()) {  // CheckLayerCodecs: both halves packed or both bf16
+    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteLatentHalfPolar(kva, lat, T, half, slot_ids, L.k_side.encoder,
+                                                       L.k_cache.as<uint8_t>(), L.k_side.stride, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteLatentHalfPolar(kva + half, lat, T, half, slot_ids, L.v_side.encoder,
+                                                       L.v_cache.as<uint8_t>(), L.v_side.stride, st));
+  } else {
+    uint16_t* latent = L.k_cache.as<uint16_t>();
+    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kva, kva, lat, T, 1, lat, slot_ids, latent, latent, st));
+  }
+  if (sink_tokens > 0) {  // sink positions also go to the sequence's sink stores (bf16, attention space)
+    for (const auto& [offset, side, store] : {std::tuple{0, &L.k_side, &L.sink_k}, {half, &L.v_side, &L.sink_v}}) {
+      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteLatentHalfSinks(kva + offset, lat, T, half, pos, sink_slot.as<int32_t>(),
+                                                         sink_tokens, side->format.signs, side->sink_divisor(),
+                                                         store->as<float>(), st));
+    }
+  }
   TQ_CUDA_RETURN_IF_ERROR(cuda::MlaAbsorbQuery(q, static_cast<int64_t>(nh) * qkd, T, nh, nope, rope, dv, r,
                                                L.kvb.as<float>(), qabs, st));
+  if (mla_kernel) {  // each latent read once per 16 heads; only r values per head are needed
+    cuda::MlaAttentionParams ap;
+    BindStepTables(ap, T);
+    ap.q = qabs;
+    ap.ldq = static_cast<int64_t>(nh) * lat;
+    ap.half_dim = half;
+    ap.lo.format = L.k_side.format;
+    ap.hi.format = L.v_side.format;
+    if (L.k_side.packed()) {
+      ap.lo.cache = L.k_cache.as<uint8_t>();
+      ap.lo.stride = L.k_side.stride;
+      ap.hi.cache = L.v_cache.as<uint8_t>();
+      ap.hi.stride = L.v_side.stride;
+    } else {
+      ap.lo.cache = L.k_cache.as<uint8_t>();
+      ap.hi.cache = ap.lo.cache + 2 * half;
+      ap.lo.stride = ap.hi.stride = 2 * static_cast<int64_t>(lat);
+    }
+    ap.num_heads = nh;
+    ap.scale = MlaSoftmaxScale(cfg);  // from the per-head key width, not the latent's
+    ap.out = olat;
+    ap.out_dim = r;
+    ap.ldo = static_cast<int64_t>(nh) * r;
+    if (sink_tokens > 0) {
+      ap.sink_tokens = sink_tokens;
+      ap.sink_slot = sink_slot.as<int32_t>();
+      ap.lo.sinks = L.sink_k.as<float>();
+      ap.hi.sinks = L.sink_v.as<float>();
+    }
+    ap.splits = AttentionSplits(T);
+    ap.workspace = attn_ws.as<float>();
+    ap.workspace_bytes = attn_ws.bytes();
+    TQ_CUDA_RETURN_IF_ERROR(cuda::MlaAttention(ap, st));
+    TQ_CUDA_RETURN_IF_ERROR(cuda::MlaOutput(olat, r, T, nh, nope, dv, r, L.kvb.as<float>(), out, st));
+    return absl::OkStatus();
+  }
+  uint16_t* latent = L.k_cache.as<uint16_t>();
   cuda::PagedAttentionParams ap;
   BindStepTables(ap, T);
   ap.q = qabs;
@@ -1034,16 +1123,11 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   }
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   const int attention_dim = cfg.is_mla() ? cfg.mla.latent_dim() : cfg.head_dim;  // what PagedAttention reads
+  // MLA: the latent [c | k_pe] read by MlaAttention (bf16 or packed halves, sinks) when it takes
+  // the halves' width, else (bf16 only) by PagedAttention as one KV head of latent_dim.
+  const bool mla_kernel = cfg.is_mla() && MlaKernelSupports(cfg.kv_cache_head_dim());
   if (cfg.is_mla()) {
-    // The latent [c | k_pe] in bf16, read by PagedAttention as one KV head of latent_dim.
-    bool bf16 = options.kv_format.sink_tokens == 0;
-    for (const auto* codecs : {&options.kv_format.keys, &options.kv_format.values}) {
-      for (const auto& c : *codecs) bf16 = bf16 && std::string(c->name()) == "bf16";
-    }
-    if (!bf16) {
-      return absl::UnimplementedError(absl::StrCat("MLA models on CUDA keep the latent cache in bf16; KV cache \"",
-                                                   options.kv_format.name, "\" runs on the CPU (--device cpu)"));
-    }
+    TQ_RETURN_IF_ERROR(CheckMlaKvFormat(options.kv_format, cfg.kv_cache_head_dim()));
     if (cfg.mla.q_lora_rank <= 0) {
       return absl::UnimplementedError("MLA on CUDA needs q_lora_rank > 0 (q_a_proj / q_b_proj)");
     }
@@ -1054,7 +1138,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     return absl::InvalidArgumentError(absl::StrCat("KV cache format for ", options.kv_format.num_layers(),
                                                    " layers, model has ", cfg.num_layers));
   }
-  if (!cuda::PagedAttentionSupports(attention_dim)) {
+  if (!mla_kernel && !cuda::PagedAttentionSupports(attention_dim)) {
     return absl::UnimplementedError(absl::StrCat("CUDA attention supports even head_dim up to 576, got ",
                                                  attention_dim, cfg.is_mla() ? " (MLA: kv_lora_rank + qk_rope_head_dim)" : ""));
   }
@@ -1083,6 +1167,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     probe.num_kv_heads = cfg.num_kv_heads;
     probe.head_dim = cfg.head_dim;
     s.split_attention = !cfg.is_mla() && cuda::PackedAttentionUnsupportedReason(probe) == nullptr;
+    s.mla_kernel = mla_kernel;
     // A packed cache or sinks: only the split-K kernel reads them (CheckKvFormat made sure it can).
     s.sink_tokens = options.kv_format.sink_tokens;
     for (const auto& codec : options.kv_format.keys) s.packed_kv = s.packed_kv || codec->mse_quantizer() != nullptr;
@@ -1096,7 +1181,9 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     // tensor-core kernel's fp16 operands, kernels/cuda/kv_attention.h).
     const char* tc = std::getenv("TQ_CUDA_ATTENTION_TC");
     s.attention_tensor_cores = !(tc != nullptr && std::strcmp(tc, "0") == 0);
-    absl::StrAppend(&r->description_, s.split_attention ? ", split-K attention" : ", paged attention");
+    absl::StrAppend(&r->description_, s.split_attention ? ", split-K attention"
+                                      : s.mla_kernel    ? ", MLA attention (latent read once per 16 heads)"
+                                                        : ", paged attention");
     if (!options.kv_format.name.empty()) absl::StrAppend(&r->description_, ", KV ", options.kv_format.name);
   }
   TQ_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
@@ -1197,11 +1284,21 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.q_norm, L.q_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.k_norm, L.k_norm));
-    if (cfg.is_mla()) {  // one latent vector per position, no V pool
+    if (cfg.is_mla()) {  // one latent vector per position: bf16 in one pool, or two packed halves
       const size_t positions = static_cast<size_t>(s.kv.num_blocks) * s.kv.block_size;
-      D.k_side.bytes = 2 * static_cast<int64_t>(cfg.mla.latent_dim());
-      TQ_RETURN_IF_ERROR(D.k_cache.Allocate(positions * D.k_side.bytes));
-      r->kv_bytes_ += positions * D.k_side.bytes;
+      const int half = cfg.kv_cache_head_dim();
+      if (!options.kv_format.keys.empty() && options.kv_format.keys[l]->mse_quantizer() != nullptr) {
+        TQ_RETURN_IF_ERROR(D.k_side.Bind(*options.kv_format.keys[l], half));
+        TQ_RETURN_IF_ERROR(D.v_side.Bind(*options.kv_format.values[l], half));
+        for (DeviceKvSide* side : {&D.k_side, &D.v_side}) side->stride = (side->bytes + 3) / 4 * 4;
+        TQ_RETURN_IF_ERROR(D.k_cache.Allocate(positions * D.k_side.stride));
+        TQ_RETURN_IF_ERROR(D.v_cache.Allocate(positions * D.v_side.stride));
+        r->kv_bytes_ += positions * (D.k_side.stride + D.v_side.stride);
+      } else {
+        D.k_side.bytes = D.k_side.stride = 2 * static_cast<int64_t>(cfg.mla.latent_dim());
+        TQ_RETURN_IF_ERROR(D.k_cache.Allocate(positions * D.k_side.bytes));
+        r->kv_bytes_ += positions * D.k_side.bytes;
+      }
       continue;
     }
     if (!options.kv_format.keys.empty()) {

@@ -1,7 +1,8 @@
 // File: engine/model/cuda_transformer.h
 //
 // The decoder's forward pass on one CUDA GPU (Llama/Mistral/Qwen2/Qwen3, Qwen3-MoE and
-// DeepSeek-V3 with absorbed MLA over a bf16 latent cache, kernels/cuda/mla_ops.h): the same
+// DeepSeek-V3 with absorbed MLA over a bf16 or packed latent cache, kernels/cuda/mla_ops.h and
+// mla_attention.h): the same
 // function as the CPU Transformer / MlaTransformer (engine/model/transformer.h,
 // mla_transformer.h), with the weights uploaded once at load and the KV cache in GPU memory.
 // MoE layers run the routed experts only: prefill and larger steps route on the host from the
@@ -13,7 +14,7 @@
 // tables every step.
 //
 // KV cache formats (engine/kv_cache/kv_codec.h) on the GPU: bf16, and the plugin presets turbo3,
-// turbo4 and k4v3 without QJL — PolarQuant codes + fp32 corrected gain, the CPU codec's bytes
+// turbo4 and k4v3 without QJL (for MLA models on the latent's two halves, as the CPU stores them) — PolarQuant codes + fp32 corrected gain, the CPU codec's bytes
 // (kernels/cuda/kv_attention.h writes them and attends over them without a dequantized copy),
 // including their boundary layers (8-bit keys) and sink positions (bf16 vectors kept per
 // sequence, on the device in the attention space, max_num_seqs sequences at once).
@@ -71,6 +72,13 @@ class CudaTransformer : public ModelRunner {
   // `num_heads` heads of `head_dim`; else UNIMPLEMENTED (or INVALID_ARGUMENT) saying what is
   // supported. Host-only: works in builds without CUDA and on machines without a GPU.
   static absl::Status CheckKvFormat(const KvCacheFormat& format, int num_heads, int num_kv_heads, int head_dim);
+  // The same for an MLA model's latent cache (its two halves of half_dim values are the K and V
+  // "vectors": kernels/cuda/mla_attention.h). Host-only.
+  static absl::Status CheckMlaKvFormat(const KvCacheFormat& format, int half_dim);
+  // Whether the MLA attention kernel (kernels/cuda/mla_attention.h: packed latents, sinks, each
+  // latent read once per 16 heads) takes latent halves of half_dim values; a bf16 latent of other
+  // widths runs on PagedAttention.
+  static bool MlaKernelSupports(int half_dim);
 
   absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
   // Samples each logits row on the GPU (kernels/cuda/sampling.h): 8 bytes per row come back

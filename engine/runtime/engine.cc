@@ -91,7 +91,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).
   const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_head_dim();
   TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));
-  if (on_gpu) TQ_RETURN_IF_ERROR(CudaTransformer::CheckKvFormat(kv_format, cfg.num_heads, kv_heads, kv_dim));
+  if (on_gpu) {
+    TQ_RETURN_IF_ERROR(cfg.is_mla() ? CudaTransformer::CheckMlaKvFormat(kv_format, kv_dim)
+                                    : CudaTransformer::CheckKvFormat(kv_format, cfg.num_heads, kv_heads, kv_dim));
+  }
   BindOptions bind;
   bind.dequantize_tq = options.dequantize_tq;
   TQ_ASSIGN_OR_RETURN(e->weights_, BindModelWeights(*e->ckpt_, cfg, bind));

@@ -396,6 +396,21 @@ TEST_F(EngineCudaTest, DeepseekV3MlaEqualsCpu) {
   CompareBackends(out);
 }
 
+// DeepSeek-V3 with a packed latent cache (kernels/cuda/mla_attention.h): the latent's two
+// 80-value halves as the CPU stores them — the preset's key codec on the first, its value codec on
+// the second (block Hadamard of 16), sinks in bf16 — written by the latent-half writers and read
+// by MlaAttention, against the CPU engine with the same codec (the MoE routing-flip rule
+// applies: kMaxNllDiffMoe). Then the default boundary layers (8-bit keys on every layer of this
+// 4-layer model) and TQ3 weights from codes.
+TEST_F(EngineCudaTest, DeepseekV3PackedLatentEqualsCpu) {
+  for (const char* kv : {"turbo3:sink=0,boundary=0", "turbo4:sink=4,boundary=0", "k4v3:sink=2,boundary=1", "turbo3"}) {
+    CompareBackends(Model("tq-tiny-deepseek-v3"), kv);
+  }
+  const std::string out = CompressTq3("tq-tiny-deepseek-v3");
+  ASSERT_FALSE(out.empty());
+  CompareBackends(out, "turbo3:sink=4,boundary=0");
+}
+
 // DeepSeek-V3 with yarn RoPE: the tiny model's weights under a yarn config (rotary attention
 // factor mscale(4, 0.707) / mscale(4, 1) and the softmax scale times mscale(4, 1)^2,
 // engine/model/model_config.h MlaSoftmaxScale) on CUDA against the CPU. (The CPU against
@@ -600,12 +615,15 @@ TEST(EngineCudaRefusalTest, UnsupportedSettingsAreRefused) {
     EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << kv << ": " << e.status();
     EXPECT_NE(e.status().message().find("turbo3"), std::string::npos) << e.status();
   }
-  // MLA keeps its latent in bf16 on CUDA; a packed latent runs on the CPU only.
+  // MLA on CUDA: the latent as bf16 or packed PolarQuant halves; fp8 and the vLLM presets stay on
+  // the CPU.
   o.model_uri = Model("tq-tiny-deepseek-v3");
-  o.kv_codec = "turbo3";
-  e = Engine::Create(o);
-  ASSERT_FALSE(e.ok());
-  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << e.status();
+  for (const char* kv : {"fp8", "4bit_nc:boundary=0", "turbo3:qjl=1"}) {
+    o.kv_codec = kv;
+    e = Engine::Create(o);
+    ASSERT_FALSE(e.ok());
+    EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << kv << ": " << e.status();
+  }
   o.model_uri = Model("tq-tiny-qwen3");
   if (!cuda::BuiltWithCuda()) {
     o.kv_codec = "bf16";
@@ -635,6 +653,21 @@ TEST(EngineCudaRefusalTest, KvFormatsTheGpuStores) {
     EXPECT_FALSE(CudaTransformer::CheckKvFormat(format("turbo3", 12, 128), 64, 4, 128).ok());  // 16 per KV head
     EXPECT_TRUE(CudaTransformer::CheckKvFormat(format("bf16", 12, 48), 8, 8, 48).ok());
   }
+  // MLA latents: halves of 80 (the tiny model) and 288 (DeepSeek-V3) take the packed presets;
+  // halves the kernel does not take (528: above 512) only bf16.
+  for (const int half : {80, 288}) {
+    for (const char* ok : {"bf16", "turbo3", "k4v3:sink=0,boundary=0"}) {
+      EXPECT_TRUE(CudaTransformer::CheckMlaKvFormat(format(ok, 4, half), half).ok()) << ok << " half " << half;
+    }
+    for (const char* refused : {"fp8", "3bit_nc:boundary=0", "turbo3:qjl=1"}) {
+      const absl::Status st = CudaTransformer::CheckMlaKvFormat(format(refused, 4, half), half);
+      EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << refused << ": " << st;
+    }
+  }
+  EXPECT_FALSE(CudaTransformer::CheckMlaKvFormat(format("turbo3", 4, 528), 528).ok());
+  EXPECT_TRUE(CudaTransformer::CheckMlaKvFormat(format("bf16", 4, 528), 528).ok());
+  EXPECT_FALSE(CudaTransformer::MlaKernelSupports(72));
+  EXPECT_TRUE(CudaTransformer::MlaKernelSupports(288));
 }
 
 }  // namespace

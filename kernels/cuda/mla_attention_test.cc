@@ -1,0 +1,412 @@
+// Parity of the CUDA MLA decode attention (kernels/cuda/mla_attention.h) with a CPU reference:
+// latents [c | k_pe] are split in halves, each half encoded with the CPU KV quantizers
+// (kernels/quant/kv_quant.h: the turbo presets' PolarQuant at 2/3/4/8 bits, Hadamard blocks of 16
+// and 32 for the tiny model's 80 and DeepSeek-V3's 288 values) or rounded to bf16, decoded on the
+// CPU, and absorbed attention is computed in double. Paged caches with shuffled block tables,
+// sequences of awkward lengths, 1 to 20 heads (a partial second group of 16), sinks, the engine's
+// contiguous bf16 latent, several split counts; outputs poisoned with NaN first. Skips with the
+// reason when the binary has no CUDA or the machine has no GPU.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/half.h"
+#include "kernels/cuda/device_testing.h"
+#include "kernels/quant/codebook.h"
+#include "kernels/quant/kv_quant.h"
+
+#if TQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/mla_attention.h"
+#endif
+
+namespace tq::cuda {
+namespace {
+
+// Absolute, on outputs of magnitude ~1: fp32 scores / softmax / sums against double.
+constexpr double kMlaAttentionTol = 2e-4;
+
+#if TQ_HAVE_CUDA
+// One half of the latent: how the CPU encodes it and what it decodes to.
+struct Half {
+  int d = 0;
+  int bits = 0;  // 0 = bf16
+  std::unique_ptr<quant::KvMseQuantizer> q;
+  int64_t bytes() const { return bits == 0 ? 2 * d : q->bytes(); }
+  void Encode(const float* x, uint8_t* dst, float* decoded) const {
+    if (bits == 0) {
+      for (int i = 0; i < d; ++i) {
+        const uint16_t b = cpu::FloatToBf16(x[i]);
+        std::memcpy(dst + 2 * i, &b, 2);
+        decoded[i] = cpu::Bf16ToFloat(b);
+      }
+    } else {
+      q->Encode(x, dst);
+      q->Decode(dst, decoded);
+    }
+  }
+  // A sink: bf16(x) as the reference sees it, and its attention-space form for the side store.
+  void Sink(const float* x, float* decoded, float* store) const {
+    for (int i = 0; i < d; ++i) decoded[i] = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
+    if (bits == 0) {
+      std::copy(decoded, decoded + d, store);
+    } else {
+      q->rotation().Forward(decoded, store);
+    }
+  }
+};
+
+Half MakeHalf(int d, int bits, uint32_t seed) {
+  Half h;
+  h.d = d;
+  h.bits = bits;
+  if (bits != 0) {
+    quant::KvMseSpec spec;
+    spec.dim = d;
+    spec.bits = bits;
+    spec.signs = true;
+    spec.seed = seed;
+    spec.gain = quant::KvGain::kNormCorrected;
+    spec.norm_type = quant::KvScalar::kF32;
+    h.q = std::make_unique<quant::KvMseQuantizer>(spec);
+  }
+  return h;
+}
+
+struct DeviceHalfFormat {
+  std::unique_ptr<DeviceVector<float>> codebook, signs;
+  KvVectorFormat f;
+  explicit DeviceHalfFormat(const Half& h) {
+    if (h.bits == 0) return;
+    f.kind = KvVectorKind::kPolar;
+    f.bits = h.bits;
+    codebook = std::make_unique<DeviceVector<float>>(h.q->codebook().centroids);
+    signs = std::make_unique<DeviceVector<float>>(h.q->rotation().signs12());
+    f.codebook = codebook->get();
+    f.signs = signs->get();
+    f.divisor = h.q->rotation().divisor();
+  }
+};
+
+struct Case {
+  int heads;
+  int half_dim;
+  std::vector<int32_t> positions;  // one row per sequence
+  int block_size;
+  int sink = 0;
+  bool contiguous_bf16 = false;  // both halves bf16 in one latent_dim vector per slot (the engine's)
+  int out_dim = 0;               // 0: latent_dim
+};
+
+// Runs one case for the halves' bit widths (0 = bf16) over the split counts; returns the worst
+// absolute error.
+double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& split_list, uint32_t seed) {
+  const int d = c.half_dim, latent = 2 * d, nh = c.heads;
+  const int out_dim = c.out_dim > 0 ? c.out_dim : latent;
+  const Half lo = MakeHalf(d, lo_bits, quant::kKvKeySeed), hi = MakeHalf(d, hi_bits, quant::kKvValueSeed);
+  const int rows = static_cast<int>(c.positions.size());
+  const int bs = c.block_size;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<int32_t> table, offset;
+  int total_blocks = 0;
+  for (int r = 0; r < rows; ++r) total_blocks += (c.positions[r] + bs) / bs;
+  std::vector<int32_t> ids(total_blocks);
+  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), rng);
+  int next = 0;
+  for (int r = 0; r < rows; ++r) {
+    offset.push_back(static_cast<int32_t>(table.size()));
+    for (int b = 0; b < (c.positions[r] + bs) / bs; ++b) table.push_back(ids[next++]);
+  }
+  const int64_t slots = static_cast<int64_t>(total_blocks) * bs;
+  // Storage: two pools (slot stride = the half's bytes rounded up to 4, as the kernel needs), or
+  // one contiguous bf16 latent.
+  auto round4 = [](int64_t b) { return (b + 3) / 4 * 4; };
+  const int64_t lo_stride = c.contiguous_bf16 ? 2 * latent : round4(lo.bytes());
+  const int64_t hi_stride = c.contiguous_bf16 ? 2 * latent : round4(hi.bytes());
+  std::vector<uint8_t> lo_pool(static_cast<size_t>(slots * lo_stride), 0), hi_pool(static_cast<size_t>(slots * hi_stride), 0);
+  std::vector<std::vector<float>> dec(rows);  // decoded latents [pos][latent]
+  const int sink_rows = std::max(c.sink, 1);
+  std::vector<float> lo_sinks(static_cast<size_t>(rows) * sink_rows * d, std::nanf("")),
+      hi_sinks(static_cast<size_t>(rows) * sink_rows * d, std::nanf(""));
+  std::vector<int32_t> sink_slot(rows);
+  std::vector<float> x(latent);
+  for (int r = 0; r < rows; ++r) {
+    const int n = c.positions[r] + 1;
+    sink_slot[r] = rows - 1 - r;
+    dec[r].resize(static_cast<size_t>(n) * latent);
+    for (int j = 0; j < n; ++j) {
+      const int64_t slot = static_cast<int64_t>(table[offset[r] + j / bs]) * bs + j % bs;
+      for (float& v : x) v = nd(rng);
+      float* dj = &dec[r][static_cast<size_t>(j) * latent];
+      if (j < c.sink) {
+        const size_t at = (static_cast<size_t>(sink_slot[r]) * c.sink + j) * d;
+        lo.Sink(x.data(), dj, &lo_sinks[at]);
+        hi.Sink(x.data() + d, dj + d, &hi_sinks[at]);
+      } else if (c.contiguous_bf16) {
+        lo.Encode(x.data(), lo_pool.data() + slot * lo_stride, dj);
+        hi.Encode(x.data() + d, lo_pool.data() + slot * lo_stride + 2 * d, dj + d);
+      } else {
+        lo.Encode(x.data(), lo_pool.data() + slot * lo_stride, dj);
+        hi.Encode(x.data() + d, hi_pool.data() + slot * hi_stride, dj + d);
+      }
+    }
+  }
+  std::vector<float> q(static_cast<size_t>(rows) * nh * latent);
+  for (float& v : q) v = nd(rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  std::vector<double> ref(static_cast<size_t>(rows) * nh * out_dim);
+  for (int r = 0; r < rows; ++r) {
+    const int n = c.positions[r] + 1;
+    for (int h = 0; h < nh; ++h) {
+      std::vector<double> s(n);
+      double big = -1e300;
+      for (int j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int i = 0; i < latent; ++i) {
+          acc += static_cast<double>(q[(static_cast<size_t>(r) * nh + h) * latent + i]) * dec[r][static_cast<size_t>(j) * latent + i];
+        }
+        s[j] = acc * scale;
+        big = std::max(big, s[j]);
+      }
+      double sum = 0;
+      for (int j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] - big));
+      for (int i = 0; i < out_dim; ++i) {
+        double a = 0;
+        for (int j = 0; j < n; ++j) a += s[j] * dec[r][static_cast<size_t>(j) * latent + i];
+        ref[(static_cast<size_t>(r) * nh + h) * out_dim + i] = a / sum;
+      }
+    }
+  }
+  DeviceVector<float> dq(q);
+  DeviceVector<uint8_t> dlo(lo_pool), dhi(hi_pool);
+  DeviceVector<int32_t> dtab(table), doff(offset), dpos(c.positions), dslot(sink_slot);
+  DeviceVector<float> dlos(lo_sinks), dhis(hi_sinks);
+  DeviceHalfFormat lf(lo), hf(hi);
+  double worst = 0.0;
+  for (int splits : split_list) {
+    SCOPED_TRACE("splits " + std::to_string(splits));
+    DeviceVector<float> out(std::vector<float>(ref.size(), std::nanf("")));
+    const size_t ws_bytes = MlaAttentionWorkspaceBytes(rows, nh, latent, splits);
+    DeviceVector<float> ws(std::vector<float>(ws_bytes / 4 + 1, std::nanf("")));
+    MlaAttentionParams p;
+    p.q = dq.get();
+    p.ldq = static_cast<int64_t>(nh) * latent;
+    p.lo.cache = dlo.get();
+    p.lo.stride = lo_stride;
+    p.lo.format = lf.f;
+    p.hi.cache = c.contiguous_bf16 ? dlo.get() + 2 * d : dhi.get();
+    p.hi.stride = hi_stride;
+    p.hi.format = hf.f;
+    p.half_dim = d;
+    p.block_table = dtab.get();
+    p.table_offset = doff.get();
+    p.positions = dpos.get();
+    p.rows = rows;
+    p.num_heads = nh;
+    p.block_size = bs;
+    p.scale = scale;
+    p.out = out.get();
+    p.ldo = static_cast<int64_t>(nh) * out_dim;
+    p.out_dim = out_dim;
+    if (c.sink > 0) {
+      p.sink_tokens = c.sink;
+      p.sink_slot = dslot.get();
+      p.lo.sinks = dlos.get();
+      p.hi.sinks = dhis.get();
+    }
+    p.splits = splits;
+    p.workspace = ws.get();
+    p.workspace_bytes = ws_bytes;
+    EXPECT_EQ(MlaAttentionUnsupportedReason(p), nullptr);
+    EXPECT_EQ(MlaAttention(p, nullptr), cudaSuccess);
+    const std::vector<float> got = out.Download();
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (!std::isfinite(got[i])) {
+        ADD_FAILURE() << "output " << i << " not finite (unwritten?)";
+        return 1e30;
+      }
+      worst = std::max(worst, std::fabs(got[i] - ref[i]));
+    }
+  }
+  return worst;
+}
+#endif
+
+TEST(MlaAttentionTest, MatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+#if TQ_HAVE_CUDA
+  const Case cases[] = {
+      {4, 80, {0, 16, 130}, 16},                     // the tiny model: 1 position, a block boundary
+      {4, 80, {300, 47}, 16, 4},                     // sinks (the plugin presets keep 4)
+      {4, 80, {2, 200}, 16, 4, false, 128},          // fewer positions than sinks; c only (r = 128)
+      {16, 288, {700, 3}, 16},                       // DeepSeek-V3's latent, a full group of 16
+      {20, 64, {500, 129}, 8, 0},                    // a partial second group, small blocks
+      {1, 512, {260}, 64, 37},                       // the widest latent, one head, many sinks
+      {7, 32, {1000, 0, 65}, 5},                     // blocks of 5 (no power of two)
+  };
+  const std::pair<int, int> formats[] = {{0, 0}, {3, 3}, {4, 4}, {8, 3}, {2, 2}, {0, 3}};
+  uint32_t seed = 11;
+  double worst_all = 0.0;
+  for (const auto& [lo_bits, hi_bits] : formats) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE("bits " + std::to_string(lo_bits) + "/" + std::to_string(hi_bits) + " heads " +
+                   std::to_string(c.heads) + " half " + std::to_string(c.half_dim) + " block " +
+                   std::to_string(c.block_size) + " sinks " + std::to_string(c.sink));
+      const double worst = RunCase(c, lo_bits, hi_bits, {1, 3, 16, 200}, seed++);
+      EXPECT_LE(worst, kMlaAttentionTol);
+      worst_all = std::max(worst_all, worst);
+    }
+  }
+  // The engine's bf16 latent: both halves in one slot of latent_dim bf16 values.
+  for (const Case& c : {Case{4, 80, {300, 1}, 16, 0, true, 128}, Case{16, 288, {900}, 16, 4, true}}) {
+    const double worst = RunCase(c, 0, 0, {1, 7}, seed++);
+    EXPECT_LE(worst, kMlaAttentionTol);
+    worst_all = std::max(worst_all, worst);
+  }
+  std::printf("MLA attention: worst |gpu - cpu| %.3g (bound %.1g)\n", worst_all, kMlaAttentionTol);
+#endif
+}
+
+// The latent-half writers against the CPU: codes bitwise equal to quant::KvMseQuantizer::Encode
+// (the gain within an ulp: the double norms are summed in another order), sinks equal to the CPU
+// rotation of the bf16-rounded vector.
+TEST(MlaAttentionTest, WritersMatchCpu) {
+  SKIP_WITHOUT_GPU();
+#if TQ_HAVE_CUDA
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const int d : {16, 80, 96, 288, 512}) {
+    for (const int bits : {2, 3, 4, 8}) {
+      SCOPED_TRACE("half " + std::to_string(d) + " bits " + std::to_string(bits));
+      const Half h = MakeHalf(d, bits, quant::kKvValueSeed);
+      const int rows = 37;
+      const int64_t ld = 2 * d + 8, stride = (h.bytes() + 3) / 4 * 4 + 4;
+      std::vector<float> x(static_cast<size_t>(rows) * ld);
+      for (float& v : x) v = nd(rng) * 3.0f;
+      for (int i = 0; i < d; ++i) x[5 * ld + i] = 0.0f;  // a zero vector (gain 0)
+      std::vector<int64_t> slots(rows);
+      for (int r = 0; r < rows; ++r) slots[r] = (r * 7) % rows;  // a permutation
+      const std::vector<float> cb = h.q->codebook().centroids, bd = h.q->codebook().boundaries;
+      DeviceVector<float> dx(x), dcb(cb), dbd(bd), dsg(h.q->rotation().signs12());
+      DeviceVector<int64_t> dslots(slots);
+      DeviceVector<uint8_t> dcache(static_cast<size_t>(rows * stride));
+      dcache.Poison(0xab);
+      KvPolarEncoder enc;
+      enc.bits = bits;
+      enc.centroids = dcb.get();
+      enc.boundaries = dbd.get();
+      enc.signs = dsg.get();
+      enc.divisor = h.q->rotation().divisor();
+      ASSERT_EQ(WriteLatentHalfPolar(dx.get(), ld, rows, d, dslots.get(), enc, dcache.get(), stride, nullptr),
+                cudaSuccess);
+      const std::vector<uint8_t> got = dcache.Download();
+      std::vector<uint8_t> want(h.bytes());
+      const int64_t code_bytes = h.q->code_bytes();
+      for (int r = 0; r < rows; ++r) {
+        h.q->Encode(&x[r * ld], want.data());
+        const uint8_t* g = &got[slots[r] * stride];
+        ASSERT_EQ(std::memcmp(g, want.data(), code_bytes), 0) << "row " << r;
+        float gg, wg;
+        std::memcpy(&gg, g + code_bytes, 4);
+        std::memcpy(&wg, want.data() + code_bytes, 4);
+        EXPECT_NEAR(gg, wg, std::fabs(wg) * 2e-7f) << "row " << r;
+        for (int64_t k = h.bytes(); k < stride; ++k) ASSERT_EQ(g[k], 0xab) << "row " << r << ": wrote past the vector";
+      }
+      // Sinks: rows at positions 0..3 of slots 0/1, the rest past the sinks (skipped).
+      const int sinks = 4;
+      std::vector<int32_t> pos(rows), sslot(rows);
+      for (int r = 0; r < rows; ++r) {
+        pos[r] = r < 8 ? r % 4 : 4 + r;
+        sslot[r] = r < 4 ? 1 : 0;
+      }
+      DeviceVector<int32_t> dpos(pos), dsslot(sslot);
+      const size_t store_n = 2 * sinks * d;
+      DeviceVector<float> dstore(std::vector<float>(store_n, std::nanf("")));
+      ASSERT_EQ(WriteLatentHalfSinks(dx.get(), ld, rows, d, dpos.get(), dsslot.get(), sinks, dsg.get(),
+                                     h.q->rotation().divisor(), dstore.get(), nullptr),
+                cudaSuccess);
+      const std::vector<float> store = dstore.Download();
+      std::vector<float> dec(d), att(d);
+      for (int r = 0; r < 8; ++r) {
+        h.Sink(&x[r * ld], dec.data(), att.data());
+        for (int i = 0; i < d; ++i) {
+          ASSERT_EQ(store[(sslot[r] * sinks + pos[r]) * d + i], att[i]) << "row " << r << " value " << i;
+        }
+      }
+    }
+  }
+  // Refusals: a half_dim the block rotation does not take, too small a stride.
+  KvPolarEncoder enc;
+  enc.divisor = 1.0f;
+  EXPECT_EQ(WriteLatentHalfPolar(nullptr, 100, 1, 72, nullptr, enc, nullptr, 64, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(WriteLatentHalfPolar(nullptr, 100, 1, 80, nullptr, enc, nullptr, 20, nullptr), cudaErrorInvalidValue);
+#endif
+}
+
+// Shapes and formats the kernel refuses, checked on the host (runs without a GPU too).
+TEST(MlaAttentionTest, RefusesUnsupportedParameters) {
+#if TQ_HAVE_CUDA
+  alignas(16) static uint8_t cache[64];
+  alignas(16) static float buf[1024];
+  static int32_t ints[4];
+  MlaAttentionParams p;
+  p.q = buf;
+  p.ldq = 4 * 160;
+  p.lo.cache = cache;
+  p.lo.stride = 160;
+  p.hi.cache = cache;
+  p.hi.stride = 160;
+  p.half_dim = 80;
+  p.block_table = ints;
+  p.table_offset = ints;
+  p.positions = ints;
+  p.rows = 1;
+  p.num_heads = 4;
+  p.block_size = 16;
+  p.scale = 0.1f;
+  p.out = buf;
+  p.ldo = 4 * 128;
+  p.out_dim = 128;
+  p.workspace = buf;
+  p.workspace_bytes = MlaAttentionWorkspaceBytes(1, 4, 160, 1);
+  EXPECT_EQ(MlaAttentionUnsupportedReason(p), nullptr);
+  auto refused = [&](auto mutate) {
+    MlaAttentionParams b = p;
+    mutate(b);
+    return MlaAttentionUnsupportedReason(b) != nullptr && MlaAttention(b, nullptr) == cudaErrorInvalidValue;
+  };
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.half_dim = 72; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.half_dim = 528; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.lo.stride = 100; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.lo.stride = 162; }));  // not a multiple of 4
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.hi.cache = cache + 2; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) {
+    b.hi.format.kind = KvVectorKind::kPolar;
+    b.hi.format.bits = 5;
+    b.hi.format.codebook = buf;
+  }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) {
+    b.hi.format.kind = KvVectorKind::kPolar;
+    b.hi.format.bits = 3;  // no codebook
+  }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.sink_tokens = 4; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.out_dim = 161; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.splits = 0; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.workspace_bytes -= 4; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.ldq = 100; }));
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
+}
+
+}  // namespace
+}  // namespace tq::cuda
