@@ -26,6 +26,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/graph_timer.h"
+#include "kernels/cuda/kv_side_testing.h"
 #include "kernels/cuda/kv_attention.h"
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/quant/codebook.h"
@@ -42,53 +43,18 @@ constexpr size_t kRotationBytes = 256u << 20;
 int g_reps = 20;
 cudaStream_t g_stream = nullptr;
 
-// Random bytes that read as bf16 N(0, 1) values (and as fp32, finite numbers of modest size).
-void FillRandom(void* dst, size_t bytes, uint32_t seed) {
-  std::vector<uint16_t> host((bytes + 1) / 2);
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto& h : host) {
-    const float f = nd(gen);
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    h = static_cast<uint16_t>(u >> 16);
-  }
-  CHECK_CUDA(cudaMemcpy(dst, host.data(), bytes, cudaMemcpyHostToDevice));
-}
-
 struct Format {
   const char* name;
   int kbits, vbits;  // 0 = bf16
 };
 
-// Device codebook + signs of one PolarQuant side (the turbo presets' K or V codec).
+// One side of a turbo preset's format at head_dim kD (bits 0: bf16), its codebook and signs on
+// the device.
 struct PolarSide {
-  float* codebook = nullptr;
-  float* signs = nullptr;
+  KvSide side;
+  DeviceKvFormat dev;
   KvVectorFormat f;
-  PolarSide(int bits, uint32_t seed) {
-    if (bits == 0) return;
-    quant::KvMseSpec spec;
-    spec.dim = kD;
-    spec.bits = bits;
-    spec.seed = seed;
-    const quant::KvMseQuantizer q(spec);
-    const std::vector<float>& cb = q.codebook().centroids;
-    const std::vector<float> sg = q.rotation().signs12();
-    CHECK_CUDA(cudaMalloc(&codebook, cb.size() * 4));
-    CHECK_CUDA(cudaMemcpy(codebook, cb.data(), cb.size() * 4, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMalloc(&signs, sg.size() * 4));
-    CHECK_CUDA(cudaMemcpy(signs, sg.data(), sg.size() * 4, cudaMemcpyHostToDevice));
-    f.kind = KvVectorKind::kPolar;
-    f.bits = bits;
-    f.codebook = codebook;
-    f.signs = signs;
-    f.divisor = q.rotation().divisor();
-  }
-  ~PolarSide() {
-    cudaFree(codebook);
-    cudaFree(signs);
-  }
+  PolarSide(int bits, uint32_t seed) : side(MakeKvSide(kD, bits, seed)), dev(side), f(dev.f) {}
 };
 
 struct Problem {
@@ -111,7 +77,7 @@ struct Problem {
     CHECK_CUDA(cudaMalloc(&positions, rows * 4));
     CHECK_CUDA(cudaMemcpy(positions, pos.data(), rows * 4, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMalloc(&q, static_cast<size_t>(rows) * kHeads * kD * 4));
-    FillRandom(q, static_cast<size_t>(rows) * kHeads * kD * 4, 7);
+    CHECK_CUDA(FillRandomBf16(q, static_cast<size_t>(rows) * kHeads * kD * 4, 7));
     CHECK_CUDA(cudaMalloc(&out, static_cast<size_t>(rows) * kHeads * kD * 4));
     ws_bytes = PackedAttentionWorkspaceBytes(rows, kHeads, kD, kMaxAttentionSplits);
     CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
@@ -152,8 +118,8 @@ struct Caches {
       uint8_t *kp, *vp;
       CHECK_CUDA(cudaMalloc(&kp, kbytes));
       CHECK_CUDA(cudaMalloc(&vp, vbytes));
-      FillRandom(kp, kbytes, 100 + c);
-      FillRandom(vp, vbytes, 200 + c);
+      CHECK_CUDA(FillRandomBf16(kp, kbytes, 100 + c));
+      CHECK_CUDA(FillRandomBf16(vp, vbytes, 200 + c));
       k.push_back(kp);
       v.push_back(vp);
     }

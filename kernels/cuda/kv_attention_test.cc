@@ -22,6 +22,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels/cuda/kv_attention.h"
+#include "kernels/cuda/kv_side_testing.h"
 #endif
 
 namespace tq::cuda {
@@ -34,61 +35,6 @@ constexpr double kAttentionTol = 2e-4;
 constexpr double kTensorCoreTol = 4e-3;
 
 #if TQ_HAVE_CUDA
-// One side (K or V) of a format: how to encode a vector on the CPU and decode it back.
-struct Side {
-  int d = 128;
-  int bits = 0;  // 0 = bf16
-  uint32_t seed = 0;
-  std::unique_ptr<quant::KvMseQuantizer> q;
-  int64_t bytes() const { return bits == 0 ? 2 * d : q->bytes(); }
-  void Encode(const float* x, uint8_t* dst, float* decoded) const {
-    if (bits == 0) {
-      for (int i = 0; i < d; ++i) {
-        const uint16_t b = cpu::FloatToBf16(x[i]);
-        std::memcpy(dst + 2 * i, &b, 2);
-        decoded[i] = cpu::Bf16ToFloat(b);
-      }
-    } else {
-      q->Encode(x, dst);
-      q->Decode(dst, decoded);
-    }
-  }
-};
-
-Side MakeSide(int d, int bits, uint32_t seed) {
-  Side s;
-  s.d = d;
-  s.bits = bits;
-  s.seed = seed;
-  if (bits != 0) {
-    quant::KvMseSpec spec;
-    spec.dim = d;
-    spec.bits = bits;
-    spec.signs = true;
-    spec.seed = seed;
-    spec.gain = quant::KvGain::kNormCorrected;
-    spec.norm_type = quant::KvScalar::kF32;
-    s.q = std::make_unique<quant::KvMseQuantizer>(spec);
-  }
-  return s;
-}
-
-// Device copies of a side's codebook and signs, and the format pointing at them.
-struct DeviceFormat {
-  std::unique_ptr<DeviceVector<float>> codebook, signs;
-  KvVectorFormat f;
-  explicit DeviceFormat(const Side& s) {
-    if (s.bits == 0) return;
-    f.kind = KvVectorKind::kPolar;
-    f.bits = s.bits;
-    codebook = std::make_unique<DeviceVector<float>>(s.q->codebook().centroids);
-    signs = std::make_unique<DeviceVector<float>>(s.q->rotation().signs12());
-    f.codebook = codebook->get();
-    f.signs = signs->get();
-    f.divisor = s.q->rotation().divisor();
-  }
-};
-
 struct Case {
   int num_heads, num_kv_heads;
   std::vector<int32_t> positions;  // one row per sequence
@@ -106,7 +52,7 @@ struct Case {
 double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& split_list, uint32_t seed,
                bool tensor_cores, bool* used) {
   const int kD = c.head_dim;
-  const Side ks = MakeSide(kD, kbits, quant::kKvKeySeed), vs = MakeSide(kD, vbits, quant::kKvValueSeed);
+  const KvSide ks = MakeKvSide(kD, kbits, quant::kKvKeySeed), vs = MakeKvSide(kD, vbits, quant::kKvValueSeed);
   const int rows = static_cast<int>(c.positions.size());
   const int bs = c.block_size, nkv = c.num_kv_heads, nh = c.num_heads;
   std::mt19937 rng(seed);
@@ -134,7 +80,7 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
   // their cache slots stay zero (a kernel reading them would score 0 and fail the comparison).
   std::vector<float> sink_k, sink_v;
   std::vector<int32_t> sink_pos, sink_row_slot, sink_slot(rows);
-  const Side bf16 = MakeSide(kD, 0, 0);
+  const KvSide bf16 = MakeKvSide(kD, 0, 0);
   std::vector<uint8_t> scratch(2 * kD);
   for (int r = 0; r < rows; ++r) {
     const int n = c.positions[r] + 1;
@@ -202,7 +148,7 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
   DeviceVector<float> dq(q);
   DeviceVector<uint8_t> dkc(kc), dvc(vc);
   DeviceVector<int32_t> dtab(table), doff(offset), dpos(c.positions);
-  DeviceFormat kf(ks), vf(vs);
+  DeviceKvFormat kf(ks), vf(vs);
   // The sink store, written by the GPU sink writer in each side's attention space.
   const size_t store_floats = static_cast<size_t>(rows) * std::max(c.sink, 1) * nkv * kD;
   DeviceVector<float> dsk(std::vector<float>(store_floats, std::nanf(""))),

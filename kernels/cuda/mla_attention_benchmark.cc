@@ -27,6 +27,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/graph_timer.h"
+#include "kernels/cuda/kv_side_testing.h"
 #include "kernels/cuda/mla_attention.h"
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/quant/codebook.h"
@@ -45,49 +46,13 @@ const float kScale = 1.0f / std::sqrt(192.0f);
 int g_reps = 20;
 cudaStream_t g_stream = nullptr;
 
-// Random bytes that read as bf16 N(0, 1) values (and as fp32 gains of modest size).
-void FillRandom(void* dst, size_t bytes, uint32_t seed) {
-  std::vector<uint16_t> host((bytes + 1) / 2);
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto& h : host) {
-    const float f = nd(gen);
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    h = static_cast<uint16_t>(u >> 16);
-  }
-  CHECK_CUDA(cudaMemcpy(dst, host.data(), bytes, cudaMemcpyHostToDevice));
-}
-
-// Device codebook + signs of a PolarQuant half (bits 0: bf16).
+// One latent half of kHalf values (bits 0: bf16), its codebook and signs on the device.
 struct PolarHalf {
-  float* codebook = nullptr;
-  float* signs = nullptr;
+  KvSide side;
+  DeviceKvFormat dev;
   KvVectorFormat f;
-  PolarHalf(int bits, uint32_t seed) {
-    if (bits == 0) return;
-    quant::KvMseSpec spec;
-    spec.dim = kHalf;
-    spec.bits = bits;
-    spec.seed = seed;
-    const quant::KvMseQuantizer q(spec);
-    const std::vector<float>& cb = q.codebook().centroids;
-    const std::vector<float> sg = q.rotation().signs12();
-    CHECK_CUDA(cudaMalloc(&codebook, cb.size() * 4));
-    CHECK_CUDA(cudaMemcpy(codebook, cb.data(), cb.size() * 4, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMalloc(&signs, sg.size() * 4));
-    CHECK_CUDA(cudaMemcpy(signs, sg.data(), sg.size() * 4, cudaMemcpyHostToDevice));
-    f.kind = KvVectorKind::kPolar;
-    f.bits = bits;
-    f.codebook = codebook;
-    f.signs = signs;
-    f.divisor = q.rotation().divisor();
-  }
-  int64_t bytes() const { return f.kind == KvVectorKind::kBf16 ? 2 * kHalf : kHalf * f.bits / 8 + 4; }
-  ~PolarHalf() {
-    cudaFree(codebook);
-    cudaFree(signs);
-  }
+  PolarHalf(int bits, uint32_t seed) : side(MakeKvSide(kHalf, bits, seed)), dev(side), f(dev.f) {}
+  int64_t bytes() const { return side.bytes(); }
 };
 
 struct Problem {
@@ -111,7 +76,7 @@ struct Problem {
     CHECK_CUDA(cudaMemcpy(positions, pos.data(), rows * 4, cudaMemcpyHostToDevice));
     const size_t qbytes = static_cast<size_t>(rows) * heads * kLatent * 4;
     CHECK_CUDA(cudaMalloc(&q, qbytes));
-    FillRandom(q, qbytes, 7);
+    CHECK_CUDA(FillRandomBf16(q, qbytes, 7));
     CHECK_CUDA(cudaMalloc(&out, qbytes));
     ws_bytes = MlaAttentionWorkspaceBytes(rows, heads, kLatent, kMaxAttentionSplits);
     CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
@@ -133,7 +98,7 @@ struct Pools {
     for (int c = 0; c < copies; ++c) {
       uint8_t* ptr;
       CHECK_CUDA(cudaMalloc(&ptr, bytes));
-      FillRandom(ptr, bytes, 100 + c);
+      CHECK_CUDA(FillRandomBf16(ptr, bytes, 100 + c));
       p.push_back(ptr);
     }
   }

@@ -24,6 +24,7 @@
 #if TQ_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/kv_side_testing.h"
 #include "kernels/cuda/mla_attention.h"
 #endif
 
@@ -34,25 +35,9 @@ namespace {
 constexpr double kMlaAttentionTol = 2e-4;
 
 #if TQ_HAVE_CUDA
-// One half of the latent: how the CPU encodes it and what it decodes to.
-struct Half {
-  int d = 0;
-  int bits = 0;  // 0 = bf16
-  std::unique_ptr<quant::KvMseQuantizer> q;
-  int64_t bytes() const { return bits == 0 ? 2 * d : q->bytes(); }
-  void Encode(const float* x, uint8_t* dst, float* decoded) const {
-    if (bits == 0) {
-      for (int i = 0; i < d; ++i) {
-        const uint16_t b = cpu::FloatToBf16(x[i]);
-        std::memcpy(dst + 2 * i, &b, 2);
-        decoded[i] = cpu::Bf16ToFloat(b);
-      }
-    } else {
-      q->Encode(x, dst);
-      q->Decode(dst, decoded);
-    }
-  }
-  // A sink: bf16(x) as the reference sees it, and its attention-space form for the side store.
+// One half of the latent: how the CPU encodes it, and a sink: bf16(x) as the reference sees it
+// and its attention-space form for the side store.
+struct Half : KvSide {
   void Sink(const float* x, float* decoded, float* store) const {
     for (int i = 0; i < d; ++i) decoded[i] = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
     if (bits == 0) {
@@ -65,35 +50,9 @@ struct Half {
 
 Half MakeHalf(int d, int bits, uint32_t seed) {
   Half h;
-  h.d = d;
-  h.bits = bits;
-  if (bits != 0) {
-    quant::KvMseSpec spec;
-    spec.dim = d;
-    spec.bits = bits;
-    spec.signs = true;
-    spec.seed = seed;
-    spec.gain = quant::KvGain::kNormCorrected;
-    spec.norm_type = quant::KvScalar::kF32;
-    h.q = std::make_unique<quant::KvMseQuantizer>(spec);
-  }
+  static_cast<KvSide&>(h) = MakeKvSide(d, bits, seed);
   return h;
 }
-
-struct DeviceHalfFormat {
-  std::unique_ptr<DeviceVector<float>> codebook, signs;
-  KvVectorFormat f;
-  explicit DeviceHalfFormat(const Half& h) {
-    if (h.bits == 0) return;
-    f.kind = KvVectorKind::kPolar;
-    f.bits = h.bits;
-    codebook = std::make_unique<DeviceVector<float>>(h.q->codebook().centroids);
-    signs = std::make_unique<DeviceVector<float>>(h.q->rotation().signs12());
-    f.codebook = codebook->get();
-    f.signs = signs->get();
-    f.divisor = h.q->rotation().divisor();
-  }
-};
 
 struct Case {
   int heads;
@@ -190,7 +149,7 @@ double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& 
   DeviceVector<uint8_t> dlo(lo_pool), dhi(hi_pool);
   DeviceVector<int32_t> dtab(table), doff(offset), dpos(c.positions), dslot(sink_slot);
   DeviceVector<float> dlos(lo_sinks), dhis(hi_sinks);
-  DeviceHalfFormat lf(lo), hf(hi);
+  DeviceKvFormat lf(lo), hf(hi);
   double worst = 0.0;
   for (int splits : split_list) {
     SCOPED_TRACE("splits " + std::to_string(splits));

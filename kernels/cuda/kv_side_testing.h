@@ -1,0 +1,119 @@
+// File: kernels/cuda/kv_side_testing.h
+//
+// What the KV attention tests and benchmarks share (testonly): one side of a KV vector format —
+// bf16, or PolarQuant with the turbo presets' settings (signs, fp32 corrected gain) at d values —
+// encoded on the CPU (kernels/quant/kv_quant.h), and its device codebook and signs as a
+// KvVectorFormat (kernels/cuda/kv_attention.h). Used by kv_attention_test and mla_attention_test
+// (KvSide, DeviceKvFormat with DeviceVector) and their benchmarks (DeviceKvFormat's buffers freed
+// on destruction; FillRandomBf16).
+#ifndef TQSERVE_KERNELS_CUDA_KV_SIDE_TESTING_H_
+#define TQSERVE_KERNELS_CUDA_KV_SIDE_TESTING_H_
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/half.h"
+#include "kernels/quant/kv_quant.h"
+
+#if TQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/kv_attention.h"
+
+namespace tq::cuda {
+
+// How a side's vectors are stored: bits 0 = bf16, else PolarQuant codes + fp32 corrected gain.
+struct KvSide {
+  int d = 128;
+  int bits = 0;
+  std::unique_ptr<quant::KvMseQuantizer> q;
+  int64_t bytes() const { return bits == 0 ? 2 * d : q->bytes(); }
+  // Stores x at dst and writes what the cache then holds, decoded, to `decoded`.
+  void Encode(const float* x, uint8_t* dst, float* decoded) const {
+    if (bits == 0) {
+      for (int i = 0; i < d; ++i) {
+        const uint16_t b = cpu::FloatToBf16(x[i]);
+        std::memcpy(dst + 2 * i, &b, 2);
+        decoded[i] = cpu::Bf16ToFloat(b);
+      }
+    } else {
+      q->Encode(x, dst);
+      q->Decode(dst, decoded);
+    }
+  }
+};
+
+inline KvSide MakeKvSide(int d, int bits, uint32_t seed) {
+  KvSide s;
+  s.d = d;
+  s.bits = bits;
+  if (bits != 0) {
+    quant::KvMseSpec spec;
+    spec.dim = d;
+    spec.bits = bits;
+    spec.signs = true;
+    spec.seed = seed;
+    spec.gain = quant::KvGain::kNormCorrected;
+    spec.norm_type = quant::KvScalar::kF32;
+    s.q = std::make_unique<quant::KvMseQuantizer>(spec);
+  }
+  return s;
+}
+
+// A side's codebook and signs on the device and the format pointing at them (bf16: no buffers).
+class DeviceKvFormat {
+ public:
+  explicit DeviceKvFormat(const KvSide& s) {
+    if (s.bits == 0) return;
+    const std::vector<float>& cb = s.q->codebook().centroids;
+    const std::vector<float> sg = s.q->rotation().signs12();
+    codebook_ = Upload(cb);
+    signs_ = Upload(sg);
+    f.kind = KvVectorKind::kPolar;
+    f.bits = s.bits;
+    f.codebook = codebook_;
+    f.signs = signs_;
+    f.divisor = s.q->rotation().divisor();
+  }
+  ~DeviceKvFormat() {
+    cudaFree(codebook_);
+    cudaFree(signs_);
+  }
+  DeviceKvFormat(const DeviceKvFormat&) = delete;
+  DeviceKvFormat& operator=(const DeviceKvFormat&) = delete;
+  // False when an allocation or copy failed (the format then points at nothing).
+  bool ok() const { return ok_; }
+
+  KvVectorFormat f;
+
+ private:
+  float* Upload(const std::vector<float>& v) {
+    float* p = nullptr;
+    if (cudaMalloc(reinterpret_cast<void**>(&p), v.size() * sizeof(float)) != cudaSuccess ||
+        cudaMemcpy(p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) {
+      ok_ = false;
+    }
+    return p;
+  }
+  float* codebook_ = nullptr;
+  float* signs_ = nullptr;
+  bool ok_ = true;
+};
+
+// `bytes` random bytes that read as bf16 N(0, 1) values (and as fp32 numbers of modest size) at
+// device address dst.
+inline cudaError_t FillRandomBf16(void* dst, size_t bytes, uint32_t seed) {
+  std::vector<uint16_t> host((bytes + 1) / 2);
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& h : host) h = cpu::FloatToBf16(nd(gen));
+  return cudaMemcpy(dst, host.data(), bytes, cudaMemcpyHostToDevice);
+}
+
+}  // namespace tq::cuda
+
+#endif  // TQ_HAVE_CUDA
+#endif  // TQSERVE_KERNELS_CUDA_KV_SIDE_TESTING_H_
