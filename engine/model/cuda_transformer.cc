@@ -946,6 +946,7 @@ absl::Status CudaTransformer::State::MlaAttention(const DeviceLayer& L, const fl
       ap.lo.sinks = L.sink_k.as<float>();
       ap.hi.sinks = L.sink_v.as<float>();
     }
+    ap.tensor_cores = attention_tensor_cores;  // packed latents (TQ_CUDA_ATTENTION_TC=0: the fp32 kernel)
     ap.splits = AttentionSplits(T);
     ap.workspace = attn_ws.as<float>();
     ap.workspace_bytes = attn_ws.bytes();

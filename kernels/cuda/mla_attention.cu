@@ -2,6 +2,7 @@
 #include "kernels/cuda/mla_attention.h"
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -42,7 +43,7 @@ __host__ __device__ inline int RotationBlock(int d) { return d & -d; }
 struct SmemLayout {
   int lp;                                   // padded latent stride (floats)
   int lo_words, hi_words;                   // 4-byte words of one stored half vector
-  size_t q, x, s, alpha, m, l, cb_lo, cb_hi, slot, raw, bytes;  // offsets in floats, total in bytes
+  size_t q, x, s, alpha, m, l, cb_lo, cb_hi, slot, raw, red, ph, qmul, gain, bytes;  // offsets in floats; bytes
 };
 
 __host__ __device__ inline SmemLayout MakeLayout(int half, int lo_bytes, int hi_bytes) {
@@ -60,7 +61,13 @@ __host__ __device__ inline SmemLayout MakeLayout(int half, int lo_bytes, int hi_
   s.cb_hi = s.cb_lo + kMaxCodebook;
   s.slot = s.cb_hi + kMaxCodebook;                      // 2 × kTile int64 (ping-pong by tile)
   s.raw = s.slot + 2 * 2 * kTile;                       // kTile × (lo_words + hi_words) stored bytes
-  s.bytes = (s.raw + static_cast<size_t>(kTile) * (s.lo_words + s.hi_words)) * sizeof(float);
+  // Tensor-core kernel: partial scores of the 4 k-quarters, the fp16 weights of both halves
+  // ([2][16][24]), the heads' query scales, the tile's gains ([2][kTile]).
+  s.red = s.raw + static_cast<size_t>(kTile) * (s.lo_words + s.hi_words);
+  s.ph = s.red + 4 * kHg * kTile;
+  s.qmul = s.ph + 2 * kHg * 24 / 2;
+  s.gain = s.qmul + kHg;
+  s.bytes = (s.gain + 2 * kTile) * sizeof(float);
   return s;
 }
 
@@ -111,6 +118,15 @@ __device__ __forceinline__ float LoadBytesFloat(const uint8_t* p) {
   return __uint_as_float(u);
 }
 
+// The 8 codes of group g (codes 8g .. 8g + 7) of a packed vector of b-bit codes: b bytes from
+// byte b·g, code i at bits b·i.
+__device__ __forceinline__ uint64_t LoadCodeGroup(const uint8_t* __restrict__ vec, int g, int b) {
+  const uint8_t* src = vec + b * g;
+  uint64_t w = 0;
+  for (int k = 0; k < b; ++k) w |= static_cast<uint64_t>(src[k]) << (8 * k);
+  return w;
+}
+
 // Partial results of one split: m and l per head, the weighted latent sums (attention space).
 struct Workspace {
   float* ml;   // [rows, heads, splits, 2]
@@ -124,133 +140,142 @@ __host__ __device__ inline Workspace SplitWorkspace(float* base, int64_t rows, i
   return w;
 }
 
-// grid (splits, head groups, rows), kThreads threads.
-__global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttentionParams p) {
-  PdlEnter();
-  extern __shared__ float4 smem4[];
-  float* smem = reinterpret_cast<float*>(smem4);
-  const int half = p.half_dim, latent = 2 * half;
-  const SmemLayout lay = MakeLayout(half, HalfBytes(p.lo.format, half), HalfBytes(p.hi.format, half));
-  const int lp = lay.lp;
-  float* q_s = smem + lay.q;
-  float* x_s = smem + lay.x;
-  float* s_s = smem + lay.s;
-  float* alpha_s = smem + lay.alpha;
-  float* m_s = smem + lay.m;  // per head: running max and sum of the online softmax
-  float* l_s = smem + lay.l;
-  float* cb_lo = smem + lay.cb_lo;
-  float* cb_hi = smem + lay.cb_hi;
-  int64_t* slots_s = reinterpret_cast<int64_t*>(smem + lay.slot);  // [2][kTile]
-  uint32_t* raw_s = reinterpret_cast<uint32_t*>(smem + lay.raw);    // [kTile][lo_words + hi_words]
-  const int pw = lay.lo_words + lay.hi_words;
+// What both split kernels share: the CTA's split range, head group and shared arrays; the
+// staging of a tile's stored bytes; the queries' rotation; the partial results' write.
+struct SplitCta {
+  int half, latent, lp, pw, lo_words;
+  int64_t row, lo, hi, ws_row;
+  int h0, hg, bits_lo, bits_hi;
+  float *q_s, *x_s, *s_s, *alpha_s, *m_s, *l_s, *cb_lo, *cb_hi;
+  int64_t* slots_s;  // [2][kTile]
+  uint32_t* raw_s;   // [kTile][lo_words + hi_words]
+  Workspace ws;
+};
 
-  const int split = blockIdx.x, group = blockIdx.y;
-  const int64_t row = blockIdx.z;
-  const int h0 = group * kHg;
-  const int hg = min(kHg, p.num_heads - h0);
-  const int tid = threadIdx.x;
-  // Fields of half hf by selection (indexing an array of the parameter's halves would copy the
-  // parameters to local memory).
-  const int bits_lo = FormatBits(p.lo.format), bits_hi = FormatBits(p.hi.format);
+// Fields of half hf by selection (indexing an array of the parameter's halves would copy the
+// parameters to local memory).
 #define TQ_HALF(hf, field) ((hf) ? p.hi.field : p.lo.field)
-#define TQ_BITS(hf) ((hf) ? bits_hi : bits_lo)
+#define TQ_BITS(hf) ((hf) ? c.bits_hi : c.bits_lo)
 
-  // Range of this split.
-  const int64_t n = static_cast<int64_t>(p.positions[row]) + 1;
+__device__ __forceinline__ SplitCta MakeSplitCta(const MlaAttentionParams& p, float* smem) {
+  SplitCta c;
+  c.half = p.half_dim;
+  c.latent = 2 * c.half;
+  const SmemLayout lay = MakeLayout(c.half, HalfBytes(p.lo.format, c.half), HalfBytes(p.hi.format, c.half));
+  c.lp = lay.lp;
+  c.pw = lay.lo_words + lay.hi_words;
+  c.lo_words = lay.lo_words;
+  c.q_s = smem + lay.q;
+  c.x_s = smem + lay.x;
+  c.s_s = smem + lay.s;
+  c.alpha_s = smem + lay.alpha;
+  c.m_s = smem + lay.m;
+  c.l_s = smem + lay.l;
+  c.cb_lo = smem + lay.cb_lo;
+  c.cb_hi = smem + lay.cb_hi;
+  c.slots_s = reinterpret_cast<int64_t*>(smem + lay.slot);
+  c.raw_s = reinterpret_cast<uint32_t*>(smem + lay.raw);
+  c.row = blockIdx.z;
+  c.h0 = blockIdx.y * kHg;
+  c.hg = min(kHg, p.num_heads - c.h0);
+  c.bits_lo = FormatBits(p.lo.format);
+  c.bits_hi = FormatBits(p.hi.format);
+  const int64_t n = static_cast<int64_t>(p.positions[c.row]) + 1;
   int64_t chunk = (n + p.splits - 1) / p.splits;
   if (chunk < kMinSplitPositions) chunk = kMinSplitPositions;
   chunk = (chunk + kTile - 1) / kTile * kTile;
-  const int64_t lo = static_cast<int64_t>(split) * chunk;
-  const int64_t hi = n < lo + chunk ? n : lo + chunk;
+  c.lo = static_cast<int64_t>(blockIdx.x) * chunk;
+  c.hi = n < c.lo + chunk ? n : c.lo + chunk;
+  c.ws_row = (c.row * p.num_heads + c.h0) * p.splits + blockIdx.x;  // head h0's entry
+  c.ws = SplitWorkspace(p.workspace, p.rows, p.num_heads, p.splits);
+  return c;
+}
 
-  const int64_t ws_row = (row * p.num_heads + h0) * p.splits + split;  // head h0's entry
-  Workspace ws = SplitWorkspace(p.workspace, p.rows, p.num_heads, p.splits);
-  if (lo >= hi) {  // an empty split (the row is shorter than the planned splits)
-    for (int h = tid; h < hg; h += kThreads) {
-      ws.ml[(ws_row + static_cast<int64_t>(h) * p.splits) * 2] = -INFINITY;
-      ws.ml[(ws_row + static_cast<int64_t>(h) * p.splits) * 2 + 1] = 0.0f;
-    }
-    for (int64_t e = tid; e < static_cast<int64_t>(hg) * latent; e += kThreads) {
-      ws.acc[(ws_row + (e / latent) * p.splits) * latent + e % latent] = 0.0f;
-    }
-    return;
+// An empty split (the row is shorter than the planned splits): m = -inf, l = 0, zero sums.
+__device__ __forceinline__ void WriteEmptySplit(const MlaAttentionParams& p, const SplitCta& c) {
+  for (int h = threadIdx.x; h < c.hg; h += kThreads) {
+    c.ws.ml[(c.ws_row + static_cast<int64_t>(h) * p.splits) * 2] = -INFINITY;
+    c.ws.ml[(c.ws_row + static_cast<int64_t>(h) * p.splits) * 2 + 1] = 0.0f;
   }
+  for (int64_t e = threadIdx.x; e < static_cast<int64_t>(c.hg) * c.latent; e += kThreads) {
+    c.ws.acc[(c.ws_row + (e / c.latent) * p.splits) * c.latent + e % c.latent] = 0.0f;
+  }
+}
 
-  // The slots of the tile at `base` (-1: past the split; -2: a sink, read from the side store),
-  // by threads < kTile, into slots_s[buf].
-  auto plan_tile = [&](int64_t base, int buf) {
-    if (tid < kTile) {
-      const int64_t pos = base + tid;
-      int64_t slot = -1;
-      if (pos < hi) {
-        if (pos < p.sink_tokens) {
-          slot = -2;
-        } else {
-          const int32_t blk = p.block_table[p.table_offset[row] + pos / p.block_size];
-          slot = static_cast<int64_t>(blk) * p.block_size + pos % p.block_size;
-        }
-      }
-      slots_s[buf * kTile + tid] = slot;
-    }
-  };
-  // The stored bytes of the tile planned in slots_s[buf] into raw_s (cp.async, 4-byte words;
-  // strides and cache pointers are 4-byte aligned): in flight while the previous tile computes.
-  auto stage_tile = [&](int buf) {
-    for (int t = 0; t < kTile; ++t) {
-      const int64_t slot = slots_s[buf * kTile + t];
-      if (slot < 0) continue;  // uniform across the CTA
-      const uint8_t* lo_src = p.lo.cache + slot * p.lo.stride;
-      const uint8_t* hi_src = p.hi.cache + slot * p.hi.stride;
-      for (int w = tid; w < pw; w += kThreads) {
-        const uint8_t* src = w < lay.lo_words ? lo_src + 4 * w : hi_src + 4 * (w - lay.lo_words);
-        CpAsync4(raw_s + t * pw + w, src);
+// The slots of the tile at `base` (-1: past the split; -2: a sink, read from the side store),
+// by threads < kTile, into slots_s[buf].
+__device__ __forceinline__ void PlanTile(const MlaAttentionParams& p, const SplitCta& c, int64_t base, int buf) {
+  if (threadIdx.x < kTile) {
+    const int64_t pos = base + threadIdx.x;
+    int64_t slot = -1;
+    if (pos < c.hi) {
+      if (pos < p.sink_tokens) {
+        slot = -2;
+      } else {
+        const int32_t blk = p.block_table[p.table_offset[c.row] + pos / p.block_size];
+        slot = static_cast<int64_t>(blk) * p.block_size + pos % p.block_size;
       }
     }
-    asm volatile("cp.async.commit_group;\n" ::);
-  };
+    c.slots_s[buf * kTile + threadIdx.x] = slot;
+  }
+}
 
-  // The first tile's copies fly while the queries are prepared.
-  plan_tile(lo, 0);
-  __syncthreads();
-  stage_tile(0);
+// The stored bytes of the tile planned in slots_s[buf] into raw_s (cp.async, 4-byte words;
+// strides and cache pointers are 4-byte aligned): in flight while the previous tile computes.
+__device__ __forceinline__ void StageTile(const MlaAttentionParams& p, const SplitCta& c, int buf) {
+  for (int t = 0; t < kTile; ++t) {
+    const int64_t slot = c.slots_s[buf * kTile + t];
+    if (slot < 0) continue;  // uniform across the CTA
+    const uint8_t* lo_src = p.lo.cache + slot * p.lo.stride;
+    const uint8_t* hi_src = p.hi.cache + slot * p.hi.stride;
+    for (int w = threadIdx.x; w < c.pw; w += kThreads) {
+      const uint8_t* src = w < c.lo_words ? lo_src + 4 * w : hi_src + 4 * (w - c.lo_words);
+      CpAsync4(c.raw_s + t * c.pw + w, src);
+    }
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 
-  // The group's queries, each packed half rotated into its attention space (R q); rows past the
-  // group are zero (the score loop reads heads in blocks of four). latent / 4 <= kThreads: one
-  // column quad per thread, its 16 loads issued together.
-  if (tid < latent / 4) {
+// The group's queries into q_s (fp32), each packed half rotated into its attention space (R q);
+// rows past the group are zero. latent / 4 <= kThreads: one column quad per thread, its 16 loads
+// issued together. Also the codebooks and the softmax state. Ends with a barrier.
+__device__ __forceinline__ void LoadQueries(const MlaAttentionParams& p, const SplitCta& c) {
+  const int tid = threadIdx.x, half = c.half, lp = c.lp;
+  if (tid < c.latent / 4) {
     float4 v[kHg];
 #pragma unroll
     for (int h = 0; h < kHg; ++h) {
-      v[h] = h < hg ? reinterpret_cast<const float4*>(p.q + row * p.ldq + static_cast<int64_t>(h0 + h) * latent)[tid]
-                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      v[h] = h < c.hg ? reinterpret_cast<const float4*>(p.q + c.row * p.ldq +
+                                                        static_cast<int64_t>(c.h0 + h) * c.latent)[tid]
+                      : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
 #pragma unroll
-    for (int h = 0; h < kHg; ++h) *reinterpret_cast<float4*>(q_s + h * lp + 4 * tid) = v[h];
+    for (int h = 0; h < kHg; ++h) *reinterpret_cast<float4*>(c.q_s + h * lp + 4 * tid) = v[h];
   }
   if (tid < kHg) {
-    m_s[tid] = -INFINITY;
-    l_s[tid] = 0.0f;
+    c.m_s[tid] = -INFINITY;
+    c.l_s[tid] = 0.0f;
   }
   for (int hf = 0; hf < 2; ++hf) {
     if (TQ_BITS(hf) == 0) continue;
     const int entries = 1 << TQ_BITS(hf);
     const float* codebook = TQ_HALF(hf, format.codebook);
-    float* cb = hf ? cb_hi : cb_lo;
-    for (int c = tid; c < entries; c += kThreads) cb[c] = codebook[c];
+    float* cb = hf ? c.cb_hi : c.cb_lo;
+    for (int k = tid; k < entries; k += kThreads) cb[k] = codebook[k];
     const float* signs = TQ_HALF(hf, format.signs);
     const float divisor = TQ_HALF(hf, format.divisor);
-    float* qh = q_s + hf * half;
+    float* qh = c.q_s + hf * half;
     __syncthreads();
     if (signs != nullptr) {  // D1
       for (int i = tid; i < half; i += kThreads) {
         const float sg = signs[i];
-        for (int h = 0; h < hg; ++h) qh[h * lp + i] *= sg;
+        for (int h = 0; h < c.hg; ++h) qh[h * lp + i] *= sg;
       }
     }
-    BlockFwhtShared(qh, hg, lp, half);
+    BlockFwhtShared(qh, c.hg, lp, half);
     for (int i = tid; i < half; i += kThreads) {  // / divisor, then D2
       const float sg = signs != nullptr ? signs[half + i] : 1.0f;
-      for (int h = 0; h < hg; ++h) {
+      for (int h = 0; h < c.hg; ++h) {
         float y = qh[h * lp + i] / divisor;
         if (signs != nullptr) y = y * sg;
         qh[h * lp + i] = y;
@@ -258,9 +283,32 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
     }
   }
   __syncthreads();
+}
 
-  // Score mapping: thread = (position t, block of four heads, column-quad phase c).
-  const int c = tid & 3, su = tid >> 2;
+// grid (splits, head groups, rows), kThreads threads.
+__global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttentionParams p) {
+  PdlEnter();
+  extern __shared__ float4 smem4[];
+  const SplitCta c = MakeSplitCta(p, reinterpret_cast<float*>(smem4));
+  if (c.lo >= c.hi) {
+    WriteEmptySplit(p, c);
+    return;
+  }
+  const int half = c.half, latent = c.latent, lp = c.lp, pw = c.pw, hg = c.hg, tid = threadIdx.x;
+  const int64_t row = c.row, lo = c.lo, hi = c.hi, ws_row = c.ws_row;
+  float *q_s = c.q_s, *x_s = c.x_s, *s_s = c.s_s, *alpha_s = c.alpha_s, *m_s = c.m_s, *l_s = c.l_s;
+  const float *cb_lo = c.cb_lo, *cb_hi = c.cb_hi;
+  const int64_t* slots_s = c.slots_s;
+  const uint32_t* raw_s = c.raw_s;
+  const Workspace ws = c.ws;
+  // The first tile's copies fly while the queries are prepared.
+  PlanTile(p, c, lo, 0);
+  __syncthreads();
+  StageTile(p, c, 0);
+  LoadQueries(p, c);
+
+  // Score mapping: thread = (position t, block of four heads, column-quad phase cq).
+  const int cq = tid & 3, su = tid >> 2;
   const int st = su % kTile, shb = su / kTile;
   const bool score_active = shb * kHeadBlock < hg;  // warp-uniform (a warp covers one head block)
   // Sum mapping: unit = (column quad, head block); thread tid takes units tid + kThreads·k.
@@ -278,48 +326,59 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
     asm volatile("cp.async.wait_group 0;\n" ::);
     __syncthreads();  // the tile's bytes (every thread's copies) and slots are in
     const int64_t* slot_s = slots_s + buf * kTile;
-    // Decode the tile into the attention space: per position and half, bf16 pairs from 4-byte
-    // words, or gain × centroid per code.
-    for (int t = 0; t < kTile; ++t) {
-      const int64_t slot = slot_s[t];
-      if (slot == -1) {  // past the split: zeros (scored -inf, weighted 0)
-        for (int i = tid; i < latent; i += kThreads) x_s[t * lp + i] = 0.0f;
-        continue;
-      }
+    // Decode the tile into the attention space, 8 values per step: bf16 from 4 words, or
+    // gain × centroid of 8 codes (b bytes).
+    {
+      const int groups = half / 8, per_pos = 2 * groups;
+      for (int k = tid; k < kTile * per_pos; k += kThreads) {
+        const int t = k / per_pos, rem = k - t * per_pos;
+        const int hf = rem >= groups, g = rem - hf * groups;
+        const int64_t slot = slot_s[t];
+        float v[8];
+        if (slot == -1) {  // past the split: zeros (scored -inf, weighted 0)
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        float* dst = x_s + t * lp + hf * half;
-        if (slot == -2) {
-          const float* src = TQ_HALF(hf, sinks) + (static_cast<int64_t>(p.sink_slot[row]) * p.sink_tokens + base + t) * half;
-          for (int j = tid; j < half; j += kThreads) dst[j] = src[j];
-          continue;
-        }
-        const uint32_t* words = raw_s + t * pw + (hf ? lay.lo_words : 0);
-        const int b = TQ_BITS(hf);
-        if (b == 0) {
-          for (int w = tid; w < half / 2; w += kThreads) {
-            const uint32_t u = words[w];
-            *reinterpret_cast<float2*>(dst + 2 * w) = make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
-          }
+          for (int i = 0; i < 8; ++i) v[i] = 0.0f;
+        } else if (slot == -2) {
+          const float* src =
+              TQ_HALF(hf, sinks) + (static_cast<int64_t>(p.sink_slot[row]) * p.sink_tokens + base + t) * half + 8 * g;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) v[i] = src[i];
         } else {
-          const uint8_t* vec = reinterpret_cast<const uint8_t*>(words);
-          const float gain = LoadBytesFloat(vec + half * b / 8);
-          const float* cb = hf ? cb_hi : cb_lo;
-          for (int j = tid; j < half; j += kThreads) dst[j] = gain * cb[LoadCode(vec, j, b)];
+          const uint32_t* words = raw_s + t * pw + (hf ? c.lo_words : 0);
+          const int b = TQ_BITS(hf);
+          if (b == 0) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const uint32_t u = words[4 * g + i];
+              v[2 * i] = __uint_as_float(u << 16);
+              v[2 * i + 1] = __uint_as_float(u & 0xffff0000u);
+            }
+          } else {
+            const uint8_t* vec = reinterpret_cast<const uint8_t*>(words);
+            const float gain = LoadBytesFloat(vec + half * b / 8);
+            const float* cb = hf ? cb_hi : cb_lo;
+            const uint64_t w = LoadCodeGroup(vec, g, b);
+            const uint32_t mask = (1u << b) - 1u;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) v[i] = gain * cb[static_cast<uint32_t>(w >> (b * i)) & mask];
+          }
         }
+        float4* dst = reinterpret_cast<float4*>(x_s + t * lp + hf * half + 8 * g);
+        dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+        dst[1] = make_float4(v[4], v[5], v[6], v[7]);
       }
     }
-    if (base + kTile < hi) plan_tile(base + kTile, buf ^ 1);
+    if (base + kTile < hi) PlanTile(p, c, base + kTile, buf ^ 1);
     __syncthreads();  // raw_s is free, the next slots are planned
-    if (base + kTile < hi) stage_tile(buf ^ 1);
-    // Scores: lanes c = 0..3 of a (position, head block) split the latent in interleaved quads.
+    if (base + kTile < hi) StageTile(p, c, buf ^ 1);
+    // Scores: lanes cq = 0..3 of a (position, head block) split the latent in interleaved quads.
     if (score_active) {
       // Two independent sums per head (x·x + y·y and z·z + w·w): shorter FMA chains.
       float dot[kHeadBlock] = {0.0f, 0.0f, 0.0f, 0.0f}, dot2[kHeadBlock] = {0.0f, 0.0f, 0.0f, 0.0f};
       const float* xr = x_s + st * lp;
       const float* qr = q_s + shb * kHeadBlock * lp;
 #pragma unroll 2
-      for (int i = 4 * c; i < latent; i += 16) {
+      for (int i = 4 * cq; i < latent; i += 16) {
         const float4 xv = *reinterpret_cast<const float4*>(xr + i);
 #pragma unroll
         for (int j = 0; j < kHeadBlock; ++j) {
@@ -334,9 +393,9 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
         dot[j] += __shfl_xor_sync(0xffffffffu, dot[j], 1);
         dot[j] += __shfl_xor_sync(0xffffffffu, dot[j], 2);
       }
-      const int h = shb * kHeadBlock + c;
+      const int h = shb * kHeadBlock + cq;
       const bool valid = slot_s[st] != -1;
-      const float mine = c == 0 ? dot[0] : c == 1 ? dot[1] : c == 2 ? dot[2] : dot[3];
+      const float mine = cq == 0 ? dot[0] : cq == 1 ? dot[1] : cq == 2 ? dot[2] : dot[3];
       if (h < hg) s_s[st * kHg + h] = valid ? mine * p.scale : -INFINITY;
     }
     __syncthreads();
@@ -418,6 +477,262 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tensor cores (both halves packed): a 16-head × 16-position tile is one m16n8k16 problem per 16
+// latent values for the scores and per 8 latent values for the sums. fp16 operands: the queries
+// scaled per head by a power of two into [0.5, 1), the centroids (gains kept out, applied to the
+// fp32 scores), and softmax weight × gain / the largest gain so far (in [0, 1]).
+
+constexpr int kMaxNt = kMaxLatent / 8 / (kThreads / kWarp);  // sum n-tiles per warp at the widest latent
+constexpr int kPhStride = 24;                                 // halves per row of the weights
+
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const __half* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void LdMatrixX2(uint32_t (&r)[2], const __half* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+}
+__device__ __forceinline__ void LdMatrixX2Trans(uint32_t (&r)[2], const __half* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+}
+__device__ __forceinline__ uint32_t PackHalf2(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// c += A·B, m16n8k16, fp16 operands, fp32 accumulators (fragments as the PTX ISA's figures).
+__device__ __forceinline__ void Mma16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// grid (splits, head groups, rows), kThreads threads; both halves kPolar; latent <= 64 · kNt
+// (kNt sum n-tiles of 8 values per warp).
+template <int kNt>
+__global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttentionParams p) {
+  PdlEnter();
+  extern __shared__ float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  const SplitCta c = MakeSplitCta(p, smem);
+  if (c.lo >= c.hi) {
+    WriteEmptySplit(p, c);
+    return;
+  }
+  const SmemLayout lay = MakeLayout(c.half, HalfBytes(p.lo.format, c.half), HalfBytes(p.hi.format, c.half));
+  const int half = c.half, latent = c.latent, hg = c.hg, tid = threadIdx.x;
+  const int lane = tid % kWarp, warp = tid / kWarp;
+  const int xs = latent + 8;                            // fp16 row stride of the query and tile arrays
+  __half* qh = reinterpret_cast<__half*>(c.x_s);        // [kHg][xs] queries (the fp32 tile's space)
+  __half* xh = reinterpret_cast<__half*>(c.q_s);        // [kTile][xs] centroids (the fp32 queries' space)
+  float* red = smem + lay.red;                          // [4][kHg][kTile]
+  __half* ph = reinterpret_cast<__half*>(smem + lay.ph);  // [2][kHg][kPhStride]
+  float* qmul = smem + lay.qmul;                        // [kHg]
+  float* gain_s = smem + lay.gain;                      // [2][kTile]
+  PlanTile(p, c, c.lo, 0);
+  __syncthreads();
+  StageTile(p, c, 0);
+  LoadQueries(p, c);
+  // Per head: scale by 2^-e into [0.5, 1) (exact), fp16; warp w takes heads 2w and 2w + 1.
+  for (int h = 2 * warp; h < 2 * warp + 2; ++h) {
+    float big = 0.0f;
+    if (h < hg) {
+      for (int i = lane; i < latent; i += kWarp) big = fmaxf(big, fabsf(c.q_s[h * c.lp + i]));
+    }
+    for (int o = 16; o >= 1; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
+    int e = 0;
+    if (big > 0.0f && big <= 3.0e38f) (void)frexpf(big, &e);
+    const float down = ldexpf(1.0f, -e);
+    if (lane == 0) qmul[h] = ldexpf(1.0f, e);
+    for (int i = lane; i < latent; i += kWarp) {
+      qh[h * xs + i] = __float2half_rn(h < hg ? c.q_s[h * c.lp + i] * down : 0.0f);
+    }
+  }
+  __syncthreads();  // q_s is dead: its space holds the tiles from here
+
+  const int k16 = latent / 16, nt8 = latent / 8;
+  const int snt = warp & 1, kq = warp >> 1;  // scores: this warp's 8 positions and k-quarter
+  const int r = lane / 4, q2 = 2 * (lane % 4);  // fragment row (head) and column pair
+  float acc[kNt][4];
+#pragma unroll
+  for (int j = 0; j < kNt; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  float gm_lo = 0.0f, gm_hi = 0.0f;  // the largest gain so far per half (CTA-uniform)
+
+  int buf = 0;
+  for (int64_t base = c.lo; base < c.hi; base += kTile, buf ^= 1) {
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();
+    const int64_t* slot_s = c.slots_s + buf * kTile;
+    // Decode: centroids in fp16, 8 codes (b bytes) per step; gains to gain_s. Sink positions:
+    // one warp each, scaled by their largest |value| (that scale is their gain).
+    if (tid < 2 * kTile) {
+      const int t = tid % kTile, hf = tid / kTile;
+      const int64_t slot = slot_s[t];
+      if (slot != -2) {
+        const int b = TQ_BITS(hf);
+        const uint8_t* vec = reinterpret_cast<const uint8_t*>(c.raw_s + t * c.pw + (hf ? c.lo_words : 0));
+        gain_s[hf * kTile + t] = slot >= 0 ? LoadBytesFloat(vec + half * b / 8) : 0.0f;
+      }
+    }
+    for (int t = warp; t < kTile; t += kThreads / kWarp) {
+      if (slot_s[t] != -2) continue;
+      __half* dst = xh + t * xs;
+      for (int hf = 0; hf < 2; ++hf) {
+        const float* src = TQ_HALF(hf, sinks) + (static_cast<int64_t>(p.sink_slot[c.row]) * p.sink_tokens + base + t) * half;
+        float big = 0.0f;
+        for (int j = lane; j < half; j += kWarp) big = fmaxf(big, fabsf(src[j]));
+        for (int o = 16; o >= 1; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
+        const float inv = big > 0.0f ? 1.0f / big : 0.0f;
+        for (int j = lane; j < half; j += kWarp) dst[hf * half + j] = __float2half_rn(src[j] * inv);
+        if (lane == 0) gain_s[hf * kTile + t] = big;
+      }
+    }
+    {
+      const int groups = half / 8, per_pos = 2 * groups;
+      for (int k = tid; k < kTile * per_pos; k += kThreads) {
+        const int t = k / per_pos, rem = k - t * per_pos;
+        const int hf = rem >= groups, g = rem - hf * groups;
+        const int64_t slot = slot_s[t];
+        if (slot == -2) continue;
+        uint4 out = make_uint4(0u, 0u, 0u, 0u);  // past the split: zeros
+        if (slot >= 0) {
+          const int b = TQ_BITS(hf);
+          const uint8_t* vec = reinterpret_cast<const uint8_t*>(c.raw_s + t * c.pw + (hf ? c.lo_words : 0));
+          const float* cb = hf ? c.cb_hi : c.cb_lo;
+          const uint64_t w = LoadCodeGroup(vec, g, b);
+          const uint32_t mask = (1u << b) - 1u;
+          float v[8];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) v[i] = cb[static_cast<uint32_t>(w >> (b * i)) & mask];
+          out = make_uint4(PackHalf2(v[0], v[1]), PackHalf2(v[2], v[3]), PackHalf2(v[4], v[5]), PackHalf2(v[6], v[7]));
+        }
+        *reinterpret_cast<uint4*>(xh + t * xs + hf * half + 8 * g) = out;
+      }
+    }
+    if (base + kTile < c.hi) PlanTile(p, c, base + kTile, buf ^ 1);
+    __syncthreads();  // raw_s is free, the next slots are planned; the tile is decoded
+    if (base + kTile < c.hi) StageTile(p, c, buf ^ 1);
+    // Scores: this warp's positions snt·8.. over k-steps kq, kq + 4, ..; lo and hi apart (gains).
+    {
+      float s_lo[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_hi[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int ks = kq; ks < k16; ks += 4) {
+        uint32_t a[4], b[2];
+        LdMatrixX4(a, qh + (lane % 16) * xs + 16 * ks + (lane / 16) * 8);
+        LdMatrixX2(b, xh + (snt * 8 + lane % 8) * xs + 16 * ks + ((lane / 8) & 1) * 8);
+        if (16 * ks < half) {
+          Mma16816(s_lo, a, b);
+        } else {
+          Mma16816(s_hi, a, b);
+        }
+      }
+      const int t0 = snt * 8 + q2;
+      const float gl0 = gain_s[t0], gl1 = gain_s[t0 + 1], gh0 = gain_s[kTile + t0], gh1 = gain_s[kTile + t0 + 1];
+      float* rw = red + kq * kHg * kTile;
+      rw[r * kTile + t0] = s_lo[0] * gl0 + s_hi[0] * gh0;
+      rw[r * kTile + t0 + 1] = s_lo[1] * gl1 + s_hi[1] * gh1;
+      rw[(r + 8) * kTile + t0] = s_lo[2] * gl0 + s_hi[2] * gh0;
+      rw[(r + 8) * kTile + t0 + 1] = s_lo[3] * gl1 + s_hi[3] * gh1;
+    }
+    __syncthreads();
+    // Online softmax (16 lanes per head, one per position) and the fp16 weights × gain / max gain.
+    float r_lo, r_hi;
+    {
+      const int h = tid >> 4, t = tid & 15;
+      const bool live = h < hg;
+      float sc = -INFINITY;
+      if (live && slot_s[t] != -1) {
+        const float dot = red[h * kTile + t] + red[kHg * kTile + h * kTile + t] + red[2 * kHg * kTile + h * kTile + t] +
+                          red[3 * kHg * kTile + h * kTile + t];
+        sc = dot * qmul[h] * p.scale;  // the queries were scaled by 1 / qmul
+      }
+      float mx = sc;
+#pragma unroll
+      for (int o = 8; o >= 1; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_old = c.m_s[h];
+      const float m_new = fmaxf(m_old, mx);
+      const float e = live && sc != -INFINITY ? expf(sc - m_new) : 0.0f;
+      float sum = e;
+#pragma unroll
+      for (int o = 8; o >= 1; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      const float gl = gain_s[t], gh = gain_s[kTile + t];
+      float tl = gl, th = gh;
+#pragma unroll
+      for (int o = 8; o >= 1; o >>= 1) {
+        tl = fmaxf(tl, __shfl_xor_sync(0xffffffffu, tl, o));
+        th = fmaxf(th, __shfl_xor_sync(0xffffffffu, th, o));
+      }
+      const float nl = fmaxf(gm_lo, tl), nh = fmaxf(gm_hi, th);
+      r_lo = nl > 0.0f ? gm_lo / nl : 0.0f;
+      r_hi = nh > 0.0f ? gm_hi / nh : 0.0f;
+      gm_lo = nl;
+      gm_hi = nh;
+      ph[h * kPhStride + t] = __float2half_rn(nl > 0.0f ? e * (gl / nl) : 0.0f);
+      ph[kHg * kPhStride + h * kPhStride + t] = __float2half_rn(nh > 0.0f ? e * (gh / nh) : 0.0f);
+      if (t == 0) {
+        const float alpha = live ? expf(m_old - m_new) : 0.0f;  // m_old = -inf on the first tile: 0
+        c.alpha_s[h] = alpha;
+        c.l_s[h] = live ? c.l_s[h] * alpha + sum : 0.0f;
+        c.m_s[h] = m_new;
+      }
+    }
+    __syncthreads();
+    // Sums: Oᵀ tiles of 8 latent values, this warp's n-tiles warp, warp + 8, ..
+    {
+      uint32_t pa_lo[4], pa_hi[4];
+      LdMatrixX4(pa_lo, ph + (lane % 16) * kPhStride + (lane / 16) * 8);
+      LdMatrixX4(pa_hi, ph + kHg * kPhStride + (lane % 16) * kPhStride + (lane / 16) * 8);
+      const float a0 = c.alpha_s[r], a1 = c.alpha_s[r + 8];
+#pragma unroll
+      for (int jj = 0; jj < kNt; ++jj) {
+        const int j = warp + 8 * jj;
+        if (j < nt8) {
+          const bool upper = 8 * j >= half;
+          const float rh = upper ? r_hi : r_lo;
+          acc[jj][0] *= a0 * rh;
+          acc[jj][1] *= a0 * rh;
+          acc[jj][2] *= a1 * rh;
+          acc[jj][3] *= a1 * rh;
+          uint32_t b[2];
+          LdMatrixX2Trans(b, xh + (lane % 16) * xs + 8 * j);
+          if (upper) {
+            Mma16816(acc[jj], pa_hi, b);
+          } else {
+            Mma16816(acc[jj], pa_lo, b);
+          }
+        }
+      }
+    }
+    __syncthreads();  // xh, ph, red and gain_s are rewritten by the next tile
+  }
+
+  // The split's partial results: the sums times the largest gains.
+  if (tid < hg) {
+    c.ws.ml[(c.ws_row + static_cast<int64_t>(tid) * p.splits) * 2] = c.m_s[tid];
+    c.ws.ml[(c.ws_row + static_cast<int64_t>(tid) * p.splits) * 2 + 1] = c.l_s[tid];
+  }
+#pragma unroll
+  for (int jj = 0; jj < kNt; ++jj) {
+    const int j = warp + 8 * jj;
+    if (j < nt8) {
+      const float g = 8 * j >= half ? gm_hi : gm_lo;
+      const int col = 8 * j + q2;
+      if (r < hg) {
+        *reinterpret_cast<float2*>(c.ws.acc + (c.ws_row + static_cast<int64_t>(r) * p.splits) * latent + col) =
+            make_float2(acc[jj][0] * g, acc[jj][1] * g);
+      }
+      if (r + 8 < hg) {
+        *reinterpret_cast<float2*>(c.ws.acc + (c.ws_row + static_cast<int64_t>(r + 8) * p.splits) * latent + col) =
+            make_float2(acc[jj][2] * g, acc[jj][3] * g);
+      }
+    }
+  }
+}
+
 #undef TQ_HALF
 #undef TQ_BITS
 
@@ -437,14 +752,23 @@ __device__ float BlockReduce(float v, float* red) {
   return v;
 }
 
-// grid rows · heads, kThreads threads: merges the splits (splits <= kThreads: one per thread),
-// divides, applies Rᵀ per packed half, writes the first out_dim values.
+// The merge, grid (rows · heads, latent / kMergeDims), kThreads threads: kMergeDims latent values
+// × kThreads / kMergeDims groups of splits (splits <= kThreads: the weights one per thread), many
+// loads in flight; the result, divided by the softmax sum, goes to out (bf16 latents) or back to
+// split 0's sums for MlaFinishKernel (packed halves: Rᵀ needs the whole half).
+constexpr int kMergeDims = 32;
+constexpr int kMergeGroups = kThreads / kMergeDims;
+
+__device__ __forceinline__ bool AnyPacked(const MlaAttentionParams& p) {
+  return p.lo.format.kind == KvVectorKind::kPolar || p.hi.format.kind == KvVectorKind::kPolar;
+}
+
 __global__ void __launch_bounds__(kThreads) MlaMergeKernel(const MlaAttentionParams p) {
   PdlEnter();
-  __shared__ float o_s[2 * kMaxMlaHalfDim];
   __shared__ float w_s[kMaxAttentionSplits];
   __shared__ float red_s[kThreads / kWarp];
-  const int half = p.half_dim, latent = 2 * half;
+  __shared__ float part_s[kMergeGroups][kMergeDims];
+  const int latent = 2 * p.half_dim;
   const int64_t row = blockIdx.x / p.num_heads;
   const int h = static_cast<int>(blockIdx.x % p.num_heads);
   const Workspace ws = SplitWorkspace(p.workspace, p.rows, p.num_heads, p.splits);
@@ -455,22 +779,44 @@ __global__ void __launch_bounds__(kThreads) MlaMergeKernel(const MlaAttentionPar
   const float w = m == -INFINITY ? 0.0f : expf(m - mx);
   if (s < p.splits) w_s[s] = w;
   const float total = BlockReduce<false>(s < p.splits ? w * ws.ml[(entry + s) * 2 + 1] : 0.0f, red_s);
-  const float inv = 1.0f / total;
-  for (int i = threadIdx.x; i < latent; i += blockDim.x) {
-    // Four independent sums keep four loads in flight.
-    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    const float* src = ws.acc + entry * latent + i;
-    int k = 0;
-    for (; k + 4 <= p.splits; k += 4) {
+  const int d = blockIdx.y * kMergeDims + threadIdx.x % kMergeDims, g = threadIdx.x / kMergeDims;
+  float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;  // four independent sums: four loads in flight
+  if (d < latent) {
+    const float* src = ws.acc + entry * latent + d;
+    int k = g;
+    for (; k + 3 * kMergeGroups < p.splits; k += 4 * kMergeGroups) {
       a0 = fmaf(w_s[k], src[static_cast<int64_t>(k) * latent], a0);
-      a1 = fmaf(w_s[k + 1], src[static_cast<int64_t>(k + 1) * latent], a1);
-      a2 = fmaf(w_s[k + 2], src[static_cast<int64_t>(k + 2) * latent], a2);
-      a3 = fmaf(w_s[k + 3], src[static_cast<int64_t>(k + 3) * latent], a3);
+      a1 = fmaf(w_s[k + kMergeGroups], src[static_cast<int64_t>(k + kMergeGroups) * latent], a1);
+      a2 = fmaf(w_s[k + 2 * kMergeGroups], src[static_cast<int64_t>(k + 2 * kMergeGroups) * latent], a2);
+      a3 = fmaf(w_s[k + 3 * kMergeGroups], src[static_cast<int64_t>(k + 3 * kMergeGroups) * latent], a3);
     }
-    for (; k < p.splits; ++k) a0 = fmaf(w_s[k], src[static_cast<int64_t>(k) * latent], a0);
-    o_s[i] = ((a0 + a1) + (a2 + a3)) * inv;
+    for (; k < p.splits; k += kMergeGroups) a0 = fmaf(w_s[k], src[static_cast<int64_t>(k) * latent], a0);
   }
-  // Rᵀ = D1·H·D2 / divisor per packed half (quant::KvRotation::Inverse).
+  part_s[g][threadIdx.x % kMergeDims] = (a0 + a1) + (a2 + a3);
+  __syncthreads();
+  if (threadIdx.x < kMergeDims && d < latent) {
+    float sum = 0.0f;
+    for (int k = 0; k < kMergeGroups; ++k) sum += part_s[k][threadIdx.x];
+    const float o = sum / total;
+    if (AnyPacked(p)) {
+      ws.acc[entry * latent + d] = o;  // split 0's sums of this value were read above (this CTA)
+    } else if (d < p.out_dim) {
+      p.out[row * p.ldo + static_cast<int64_t>(h) * p.out_dim + d] = o;
+    }
+  }
+}
+
+// Packed halves: grid rows · heads, kThreads threads: Rᵀ = D1·H·D2 / divisor per packed half
+// (quant::KvRotation::Inverse) of the merged values, then the first out_dim values.
+__global__ void __launch_bounds__(kThreads) MlaFinishKernel(const MlaAttentionParams p) {
+  PdlEnter();
+  __shared__ float o_s[2 * kMaxMlaHalfDim];
+  const int half = p.half_dim, latent = 2 * half;
+  const int64_t row = blockIdx.x / p.num_heads;
+  const int h = static_cast<int>(blockIdx.x % p.num_heads);
+  const Workspace ws = SplitWorkspace(p.workspace, p.rows, p.num_heads, p.splits);
+  const float* merged = ws.acc + (row * p.num_heads + h) * p.splits * latent;
+  for (int i = threadIdx.x; i < latent; i += blockDim.x) o_s[i] = merged[i];
   for (int hf = 0; hf < 2; ++hf) {
     if ((hf ? p.hi.format.kind : p.lo.format.kind) == KvVectorKind::kBf16) continue;
     const float* signs = hf ? p.hi.format.signs : p.lo.format.signs;
@@ -608,6 +954,10 @@ bool ValidHalf(const MlaLatentHalf& h, int half_dim, int sink_tokens) {
 
 }  // namespace
 
+bool MlaUsesTensorCores(const MlaAttentionParams& p) {
+  return p.tensor_cores && p.lo.format.kind == KvVectorKind::kPolar && p.hi.format.kind == KvVectorKind::kPolar;
+}
+
 int PlanMlaAttentionSplits(int64_t rows, int num_heads, int64_t max_context, int multiprocessors) {
   const int64_t groups = (std::max(1, num_heads) + kHg - 1) / kHg;
   const int64_t units = std::max<int64_t>(1, rows * groups);
@@ -655,14 +1005,32 @@ cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
   if (MlaAttentionUnsupportedReason(p) != nullptr) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   const size_t smem = MakeLayout(p.half_dim, HalfBytes(p.lo.format, p.half_dim), HalfBytes(p.hi.format, p.half_dim)).bytes;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(MlaSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(MakeLayout(kMaxMlaHalfDim, 4 * kMaxMlaHalfDim, 4 * kMaxMlaHalfDim).bytes));
-  if (attr != cudaSuccess) return attr;
+  const int max_smem = static_cast<int>(MakeLayout(kMaxMlaHalfDim, 4 * kMaxMlaHalfDim, 4 * kMaxMlaHalfDim).bytes);
+  static const cudaError_t attr = cudaFuncSetAttribute(MlaSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  // Tensor cores: the instantiation with the fewest sum n-tiles per warp that covers the latent.
+  const int latent = 2 * p.half_dim;
+  void (*kernel)(MlaAttentionParams) = MlaSplitKernel;
+  if (MlaUsesTensorCores(p)) {
+    kernel = latent <= 64 * 3 ? MlaTcSplitKernel<3> : latent <= 64 * 9 ? MlaTcSplitKernel<9> : MlaTcSplitKernel<kMaxNt>;
+  }
+  static const cudaError_t attr_tc3 =
+      cudaFuncSetAttribute(MlaTcSplitKernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  static const cudaError_t attr_tc9 =
+      cudaFuncSetAttribute(MlaTcSplitKernel<9>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  static const cudaError_t attr_tc16 =
+      cudaFuncSetAttribute(MlaTcSplitKernel<kMaxNt>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  for (const cudaError_t a : {attr, attr_tc3, attr_tc9, attr_tc16}) {
+    if (a != cudaSuccess) return a;
+  }
   const dim3 grid(p.splits, (p.num_heads + kHg - 1) / kHg, static_cast<unsigned>(p.rows));
-  cudaError_t e = LaunchKernel(MlaSplitKernel, grid, dim3(kThreads), smem, stream, p);
+  cudaError_t e = LaunchKernel(kernel, grid, dim3(kThreads), smem, stream, p);
   if (e != cudaSuccess) return e;
-  e = LaunchKernel(MlaMergeKernel, dim3(static_cast<unsigned>(p.rows * p.num_heads)), dim3(kThreads), 0,
+  const unsigned heads_total = static_cast<unsigned>(p.rows * p.num_heads);
+  const bool packed = p.lo.format.kind == KvVectorKind::kPolar || p.hi.format.kind == KvVectorKind::kPolar;
+  e = LaunchKernel(MlaMergeKernel, dim3(heads_total, (latent + kMergeDims - 1) / kMergeDims), dim3(kThreads), 0,
+                   stream, p);
+  if (e != cudaSuccess || !packed) return e != cudaSuccess ? e : cudaGetLastError();
+  e = LaunchKernel(MlaFinishKernel, dim3(heads_total), dim3(kThreads), 0,
                    stream, p);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();

@@ -20,8 +20,18 @@
 // the previous 16 are computed, are decoded to fp32 in the attention space (the cache is read once
 // per CTA, not once per head), scored for all its heads (online softmax per head) and summed. A second kernel merges the splits
 // (log-sum-exp), divides, applies Rᵀ per packed half and writes the first out_dim values of each
-// head. fp32 throughout: results equal attention over the CPU quantizers' decoded vectors up to
-// float summation order.
+// head.
+//
+// Tensor cores (both halves packed, the default): the 16 heads × 16 positions of a tile are one
+// mma.sync m16n8k16 problem per 16 latent values for the scores (Q·Xᵀ, the tile's centroids
+// without their gains, which multiply the fp32 scores) and per 8 latent values for the sums
+// (P·X, P = softmax weight × gain / the largest gain so far).
+//
+// Precision: the fp32 kernel (bf16 latents; packed ones with tensor_cores = false) is fp32
+// throughout: results equal attention over the CPU quantizers' decoded vectors up to float
+// summation order (~1e-6). The tensor-core kernel multiplies fp16 operands with fp32
+// accumulation — the queries scaled per head by a power of two into [0.5, 1), the centroids,
+// the weights in [0, 1] (sink rows scaled by their largest value) — ~2^-11 relative per product.
 //
 // Sinks (engine/kv_cache/kv_codec.h sink=N): positions [0, sink_tokens) of every sequence come
 // from side stores of fp32 half vectors already in the attention space (kernels/cuda/kv_attention.h
@@ -72,6 +82,9 @@ struct MlaAttentionParams {
   int out_dim = 0;           // 1..latent_dim: the leading values of each head's output written
   int sink_tokens = 0;
   const int32_t* sink_slot = nullptr;  // [rows] when sink_tokens > 0
+  // Both halves packed: tensor cores (fp16 operands, fp32 accumulation; see Precision) unless
+  // this is false; bf16 latents always run the fp32 kernel.
+  bool tensor_cores = true;
   int splits = 1;            // position splits per (row, head group), 1..kMaxAttentionSplits
   float* workspace = nullptr;  // MlaAttentionWorkspaceBytes
   size_t workspace_bytes = 0;
@@ -91,6 +104,9 @@ size_t MlaAttentionWorkspaceBytes(int64_t rows, int num_heads, int latent_dim, i
 const char* MlaAttentionUnsupportedReason(const MlaAttentionParams& p);
 
 cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream);
+
+// Whether MlaAttention runs these parameters on the tensor-core kernel (above).
+bool MlaUsesTensorCores(const MlaAttentionParams& p);
 
 // The writers of a packed latent half (any half_dim multiple of 16 up to kMaxMlaHalfDim; one
 // vector per row, x + r · ld holding the half's half_dim values).

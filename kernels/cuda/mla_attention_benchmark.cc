@@ -7,7 +7,8 @@
 // one CTA per row and head, so each head reads every bf16 latent); MlaAttention over the same bf16
 // latent (each latent read once per group of 16 heads); MlaAttention over packed halves as the
 // turbo3 preset stores them (3-bit PolarQuant + fp32 gain per half: 2 × 112 bytes against 1,152)
-// and with 8-bit first halves (the plugin presets' boundary layers). Every launch of a timed
+// and with 8-bit first halves (the plugin presets' boundary layers), on tensor cores (the default)
+// and on the fp32 kernel. Every launch of a timed
 // sequence reads a different copy of the cache (≥ 256 MB in all, beyond the L2), replayed as a
 // CUDA graph; median of `reps`. MB is the latent bytes one launch must read.
 //
@@ -133,7 +134,8 @@ double TimePaged(const Problem& pr) {
 }
 
 // MlaAttention; lo_bits == hi_bits == 0: the engine's contiguous bf16 latent.
-double TimeMla(const Problem& pr, int lo_bits, int hi_bits, int sms, int* splits_out, double* bytes_out) {
+double TimeMla(const Problem& pr, int lo_bits, int hi_bits, int sms, int* splits_out, double* bytes_out,
+               bool tensor_cores = true) {
   const PolarHalf lo(lo_bits, quant::kKvKeySeed), hi(hi_bits, quant::kKvValueSeed);
   const bool contiguous = lo_bits == 0 && hi_bits == 0;
   const int64_t slot_bytes = lo.bytes() + hi.bytes();
@@ -160,6 +162,7 @@ double TimeMla(const Problem& pr, int lo_bits, int hi_bits, int sms, int* splits
   p.splits = PlanMlaAttentionSplits(pr.rows, pr.heads, pr.context, sms);
   p.workspace = pr.ws;
   p.workspace_bytes = pr.ws_bytes;
+  p.tensor_cores = tensor_cores;
   *splits_out = p.splits;
   const int64_t slots = pr.blocks * kBlock;
   p.lo.cache = pools.p[0];
@@ -205,8 +208,8 @@ int Main(int argc, char** argv) {
   CHECK_CUDA(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
   std::printf("device: %s, %d SMs; DeepSeek-V3 latent 576 (halves of 288), block %d, median of %d graph replays\n",
               prop.name, prop.multiProcessorCount, kBlock, g_reps);
-  std::printf("%5s %6s %7s | %10s | %10s %9s | %-14s %8s %9s %8s %6s\n", "heads", "batch", "context", "paged us",
-              "bf16 us", "vs paged", "packed", "MB", "us", "vs bf16", "splits");
+  std::printf("%5s %6s %7s | %10s | %10s %9s | %-14s %8s %9s %8s %9s %8s %6s\n", "heads", "batch", "context",
+              "paged us", "bf16 us", "vs paged", "packed", "MB", "TC us", "vs bf16", "fp32 us", "vs bf16", "splits");
   struct Packed {
     const char* name;
     int lo, hi;
@@ -226,9 +229,10 @@ int Main(int argc, char** argv) {
           double pb = 0;
           int ps = 0;
           const double us = TimeMla(pr, f.lo, f.hi, prop.multiProcessorCount, &ps, &pb);
-          std::printf("%5d %6d %7lld | %10.1f | %10.1f %8.2fx | %-14s %8.1f %9.1f %7.2fx %6d\n", heads, rows,
-                      static_cast<long long>(context), paged, bf16, paged / bf16, f.name, pb / 1e6, us, bf16 / us,
-                      ps);
+          const double fp32 = TimeMla(pr, f.lo, f.hi, prop.multiProcessorCount, &ps, &pb, false);
+          std::printf("%5d %6d %7lld | %10.1f | %10.1f %8.2fx | %-14s %8.1f %9.1f %7.2fx %9.1f %7.2fx %6d\n", heads,
+                      rows, static_cast<long long>(context), paged, bf16, paged / bf16, f.name, pb / 1e6, us,
+                      bf16 / us, fp32, bf16 / fp32, ps);
         }
         std::printf("%5s %6s %7s   bf16 latent: %.1f MB, %d splits\n", "", "", "", bytes / 1e6, splits);
       }

@@ -33,6 +33,9 @@ namespace {
 
 // Absolute, on outputs of magnitude ~1: fp32 scores / softmax / sums against double.
 constexpr double kMlaAttentionTol = 2e-4;
+// The tensor-core kernel: fp16 operands (queries scaled per head into [0.5, 1), centroids,
+// weights × gain / largest gain), fp32 accumulation — ~2^-11 relative per product.
+constexpr double kMlaTensorCoreTol = 4e-3;
 
 #if TQ_HAVE_CUDA
 // One half of the latent: how the CPU encodes it, and a sink: bf16(x) as the reference sees it
@@ -64,9 +67,11 @@ struct Case {
   int out_dim = 0;               // 0: latent_dim
 };
 
-// Runs one case for the halves' bit widths (0 = bf16) over the split counts; returns the worst
+// Runs one case for the halves' bit widths (0 = bf16) over the split counts, on the tensor-core
+// kernel where it applies when `tensor_cores` (*used says whether it did); returns the worst
 // absolute error.
-double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& split_list, uint32_t seed) {
+double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& split_list, uint32_t seed,
+               bool tensor_cores, bool* used) {
   const int d = c.half_dim, latent = 2 * d, nh = c.heads;
   const int out_dim = c.out_dim > 0 ? c.out_dim : latent;
   const Half lo = MakeHalf(d, lo_bits, quant::kKvKeySeed), hi = MakeHalf(d, hi_bits, quant::kKvValueSeed);
@@ -185,6 +190,8 @@ double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& 
     p.splits = splits;
     p.workspace = ws.get();
     p.workspace_bytes = ws_bytes;
+    p.tensor_cores = tensor_cores;
+    *used = MlaUsesTensorCores(p);
     EXPECT_EQ(MlaAttentionUnsupportedReason(p), nullptr);
     EXPECT_EQ(MlaAttention(p, nullptr), cudaSuccess);
     const std::vector<float> got = out.Download();
@@ -214,24 +221,36 @@ TEST(MlaAttentionTest, MatchesCpuReference) {
   };
   const std::pair<int, int> formats[] = {{0, 0}, {3, 3}, {4, 4}, {8, 3}, {2, 2}, {0, 3}};
   uint32_t seed = 11;
-  double worst_all = 0.0;
-  for (const auto& [lo_bits, hi_bits] : formats) {
-    for (const Case& c : cases) {
-      SCOPED_TRACE("bits " + std::to_string(lo_bits) + "/" + std::to_string(hi_bits) + " heads " +
-                   std::to_string(c.heads) + " half " + std::to_string(c.half_dim) + " block " +
-                   std::to_string(c.block_size) + " sinks " + std::to_string(c.sink));
-      const double worst = RunCase(c, lo_bits, hi_bits, {1, 3, 16, 200}, seed++);
-      EXPECT_LE(worst, kMlaAttentionTol);
-      worst_all = std::max(worst_all, worst);
+  double worst_fp32 = 0.0, worst_tc = 0.0;
+  int tc_runs = 0;
+  for (const bool tensor_cores : {false, true}) {
+    for (const auto& [lo_bits, hi_bits] : formats) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE("bits " + std::to_string(lo_bits) + "/" + std::to_string(hi_bits) + " heads " +
+                     std::to_string(c.heads) + " half " + std::to_string(c.half_dim) + " block " +
+                     std::to_string(c.block_size) + " sinks " + std::to_string(c.sink) +
+                     (tensor_cores ? " tensor cores allowed" : " fp32 kernel"));
+        bool used = false;
+        const double worst = RunCase(c, lo_bits, hi_bits, {1, 3, 16, 200}, seed++, tensor_cores, &used);
+        EXPECT_EQ(used, tensor_cores && lo_bits != 0 && hi_bits != 0);
+        EXPECT_LE(worst, used ? kMlaTensorCoreTol : kMlaAttentionTol);
+        (used ? worst_tc : worst_fp32) = std::max(used ? worst_tc : worst_fp32, worst);
+        tc_runs += used ? 1 : 0;
+      }
     }
   }
   // The engine's bf16 latent: both halves in one slot of latent_dim bf16 values.
   for (const Case& c : {Case{4, 80, {300, 1}, 16, 0, true, 128}, Case{16, 288, {900}, 16, 4, true}}) {
-    const double worst = RunCase(c, 0, 0, {1, 7}, seed++);
+    bool used = true;
+    const double worst = RunCase(c, 0, 0, {1, 7}, seed++, true, &used);
+    EXPECT_FALSE(used);
     EXPECT_LE(worst, kMlaAttentionTol);
-    worst_all = std::max(worst_all, worst);
+    worst_fp32 = std::max(worst_fp32, worst);
   }
-  std::printf("MLA attention: worst |gpu - cpu| %.3g (bound %.1g)\n", worst_all, kMlaAttentionTol);
+  EXPECT_GT(tc_runs, 0);
+  std::printf("MLA attention: worst |gpu - cpu| %.3g on the fp32 kernel (bound %.1g), %.3g on tensor cores (%d cases, "
+              "bound %.1g)\n",
+              worst_fp32, kMlaAttentionTol, worst_tc, tc_runs, kMlaTensorCoreTol);
 #endif
 }
 
