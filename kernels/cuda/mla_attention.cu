@@ -46,7 +46,8 @@ struct SmemLayout {
   size_t q, x, s, alpha, m, l, cb_lo, cb_hi, slot, raw, red, ph, qmul, gain, bytes;  // offsets in floats; bytes
 };
 
-__host__ __device__ inline SmemLayout MakeLayout(int half, int lo_bytes, int hi_bytes) {
+// stages: tiles of stored bytes in flight (the tensor-core kernel stages two ahead).
+__host__ __device__ inline SmemLayout MakeLayout(int half, int lo_bytes, int hi_bytes, int stages) {
   SmemLayout s;
   s.lp = PaddedLatent(2 * half);
   s.lo_words = (lo_bytes + 3) / 4;
@@ -60,10 +61,10 @@ __host__ __device__ inline SmemLayout MakeLayout(int half, int lo_bytes, int hi_
   s.cb_lo = s.l + kHg;
   s.cb_hi = s.cb_lo + kMaxCodebook;
   s.slot = s.cb_hi + kMaxCodebook;                      // 2 × kTile int64 (ping-pong by tile)
-  s.raw = s.slot + 2 * 2 * kTile;                       // kTile × (lo_words + hi_words) stored bytes
+  s.raw = s.slot + 3 * 2 * kTile;                       // [stages][kTile][lo_words + hi_words] stored bytes
   // Tensor-core kernel: partial scores of the 4 k-quarters, the fp16 weights of both halves
   // ([2][16][24]), the heads' query scales, the tile's gains ([2][kTile]).
-  s.red = s.raw + static_cast<size_t>(kTile) * (s.lo_words + s.hi_words);
+  s.red = s.raw + static_cast<size_t>(stages) * kTile * (s.lo_words + s.hi_words);
   s.ph = s.red + 4 * kHg * kTile;
   s.qmul = s.ph + 2 * kHg * 24 / 2;
   s.gain = s.qmul + kHg;
@@ -147,8 +148,8 @@ struct SplitCta {
   int64_t row, lo, hi, ws_row;
   int h0, hg, bits_lo, bits_hi;
   float *q_s, *x_s, *s_s, *alpha_s, *m_s, *l_s, *cb_lo, *cb_hi;
-  int64_t* slots_s;  // [2][kTile]
-  uint32_t* raw_s;   // [kTile][lo_words + hi_words]
+  int64_t* slots_s;  // [3][kTile]
+  uint32_t* raw_s;   // [stages][kTile][lo_words + hi_words]
   Workspace ws;
 };
 
@@ -157,11 +158,11 @@ struct SplitCta {
 #define TQ_HALF(hf, field) ((hf) ? p.hi.field : p.lo.field)
 #define TQ_BITS(hf) ((hf) ? c.bits_hi : c.bits_lo)
 
-__device__ __forceinline__ SplitCta MakeSplitCta(const MlaAttentionParams& p, float* smem) {
+__device__ __forceinline__ SplitCta MakeSplitCta(const MlaAttentionParams& p, float* smem, int stages) {
   SplitCta c;
   c.half = p.half_dim;
   c.latent = 2 * c.half;
-  const SmemLayout lay = MakeLayout(c.half, HalfBytes(p.lo.format, c.half), HalfBytes(p.hi.format, c.half));
+  const SmemLayout lay = MakeLayout(c.half, HalfBytes(p.lo.format, c.half), HalfBytes(p.hi.format, c.half), stages);
   c.lp = lay.lp;
   c.pw = lay.lo_words + lay.hi_words;
   c.lo_words = lay.lo_words;
@@ -220,9 +221,11 @@ __device__ __forceinline__ void PlanTile(const MlaAttentionParams& p, const Spli
   }
 }
 
-// The stored bytes of the tile planned in slots_s[buf] into raw_s (cp.async, 4-byte words;
-// strides and cache pointers are 4-byte aligned): in flight while the previous tile computes.
-__device__ __forceinline__ void StageTile(const MlaAttentionParams& p, const SplitCta& c, int buf) {
+// The stored bytes of the tile planned in slots_s[buf] into stage `stage` of raw_s (cp.async,
+// 4-byte words; strides and cache pointers are 4-byte aligned), one commit group (empty when no
+// slot is stored): in flight while earlier tiles compute.
+__device__ __forceinline__ void StageTile(const MlaAttentionParams& p, const SplitCta& c, int buf, int stage) {
+  uint32_t* raw = c.raw_s + stage * kTile * c.pw;
   for (int t = 0; t < kTile; ++t) {
     const int64_t slot = c.slots_s[buf * kTile + t];
     if (slot < 0) continue;  // uniform across the CTA
@@ -230,7 +233,7 @@ __device__ __forceinline__ void StageTile(const MlaAttentionParams& p, const Spl
     const uint8_t* hi_src = p.hi.cache + slot * p.hi.stride;
     for (int w = threadIdx.x; w < c.pw; w += kThreads) {
       const uint8_t* src = w < c.lo_words ? lo_src + 4 * w : hi_src + 4 * (w - c.lo_words);
-      CpAsync4(c.raw_s + t * c.pw + w, src);
+      CpAsync4(raw + t * c.pw + w, src);
     }
   }
   asm volatile("cp.async.commit_group;\n" ::);
@@ -289,7 +292,7 @@ __device__ __forceinline__ void LoadQueries(const MlaAttentionParams& p, const S
 __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttentionParams p) {
   PdlEnter();
   extern __shared__ float4 smem4[];
-  const SplitCta c = MakeSplitCta(p, reinterpret_cast<float*>(smem4));
+  const SplitCta c = MakeSplitCta(p, reinterpret_cast<float*>(smem4), 1);
   if (c.lo >= c.hi) {
     WriteEmptySplit(p, c);
     return;
@@ -304,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
   // The first tile's copies fly while the queries are prepared.
   PlanTile(p, c, lo, 0);
   __syncthreads();
-  StageTile(p, c, 0);
+  StageTile(p, c, 0, 0);
   LoadQueries(p, c);
 
   // Score mapping: thread = (position t, block of four heads, column-quad phase cq).
@@ -370,7 +373,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
     }
     if (base + kTile < hi) PlanTile(p, c, base + kTile, buf ^ 1);
     __syncthreads();  // raw_s is free, the next slots are planned
-    if (base + kTile < hi) StageTile(p, c, buf ^ 1);
+    if (base + kTile < hi) StageTile(p, c, buf ^ 1, 0);
     // Scores: lanes cq = 0..3 of a (position, head block) split the latent in interleaved quads.
     if (score_active) {
       // Two independent sums per head (x·x + y·y and z·z + w·w): shorter FMA chains.
@@ -519,12 +522,12 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
   PdlEnter();
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
-  const SplitCta c = MakeSplitCta(p, smem);
+  const SplitCta c = MakeSplitCta(p, smem, 2);
   if (c.lo >= c.hi) {
     WriteEmptySplit(p, c);
     return;
   }
-  const SmemLayout lay = MakeLayout(c.half, HalfBytes(p.lo.format, c.half), HalfBytes(p.hi.format, c.half));
+  const SmemLayout lay = MakeLayout(c.half, HalfBytes(p.lo.format, c.half), HalfBytes(p.hi.format, c.half), 2);
   const int half = c.half, latent = c.latent, hg = c.hg, tid = threadIdx.x;
   const int lane = tid % kWarp, warp = tid / kWarp;
   const int xs = latent + 8;                            // fp16 row stride of the query and tile arrays
@@ -534,9 +537,13 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
   __half* ph = reinterpret_cast<__half*>(smem + lay.ph);  // [2][kHg][kPhStride]
   float* qmul = smem + lay.qmul;                        // [kHg]
   float* gain_s = smem + lay.gain;                      // [2][kTile]
+  // Two tiles in flight from the start (slots planned two tiles ahead, stored bytes staged two
+  // ahead in two stages).
   PlanTile(p, c, c.lo, 0);
+  PlanTile(p, c, c.lo + kTile, 1);
   __syncthreads();
-  StageTile(p, c, 0);
+  StageTile(p, c, 0, 0);
+  StageTile(p, c, 1, 1);
   LoadQueries(p, c);
   // Per head: scale by 2^-e into [0.5, 1) (exact), fp16; warp w takes heads 2w and 2w + 1.
   for (int h = 2 * warp; h < 2 * warp + 2; ++h) {
@@ -563,11 +570,14 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
   for (int j = 0; j < kNt; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
   float gm_lo = 0.0f, gm_hi = 0.0f;  // the largest gain so far per half (CTA-uniform)
 
-  int buf = 0;
-  for (int64_t base = c.lo; base < c.hi; base += kTile, buf ^= 1) {
-    asm volatile("cp.async.wait_group 0;\n" ::);
+  int k = 0;
+  for (int64_t base = c.lo; base < c.hi; base += kTile, ++k) {
+    const int sb = k % 3, stage = k & 1;
+    asm volatile("cp.async.wait_group 1;\n" ::);  // this tile's group is complete (the next may fly)
     __syncthreads();
-    const int64_t* slot_s = c.slots_s + buf * kTile;
+    const int64_t* slot_s = c.slots_s + sb * kTile;
+    const uint32_t* raw = c.raw_s + stage * kTile * c.pw;
+    PlanTile(p, c, base + 2 * kTile, (k + 2) % 3);  // its loads overlap the decode
     // Decode: centroids in fp16, 8 codes (b bytes) per step; gains to gain_s. Sink positions:
     // one warp each, scaled by their largest |value| (that scale is their gain).
     if (tid < 2 * kTile) {
@@ -575,7 +585,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
       const int64_t slot = slot_s[t];
       if (slot != -2) {
         const int b = TQ_BITS(hf);
-        const uint8_t* vec = reinterpret_cast<const uint8_t*>(c.raw_s + t * c.pw + (hf ? c.lo_words : 0));
+        const uint8_t* vec = reinterpret_cast<const uint8_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
         gain_s[hf * kTile + t] = slot >= 0 ? LoadBytesFloat(vec + half * b / 8) : 0.0f;
       }
     }
@@ -602,7 +612,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
         uint4 out = make_uint4(0u, 0u, 0u, 0u);  // past the split: zeros
         if (slot >= 0) {
           const int b = TQ_BITS(hf);
-          const uint8_t* vec = reinterpret_cast<const uint8_t*>(c.raw_s + t * c.pw + (hf ? c.lo_words : 0));
+          const uint8_t* vec = reinterpret_cast<const uint8_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
           const float* cb = hf ? c.cb_hi : c.cb_lo;
           const uint64_t w = LoadCodeGroup(vec, g, b);
           const uint32_t mask = (1u << b) - 1u;
@@ -614,9 +624,8 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
         *reinterpret_cast<uint4*>(xh + t * xs + hf * half + 8 * g) = out;
       }
     }
-    if (base + kTile < c.hi) PlanTile(p, c, base + kTile, buf ^ 1);
-    __syncthreads();  // raw_s is free, the next slots are planned; the tile is decoded
-    if (base + kTile < c.hi) StageTile(p, c, buf ^ 1);
+    __syncthreads();  // this stage is free, the slots two tiles ahead are planned; the tile is decoded
+    StageTile(p, c, (k + 2) % 3, stage);
     // Scores: this warp's positions snt·8.. over k-steps kq, kq + 4, ..; lo and hi apart (gains).
     {
       float s_lo[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_hi[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -1004,9 +1013,14 @@ const char* MlaAttentionUnsupportedReason(const MlaAttentionParams& p) {
 cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
   if (MlaAttentionUnsupportedReason(p) != nullptr) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
-  const size_t smem = MakeLayout(p.half_dim, HalfBytes(p.lo.format, p.half_dim), HalfBytes(p.hi.format, p.half_dim)).bytes;
-  const int max_smem = static_cast<int>(MakeLayout(kMaxMlaHalfDim, 4 * kMaxMlaHalfDim, 4 * kMaxMlaHalfDim).bytes);
-  static const cudaError_t attr = cudaFuncSetAttribute(MlaSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  const int stages = MlaUsesTensorCores(p) ? 2 : 1;
+  const size_t smem =
+      MakeLayout(p.half_dim, HalfBytes(p.lo.format, p.half_dim), HalfBytes(p.hi.format, p.half_dim), stages).bytes;
+  // The largest shared memory each kernel may need: bf16 halves of kMaxMlaHalfDim (fp32 kernel,
+  // one stage), 8-bit halves (tensor cores, two stages).
+  const int max_fp32 = static_cast<int>(MakeLayout(kMaxMlaHalfDim, 2 * kMaxMlaHalfDim, 2 * kMaxMlaHalfDim, 1).bytes);
+  const int max_tc = static_cast<int>(MakeLayout(kMaxMlaHalfDim, kMaxMlaHalfDim + 4, kMaxMlaHalfDim + 4, 2).bytes);
+  static const cudaError_t attr = cudaFuncSetAttribute(MlaSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_fp32);
   // Tensor cores: the instantiation with the fewest sum n-tiles per warp that covers the latent.
   const int latent = 2 * p.half_dim;
   void (*kernel)(MlaAttentionParams) = MlaSplitKernel;
@@ -1014,11 +1028,11 @@ cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
     kernel = latent <= 64 * 3 ? MlaTcSplitKernel<3> : latent <= 64 * 9 ? MlaTcSplitKernel<9> : MlaTcSplitKernel<kMaxNt>;
   }
   static const cudaError_t attr_tc3 =
-      cudaFuncSetAttribute(MlaTcSplitKernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+      cudaFuncSetAttribute(MlaTcSplitKernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_tc);
   static const cudaError_t attr_tc9 =
-      cudaFuncSetAttribute(MlaTcSplitKernel<9>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+      cudaFuncSetAttribute(MlaTcSplitKernel<9>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_tc);
   static const cudaError_t attr_tc16 =
-      cudaFuncSetAttribute(MlaTcSplitKernel<kMaxNt>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+      cudaFuncSetAttribute(MlaTcSplitKernel<kMaxNt>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_tc);
   for (const cudaError_t a : {attr, attr_tc3, attr_tc9, attr_tc16}) {
     if (a != cudaSuccess) return a;
   }
