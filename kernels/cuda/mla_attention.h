@@ -25,7 +25,9 @@
 // Tensor cores (both halves packed, the default): the 16 heads × 16 positions of a tile are one
 // mma.sync m16n8k16 problem per 16 latent values for the scores (Q·Xᵀ, the tile's centroids
 // without their gains, which multiply the fp32 scores) and per 8 latent values for the sums
-// (P·X, P = softmax weight × gain / the largest gain so far).
+// (P·X, P = softmax weight × gain / the largest gain so far); the stored bytes are staged two
+// tiles ahead. The merge runs over 32-value slices of every head; packed halves get Rᵀ in a
+// last pass (MlaFinishKernel).
 //
 // Precision: the fp32 kernel (bf16 latents; packed ones with tensor_cores = false) is fp32
 // throughout: results equal attention over the CPU quantizers' decoded vectors up to float
