@@ -59,16 +59,7 @@ double RunCase(const Case& c, int kbits, int vbits, const std::vector<int>& spli
   std::normal_distribution<float> nd(0.0f, 1.0f);
   // Blocks of every sequence, allocated in a shuffled order.
   std::vector<int32_t> table, offset;
-  int total_blocks = 0;
-  for (int r = 0; r < rows; ++r) total_blocks += (c.positions[r] + bs) / bs;
-  std::vector<int32_t> ids(total_blocks);
-  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
-  std::shuffle(ids.begin(), ids.end(), rng);
-  int next = 0;
-  for (int r = 0; r < rows; ++r) {
-    offset.push_back(static_cast<int32_t>(table.size()));
-    for (int b = 0; b < (c.positions[r] + bs) / bs; ++b) table.push_back(ids[next++]);
-  }
+  const int total_blocks = ShuffledBlockTables(c.positions, bs, rng, &table, &offset);
   // Cache contents and the decoded vectors the reference uses.
   const int64_t kb = ks.bytes(), vb = vs.bytes();
   std::vector<uint8_t> kc(static_cast<size_t>(total_blocks) * nkv * bs * kb, 0);

@@ -4,11 +4,12 @@
 // bf16, or PolarQuant with the turbo presets' settings (signs, fp32 corrected gain) at d values —
 // encoded on the CPU (kernels/quant/kv_quant.h), and its device codebook and signs as a
 // KvVectorFormat (kernels/cuda/kv_attention.h). Used by kv_attention_test and mla_attention_test
-// (KvSide, DeviceKvFormat with DeviceVector) and their benchmarks (DeviceKvFormat's buffers freed
-// on destruction; FillRandomBf16).
+// (KvSide, DeviceKvFormat, ShuffledBlockTables) and their benchmarks (DeviceKvFormat's buffers
+// freed on destruction; FillRandomBf16).
 #ifndef TQSERVE_KERNELS_CUDA_KV_SIDE_TESTING_H_
 #define TQSERVE_KERNELS_CUDA_KV_SIDE_TESTING_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -102,6 +103,24 @@ class DeviceKvFormat {
   float* signs_ = nullptr;
   bool ok_ = true;
 };
+
+// Block tables of positions.size() sequences of positions[r] + 1 positions in blocks of block_size, the
+// blocks of all of them handed out in a shuffled order: `table` (flat block ids, sequence by
+// sequence) and `offset` (where each sequence's ids start). Returns the number of blocks.
+inline int ShuffledBlockTables(const std::vector<int32_t>& positions, int block_size, std::mt19937& rng,
+                               std::vector<int32_t>* table, std::vector<int32_t>* offset) {
+  int total = 0;
+  for (const int32_t p : positions) total += (p + block_size) / block_size;
+  std::vector<int32_t> ids(total);
+  for (int i = 0; i < total; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), rng);
+  int next = 0;
+  for (const int32_t p : positions) {
+    offset->push_back(static_cast<int32_t>(table->size()));
+    for (int b = 0; b < (p + block_size) / block_size; ++b) table->push_back(ids[next++]);
+  }
+  return total;
+}
 
 // `bytes` random bytes that read as bf16 N(0, 1) values (and as fp32 numbers of modest size) at
 // device address dst.

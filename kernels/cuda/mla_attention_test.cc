@@ -80,16 +80,7 @@ double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& 
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<int32_t> table, offset;
-  int total_blocks = 0;
-  for (int r = 0; r < rows; ++r) total_blocks += (c.positions[r] + bs) / bs;
-  std::vector<int32_t> ids(total_blocks);
-  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
-  std::shuffle(ids.begin(), ids.end(), rng);
-  int next = 0;
-  for (int r = 0; r < rows; ++r) {
-    offset.push_back(static_cast<int32_t>(table.size()));
-    for (int b = 0; b < (c.positions[r] + bs) / bs; ++b) table.push_back(ids[next++]);
-  }
+  const int total_blocks = ShuffledBlockTables(c.positions, bs, rng, &table, &offset);
   const int64_t slots = static_cast<int64_t>(total_blocks) * bs;
   // Storage: two pools (slot stride = the half's bytes rounded up to 4, as the kernel needs), or
   // one contiguous bf16 latent.
