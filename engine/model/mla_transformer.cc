@@ -63,44 +63,68 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
   int64_t row0 = 0;
   for (const ForwardSequence& seq : batch.seqs) {
     const int64_t len = seq.start_pos + seq.num_tokens;  // positions 0..last
-    khalf_.resize(static_cast<size_t>(len) * half);
-    vhalf_.resize(static_cast<size_t>(len) * half);
-    cache.Gather(seq.kv, layer, 0, 0, len, khalf_.data(), vhalf_.data());
     if (seq.num_tokens == 1 && !kvb_f32_[layer].empty()) {
       // Absorbed decode (one query): score the latent directly. With W_uk / W_uv the k_nope / v
       // rows of kv_b for head h: q·k_j = (W_ukᵀ q_nope)·c_j + q_pe·pe_j and
-      // o = W_uv (Σ_j p_j c_j), so no per-head key or value is ever rebuilt.
+      // o = W_uv (Σ_j p_j c_j), so no per-head key or value is ever rebuilt. The latent's halves
+      // are read in their codecs' attention space (kv_codec.h: codes × gain for a rotated codec,
+      // no inverse rotation per position): the query halves are mapped once (PrepareQuery) and
+      // the weighted sums mapped back once per head (FinishValue). QJL keys (scored in 2 · half
+      // floats, not a value space) read decoded vectors instead.
+      const KvCodec& kc = cache.key_codec(layer);
+      const KvCodec& vc = cache.value_codec(layer);
+      const bool att_space = kc.AttentionDim(half) == half && vc.AttentionDim(half) == half;
+      const int64_t n = seq.start_pos + 1;
+      khalf_.resize(static_cast<size_t>(n) * half);
+      vhalf_.resize(static_cast<size_t>(n) * half);
+      if (att_space) {
+        cache.GatherAttention(seq.kv, layer, 0, 0, n, khalf_.data(), vhalf_.data());
+      } else {
+        cache.Gather(seq.kv, layer, 0, 0, n, khalf_.data(), vhalf_.data());
+      }
       const std::vector<float>& W = kvb_f32_[layer];
-      const int64_t pos = seq.start_pos;
-      const int64_t n = pos + 1;
       pool_->ParallelFor(nh, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> qlat(r), olat(r), scores(n), latent(static_cast<size_t>(2 * half));
+        std::vector<float> qfull(static_cast<size_t>(2 * half)), qatt(static_cast<size_t>(2 * half));
+        std::vector<float> scores(n), acc(static_cast<size_t>(2 * half));
         for (int64_t head = begin; head < end; ++head) {
           const float* q = q_.data() + row0 * nh * qkd + head * qkd;
           const float* wk = W.data() + head * (nope + dv) * r;      // [nope, r]
           const float* wv = wk + static_cast<int64_t>(nope) * r;   // [dv, r]
-          std::fill(qlat.begin(), qlat.end(), 0.0f);
-          for (int i = 0; i < nope; ++i) nn::Axpy(q[i], wk + static_cast<int64_t>(i) * r, qlat.data(), r);
+          // qfull = [W_ukᵀ q_nope (r) | q_pe (rope)], the latent's layout [c | k_pe].
+          std::fill(qfull.begin(), qfull.begin() + r, 0.0f);
+          for (int i = 0; i < nope; ++i) nn::Axpy(q[i], wk + static_cast<int64_t>(i) * r, qfull.data(), r);
+          std::copy(q + nope, q + nope + rope, qfull.begin() + r);
+          if (att_space) {
+            kc.PrepareQuery(qfull.data(), half, qatt.data());
+            vc.PrepareQuery(qfull.data() + half, half, qatt.data() + half);
+          } else {
+            qatt = qfull;
+          }
           for (int64_t j = 0; j < n; ++j) {
-            // latent j = [K half | V half] = [c (r) | k_pe (rope)]
-            std::copy(khalf_.data() + j * half, khalf_.data() + (j + 1) * half, latent.begin());
-            std::copy(vhalf_.data() + j * half, vhalf_.data() + (j + 1) * half, latent.begin() + half);
-            scores[j] = (nn::Dot(qlat.data(), latent.data(), r) + nn::Dot(q + nope, latent.data() + r, rope)) * scale;
+            scores[j] = (nn::Dot(qatt.data(), khalf_.data() + j * half, half) +
+                         nn::Dot(qatt.data() + half, vhalf_.data() + j * half, half)) *
+                        scale;
           }
           nn::SoftmaxInPlace(scores.data(), n);
-          std::fill(olat.begin(), olat.end(), 0.0f);
+          std::fill(acc.begin(), acc.end(), 0.0f);
           for (int64_t j = 0; j < n; ++j) {
-            std::copy(khalf_.data() + j * half, khalf_.data() + (j + 1) * half, latent.begin());
-            std::copy(vhalf_.data() + j * half, vhalf_.data() + (j + 1) * half, latent.begin() + half);
-            nn::Axpy(scores[j], latent.data(), olat.data(), r);
+            nn::Axpy(scores[j], khalf_.data() + j * half, acc.data(), half);
+            nn::Axpy(scores[j], vhalf_.data() + j * half, acc.data() + half, half);
+          }
+          if (att_space) {
+            kc.FinishValue(acc.data(), half, acc.data());
+            vc.FinishValue(acc.data() + half, half, acc.data() + half);
           }
           float* out = attn_.data() + row0 * nh * dv + head * dv;
-          for (int d = 0; d < dv; ++d) out[d] = nn::Dot(wv + static_cast<int64_t>(d) * r, olat.data(), r);
+          for (int d = 0; d < dv; ++d) out[d] = nn::Dot(wv + static_cast<int64_t>(d) * r, acc.data(), r);
         }
       });
       row0 += 1;
       continue;
     }
+    khalf_.resize(static_cast<size_t>(len) * half);
+    vhalf_.resize(static_cast<size_t>(len) * half);
+    cache.Gather(seq.kv, layer, 0, 0, len, khalf_.data(), vhalf_.data());
     lat_c_.resize(static_cast<size_t>(len) * r);
     lat_pe_.resize(static_cast<size_t>(len) * rope);
     for (int64_t j = 0; j < len; ++j) {

@@ -23,10 +23,12 @@
 // K holds the first half of the latent, V the second (PagedKvCache has no K-only mode). With
 // the fp32 codec that is 4 · (kv_lora_rank + rope) bytes per token and layer (tiny DeepSeek-V3:
 // 640 B/layer, 2,560 B/token over 4 layers), against 4 · heads · (qk_head_dim + v_head_dim) =
-// 2,560 B/layer for an expanded per-head cache. Attention reads the cache through Gather
-// (decoded fp32), so any codec that accepts the half-latent width works. Single-token (decode)
-// steps use absorbed attention (scores against the latent, W_uk/W_uv from an fp32 copy of
-// kv_b_proj); prefill chunks rebuild per-head keys and values through kv_b_proj.
+// 2,560 B/layer for an expanded per-head cache. Any codec that accepts the half-latent width
+// works. Single-token (decode) steps use absorbed attention (scores against the latent, W_uk/W_uv
+// from an fp32 copy of kv_b_proj) and read the halves in their codecs' attention space
+// (GatherAttention: codes × gain, the query halves rotated once, the weighted sums rotated back
+// once per head; QJL keys through Gather); prefill chunks rebuild per-head keys and values
+// through kv_b_proj from decoded latents (Gather).
 #ifndef TQSERVE_ENGINE_MODEL_MLA_TRANSFORMER_H_
 #define TQSERVE_ENGINE_MODEL_MLA_TRANSFORMER_H_
 

@@ -703,6 +703,40 @@ TEST(TqMlaMoeTest, DeepSeekCodesEqualDequantizedWeights) {
 
 // Qwen3-MoE: softmax-routed experts from TQ3 codes equal the dequantized model (on CUDA:
 // //engine/runtime:engine_cuda_test).
+// MLA's absorbed decode reads the latent cache in its codecs' attention space (rotated codes ×
+// gain, engine/model/mla_transformer.h); prefill windows read decoded latents and rebuild per-head
+// keys and values. The same function: the log-probabilities of a greedy continuation (decode
+// steps) equal Score's of the same tokens (prefill), for rotated codecs with sinks and 8-bit
+// boundary keys, uniform values, and QJL keys (decoded: no value space).
+TEST(MlaDecodeTest, AttentionSpaceDecodeEqualsPrefill) {
+  const std::string dir = tq::testing::TestDataPath("testdata/models/tq-tiny-deepseek-v3");
+  for (const char* kv : {"turbo3", "k4v3:sink=0,boundary=1", "k3v4_nc:boundary=0", "turbo3:qjl=1,boundary=0", "fp32"}) {
+    SCOPED_TRACE(kv);
+    EngineOptions o;
+    o.model_uri = dir;
+    o.kv_codec = kv;
+    auto e = MakeEngine(o);
+    ASSERT_NE(e, nullptr);
+    GenerationRequest r;
+    r.prompt_ids = {1, 517, 33, 1201, 9, 77, 402};
+    r.max_tokens = 12;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0;
+    const Result g = RunToEnd(*e, r);
+    ASSERT_EQ(g.ids.size(), 12u);
+    ASSERT_EQ(g.logprobs.size(), 12u);
+    std::vector<int32_t> all = r.prompt_ids;
+    all.insert(all.end(), g.ids.begin(), g.ids.end());
+    auto nll = e->Score({all});
+    ASSERT_TRUE(nll.ok()) << nll.status();
+    ASSERT_EQ((*nll)[0].size(), all.size() - 1);
+    for (size_t i = 0; i < g.ids.size(); ++i) {
+      const float prefill = -(*nll)[0][r.prompt_ids.size() - 1 + i];
+      EXPECT_NEAR(g.logprobs[i], prefill, 2e-3) << "generated token " << i;
+    }
+  }
+}
+
 TEST(TqMlaMoeTest, Qwen3MoeCodesEqualDequantizedWeights) {
   auto p = MakeTqPair(tq::testing::TestDataPath("testdata/models/ref-qwen3-moe"), CheckpointFormat::kTq);
   ASSERT_TRUE(p.has_value());
