@@ -17,7 +17,6 @@
 #include "kernels/cuda/mla_ops.h"
 #include "kernels/cuda/moe_ops.h"
 #include "kernels/cuda/nn_ops.h"
-#include "kernels/cuda/mla_attention.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/tq_linear_runner.h"
@@ -27,6 +26,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "kernels/cuda/mla_attention.h"
 #include "kernels/quant/kv_quant.h"
 #include "kernels/util/status_macros.h"
 
@@ -109,7 +109,7 @@ absl::Status CudaTransformer::CheckMlaKvFormat(const KvCacheFormat& f, int half_
   return absl::OkStatus();
 }
 
-bool CudaTransformer::MlaKernelSupports(int half_dim) { return half_dim >= 16 && half_dim <= 512 && half_dim % 16 == 0; }
+bool CudaTransformer::MlaKernelSupports(int half_dim) { return cuda::MlaHalfDimSupported(half_dim); }
 
 #if !TQ_HAVE_CUDA
 

@@ -980,9 +980,7 @@ size_t MlaAttentionWorkspaceBytes(int64_t rows, int num_heads, int latent_dim, i
 }
 
 const char* MlaAttentionUnsupportedReason(const MlaAttentionParams& p) {
-  if (p.half_dim < 16 || p.half_dim > kMaxMlaHalfDim || p.half_dim % 16 != 0) {
-    return "half_dim must be a multiple of 16 in [16, 512]";
-  }
+  if (!MlaHalfDimSupported(p.half_dim)) return "half_dim must be a multiple of 16 in [16, 512]";
   if (p.rows < 0 || p.rows > 65535 || p.num_heads <= 0) return "rows must be in [0, 65535] and num_heads positive";
   if (p.splits < 1 || p.splits > kMaxAttentionSplits) return "splits must be in [1, kMaxAttentionSplits]";
   if (p.block_size <= 0) return "block_size must be positive";
@@ -1053,7 +1051,7 @@ cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
 cudaError_t WriteLatentHalfPolar(const float* x, int64_t ld, int64_t rows, int half_dim, const int64_t* slots,
                                  const KvPolarEncoder& enc, uint8_t* cache, int64_t stride, cudaStream_t stream) {
   const bool bits_ok = enc.bits == 2 || enc.bits == 3 || enc.bits == 4 || enc.bits == 8;
-  if (rows < 0 || half_dim < 16 || half_dim > kMaxMlaHalfDim || half_dim % 16 != 0 || !bits_ok || ld < half_dim ||
+  if (rows < 0 || !MlaHalfDimSupported(half_dim) || !bits_ok || ld < half_dim ||
       !(enc.divisor > 0.0f) || stride < static_cast<int64_t>(half_dim) * enc.bits / 8 + 4) {
     return cudaErrorInvalidValue;
   }
@@ -1069,7 +1067,7 @@ cudaError_t WriteLatentHalfPolar(const float* x, int64_t ld, int64_t rows, int h
 cudaError_t WriteLatentHalfSinks(const float* x, int64_t ld, int64_t rows, int half_dim, const int32_t* positions,
                                  const int32_t* sink_slot, int sink_tokens, const float* signs, float divisor,
                                  float* store, cudaStream_t stream) {
-  if (rows < 0 || half_dim < 16 || half_dim > kMaxMlaHalfDim || half_dim % 16 != 0 || sink_tokens < 0 ||
+  if (rows < 0 || !MlaHalfDimSupported(half_dim) || sink_tokens < 0 ||
       ld < half_dim || divisor < 0.0f || (signs != nullptr && divisor == 0.0f)) {
     return cudaErrorInvalidValue;
   }

@@ -51,6 +51,18 @@
 #include <cstddef>
 #include <cstdint>
 
+namespace tq::cuda {
+
+inline constexpr int kMaxMlaHalfDim = 512;
+
+// Whether the kernels take latent halves of half_dim values: a multiple of 16 (the Hadamard
+// blocks, 8-code groups and mma k-steps) up to kMaxMlaHalfDim. Visible in builds without CUDA.
+constexpr bool MlaHalfDimSupported(int half_dim) {
+  return half_dim >= 16 && half_dim <= kMaxMlaHalfDim && half_dim % 16 == 0;
+}
+
+}  // namespace tq::cuda
+
 #if TQ_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
@@ -92,7 +104,6 @@ struct MlaAttentionParams {
   size_t workspace_bytes = 0;
 };
 
-inline constexpr int kMaxMlaHalfDim = 512;
 inline constexpr int kMlaHeadsPerCta = 16;
 
 // Splits for `rows` rows of up to `max_context` positions: about four CTAs per SM over rows and
