@@ -29,6 +29,9 @@ constexpr int kMaxCodebook = 256;
 // eight lanes of a 16-byte access phase (two positions × four column quads) hit distinct banks.
 __host__ __device__ constexpr int PaddedLatent(int latent) { return latent + 16; }
 
+// Code widths of a packed half (keys' 8 bits: the plugin presets' boundary layers).
+__host__ __device__ constexpr bool PackedBitsSupported(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
+
 __host__ __device__ inline int FormatBits(const KvVectorFormat& f) {
   return f.kind == KvVectorKind::kBf16 ? 0 : f.bits;
 }
@@ -60,7 +63,7 @@ __host__ __device__ inline SmemLayout MakeLayout(int half, int lo_bytes, int hi_
   s.l = s.m + kHg;
   s.cb_lo = s.l + kHg;
   s.cb_hi = s.cb_lo + kMaxCodebook;
-  s.slot = s.cb_hi + kMaxCodebook;                      // 2 × kTile int64 (ping-pong by tile)
+  s.slot = s.cb_hi + kMaxCodebook;                      // [3][kTile] int64 (tiles in flight and planned)
   s.raw = s.slot + 3 * 2 * kTile;                       // [stages][kTile][lo_words + hi_words] stored bytes
   // Tensor-core kernel: partial scores of the 4 k-quarters, the fp16 weights of both halves
   // ([2][16][24]), the heads' query scales, the tile's gains ([2][kTile]).
@@ -96,21 +99,29 @@ __device__ void BlockFwhtShared(float* v, int count, int stride, int d) {
   __syncthreads();
 }
 
-// Code j of a packed vector (little-endian bit stream, kernels/quant/packing.h).
-__device__ __forceinline__ int LoadCode(const uint8_t* __restrict__ v, int j, int bits) {
-  switch (bits) {
-    case 8:
-      return v[j];
-    case 4:
-      return (v[j >> 1] >> ((j & 1) * 4)) & 15;
-    case 2:
-      return (v[j >> 2] >> ((j & 3) * 2)) & 3;
-    default: {  // 3 bits: the code may straddle two bytes (the gain follows the last byte)
-      const int bit = 3 * j;
-      const int w = v[bit >> 3] | (v[(bit >> 3) + 1] << 8);
-      return (w >> (bit & 7)) & 7;
+// R·v, or Rᵀ·v when `inverse`, in place for `count` vectors of d values `stride` floats apart, all
+// threads of the CTA, with the float operations of quant::KvRotation::Forward / Inverse:
+// R = D2·H·D1 / divisor (signs: D1 then D2, 2·d floats, or null for plain H). Ends with a barrier.
+__device__ __forceinline__ void RotateShared(float* v, int count, int stride, int d, const float* signs, float divisor,
+                             bool inverse) {
+  const float* first = signs == nullptr ? nullptr : inverse ? signs + d : signs;
+  const float* last = signs == nullptr ? nullptr : inverse ? signs : signs + d;
+  if (first != nullptr) {
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+      const float sg = first[i];
+      for (int vec = 0; vec < count; ++vec) v[static_cast<size_t>(vec) * stride + i] *= sg;
     }
   }
+  BlockFwhtShared(v, count, stride, d);  // its first barrier publishes the signs' products
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+    const float sg = last != nullptr ? last[i] : 1.0f;
+    for (int vec = 0; vec < count; ++vec) {
+      float y = v[static_cast<size_t>(vec) * stride + i] / divisor;
+      if (last != nullptr) y = y * sg;
+      v[static_cast<size_t>(vec) * stride + i] = y;
+    }
+  }
+  __syncthreads();
 }
 
 __device__ __forceinline__ float LoadBytesFloat(const uint8_t* p) {
@@ -192,6 +203,14 @@ __device__ __forceinline__ SplitCta MakeSplitCta(const MlaAttentionParams& p, fl
   return c;
 }
 
+// The split's softmax state (m, l per head of the group) to the workspace.
+__device__ __forceinline__ void WriteSoftmaxState(const MlaAttentionParams& p, const SplitCta& c) {
+  if (threadIdx.x < c.hg) {
+    c.ws.ml[(c.ws_row + static_cast<int64_t>(threadIdx.x) * p.splits) * 2] = c.m_s[threadIdx.x];
+    c.ws.ml[(c.ws_row + static_cast<int64_t>(threadIdx.x) * p.splits) * 2 + 1] = c.l_s[threadIdx.x];
+  }
+}
+
 // An empty split (the row is shorter than the planned splits): m = -inf, l = 0, zero sums.
 __device__ __forceinline__ void WriteEmptySplit(const MlaAttentionParams& p, const SplitCta& c) {
   for (int h = threadIdx.x; h < c.hg; h += kThreads) {
@@ -265,25 +284,8 @@ __device__ __forceinline__ void LoadQueries(const MlaAttentionParams& p, const S
     const float* codebook = TQ_HALF(hf, format.codebook);
     float* cb = hf ? c.cb_hi : c.cb_lo;
     for (int k = tid; k < entries; k += kThreads) cb[k] = codebook[k];
-    const float* signs = TQ_HALF(hf, format.signs);
-    const float divisor = TQ_HALF(hf, format.divisor);
-    float* qh = c.q_s + hf * half;
-    __syncthreads();
-    if (signs != nullptr) {  // D1
-      for (int i = tid; i < half; i += kThreads) {
-        const float sg = signs[i];
-        for (int h = 0; h < c.hg; ++h) qh[h * lp + i] *= sg;
-      }
-    }
-    BlockFwhtShared(qh, c.hg, lp, half);
-    for (int i = tid; i < half; i += kThreads) {  // / divisor, then D2
-      const float sg = signs != nullptr ? signs[half + i] : 1.0f;
-      for (int h = 0; h < c.hg; ++h) {
-        float y = qh[h * lp + i] / divisor;
-        if (signs != nullptr) y = y * sg;
-        qh[h * lp + i] = y;
-      }
-    }
+    __syncthreads();  // the queries are in q_s
+    RotateShared(c.q_s + hf * half, c.hg, lp, half, TQ_HALF(hf, format.signs), TQ_HALF(hf, format.divisor), false);
   }
   __syncthreads();
 }
@@ -459,10 +461,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
   }
 
   // The split's partial results.
-  if (tid < hg) {
-    ws.ml[(ws_row + static_cast<int64_t>(tid) * p.splits) * 2] = m_s[tid];
-    ws.ml[(ws_row + static_cast<int64_t>(tid) * p.splits) * 2 + 1] = l_s[tid];
-  }
+  WriteSoftmaxState(p, c);
 #pragma unroll
   for (int k = 0; k < kMaxUnits; ++k) {
     const int u = tid + k * kThreads;
@@ -720,10 +719,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
   }
 
   // The split's partial results: the sums times the largest gains.
-  if (tid < hg) {
-    c.ws.ml[(c.ws_row + static_cast<int64_t>(tid) * p.splits) * 2] = c.m_s[tid];
-    c.ws.ml[(c.ws_row + static_cast<int64_t>(tid) * p.splits) * 2 + 1] = c.l_s[tid];
-  }
+  WriteSoftmaxState(p, c);
 #pragma unroll
   for (int jj = 0; jj < kNt; ++jj) {
     const int j = warp + 8 * jj;
@@ -768,7 +764,7 @@ __device__ float BlockReduce(float v, float* red) {
 constexpr int kMergeDims = 32;
 constexpr int kMergeGroups = kThreads / kMergeDims;
 
-__device__ __forceinline__ bool AnyPacked(const MlaAttentionParams& p) {
+__host__ __device__ inline bool AnyPacked(const MlaAttentionParams& p) {
   return p.lo.format.kind == KvVectorKind::kPolar || p.hi.format.kind == KvVectorKind::kPolar;
 }
 
@@ -826,22 +822,11 @@ __global__ void __launch_bounds__(kThreads) MlaFinishKernel(const MlaAttentionPa
   const Workspace ws = SplitWorkspace(p.workspace, p.rows, p.num_heads, p.splits);
   const float* merged = ws.acc + (row * p.num_heads + h) * p.splits * latent;
   for (int i = threadIdx.x; i < latent; i += blockDim.x) o_s[i] = merged[i];
-  for (int hf = 0; hf < 2; ++hf) {
-    if ((hf ? p.hi.format.kind : p.lo.format.kind) == KvVectorKind::kBf16) continue;
-    const float* signs = hf ? p.hi.format.signs : p.lo.format.signs;
-    const float divisor = hf ? p.hi.format.divisor : p.lo.format.divisor;
-    __syncthreads();
-    if (signs != nullptr) {
-      for (int i = threadIdx.x; i < half; i += blockDim.x) o_s[hf * half + i] *= signs[half + i];
-    }
-    BlockFwhtShared(o_s + hf * half, 1, half, half);
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      float x = o_s[hf * half + i] / divisor;
-      if (signs != nullptr) x = x * signs[i];
-      o_s[hf * half + i] = x;
-    }
-  }
   __syncthreads();
+  for (int hf = 0; hf < 2; ++hf) {
+    const KvVectorFormat& f = hf ? p.hi.format : p.lo.format;
+    if (f.kind != KvVectorKind::kBf16) RotateShared(o_s + hf * half, 1, half, half, f.signs, f.divisor, true);
+  }
   float* out = p.out + row * p.ldo + static_cast<int64_t>(h) * p.out_dim;
   for (int i = threadIdx.x; i < p.out_dim; i += blockDim.x) out[i] = o_s[i];
 }
@@ -877,16 +862,11 @@ __global__ void __launch_bounds__(kWriterThreads)
   }
   const float n = static_cast<float>(sqrt(BlockSumDouble(ss, red)));
   const float div = n > 0.0f ? n : 1.0f;
-  for (int i = threadIdx.x; i < half; i += kWriterThreads) {
-    float u = y[i] / div;
-    if (enc.signs != nullptr) u = u * enc.signs[i];
-    y[i] = u;
-  }
-  BlockFwhtShared(y, 1, half, half);
+  for (int i = threadIdx.x; i < half; i += kWriterThreads) y[i] = y[i] / div;
+  RotateShared(y, 1, half, half, enc.signs, enc.divisor, false);
   double cs = 0.0;
   for (int i = threadIdx.x; i < half; i += kWriterThreads) {
-    float r = y[i] / enc.divisor;
-    if (enc.signs != nullptr) r = r * enc.signs[half + i];
+    const float r = y[i];
     // idx = the number of boundaries below r (sorted: a binary search; NaN compares false -> 0).
     int lo = 0, top = (1 << enc.bits) - 1;
     while (lo < top) {
@@ -928,19 +908,13 @@ __global__ void __launch_bounds__(kWriterThreads)
   if (pos < 0 || pos >= sink_tokens) return;  // CTA-uniform
   const float* v = x + row * ld;
   for (int i = threadIdx.x; i < half; i += kWriterThreads) {
-    float a = __bfloat162float(__float2bfloat16_rn(v[i]));  // the CPU's bf16 sink store
-    if (signs != nullptr && divisor > 0.0f) a = a * signs[i];
-    y[i] = a;
+    y[i] = __bfloat162float(__float2bfloat16_rn(v[i]));  // the CPU's bf16 sink store
   }
-  if (divisor > 0.0f) {  // the attention space: R·x (kv_quant.h KvRotation::Forward)
-    BlockFwhtShared(y, 1, half, half);
-    for (int i = threadIdx.x; i < half; i += kWriterThreads) {
-      float a = y[i] / divisor;
-      if (signs != nullptr) a = a * signs[half + i];
-      y[i] = a;
-    }
+  if (divisor > 0.0f) {
+    RotateShared(y, 1, half, half, signs, divisor, false);  // the attention space: R·x
+  } else {
+    __syncthreads();
   }
-  __syncthreads();
   float* dst = store + (static_cast<int64_t>(sink_slot[row]) * sink_tokens + pos) * half;
   for (int i = threadIdx.x; i < half; i += kWriterThreads) dst[i] = y[i];
 }
@@ -948,7 +922,7 @@ __global__ void __launch_bounds__(kWriterThreads)
 bool ValidHalf(const MlaLatentHalf& h, int half_dim, int sink_tokens) {
   const KvVectorFormat& f = h.format;
   if (f.kind == KvVectorKind::kPolar) {
-    if (!(f.bits == 2 || f.bits == 3 || f.bits == 4 || f.bits == 8) || f.codebook == nullptr || !(f.divisor > 0.0f)) {
+    if (!PackedBitsSupported(f.bits) || f.codebook == nullptr || !(f.divisor > 0.0f)) {
       return false;
     }
   } else if (f.kind != KvVectorKind::kBf16) {
@@ -1038,10 +1012,9 @@ cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
   cudaError_t e = LaunchKernel(kernel, grid, dim3(kThreads), smem, stream, p);
   if (e != cudaSuccess) return e;
   const unsigned heads_total = static_cast<unsigned>(p.rows * p.num_heads);
-  const bool packed = p.lo.format.kind == KvVectorKind::kPolar || p.hi.format.kind == KvVectorKind::kPolar;
   e = LaunchKernel(MlaMergeKernel, dim3(heads_total, (latent + kMergeDims - 1) / kMergeDims), dim3(kThreads), 0,
                    stream, p);
-  if (e != cudaSuccess || !packed) return e != cudaSuccess ? e : cudaGetLastError();
+  if (e != cudaSuccess || !AnyPacked(p)) return e != cudaSuccess ? e : cudaGetLastError();
   e = LaunchKernel(MlaFinishKernel, dim3(heads_total), dim3(kThreads), 0,
                    stream, p);
   if (e != cudaSuccess) return e;
@@ -1050,8 +1023,7 @@ cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
 
 cudaError_t WriteLatentHalfPolar(const float* x, int64_t ld, int64_t rows, int half_dim, const int64_t* slots,
                                  const KvPolarEncoder& enc, uint8_t* cache, int64_t stride, cudaStream_t stream) {
-  const bool bits_ok = enc.bits == 2 || enc.bits == 3 || enc.bits == 4 || enc.bits == 8;
-  if (rows < 0 || !MlaHalfDimSupported(half_dim) || !bits_ok || ld < half_dim ||
+  if (rows < 0 || !MlaHalfDimSupported(half_dim) || !PackedBitsSupported(enc.bits) || ld < half_dim ||
       !(enc.divisor > 0.0f) || stride < static_cast<int64_t>(half_dim) * enc.bits / 8 + 4) {
     return cudaErrorInvalidValue;
   }
