@@ -249,7 +249,9 @@ TEST(PackedAttentionTest, MatchesCpuReference) {
                      std::to_string(c.block_size) + (tensor_cores ? " tensor cores allowed" : " fp32 kernel"));
         bool used = false;
         const double worst = RunCase(c, kbits, vbits, {1, 3, 16, 200}, seed++, tensor_cores, &used);
-        if (!tensor_cores) EXPECT_FALSE(used);
+        if (!tensor_cores) {
+          EXPECT_FALSE(used);
+        }
         // Eligible: packed K and V (2/2, 3/3, 4/4, 4/3), d 128, <= 8 heads per KV head, blocks of 16k.
         const bool packed = (kbits == vbits && kbits >= 2 && kbits <= 4) || (kbits == 4 && vbits == 3);
         const bool eligible = tensor_cores && packed && c.head_dim == 128 &&

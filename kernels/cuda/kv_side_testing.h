@@ -5,7 +5,7 @@
 // encoded on the CPU (kernels/quant/kv_quant.h), and its device codebook and signs as a
 // KvVectorFormat (kernels/cuda/kv_attention.h). Used by kv_attention_test and mla_attention_test
 // (KvSide, DeviceKvFormat, ShuffledBlockTables) and their benchmarks (DeviceKvFormat's buffers
-// freed on destruction; FillRandomBf16).
+// freed on destruction; UploadContiguousTables, FillRandomBf16).
 #ifndef TQSERVE_KERNELS_CUDA_KV_SIDE_TESTING_H_
 #define TQSERVE_KERNELS_CUDA_KV_SIDE_TESTING_H_
 
@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/half.h"
@@ -120,6 +121,25 @@ inline int ShuffledBlockTables(const std::vector<int32_t>& positions, int block_
     for (int b = 0; b < (p + block_size) / block_size; ++b) table->push_back(ids[next++]);
   }
   return total;
+}
+
+// Block tables of `rows` sequences of `context` positions in consecutive blocks of block_size
+// (sequence r in blocks [r · per_row, (r + 1) · per_row)) and each row's position context − 1, in
+// new device allocations the caller frees; *blocks: the number of blocks.
+inline cudaError_t UploadContiguousTables(int rows, int64_t context, int block_size, int32_t** table,
+                                          int32_t** offset, int32_t** positions, int64_t* blocks) {
+  const int64_t per_row = (context + block_size - 1) / block_size;
+  *blocks = per_row * rows;
+  std::vector<int32_t> t(*blocks), off(rows), pos(rows, static_cast<int32_t>(context - 1));
+  for (int64_t i = 0; i < *blocks; ++i) t[i] = static_cast<int32_t>(i);
+  for (int r = 0; r < rows; ++r) off[r] = static_cast<int32_t>(r * per_row);
+  for (const auto& [dst, src] : {std::pair{table, &t}, {offset, &off}, {positions, &pos}}) {
+    const size_t bytes = src->size() * sizeof(int32_t);
+    cudaError_t e = cudaMalloc(reinterpret_cast<void**>(dst), bytes);
+    if (e == cudaSuccess) e = cudaMemcpy(*dst, src->data(), bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 // `bytes` random bytes that read as bf16 N(0, 1) values (and as fp32 numbers of modest size) at

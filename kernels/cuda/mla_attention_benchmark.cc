@@ -64,17 +64,7 @@ struct Problem {
   size_t ws_bytes = 0;
   int64_t blocks = 0;
   Problem(int rows_, int heads_, int64_t context_) : rows(rows_), heads(heads_), context(context_) {
-    const int64_t per_row = (context + kBlock - 1) / kBlock;
-    blocks = per_row * rows;
-    std::vector<int32_t> t(blocks), off(rows), pos(rows, static_cast<int32_t>(context - 1));
-    for (int64_t i = 0; i < blocks; ++i) t[i] = static_cast<int32_t>(i);
-    for (int r = 0; r < rows; ++r) off[r] = static_cast<int32_t>(r * per_row);
-    CHECK_CUDA(cudaMalloc(&table, blocks * 4));
-    CHECK_CUDA(cudaMemcpy(table, t.data(), blocks * 4, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMalloc(&offset, rows * 4));
-    CHECK_CUDA(cudaMemcpy(offset, off.data(), rows * 4, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMalloc(&positions, rows * 4));
-    CHECK_CUDA(cudaMemcpy(positions, pos.data(), rows * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(UploadContiguousTables(rows, context, kBlock, &table, &offset, &positions, &blocks));
     const size_t qbytes = static_cast<size_t>(rows) * heads * kLatent * 4;
     CHECK_CUDA(cudaMalloc(&q, qbytes));
     CHECK_CUDA(FillRandomBf16(q, qbytes, 7));
