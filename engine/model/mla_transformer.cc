@@ -97,13 +97,12 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
           if (att_space) {
             kc.PrepareQuery(qfull.data(), half, qatt.data());
             vc.PrepareQuery(qfull.data() + half, half, qatt.data() + half);
-          } else {
-            qatt = qfull;
           }
+          const float* qa = att_space ? qatt.data() : qfull.data();
           for (int64_t j = 0; j < n; ++j) {
-            scores[j] = (nn::Dot(qatt.data(), khalf_.data() + j * half, half) +
-                         nn::Dot(qatt.data() + half, vhalf_.data() + j * half, half)) *
-                        scale;
+            scores[j] =
+                (nn::Dot(qa, khalf_.data() + j * half, half) + nn::Dot(qa + half, vhalf_.data() + j * half, half)) *
+                scale;
           }
           nn::SoftmaxInPlace(scores.data(), n);
           std::fill(acc.begin(), acc.end(), 0.0f);
