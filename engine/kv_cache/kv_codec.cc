@@ -314,7 +314,7 @@ const std::vector<std::string>& KvCodecNames() {
 int64_t KvCacheFormat::BytesPerTokenPerHead() const {
   int64_t total = 0;
   for (int l = 0; l < num_layers(); ++l) {
-    total += keys[l]->BytesPerVector(head_dim) + values[l]->BytesPerVector(head_dim);
+    total += keys[l]->BytesPerVector(head_dim) + values[l]->BytesPerVector(value_dim());
   }
   return total;
 }
@@ -337,9 +337,10 @@ std::string KvCacheFormat::Describe() const {
   for (size_t i = 0; i < pairs.size(); ++i) {
     parts.push_back(absl::StrCat("layers ", LayerRanges(layers[i]), ": K ", pairs[i].first->name(), " ",
                                  pairs[i].first->BytesPerVector(head_dim), " B + V ", pairs[i].second->name(), " ",
-                                 pairs[i].second->BytesPerVector(head_dim), " B per vector"));
+                                 pairs[i].second->BytesPerVector(value_dim()), " B per vector"));
   }
   std::string out = absl::StrCat(name, " (", absl::StrJoin(parts, "; "));
+  if (value_dim() != head_dim) absl::StrAppend(&out, "; keys of ", head_dim, ", values of ", value_dim(), " floats");
   if (sink_tokens > 0) absl::StrAppend(&out, "; first ", sink_tokens, " positions of each sequence bf16");
   absl::StrAppend(&out, ")");
   return out;
@@ -425,6 +426,29 @@ absl::StatusOr<KvCacheFormat> MakeKvCacheFormat(absl::string_view spec, int num_
     f.sink_tokens = sink;
     f.sink = std::make_shared<Bf16Codec>();
   }
+  return f;
+}
+
+absl::StatusOr<KvCacheFormat> MakeMlaKvCacheFormat(absl::string_view spec, int num_layers, int latent_dim,
+                                                   int rope_dim) {
+  if (rope_dim < 1) return absl::InvalidArgumentError(absl::StrCat("invalid MLA rope width ", rope_dim));
+  absl::StatusOr<KvCacheFormat> made = MakeKvCacheFormat(spec, num_layers, latent_dim);
+  if (!made.ok()) return made.status();
+  KvCacheFormat f = *std::move(made);
+  if (f.qjl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache codec '", spec, "': qjl=1 compresses keys, and an MLA cache has none to compress (the latent is ",
+        "stored with the value codec, k_pe uncompressed); use qjl=0"));
+  }
+  std::shared_ptr<const KvCodec> pass;
+  if (f.preset == "fp32") {
+    pass = std::make_shared<Fp32Codec>();
+  } else {
+    pass = std::make_shared<Bf16Codec>();
+  }
+  f.keys.assign(num_layers, pass);
+  f.value_head_dim = latent_dim;
+  f.head_dim = rope_dim;
   return f;
 }
 

@@ -93,7 +93,8 @@ enum class KvRole { kKey, kValue };
 struct KvCacheFormat {
   std::string name;  // canonical: the preset and every option, e.g. "turbo3:qjl=0,sink=4,boundary=5"
   std::string preset;
-  int head_dim = 0;
+  int head_dim = 0;        // floats per key vector
+  int value_head_dim = 0;  // floats per value vector; 0: head_dim (MLA: the latent's width)
   std::vector<std::shared_ptr<const KvCodec>> keys, values;  // one per layer
   int sink_tokens = 0;                                       // positions [0, sink_tokens) use `sink`
   std::shared_ptr<const KvCodec> sink;                       // bf16; null when sink_tokens == 0
@@ -101,6 +102,7 @@ struct KvCacheFormat {
   bool qjl = false;
 
   int num_layers() const { return static_cast<int>(keys.size()); }
+  int value_dim() const { return value_head_dim > 0 ? value_head_dim : head_dim; }
   // Paged-pool bytes of one position of one KV head, K and V, summed over layers.
   int64_t BytesPerTokenPerHead() const;
   // One line: codecs and bytes per vector of the middle and boundary layers, and the sinks.
@@ -111,6 +113,16 @@ struct KvCacheFormat {
 // InvalidArgument names the problem: an unknown name (listing the supported ones), a bad
 // option, or a head_dim the codec cannot store.
 absl::StatusOr<KvCacheFormat> MakeKvCacheFormat(absl::string_view spec, int num_layers, int head_dim);
+
+// The format of a Multi-head Latent Attention cache (DeepSeek-V2/V3, ALGORITHMS.md §4.2: the
+// plugin compresses the latent kv_c with the MSE-only value quantizer and passes k_pe through):
+// per token and layer one value vector, the latent c of `latent_dim` floats, stored with the
+// named format's value codec of that layer (boundary layers as that format's values: the plugin
+// presets keep their value codec, the vLLM presets bf16), and one key vector, k_pe of `rope_dim`
+// floats, stored uncompressed (fp32 for "fp32", else bf16). Sinks as in the named format.
+// InvalidArgument also for qjl=1 (QJL applies to compressed keys; here none are).
+absl::StatusOr<KvCacheFormat> MakeMlaKvCacheFormat(absl::string_view spec, int num_layers, int latent_dim,
+                                                   int rope_dim);
 
 // The same codec for K and V of every layer, no sinks.
 KvCacheFormat SingleCodecFormat(std::shared_ptr<const KvCodec> codec, int num_layers, int head_dim);

@@ -89,6 +89,37 @@ TEST(KvCacheFormatTest, DescribeListsLayersAndSinks) {
   EXPECT_NE(Format("turbo3", 12, 64).Describe().find("first 4 positions of each sequence bf16"), std::string::npos);
 }
 
+// MLA (ALGORITHMS.md §4.2): the latent c in the preset's value codec, k_pe passed through.
+TEST(KvCacheFormatTest, MlaLatentAndRopeKeys) {
+  auto f = MakeMlaKvCacheFormat("turbo3", 4, 128, 32);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->name, "turbo3:qjl=0,sink=4,boundary=5");
+  EXPECT_EQ(f->head_dim, 32);
+  EXPECT_EQ(f->value_dim(), 128);
+  EXPECT_EQ(f->sink_tokens, 4);
+  for (int l = 0; l < 4; ++l) {
+    EXPECT_EQ(std::string(f->keys[l]->name()), "bf16");
+    EXPECT_EQ(f->values[l]->BytesPerVector(128), 128 * 3 / 8 + 4);  // boundary layers change keys only
+    ASSERT_NE(f->values[l]->mse_quantizer(), nullptr);
+  }
+  EXPECT_EQ(f->BytesPerTokenPerHead(), 4 * (2 * 32 + 52));
+  EXPECT_NE(f->Describe().find("keys of 32, values of 128 floats"), std::string::npos) << f->Describe();
+  // fp32 keeps k_pe in fp32; a vLLM preset's boundary layers store the latent in bf16.
+  auto fp32 = MakeMlaKvCacheFormat("fp32", 2, 512, 64);
+  ASSERT_TRUE(fp32.ok());
+  EXPECT_EQ(fp32->BytesPerTokenPerHead(), 2 * 4 * (512 + 64));
+  auto vllm = MakeMlaKvCacheFormat("k3v4_nc", 6, 512, 64);
+  ASSERT_TRUE(vllm.ok());
+  EXPECT_EQ(std::string(vllm->values[0]->name()), "bf16");
+  EXPECT_NE(std::string(vllm->values[3]->name()), "bf16");
+  EXPECT_EQ(std::string(vllm->keys[3]->name()), "bf16");
+  // QJL compresses keys; there are none to compress. Widths the latent codec cannot take.
+  EXPECT_EQ(MakeMlaKvCacheFormat("turbo3:qjl=1", 4, 512, 64).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeMlaKvCacheFormat("turbo3", 4, 100, 64).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeMlaKvCacheFormat("turbo3", 4, 512, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MakeMlaKvCacheFormat("fp8", 4, 100, 30).ok());
+}
+
 TEST(KvCodecTest, SingleCodecsAndMiddleLayerCodecs) {
   for (const char* name : {"fp32", "bf16", "fp8"}) EXPECT_TRUE(MakeKvCodec(name).ok()) << name;
   auto preset = MakeKvCodec("turbo3");

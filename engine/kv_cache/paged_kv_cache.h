@@ -6,7 +6,8 @@
 // returns all its blocks at once.
 //
 // Layout (per layer, for K and for V separately), bytes:
-//   [num_blocks, block_size, num_kv_heads, codec(layer).BytesPerVector(head_dim)]
+//   [num_blocks, block_size, num_kv_heads, codec(layer).BytesPerVector(head_dim or value_dim())]
+// Keys are head_dim floats, values value_dim() floats (equal but for MLA latents: k_pe and c).
 // Position p of a sequence lives in block table[p / block_size], slot p % block_size. Keys and
 // values, and each layer, may use different codecs (a KvCacheFormat: compressed presets, boundary
 // layers at higher precision). Positions p < format.sink_tokens ("sinks") are stored instead in
@@ -48,6 +49,9 @@ struct KvCacheOptions {
   // False: bookkeeping only (blocks, free list, tables) for a cache whose storage lives
   // elsewhere (GPU memory); Write and Gather must not be called.
   bool host_storage = true;
+  int value_head_dim = 0;  // floats per value vector; 0: head_dim
+
+  int value_dim() const { return value_head_dim > 0 ? value_head_dim : head_dim; }
 };
 
 class PagedKvCache {
@@ -55,7 +59,7 @@ class PagedKvCache {
   // One codec for K and V of every layer, no sinks.
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvCacheOptions& options,
                                                              std::unique_ptr<KvCodec> codec);
-  // format.num_layers() and format.head_dim must match the options.
+  // format.num_layers(), format.head_dim and format.value_dim() must match the options.
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvCacheOptions& options,
                                                              KvCacheFormat format);
 
@@ -87,13 +91,15 @@ class PagedKvCache {
   // The sequence's blocks in position order (empty for an unknown handle).
   const std::vector<int64_t>& BlockTable(SeqHandle seq) const;
 
-  // Stores K and V (num_kv_heads * head_dim floats each) of position `pos` of `layer`.
+  // Stores K (num_kv_heads * head_dim floats) and V (num_kv_heads * value_dim() floats) of
+  // position `pos` of `layer`.
   void Write(SeqHandle seq, int layer, int64_t pos, const float* k, const float* v);
-  // Decodes positions [begin, end) of one KV head into fp32 rows of head_dim floats.
+  // Decodes positions [begin, end) of one KV head into fp32 rows of head_dim (keys) and
+  // value_dim() (values) floats.
   void Gather(SeqHandle seq, int layer, int kv_head, int64_t begin, int64_t end, float* k_out,
               float* v_out) const;
   // The same positions in the layer codecs' attention space (kv_codec.h): key rows of
-  // key_codec(layer).AttentionDim(head_dim) floats, value rows of head_dim floats (sinks mapped
+  // key_codec(layer).AttentionDim(head_dim) floats, value rows of value_dim() floats (sinks mapped
   // with ToAttention). Attention then needs PrepareQuery on the query and FinishValue on the
   // weighted sum of the value rows.
   void GatherAttention(SeqHandle seq, int layer, int kv_head, int64_t begin, int64_t end, float* k_out,
@@ -111,9 +117,10 @@ class PagedKvCache {
   KvCacheOptions options_;
   KvCacheFormat format_;
   std::vector<int64_t> k_bytes_, v_bytes_;               // per layer: bytes per vector
-  int64_t sink_vec_bytes_ = 0, sink_bytes_ = 0;
+  int64_t sink_k_bytes_ = 0, sink_v_bytes_ = 0, sink_bytes_ = 0;  // a sink key, a sink value, a sequence
   std::vector<std::vector<uint8_t>> k_pools_, v_pools_;  // per layer
-  std::unordered_map<SeqHandle, std::vector<uint8_t>> sinks_;  // [layer][K,V][sink pos][head][bytes]
+  // [layer][K, V][sink pos][head][sink_k_bytes_ or sink_v_bytes_]
+  std::unordered_map<SeqHandle, std::vector<uint8_t>> sinks_;
   std::vector<int64_t> free_;
   std::unordered_map<SeqHandle, std::vector<int64_t>> tables_;
   SeqHandle next_handle_ = 1;

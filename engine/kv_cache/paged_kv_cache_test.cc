@@ -197,6 +197,70 @@ TEST(PagedKvCacheTest, GatherAttentionMatchesGather) {
   }
 }
 
+// Keys and values of different widths (an MLA latent: k_pe 32 in bf16, c 128 in 3-bit
+// PolarQuant, two sink positions per sequence): bytes, round trip, sinks, attention space.
+TEST(PagedKvCacheTest, KeysAndValuesOfDifferentWidths) {
+  auto f = MakeMlaKvCacheFormat("turbo3:sink=2", 2, 128, 32);
+  ASSERT_TRUE(f.ok()) << f.status();
+  KvCacheOptions o{2, 1, 32, 4, 6, true, 128};
+  auto made = PagedKvCache::Create(o, *f);
+  ASSERT_TRUE(made.ok()) << made.status();
+  PagedKvCache& cache = **made;
+  EXPECT_EQ(cache.bytes_per_token(), 2 * (2 * 32 + 128 * 3 / 8 + 4));
+  EXPECT_EQ(cache.sink_bytes_per_sequence(), 2 * 2 * (2 * 32 + 2 * 128));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  const int n = 9;
+  std::vector<float> k(n * 32), v(n * 128);
+  for (float& x : k) x = nd(rng);
+  for (float& x : v) x = nd(rng);
+  SeqHandle other = cache.AddSequence(), s = cache.AddSequence();
+  ASSERT_TRUE(cache.Reserve(other, 3));
+  ASSERT_TRUE(cache.Reserve(s, n));
+  for (int p = 0; p < n; ++p) {
+    for (int l = 0; l < 2; ++l) {
+      cache.Write(s, l, p, &k[p * 32], &v[p * 128]);
+      if (p < 3) cache.Write(other, l, p, &v[p * 128], &k[p * 32]);  // anything: must not touch s
+    }
+  }
+  for (int l = 0; l < 2; ++l) {
+    std::vector<float> kg(n * 32), vg(n * 128), ka(n * 32), va(n * 128);
+    cache.Gather(s, l, 0, 0, n, kg.data(), vg.data());
+    cache.GatherAttention(s, l, 0, 0, n, ka.data(), va.data());
+    for (int p = 0; p < n; ++p) {
+      for (int i = 0; i < 32; ++i) {  // k_pe: bf16 everywhere
+        ASSERT_NEAR(kg[p * 32 + i], k[p * 32 + i], std::fabs(k[p * 32 + i]) / 128) << p;
+        ASSERT_EQ(ka[p * 32 + i], kg[p * 32 + i]) << p;
+      }
+      double err = 0, norm = 0;
+      for (int i = 0; i < 128; ++i) {
+        err += (vg[p * 128 + i] - v[p * 128 + i]) * (vg[p * 128 + i] - v[p * 128 + i]);
+        norm += v[p * 128 + i] * v[p * 128 + i];
+      }
+      if (p < 2) {
+        EXPECT_LT(err / norm, 1e-4) << "sink " << p;
+      } else {
+        EXPECT_GT(err / norm, 1e-3) << "position " << p << " should be 3-bit";
+        EXPECT_LT(err / norm, 0.1) << "position " << p;
+      }
+    }
+    // The latent's weighted sum through the attention space equals the decoded one.
+    std::vector<float> acc(128, 0.0f), want(128, 0.0f), got(128);
+    for (int p = 0; p < n; ++p) {
+      for (int i = 0; i < 128; ++i) {
+        acc[i] += 0.1f * (p + 1) * va[p * 128 + i];
+        want[i] += 0.1f * (p + 1) * vg[p * 128 + i];
+      }
+    }
+    cache.value_codec(l).FinishValue(acc.data(), 128, got.data());
+    for (int i = 0; i < 128; ++i) EXPECT_NEAR(got[i], want[i], 1e-4);
+  }
+  // A format for other widths is refused.
+  KvCacheOptions wrong = o;
+  wrong.value_head_dim = 64;
+  EXPECT_EQ(PagedKvCache::Create(wrong, *f).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PagedKvCacheTest, RejectsBadShapes) {
   KvCacheOptions o;
   auto c = MakeKvCodec("bf16");

@@ -97,19 +97,31 @@ absl::Status CudaTransformer::CheckKvFormat(const KvCacheFormat& f, int num_head
   return absl::OkStatus();
 }
 
-absl::Status CudaTransformer::CheckMlaKvFormat(const KvCacheFormat& f, int half_dim) {
+absl::Status CudaTransformer::CheckMlaKvFormat(const KvCacheFormat& f) {
   if (f.keys.empty() && f.sink_tokens == 0) return absl::OkStatus();  // bf16
+  if (f.qjl) return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; got \"", f.name, "\" (QJL keys)"));
   bool packed = false;
-  TQ_RETURN_IF_ERROR(CheckLayerCodecs(f, &packed));
-  if ((packed || f.sink_tokens > 0) && !MlaKernelSupports(half_dim)) {
-    return absl::UnimplementedError(absl::StrCat("KV cache \"", f.name, "\" on CUDA for an MLA model: the latent's halves (",
-                                                 half_dim, " values) must be a multiple of 16 and at most 512; "
-                                                 "use --kv-cache bf16"));
+  for (int l = 0; l < f.num_layers(); ++l) {
+    // k_pe passes through (bf16); the latent c takes any value codec the kernels store.
+    TQ_ASSIGN_OR_RETURN(const int kb, DeviceKvBits(*f.keys[l], true, f.name));
+    TQ_ASSIGN_OR_RETURN(const int vb, DeviceKvBits(*f.values[l], false, f.name));
+    if (kb != 0) {
+      return absl::UnimplementedError(absl::StrCat("KV cache \"", f.name, "\" on CUDA for an MLA model: k_pe (the keys) ",
+                                                   "must be bf16 (MakeMlaKvCacheFormat)"));
+    }
+    packed = packed || vb != 0;
+  }
+  if ((packed || f.sink_tokens > 0) && !MlaKernelSupports(f.value_dim(), f.head_dim)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "KV cache \"", f.name, "\" on CUDA for an MLA model: the latent (", f.value_dim(), " values) and k_pe (",
+        f.head_dim, ") must each be a multiple of 16 and at most 512; use --kv-cache bf16"));
   }
   return absl::OkStatus();
 }
 
-bool CudaTransformer::MlaKernelSupports(int half_dim) { return cuda::MlaHalfDimSupported(half_dim); }
+bool CudaTransformer::MlaKernelSupports(int kv_lora_rank, int rope_dim) {
+  return cuda::MlaPartDimSupported(kv_lora_rank) && cuda::MlaPartDimSupported(rope_dim);
+}
 
 #if !TQ_HAVE_CUDA
 
@@ -411,7 +423,7 @@ struct DeviceKvSide {
   cuda::KvPolarEncoder encoder;  // what the writer does (kPolar)
   DeviceBuffer centroids, boundaries, signs;
   int64_t bytes = 0;             // per vector
-  int64_t stride = 0;            // MLA latent halves: bytes between slots (bytes rounded up to 4)
+  int64_t stride = 0;            // MLA latent parts: bytes between slots (bytes rounded up to 4)
 
   absl::Status Bind(const KvCodec& codec, int head_dim) {
     const quant::KvMseQuantizer* q = codec.mse_quantizer();
@@ -537,8 +549,8 @@ struct DeviceLayer {
   DeviceLinear qkv, o;  // q/k/v fused row-wise
   // MLA (DeepseekV3): q_a, q_b, kv_a linears, their norms, kv_b_proj in fp32 (W_uk | W_uv per
   // head, kernels/cuda/mla_ops.h); the latent cache [c | k_pe]: in k_cache (bf16, latent_dim
-  // values per slot), or packed halves as the CPU stores them — [c | k_pe][0, half) in k_cache
-  // with k_side's codec, the rest in v_cache with v_side's (slot stride k_side / v_side.stride).
+  // values per slot), or as the CPU stores it — c packed in v_cache with v_side's codec, k_pe
+  // bf16 in k_cache (slot strides v_side / k_side.stride).
   DeviceLinear q_a, q_b, kv_a;
   DeviceBuffer q_a_norm, kv_a_norm, kvb;
   DeviceMlp mlp;        // dense layers
@@ -556,7 +568,8 @@ struct DeviceLayer {
   DeviceMlp shared;
   DeviceKvSide k_side, v_side;
   DeviceBuffer k_cache, v_cache;
-  DeviceBuffer sink_k, sink_v;  // [sink slots, sink_tokens, num_kv_heads, head_dim] fp32 (MLA: [.., half])
+  // [sink slots, sink_tokens, num_kv_heads, head_dim] fp32 (MLA: [.., rope] k_pe, [.., kv_lora_rank] c)
+  DeviceBuffer sink_k, sink_v;
 };
 
 }  // namespace
@@ -636,8 +649,9 @@ struct CudaTransformer::State {
   }
 
   // Bytes of one sink slot of one layer's K (or V) store.
-  size_t SinkSlotBytes() const {
-    const int64_t vector = cfg.is_mla() ? cfg.kv_cache_head_dim() : static_cast<int64_t>(cfg.num_kv_heads) * cfg.head_dim;
+  size_t SinkSlotBytes(bool value) const {
+    const int64_t vector = static_cast<int64_t>(cfg.kv_cache_heads()) *
+                           (value ? cfg.kv_cache_value_dim() : cfg.kv_cache_key_dim());
     return static_cast<size_t>(sink_tokens) * vector * sizeof(float);
   }
 
@@ -646,17 +660,18 @@ struct CudaTransformer::State {
     if (slots <= sink_capacity) return absl::OkStatus();
     DropGraphs();
     for (DeviceLayer& L : layers) {
-      for (DeviceBuffer* store : {&L.sink_k, &L.sink_v}) {
+      for (const bool value : {false, true}) {
+        DeviceBuffer* store = value ? &L.sink_v : &L.sink_k;
         DeviceBuffer grown;
-        TQ_RETURN_IF_ERROR(grown.Allocate(slots * SinkSlotBytes()));
+        TQ_RETURN_IF_ERROR(grown.Allocate(slots * SinkSlotBytes(value)));
         if (sink_capacity > 0) {
-          TQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(grown.as<void>(), store->as<void>(), sink_capacity * SinkSlotBytes(),
+          TQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(grown.as<void>(), store->as<void>(), sink_capacity * SinkSlotBytes(value),
                                              cudaMemcpyDeviceToDevice));
         }
         *store = std::move(grown);
       }
     }
-    *kv_bytes += 2 * layers.size() * (slots - sink_capacity) * SinkSlotBytes();
+    *kv_bytes += layers.size() * (slots - sink_capacity) * (SinkSlotBytes(false) + SinkSlotBytes(true));
     for (int64_t s = slots - 1; s >= sink_capacity; --s) free_sink_slots.push_back(static_cast<int32_t>(s));
     sink_capacity = slots;
     return absl::OkStatus();
@@ -896,23 +911,23 @@ absl::Status CudaTransformer::State::MlaAttention(const DeviceLayer& L, const fl
                                         sin.as<float>(), st));
   TQ_CUDA_RETURN_IF_ERROR(cuda::MlaRope(q, static_cast<int64_t>(nh) * qkd, T, nh, qkd, nope, rope, m.rope_interleave,
                                         pos, cos.as<float>(), sin.as<float>(), st));
-  // The latent [c | k_pe]: bf16 in one pool, or its halves packed in two (as the CPU stores them).
-  const int half = lat / 2;
+  // The latent [c | k_pe]: bf16 in one pool, or as the CPU stores it (c packed, k_pe bf16).
   const int64_t* slot_ids = slots.as<int64_t>();
-  if (L.k_side.packed()) {  // CheckLayerCodecs: both halves packed or both bf16
-    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteLatentHalfPolar(kva, lat, T, half, slot_ids, L.k_side.encoder,
-                                                       L.k_cache.as<uint8_t>(), L.k_side.stride, st));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteLatentHalfPolar(kva + half, lat, T, half, slot_ids, L.v_side.encoder,
-                                                       L.v_cache.as<uint8_t>(), L.v_side.stride, st));
+  if (L.v_side.packed()) {
+    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteLatentPolar(kva, lat, T, r, slot_ids, L.v_side.encoder, L.v_cache.as<uint8_t>(),
+                                                   L.v_side.stride, st));
+    uint16_t* pe = L.k_cache.as<uint16_t>();
+    TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kva + r, kva + r, lat, T, 1, rope, slot_ids, pe, pe, st));
   } else {
     uint16_t* latent = L.k_cache.as<uint16_t>();
     TQ_CUDA_RETURN_IF_ERROR(cuda::WriteKvBf16(kva, kva, lat, T, 1, lat, slot_ids, latent, latent, st));
   }
   if (sink_tokens > 0) {  // sink positions also go to the sequence's sink stores (bf16, attention space)
-    for (const auto& [offset, side, store] : {std::tuple{0, &L.k_side, &L.sink_k}, {half, &L.v_side, &L.sink_v}}) {
-      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteLatentHalfSinks(kva + offset, lat, T, half, pos, sink_slot.as<int32_t>(),
-                                                         sink_tokens, side->format.signs, side->sink_divisor(),
-                                                         store->as<float>(), st));
+    for (const auto& [offset, dim, side, store] :
+         {std::tuple{r, rope, &L.k_side, &L.sink_k}, {0, r, &L.v_side, &L.sink_v}}) {
+      TQ_CUDA_RETURN_IF_ERROR(cuda::WriteLatentSinks(kva + offset, lat, T, dim, pos, sink_slot.as<int32_t>(),
+                                                     sink_tokens, side->format.signs, side->sink_divisor(),
+                                                     store->as<float>(), st));
     }
   }
   TQ_CUDA_RETURN_IF_ERROR(cuda::MlaAbsorbQuery(q, static_cast<int64_t>(nh) * qkd, T, nh, nope, rope, dv, r,
@@ -922,17 +937,18 @@ absl::Status CudaTransformer::State::MlaAttention(const DeviceLayer& L, const fl
     BindStepTables(ap, T);
     ap.q = qabs;
     ap.ldq = static_cast<int64_t>(nh) * lat;
-    ap.half_dim = half;
-    ap.lo.format = L.k_side.format;
-    ap.hi.format = L.v_side.format;
-    if (L.k_side.packed()) {
-      ap.lo.cache = L.k_cache.as<uint8_t>();
-      ap.lo.stride = L.k_side.stride;
-      ap.hi.cache = L.v_cache.as<uint8_t>();
-      ap.hi.stride = L.v_side.stride;
+    ap.lo_dim = r;     // c: the V slot
+    ap.hi_dim = rope;  // k_pe: the K slot
+    ap.lo.format = L.v_side.format;
+    ap.hi.format = L.k_side.format;
+    if (L.v_side.packed()) {
+      ap.lo.cache = L.v_cache.as<uint8_t>();
+      ap.lo.stride = L.v_side.stride;
+      ap.hi.cache = L.k_cache.as<uint8_t>();
+      ap.hi.stride = L.k_side.stride;
     } else {
       ap.lo.cache = L.k_cache.as<uint8_t>();
-      ap.hi.cache = ap.lo.cache + 2 * half;
+      ap.hi.cache = ap.lo.cache + 2 * r;
       ap.lo.stride = ap.hi.stride = 2 * static_cast<int64_t>(lat);
     }
     ap.num_heads = nh;
@@ -943,8 +959,8 @@ absl::Status CudaTransformer::State::MlaAttention(const DeviceLayer& L, const fl
     if (sink_tokens > 0) {
       ap.sink_tokens = sink_tokens;
       ap.sink_slot = sink_slot.as<int32_t>();
-      ap.lo.sinks = L.sink_k.as<float>();
-      ap.hi.sinks = L.sink_v.as<float>();
+      ap.lo.sinks = L.sink_v.as<float>();
+      ap.hi.sinks = L.sink_k.as<float>();
     }
     ap.tensor_cores = attention_tensor_cores;  // packed latents (TQ_CUDA_ATTENTION_TC=0: the fp32 kernel)
     ap.splits = AttentionSplits(T);
@@ -1124,11 +1140,11 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
   }
   TQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   const int attention_dim = cfg.is_mla() ? cfg.mla.latent_dim() : cfg.head_dim;  // what PagedAttention reads
-  // MLA: the latent [c | k_pe] read by MlaAttention (bf16 or packed halves, sinks) when it takes
-  // the halves' width, else (bf16 only) by PagedAttention as one KV head of latent_dim.
-  const bool mla_kernel = cfg.is_mla() && MlaKernelSupports(cfg.kv_cache_head_dim());
+  // MLA: the latent [c | k_pe] read by MlaAttention (bf16, or c packed; sinks) when it takes
+  // their widths, else (bf16 only) by PagedAttention as one KV head of latent_dim.
+  const bool mla_kernel = cfg.is_mla() && MlaKernelSupports(cfg.mla.kv_lora_rank, cfg.rope_dim());
   if (cfg.is_mla()) {
-    TQ_RETURN_IF_ERROR(CheckMlaKvFormat(options.kv_format, cfg.kv_cache_head_dim()));
+    TQ_RETURN_IF_ERROR(CheckMlaKvFormat(options.kv_format));
     if (cfg.mla.q_lora_rank <= 0) {
       return absl::UnimplementedError("MLA on CUDA needs q_lora_rank > 0 (q_a_proj / q_b_proj)");
     }
@@ -1285,12 +1301,11 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     TQ_RETURN_IF_ERROR(upload_floats(D.post_norm, L.post_attention_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.q_norm, L.q_norm));
     TQ_RETURN_IF_ERROR(upload_floats(D.k_norm, L.k_norm));
-    if (cfg.is_mla()) {  // one latent vector per position: bf16 in one pool, or two packed halves
+    if (cfg.is_mla()) {  // one latent per position: bf16 in one pool, or c packed + k_pe bf16
       const size_t positions = static_cast<size_t>(s.kv.num_blocks) * s.kv.block_size;
-      const int half = cfg.kv_cache_head_dim();
-      if (!options.kv_format.keys.empty() && options.kv_format.keys[l]->mse_quantizer() != nullptr) {
-        TQ_RETURN_IF_ERROR(D.k_side.Bind(*options.kv_format.keys[l], half));
-        TQ_RETURN_IF_ERROR(D.v_side.Bind(*options.kv_format.values[l], half));
+      if (!options.kv_format.values.empty() && options.kv_format.values[l]->mse_quantizer() != nullptr) {
+        TQ_RETURN_IF_ERROR(D.k_side.Bind(*options.kv_format.keys[l], cfg.kv_cache_key_dim()));
+        TQ_RETURN_IF_ERROR(D.v_side.Bind(*options.kv_format.values[l], cfg.kv_cache_value_dim()));
         for (DeviceKvSide* side : {&D.k_side, &D.v_side}) side->stride = (side->bytes + 3) / 4 * 4;
         TQ_RETURN_IF_ERROR(D.k_cache.Allocate(positions * D.k_side.stride));
         TQ_RETURN_IF_ERROR(D.v_cache.Allocate(positions * D.v_side.stride));

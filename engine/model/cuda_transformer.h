@@ -72,13 +72,13 @@ class CudaTransformer : public ModelRunner {
   // `num_heads` heads of `head_dim`; else UNIMPLEMENTED (or INVALID_ARGUMENT) saying what is
   // supported. Host-only: works in builds without CUDA and on machines without a GPU.
   static absl::Status CheckKvFormat(const KvCacheFormat& format, int num_heads, int num_kv_heads, int head_dim);
-  // The same for an MLA model's latent cache (its two halves of half_dim values are the K and V
-  // "vectors": kernels/cuda/mla_attention.h). Host-only.
-  static absl::Status CheckMlaKvFormat(const KvCacheFormat& format, int half_dim);
+  // The same for an MLA model's latent cache (MakeMlaKvCacheFormat: k_pe as the keys, of
+  // format.head_dim values, the latent c as the values, of format.value_dim()). Host-only.
+  static absl::Status CheckMlaKvFormat(const KvCacheFormat& format);
   // Whether the MLA attention kernel (kernels/cuda/mla_attention.h: packed latents, sinks, each
-  // latent read once per 16 heads) takes latent halves of half_dim values; a bf16 latent of other
-  // widths runs on PagedAttention.
-  static bool MlaKernelSupports(int half_dim);
+  // latent read once per 16 heads) takes a latent c of kv_lora_rank values and k_pe of rope_dim;
+  // a bf16 latent of other widths runs on PagedAttention.
+  static bool MlaKernelSupports(int kv_lora_rank, int rope_dim);
 
   absl::Status Forward(const ForwardBatch& batch, PagedKvCache& cache, std::vector<float>* logits) override;
   // Samples each logits row on the GPU (kernels/cuda/sampling.h): 8 bytes per row come back

@@ -56,7 +56,6 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
   const int nope = m.qk_nope_head_dim, rope = m.qk_rope_head_dim, dv = m.v_head_dim;
   const int qkd = m.qk_head_dim();
   const int r = m.kv_lora_rank;
-  const int half = cfg_.kv_cache_head_dim();
   const int64_t kvb_n = static_cast<int64_t>(nh) * (nope + dv);
   const float scale = MlaSoftmaxScale(cfg_);
   const LayerWeights& L = w_.layers[layer];
@@ -66,54 +65,49 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
     if (seq.num_tokens == 1 && !kvb_f32_[layer].empty()) {
       // Absorbed decode (one query): score the latent directly. With W_uk / W_uv the k_nope / v
       // rows of kv_b for head h: q·k_j = (W_ukᵀ q_nope)·c_j + q_pe·pe_j and
-      // o = W_uv (Σ_j p_j c_j), so no per-head key or value is ever rebuilt. The latent's halves
-      // are read in their codecs' attention space (kv_codec.h: codes × gain for a rotated codec,
-      // no inverse rotation per position): the query halves are mapped once (PrepareQuery) and
-      // the weighted sums mapped back once per head (FinishValue). QJL keys (scored in 2 · half
-      // floats, not a value space) read decoded vectors instead.
+      // o = W_uv (Σ_j p_j c_j), so no per-head key or value is ever rebuilt. Both are read in
+      // their codecs' attention space (kv_codec.h: codes × gain for a rotated latent codec, no
+      // inverse rotation per position): the query parts are mapped once (PrepareQuery) and the
+      // weighted latent sum mapped back once per head (FinishValue). A key codec scoring in
+      // another width (QJL, only through a hand-made format) reads decoded vectors instead.
       const KvCodec& kc = cache.key_codec(layer);
       const KvCodec& vc = cache.value_codec(layer);
-      const bool att_space = kc.AttentionDim(half) == half && vc.AttentionDim(half) == half;
+      const bool att_space = kc.AttentionDim(rope) == rope && vc.AttentionDim(r) == r;
       const int64_t n = seq.start_pos + 1;
-      khalf_.resize(static_cast<size_t>(n) * half);
-      vhalf_.resize(static_cast<size_t>(n) * half);
+      lat_pe_.resize(static_cast<size_t>(n) * rope);
+      lat_c_.resize(static_cast<size_t>(n) * r);
       if (att_space) {
-        cache.GatherAttention(seq.kv, layer, 0, 0, n, khalf_.data(), vhalf_.data());
+        cache.GatherAttention(seq.kv, layer, 0, 0, n, lat_pe_.data(), lat_c_.data());
       } else {
-        cache.Gather(seq.kv, layer, 0, 0, n, khalf_.data(), vhalf_.data());
+        cache.Gather(seq.kv, layer, 0, 0, n, lat_pe_.data(), lat_c_.data());
       }
       const std::vector<float>& W = kvb_f32_[layer];
       pool_->ParallelFor(nh, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> qfull(static_cast<size_t>(2 * half)), qatt(static_cast<size_t>(2 * half));
-        std::vector<float> scores(n), acc(static_cast<size_t>(2 * half));
+        std::vector<float> qc(static_cast<size_t>(r)), qpe(static_cast<size_t>(rope));
+        std::vector<float> scores(n), acc(static_cast<size_t>(r));
         for (int64_t head = begin; head < end; ++head) {
           const float* q = q_.data() + row0 * nh * qkd + head * qkd;
           const float* wk = W.data() + head * (nope + dv) * r;      // [nope, r]
           const float* wv = wk + static_cast<int64_t>(nope) * r;   // [dv, r]
-          // qfull = [W_ukᵀ q_nope (r) | q_pe (rope)], the latent's layout [c | k_pe].
-          std::fill(qfull.begin(), qfull.begin() + r, 0.0f);
-          for (int i = 0; i < nope; ++i) nn::Axpy(q[i], wk + static_cast<int64_t>(i) * r, qfull.data(), r);
-          std::copy(q + nope, q + nope + rope, qfull.begin() + r);
+          // The latent query W_ukᵀ q_nope (r) and q_pe (rope), each in its codec's space.
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          for (int i = 0; i < nope; ++i) nn::Axpy(q[i], wk + static_cast<int64_t>(i) * r, acc.data(), r);
           if (att_space) {
-            kc.PrepareQuery(qfull.data(), half, qatt.data());
-            vc.PrepareQuery(qfull.data() + half, half, qatt.data() + half);
+            vc.PrepareQuery(acc.data(), r, qc.data());
+            kc.PrepareQuery(q + nope, rope, qpe.data());
+          } else {
+            std::copy(acc.begin(), acc.end(), qc.begin());
+            std::copy(q + nope, q + nope + rope, qpe.begin());
           }
-          const float* qa = att_space ? qatt.data() : qfull.data();
           for (int64_t j = 0; j < n; ++j) {
-            scores[j] =
-                (nn::Dot(qa, khalf_.data() + j * half, half) + nn::Dot(qa + half, vhalf_.data() + j * half, half)) *
-                scale;
+            scores[j] = (nn::Dot(qc.data(), lat_c_.data() + j * r, r) +
+                         nn::Dot(qpe.data(), lat_pe_.data() + j * rope, rope)) *
+                        scale;
           }
           nn::SoftmaxInPlace(scores.data(), n);
           std::fill(acc.begin(), acc.end(), 0.0f);
-          for (int64_t j = 0; j < n; ++j) {
-            nn::Axpy(scores[j], khalf_.data() + j * half, acc.data(), half);
-            nn::Axpy(scores[j], vhalf_.data() + j * half, acc.data() + half, half);
-          }
-          if (att_space) {
-            kc.FinishValue(acc.data(), half, acc.data());
-            vc.FinishValue(acc.data() + half, half, acc.data() + half);
-          }
+          for (int64_t j = 0; j < n; ++j) nn::Axpy(scores[j], lat_c_.data() + j * r, acc.data(), r);
+          if (att_space) vc.FinishValue(acc.data(), r, acc.data());
           float* out = attn_.data() + row0 * nh * dv + head * dv;
           for (int d = 0; d < dv; ++d) out[d] = nn::Dot(wv + static_cast<int64_t>(d) * r, acc.data(), r);
         }
@@ -121,26 +115,9 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
       row0 += 1;
       continue;
     }
-    khalf_.resize(static_cast<size_t>(len) * half);
-    vhalf_.resize(static_cast<size_t>(len) * half);
-    cache.Gather(seq.kv, layer, 0, 0, len, khalf_.data(), vhalf_.data());
-    lat_c_.resize(static_cast<size_t>(len) * r);
     lat_pe_.resize(static_cast<size_t>(len) * rope);
-    for (int64_t j = 0; j < len; ++j) {
-      // latent = [K half | V half] = [c (r) | k_pe (rope)]
-      const float* kh = khalf_.data() + j * half;
-      const float* vh = vhalf_.data() + j * half;
-      float* c = lat_c_.data() + j * r;
-      float* pe = lat_pe_.data() + j * rope;
-      for (int i = 0; i < 2 * half; ++i) {
-        const float val = i < half ? kh[i] : vh[i - half];
-        if (i < r) {
-          c[i] = val;
-        } else {
-          pe[i - r] = val;
-        }
-      }
-    }
+    lat_c_.resize(static_cast<size_t>(len) * r);
+    cache.Gather(seq.kv, layer, 0, 0, len, lat_pe_.data(), lat_c_.data());
     kvb_.resize(static_cast<size_t>(len) * kvb_n);
     RunLinears({{&L.kv_b, kvb_.data()}}, lat_c_.data(), len);
     const int64_t tasks = static_cast<int64_t>(nh) * seq.num_tokens;
@@ -180,10 +157,11 @@ absl::Status MlaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& ca
   const int nh = cfg_.num_heads;
   const int qkd = m.qk_head_dim(), nope = m.qk_nope_head_dim, rope = m.qk_rope_head_dim;
   const int64_t lat = m.latent_dim();
-  const int half = cfg_.kv_cache_head_dim();
-  if (cache.options().num_kv_heads != cfg_.kv_cache_heads() || cache.options().head_dim != half) {
-    return absl::InvalidArgumentError(absl::StrCat("forward: the KV cache must have ", cfg_.kv_cache_heads(),
-                                                   " head(s) of ", half, " floats for this MLA model"));
+  if (cache.options().num_kv_heads != cfg_.kv_cache_heads() || cache.options().head_dim != cfg_.kv_cache_key_dim() ||
+      cache.options().value_dim() != cfg_.kv_cache_value_dim()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forward: the KV cache must have ", cfg_.kv_cache_heads(), " head of ", cfg_.kv_cache_key_dim(),
+        " key floats (k_pe) and ", cfg_.kv_cache_value_dim(), " value floats (the latent) for this MLA model"));
   }
   TQ_RETURN_IF_ERROR(ValidateForwardBatch(batch, cache, rope_.max_positions(), cfg_.vocab_size));
   x_.resize(T * H);
@@ -224,7 +202,7 @@ absl::Status MlaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& ca
     });
     for (int64_t t = 0; t < T; ++t) {
       const float* kv = kva_.data() + t * lat;
-      cache.Write(batch.seqs[seq_of[t]].kv, l, pos[t], kv, kv + half);
+      cache.Write(batch.seqs[seq_of[t]].kv, l, pos[t], kv + m.kv_lora_rank, kv);  // K = k_pe, V = c
     }
     Attention(l, batch, cache);
     RunLinears({{&L.o, tmp_.data()}}, attn_.data(), T);

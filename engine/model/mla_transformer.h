@@ -19,16 +19,17 @@
 //     (/ Σ when norm_topk_prob) × routed_scaling_factor;  out = Σ w·expert(h) + shared(h)
 //   Only the chosen experts run, each over the tokens routed to it.
 //
-// KV cache layout: one "head" of (kv_lora_rank + rope) / 2 floats in each of the K and V slots:
-// K holds the first half of the latent, V the second (PagedKvCache has no K-only mode). With
-// the fp32 codec that is 4 · (kv_lora_rank + rope) bytes per token and layer (tiny DeepSeek-V3:
-// 640 B/layer, 2,560 B/token over 4 layers), against 4 · heads · (qk_head_dim + v_head_dim) =
-// 2,560 B/layer for an expanded per-head cache. Any codec that accepts the half-latent width
-// works. Single-token (decode) steps use absorbed attention (scores against the latent, W_uk/W_uv
-// from an fp32 copy of kv_b_proj) and read the halves in their codecs' attention space
-// (GatherAttention: codes × gain, the query halves rotated once, the weighted sums rotated back
-// once per head; QJL keys through Gather); prefill chunks rebuild per-head keys and values
-// through kv_b_proj from decoded latents (Gather).
+// KV cache layout (one KV "head" per token and layer, engine/kv_cache/kv_codec.h
+// MakeMlaKvCacheFormat): the V slot holds the latent c (kv_lora_rank floats) in the format's
+// value codec, the K slot k_pe (rope floats) uncompressed — the plugin's MLA layout (ALGORITHMS.md
+// §4.2: kv_c with the MSE value quantizer, k_pe passed through). With bf16 that is
+// 2 · (kv_lora_rank + rope) bytes per token and layer (tiny DeepSeek-V3: 320 B/layer), against
+// 2 · heads · (qk_head_dim + v_head_dim) = 1,280 B/layer for an expanded per-head cache; turbo3
+// stores the latent in 3-bit codes + a gain (52 B) next to the 64 B k_pe. Single-token (decode)
+// steps use absorbed attention (scores against the latent, W_uk/W_uv from an fp32 copy of
+// kv_b_proj) and read the cache in its codecs' attention space (GatherAttention: codes × gain,
+// the latent query rotated once, the weighted latent sum rotated back once per head); prefill
+// chunks rebuild per-head keys and values through kv_b_proj from decoded latents (Gather).
 #ifndef TQSERVE_ENGINE_MODEL_MLA_TRANSFORMER_H_
 #define TQSERVE_ENGINE_MODEL_MLA_TRANSFORMER_H_
 
@@ -70,7 +71,7 @@ class MlaTransformer : public ModelRunner {
   RopeTable rope_;
   ThreadPool* pool_;
   std::vector<float> x_, h_, qa_, kva_, q_, attn_, tmp_;
-  std::vector<float> lat_c_, lat_pe_, kvb_, khalf_, vhalf_;
+  std::vector<float> lat_c_, lat_pe_, kvb_;  // cached latents c and k_pe of a sequence; kv_b(c)
   // Per layer, kv_b_proj as fp32 [heads * (nope + v), kv_lora_rank] for the absorbed decode
   // attention (empty: rebuild keys and values from the latent instead).
   std::vector<std::vector<float>> kvb_f32_;

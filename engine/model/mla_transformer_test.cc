@@ -81,7 +81,7 @@ Tiny LoadTiny() {
   EXPECT_TRUE(rope.ok());
   t.pool = std::make_unique<ThreadPool>(2);
   t.model = std::make_unique<MlaTransformer>(t.cfg, *t.weights, std::move(*rope), t.pool.get());
-  KvCacheOptions kv{t.cfg.num_layers, t.cfg.kv_cache_heads(), t.cfg.kv_cache_head_dim(), 4, 64};
+  KvCacheOptions kv{t.cfg.num_layers, t.cfg.kv_cache_heads(), t.cfg.kv_cache_key_dim(), 4, 64, true, t.cfg.kv_cache_value_dim()};
   auto cache = PagedKvCache::Create(kv, std::move(*MakeKvCodec("fp32")));
   EXPECT_TRUE(cache.ok());
   t.cache = std::move(*cache);

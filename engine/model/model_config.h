@@ -13,8 +13,8 @@
 //
 // DeepseekV3ForCausalLM: Multi-head Latent Attention (MlaConfig) and a Mixture of Experts
 // (MoeConfig) on layers >= first_k_dense_replace; `head_dim` is then the RoPE width
-// (qk_rope_head_dim) and the KV cache holds one latent vector per token and layer
-// (kv_cache_heads() x kv_cache_head_dim(), see engine/model/mla_transformer.h).
+// (qk_rope_head_dim) and the KV cache holds one latent per token and layer: k_pe as the key
+// (kv_cache_key_dim()) and c as the value (kv_cache_value_dim()), engine/model/mla_transformer.h.
 //
 // Both RoPE spellings are read: transformers ≥ 5 `rope_parameters {rope_type, rope_theta, ...}`
 // and the older `rope_theta` + `rope_scaling {type|rope_type, factor, ...}`.
@@ -122,9 +122,11 @@ struct ModelConfig {
   // Width of the rotary embedding (RopeTable::Create's head_dim).
   int rope_dim() const { return head_dim; }
   // Shape of the paged KV cache: dense models cache num_kv_heads x head_dim for K and for V;
-  // MLA caches one latent vector [kv_c | k_pe] per token, split in halves over the K and V slots.
+  // MLA caches one latent per token: k_pe (head_dim = the rope width) in the K slot, kv_c
+  // (kv_lora_rank) in the V slot.
   int kv_cache_heads() const { return is_mla() ? 1 : num_kv_heads; }
-  int kv_cache_head_dim() const { return is_mla() ? mla.latent_dim() / 2 : head_dim; }
+  int kv_cache_key_dim() const { return head_dim; }
+  int kv_cache_value_dim() const { return is_mla() ? mla.kv_lora_rank : head_dim; }
 
   int64_t q_size() const { return static_cast<int64_t>(num_heads) * head_dim; }
   int64_t kv_size() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }

@@ -67,7 +67,8 @@ TEST(ModelConfigTest, ParsesDeepseekV3) {
   EXPECT_EQ(c->head_dim, 32);
   EXPECT_EQ(c->rope_dim(), 32);
   EXPECT_EQ(c->kv_cache_heads(), 1);
-  EXPECT_EQ(c->kv_cache_head_dim(), 80);  // (128 + 32) / 2 in each of the K and V slots
+  EXPECT_EQ(c->kv_cache_key_dim(), 32);     // k_pe
+  EXPECT_EQ(c->kv_cache_value_dim(), 128);  // the latent c
   EXPECT_EQ(c->moe.n_routed_experts, 8);
   EXPECT_EQ(c->moe.num_experts_per_tok, 2);
   EXPECT_EQ(c->moe.n_shared_experts, 1);

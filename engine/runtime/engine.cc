@@ -88,11 +88,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (options.tq_int8_gemv_all_rows && !options.tq_int8_gemv) {
     return absl::InvalidArgumentError("tq_int8_gemv_all_rows needs tq_int8_gemv");
   }
-  // MLA models cache one latent vector per token (cfg.kv_cache_heads() x kv_cache_head_dim()).
-  const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_head_dim();
-  TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format, MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));
+  // MLA models cache one latent per token: k_pe as the key, c as the value (model_config.h).
+  const int kv_heads = cfg.kv_cache_heads(), kv_dim = cfg.kv_cache_key_dim();
+  TQ_ASSIGN_OR_RETURN(KvCacheFormat kv_format,
+                      cfg.is_mla() ? MakeMlaKvCacheFormat(options.kv_codec, cfg.num_layers, cfg.kv_cache_value_dim(), kv_dim)
+                                   : MakeKvCacheFormat(options.kv_codec, cfg.num_layers, kv_dim));
   if (on_gpu) {
-    TQ_RETURN_IF_ERROR(cfg.is_mla() ? CudaTransformer::CheckMlaKvFormat(kv_format, kv_dim)
+    TQ_RETURN_IF_ERROR(cfg.is_mla() ? CudaTransformer::CheckMlaKvFormat(kv_format)
                                     : CudaTransformer::CheckKvFormat(kv_format, cfg.num_heads, kv_heads, kv_dim));
   }
   BindOptions bind;
@@ -116,6 +118,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   kv.num_layers = cfg.num_layers;
   kv.num_kv_heads = kv_heads;
   kv.head_dim = kv_dim;
+  kv.value_head_dim = cfg.kv_cache_value_dim();
   kv.block_size = options.kv_block_size;
   kv.host_storage = !on_gpu;
   const int64_t per_token = kv_heads * kv_format.BytesPerTokenPerHead();

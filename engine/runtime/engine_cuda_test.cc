@@ -425,15 +425,16 @@ TEST_F(EngineCudaTest, DeepseekV3MlaEqualsCpu) {
   CompareBackends(out);
 }
 
-// DeepSeek-V3 with a packed latent cache (kernels/cuda/mla_attention.h): the latent's two
-// 80-value halves as the CPU stores them — the preset's key codec on the first, its value codec on
-// the second (block Hadamard of 16), sinks in bf16 — written by the latent-half writers and read
-// by MlaAttention's fp32 kernel (TQ_CUDA_ATTENTION_TC=0; the tensor cores: the next test),
-// against the CPU engine with the same codec (the MoE routing-flip rule applies: kMaxNllDiffMoe). Then the default boundary layers (8-bit keys on every layer of this
-// 4-layer model), and TQ3 weights dequantized on the GPU. (TQ3 weights from codes with a 3-bit
-// latent, one prompt per step, measured on the H200: 23 of 380 positions over 0.05, max 0.27 —
-// the m = 1 tensor-core GEMV's fp16 activations flip 3-bit latent codes and expert routes, which
-// compound; batched scoring of the same pair stayed within 0.0102. docs/ENGINE.md, MLA.)
+// DeepSeek-V3 with a packed latent cache (kernels/cuda/mla_attention.h): as the CPU stores it —
+// the latent c (128 values) in the preset's value codec (block Hadamard of 128), k_pe (32) in
+// bf16, sinks in bf16 — written by the latent writers and read by MlaAttention's fp32 kernel
+// (TQ_CUDA_ATTENTION_TC=0; the tensor cores: the next test), against the CPU engine with the
+// same codec (the MoE routing-flip rule applies: kMaxNllDiffMoe). (boundary=N changes only keys,
+// and an MLA cache's keys are k_pe in bf16.) Then TQ3 weights dequantized on the GPU. (TQ3
+// weights from codes with a 3-bit latent, one prompt per step, measured on the H200 with the
+// earlier half-and-half latent: 23 of 380 positions over 0.05, max 0.27 — the m = 1 tensor-core
+// GEMV's fp16 activations flip 3-bit latent codes and expert routes, which compound; batched
+// scoring of the same pair stayed within 0.0102. docs/ENGINE.md, MLA.)
 TEST_F(EngineCudaTest, DeepseekV3PackedLatentEqualsCpu) {
   const ScopedEnv exact("TQ_CUDA_ATTENTION_TC", "0");
   for (const char* kv : {"turbo3:sink=0,boundary=0", "turbo4:sink=4,boundary=0", "k4v3:sink=2,boundary=1", "turbo3"}) {
@@ -684,14 +685,16 @@ TEST(EngineCudaRefusalTest, UnsupportedSettingsAreRefused) {
     EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << kv << ": " << e.status();
     EXPECT_NE(e.status().message().find("turbo3"), std::string::npos) << e.status();
   }
-  // MLA on CUDA: the latent as bf16 or packed PolarQuant halves; fp8 and the vLLM presets stay on
-  // the CPU.
+  // MLA on CUDA: the latent c as bf16 or PolarQuant codes (k_pe bf16); fp32, fp8 and the vLLM
+  // presets stay on the CPU; qjl=1 is refused on both (an MLA cache has no compressed keys).
   o.model_uri = Model("tq-tiny-deepseek-v3");
-  for (const char* kv : {"fp8", "4bit_nc:boundary=0", "turbo3:qjl=1"}) {
+  for (const char* kv : {"fp32", "fp8", "4bit_nc:boundary=0", "turbo3:qjl=1"}) {
     o.kv_codec = kv;
     e = Engine::Create(o);
     ASSERT_FALSE(e.ok());
-    EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << kv << ": " << e.status();
+    EXPECT_EQ(e.status().code(),
+              std::string(kv) == "turbo3:qjl=1" ? absl::StatusCode::kInvalidArgument : absl::StatusCode::kUnimplemented)
+        << kv << ": " << e.status();
   }
   o.model_uri = Model("tq-tiny-qwen3");
   if (!cuda::BuiltWithCuda()) {
@@ -722,21 +725,28 @@ TEST(EngineCudaRefusalTest, KvFormatsTheGpuStores) {
     EXPECT_FALSE(CudaTransformer::CheckKvFormat(format("turbo3", 12, 128), 64, 4, 128).ok());  // 16 per KV head
     EXPECT_TRUE(CudaTransformer::CheckKvFormat(format("bf16", 12, 48), 8, 8, 48).ok());
   }
-  // MLA latents: halves of 80 (the tiny model) and 288 (DeepSeek-V3) take the packed presets;
-  // halves the kernel does not take (528: above 512) only bf16.
-  for (const int half : {80, 288}) {
-    for (const char* ok : {"bf16", "turbo3", "k4v3:sink=0,boundary=0"}) {
-      EXPECT_TRUE(CudaTransformer::CheckMlaKvFormat(format(ok, 4, half), half).ok()) << ok << " half " << half;
+  // MLA latents (c of kv_lora_rank values, k_pe of rope): the tiny model's 128 + 32 and
+  // DeepSeek-V3's 512 + 64 take the packed presets; a latent the kernel does not take (528:
+  // above 512) only bf16.
+  auto mla = [](const char* spec, int rank, int rope) {
+    auto f = MakeMlaKvCacheFormat(spec, 4, rank, rope);
+    EXPECT_TRUE(f.ok()) << f.status();
+    return f.ok() ? *f : KvCacheFormat();
+  };
+  for (const auto& [rank, rope] : {std::pair{128, 32}, {512, 64}}) {
+    for (const char* ok : {"bf16", "turbo3", "turbo4:sink=2", "k4v3:sink=0,boundary=0"}) {
+      EXPECT_TRUE(CudaTransformer::CheckMlaKvFormat(mla(ok, rank, rope)).ok()) << ok << " rank " << rank;
     }
-    for (const char* refused : {"fp8", "3bit_nc:boundary=0", "turbo3:qjl=1"}) {
-      const absl::Status st = CudaTransformer::CheckMlaKvFormat(format(refused, 4, half), half);
+    for (const char* refused : {"fp32", "fp8", "3bit_nc:boundary=0"}) {
+      const absl::Status st = CudaTransformer::CheckMlaKvFormat(mla(refused, rank, rope));
       EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << refused << ": " << st;
     }
   }
-  EXPECT_FALSE(CudaTransformer::CheckMlaKvFormat(format("turbo3", 4, 528), 528).ok());
-  EXPECT_TRUE(CudaTransformer::CheckMlaKvFormat(format("bf16", 4, 528), 528).ok());
-  EXPECT_FALSE(CudaTransformer::MlaKernelSupports(72));
-  EXPECT_TRUE(CudaTransformer::MlaKernelSupports(288));
+  EXPECT_EQ(MakeMlaKvCacheFormat("turbo3:qjl=1", 4, 512, 64).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(CudaTransformer::CheckMlaKvFormat(mla("turbo3", 528, 64)).ok());
+  EXPECT_TRUE(CudaTransformer::CheckMlaKvFormat(mla("bf16", 528, 64)).ok());
+  EXPECT_FALSE(CudaTransformer::MlaKernelSupports(512, 72));
+  EXPECT_TRUE(CudaTransformer::MlaKernelSupports(512, 64));
 }
 
 }  // namespace

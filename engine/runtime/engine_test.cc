@@ -706,11 +706,19 @@ TEST(TqMlaMoeTest, DeepSeekCodesEqualDequantizedWeights) {
 // MLA's absorbed decode reads the latent cache in its codecs' attention space (rotated codes ×
 // gain, engine/model/mla_transformer.h); prefill windows read decoded latents and rebuild per-head
 // keys and values. The same function: the log-probabilities of a greedy continuation (decode
-// steps) equal Score's of the same tokens (prefill), for rotated codecs with sinks and 8-bit
-// boundary keys, uniform values, and QJL keys (decoded: no value space).
+// steps) equal Score's of the same tokens (prefill), for rotated latent codecs with sinks,
+// uniform latent codes with bf16 boundary layers, fp8 and fp32. QJL is refused (no compressed keys).
 TEST(MlaDecodeTest, AttentionSpaceDecodeEqualsPrefill) {
   const std::string dir = tq::testing::TestDataPath("testdata/models/tq-tiny-deepseek-v3");
-  for (const char* kv : {"turbo3", "k4v3:sink=0,boundary=1", "k3v4_nc:boundary=0", "turbo3:qjl=1,boundary=0", "fp32"}) {
+  {
+    EngineOptions o;
+    o.model_uri = dir;
+    o.kv_codec = "turbo3:qjl=1";
+    auto e = Engine::Create(o);
+    ASSERT_FALSE(e.ok());
+    EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument) << e.status();
+  }
+  for (const char* kv : {"turbo3", "k4v3:sink=2", "k3v4_nc:boundary=1", "fp8", "fp32"}) {
     SCOPED_TRACE(kv);
     EngineOptions o;
     o.model_uri = dir;

@@ -19,7 +19,7 @@ constexpr int kWarp = 32;
 constexpr int kTile = 16;                  // positions decoded per step
 constexpr int kHg = kMlaHeadsPerCta;       // query heads per CTA
 constexpr int kHeadBlock = 4;              // heads per thread in the score and sum loops
-constexpr int kMaxLatent = 2 * kMaxMlaHalfDim;
+constexpr int kMaxLatent = 2 * kMaxMlaPartDim;
 // Sum units (4 latent values × 4 heads) per thread at the largest latent and group.
 constexpr int kMaxUnits = (kMaxLatent / 4) * (kHg / kHeadBlock) / kThreads;
 constexpr int kMinSplitPositions = 64;
@@ -27,32 +27,37 @@ constexpr int kMaxCodebook = 256;
 
 // fp32 row stride of the query and tile arrays in shared memory: ≡ 16 (mod 32) floats, so the
 // eight lanes of a 16-byte access phase (two positions × four column quads) hit distinct banks.
-__host__ __device__ constexpr int PaddedLatent(int latent) { return latent + 16; }
+__host__ __device__ constexpr int PaddedLatent(int latent) { return (latent + 31) / 32 * 32 + 16; }
 
-// Code widths of a packed half (keys' 8 bits: the plugin presets' boundary layers).
+// Code widths of a packed part (8 bits: the plugin presets' boundary-layer keys' codec).
 __host__ __device__ constexpr bool PackedBitsSupported(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
 __host__ __device__ inline int FormatBits(const KvVectorFormat& f) {
   return f.kind == KvVectorKind::kBf16 ? 0 : f.bits;
 }
 
-__host__ __device__ inline int64_t HalfBytes(const KvVectorFormat& f, int d) {
+__host__ __device__ inline int64_t PartBytes(const KvVectorFormat& f, int d) {
   return f.kind == KvVectorKind::kBf16 ? 2 * static_cast<int64_t>(d) : static_cast<int64_t>(d) * f.bits / 8 + 4;
 }
 
 // The largest power of two dividing d (quant::KvRotationBlock).
 __host__ __device__ inline int RotationBlock(int d) { return d & -d; }
 
+// The weighted sums a split forms: lo's values when the output needs no more, else the latent's.
+__host__ __device__ inline int SumDim(const MlaAttentionParams& p) {
+  return p.out_dim <= p.lo_dim ? p.lo_dim : p.lo_dim + p.hi_dim;
+}
+
 struct SmemLayout {
   int lp;                                   // padded latent stride (floats)
-  int lo_words, hi_words;                   // 4-byte words of one stored half vector
+  int lo_words, hi_words;                   // 4-byte words of one stored part vector
   size_t q, x, s, alpha, m, l, cb_lo, cb_hi, slot, raw, red, ph, qmul, gain, bytes;  // offsets in floats; bytes
 };
 
 // stages: tiles of stored bytes in flight (the tensor-core kernel stages two ahead).
-__host__ __device__ inline SmemLayout MakeLayout(int half, int lo_bytes, int hi_bytes, int stages) {
+__host__ __device__ inline SmemLayout MakeLayout(int latent, int lo_bytes, int hi_bytes, int stages) {
   SmemLayout s;
-  s.lp = PaddedLatent(2 * half);
+  s.lp = PaddedLatent(latent);
   s.lo_words = (lo_bytes + 3) / 4;
   s.hi_words = (hi_bytes + 3) / 4;
   s.q = 0;
@@ -65,7 +70,7 @@ __host__ __device__ inline SmemLayout MakeLayout(int half, int lo_bytes, int hi_
   s.cb_hi = s.cb_lo + kMaxCodebook;
   s.slot = s.cb_hi + kMaxCodebook;                      // [3][kTile] int64 (tiles in flight and planned)
   s.raw = s.slot + 3 * 2 * kTile;                       // [stages][kTile][lo_words + hi_words] stored bytes
-  // Tensor-core kernel: partial scores of the 4 k-quarters, the fp16 weights of both halves
+  // Tensor-core kernel: partial scores of the 4 k-quarters, the fp16 weights of both parts
   // ([2][16][24]), the heads' query scales, the tile's gains ([2][kTile]).
   s.red = s.raw + static_cast<size_t>(stages) * kTile * (s.lo_words + s.hi_words);
   s.ph = s.red + 4 * kHg * kTile;
@@ -142,7 +147,7 @@ __device__ __forceinline__ uint64_t LoadCodeGroup(const uint8_t* __restrict__ ve
 // Partial results of one split: m and l per head, the weighted latent sums (attention space).
 struct Workspace {
   float* ml;   // [rows, heads, splits, 2]
-  float* acc;  // [rows, heads, splits, latent]
+  float* acc;  // [rows, heads, splits, SumDim]
 };
 
 __host__ __device__ inline Workspace SplitWorkspace(float* base, int64_t rows, int heads, int splits) {
@@ -155,7 +160,7 @@ __host__ __device__ inline Workspace SplitWorkspace(float* base, int64_t rows, i
 // What both split kernels share: the CTA's split range, head group and shared arrays; the
 // staging of a tile's stored bytes; the queries' rotation; the partial results' write.
 struct SplitCta {
-  int half, latent, lp, pw, lo_words;
+  int lo_dim, hi_dim, latent, sum_dim, lp, pw, lo_words;
   int64_t row, lo, hi, ws_row;
   int h0, hg, bits_lo, bits_hi;
   float *q_s, *x_s, *s_s, *alpha_s, *m_s, *l_s, *cb_lo, *cb_hi;
@@ -164,16 +169,20 @@ struct SplitCta {
   Workspace ws;
 };
 
-// Fields of half hf by selection (indexing an array of the parameter's halves would copy the
-// parameters to local memory).
-#define TQ_HALF(hf, field) ((hf) ? p.hi.field : p.lo.field)
+// Fields of part hf by selection (indexing an array of the parameter's parts would copy the
+// parameters to local memory); its width and its first value's index in the latent.
+#define TQ_PART(hf, field) ((hf) ? p.hi.field : p.lo.field)
 #define TQ_BITS(hf) ((hf) ? c.bits_hi : c.bits_lo)
+#define TQ_DIM(hf) ((hf) ? c.hi_dim : c.lo_dim)
+#define TQ_OFF(hf) ((hf) ? c.lo_dim : 0)
 
 __device__ __forceinline__ SplitCta MakeSplitCta(const MlaAttentionParams& p, float* smem, int stages) {
   SplitCta c;
-  c.half = p.half_dim;
-  c.latent = 2 * c.half;
-  const SmemLayout lay = MakeLayout(c.half, HalfBytes(p.lo.format, c.half), HalfBytes(p.hi.format, c.half), stages);
+  c.lo_dim = p.lo_dim;
+  c.hi_dim = p.hi_dim;
+  c.latent = c.lo_dim + c.hi_dim;
+  c.sum_dim = SumDim(p);
+  const SmemLayout lay = MakeLayout(c.latent, PartBytes(p.lo.format, c.lo_dim), PartBytes(p.hi.format, c.hi_dim), stages);
   c.lp = lay.lp;
   c.pw = lay.lo_words + lay.hi_words;
   c.lo_words = lay.lo_words;
@@ -217,8 +226,8 @@ __device__ __forceinline__ void WriteEmptySplit(const MlaAttentionParams& p, con
     c.ws.ml[(c.ws_row + static_cast<int64_t>(h) * p.splits) * 2] = -INFINITY;
     c.ws.ml[(c.ws_row + static_cast<int64_t>(h) * p.splits) * 2 + 1] = 0.0f;
   }
-  for (int64_t e = threadIdx.x; e < static_cast<int64_t>(c.hg) * c.latent; e += kThreads) {
-    c.ws.acc[(c.ws_row + (e / c.latent) * p.splits) * c.latent + e % c.latent] = 0.0f;
+  for (int64_t e = threadIdx.x; e < static_cast<int64_t>(c.hg) * c.sum_dim; e += kThreads) {
+    c.ws.acc[(c.ws_row + (e / c.sum_dim) * p.splits) * c.sum_dim + e % c.sum_dim] = 0.0f;
   }
 }
 
@@ -258,11 +267,11 @@ __device__ __forceinline__ void StageTile(const MlaAttentionParams& p, const Spl
   asm volatile("cp.async.commit_group;\n" ::);
 }
 
-// The group's queries into q_s (fp32), each packed half rotated into its attention space (R q);
+// The group's queries into q_s (fp32), each packed part rotated into its attention space (R q);
 // rows past the group are zero. latent / 4 <= kThreads: one column quad per thread, its 16 loads
 // issued together. Also the codebooks and the softmax state. Ends with a barrier.
 __device__ __forceinline__ void LoadQueries(const MlaAttentionParams& p, const SplitCta& c) {
-  const int tid = threadIdx.x, half = c.half, lp = c.lp;
+  const int tid = threadIdx.x, lp = c.lp;
   if (tid < c.latent / 4) {
     float4 v[kHg];
 #pragma unroll
@@ -281,11 +290,12 @@ __device__ __forceinline__ void LoadQueries(const MlaAttentionParams& p, const S
   for (int hf = 0; hf < 2; ++hf) {
     if (TQ_BITS(hf) == 0) continue;
     const int entries = 1 << TQ_BITS(hf);
-    const float* codebook = TQ_HALF(hf, format.codebook);
+    const float* codebook = TQ_PART(hf, format.codebook);
     float* cb = hf ? c.cb_hi : c.cb_lo;
     for (int k = tid; k < entries; k += kThreads) cb[k] = codebook[k];
     __syncthreads();  // the queries are in q_s
-    RotateShared(c.q_s + hf * half, c.hg, lp, half, TQ_HALF(hf, format.signs), TQ_HALF(hf, format.divisor), false);
+    RotateShared(c.q_s + TQ_OFF(hf), c.hg, lp, TQ_DIM(hf), TQ_PART(hf, format.signs), TQ_PART(hf, format.divisor),
+                 false);
   }
   __syncthreads();
 }
@@ -299,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
     WriteEmptySplit(p, c);
     return;
   }
-  const int half = c.half, latent = c.latent, lp = c.lp, pw = c.pw, hg = c.hg, tid = threadIdx.x;
+  const int latent = c.latent, lp = c.lp, pw = c.pw, hg = c.hg, tid = threadIdx.x;
   const int64_t row = c.row, lo = c.lo, hi = c.hi, ws_row = c.ws_row;
   float *q_s = c.q_s, *x_s = c.x_s, *s_s = c.s_s, *alpha_s = c.alpha_s, *m_s = c.m_s, *l_s = c.l_s;
   const float *cb_lo = c.cb_lo, *cb_hi = c.cb_hi;
@@ -317,7 +327,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
   const int st = su % kTile, shb = su / kTile;
   const bool score_active = shb * kHeadBlock < hg;  // warp-uniform (a warp covers one head block)
   // Sum mapping: unit = (column quad, head block); thread tid takes units tid + kThreads·k.
-  const int quads = latent / 4, head_blocks = (hg + kHeadBlock - 1) / kHeadBlock;
+  const int quads = c.sum_dim / 4, head_blocks = (hg + kHeadBlock - 1) / kHeadBlock;
   const int units = quads * head_blocks;
   float4 acc[kMaxUnits][kHeadBlock];
 #pragma unroll
@@ -334,10 +344,11 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
     // Decode the tile into the attention space, 8 values per step: bf16 from 4 words, or
     // gain × centroid of 8 codes (b bytes).
     {
-      const int groups = half / 8, per_pos = 2 * groups;
+      const int lo_groups = c.lo_dim / 8, per_pos = latent / 8;
       for (int k = tid; k < kTile * per_pos; k += kThreads) {
         const int t = k / per_pos, rem = k - t * per_pos;
-        const int hf = rem >= groups, g = rem - hf * groups;
+        const int hf = rem >= lo_groups, g = rem - (hf ? lo_groups : 0);
+        const int dim = TQ_DIM(hf);
         const int64_t slot = slot_s[t];
         float v[8];
         if (slot == -1) {  // past the split: zeros (scored -inf, weighted 0)
@@ -345,7 +356,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
           for (int i = 0; i < 8; ++i) v[i] = 0.0f;
         } else if (slot == -2) {
           const float* src =
-              TQ_HALF(hf, sinks) + (static_cast<int64_t>(p.sink_slot[row]) * p.sink_tokens + base + t) * half + 8 * g;
+              TQ_PART(hf, sinks) + (static_cast<int64_t>(p.sink_slot[row]) * p.sink_tokens + base + t) * dim + 8 * g;
 #pragma unroll
           for (int i = 0; i < 8; ++i) v[i] = src[i];
         } else {
@@ -360,7 +371,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
             }
           } else {
             const uint8_t* vec = reinterpret_cast<const uint8_t*>(words);
-            const float gain = LoadBytesFloat(vec + half * b / 8);
+            const float gain = LoadBytesFloat(vec + dim * b / 8);
             const float* cb = hf ? cb_hi : cb_lo;
             const uint64_t w = LoadCodeGroup(vec, g, b);
             const uint32_t mask = (1u << b) - 1u;
@@ -368,7 +379,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
             for (int i = 0; i < 8; ++i) v[i] = gain * cb[static_cast<uint32_t>(w >> (b * i)) & mask];
           }
         }
-        float4* dst = reinterpret_cast<float4*>(x_s + t * lp + hf * half + 8 * g);
+        float4* dst = reinterpret_cast<float4*>(x_s + t * lp + TQ_OFF(hf) + 8 * g);
         dst[0] = make_float4(v[0], v[1], v[2], v[3]);
         dst[1] = make_float4(v[4], v[5], v[6], v[7]);
       }
@@ -471,7 +482,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
       for (int j = 0; j < kHeadBlock; ++j) {
         const int h = hb * kHeadBlock + j;
         if (h < hg) {
-          *reinterpret_cast<float4*>(ws.acc + (ws_row + static_cast<int64_t>(h) * p.splits) * latent + 4 * qd) =
+          *reinterpret_cast<float4*>(ws.acc + (ws_row + static_cast<int64_t>(h) * p.splits) * c.sum_dim + 4 * qd) =
               acc[k][j];
         }
       }
@@ -480,12 +491,13 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor cores (both halves packed): a 16-head × 16-position tile is one m16n8k16 problem per 16
+// Tensor cores (a packed part): a 16-head × 16-position tile is one m16n8k16 problem per 16
 // latent values for the scores and per 8 latent values for the sums. fp16 operands: the queries
 // scaled per head by a power of two into [0.5, 1), the centroids (gains kept out, applied to the
-// fp32 scores), and softmax weight × gain / the largest gain so far (in [0, 1]).
+// fp32 scores) or a bf16 part's values over their largest |value| (that is their gain), and
+// softmax weight × gain / the largest gain so far (in [0, 1]).
 
-constexpr int kMaxNt = kMaxLatent / 8 / (kThreads / kWarp);  // sum n-tiles per warp at the widest latent
+constexpr int kMaxNt = kMaxLatent / 8 / (kThreads / kWarp);  // sum n-tiles per warp at the widest sums
 constexpr int kPhStride = 24;                                 // halves per row of the weights
 
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const __half* p) {
@@ -514,8 +526,8 @@ __device__ __forceinline__ void Mma16816(float (&c)[4], const uint32_t (&a)[4], 
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// grid (splits, head groups, rows), kThreads threads; both halves kPolar; latent <= 64 · kNt
-// (kNt sum n-tiles of 8 values per warp).
+// grid (splits, head groups, rows), kThreads threads; SumDim <= 64 · kNt (kNt sum n-tiles of 8
+// values per warp).
 template <int kNt>
 __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttentionParams p) {
   PdlEnter();
@@ -526,8 +538,8 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
     WriteEmptySplit(p, c);
     return;
   }
-  const SmemLayout lay = MakeLayout(c.half, HalfBytes(p.lo.format, c.half), HalfBytes(p.hi.format, c.half), 2);
-  const int half = c.half, latent = c.latent, hg = c.hg, tid = threadIdx.x;
+  const SmemLayout lay = MakeLayout(c.latent, PartBytes(p.lo.format, c.lo_dim), PartBytes(p.hi.format, c.hi_dim), 2);
+  const int latent = c.latent, hg = c.hg, tid = threadIdx.x;
   const int lane = tid % kWarp, warp = tid / kWarp;
   const int xs = latent + 8;                            // fp16 row stride of the query and tile arrays
   __half* qh = reinterpret_cast<__half*>(c.x_s);        // [kHg][xs] queries (the fp32 tile's space)
@@ -561,13 +573,13 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
   }
   __syncthreads();  // q_s is dead: its space holds the tiles from here
 
-  const int k16 = latent / 16, nt8 = latent / 8;
+  const int k16 = latent / 16, nt8 = c.sum_dim / 8;
   const int snt = warp & 1, kq = warp >> 1;  // scores: this warp's 8 positions and k-quarter
   const int r = lane / 4, q2 = 2 * (lane % 4);  // fragment row (head) and column pair
   float acc[kNt][4];
 #pragma unroll
   for (int j = 0; j < kNt; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-  float gm_lo = 0.0f, gm_hi = 0.0f;  // the largest gain so far per half (CTA-uniform)
+  float gm_lo = 0.0f, gm_hi = 0.0f;  // the largest gain so far per part (CTA-uniform)
 
   int k = 0;
   for (int64_t base = c.lo; base < c.hi; base += kTile, ++k) {
@@ -577,40 +589,52 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
     const int64_t* slot_s = c.slots_s + sb * kTile;
     const uint32_t* raw = c.raw_s + stage * kTile * c.pw;
     PlanTile(p, c, base + 2 * kTile, (k + 2) % 3);  // its loads overlap the decode
-    // Decode: centroids in fp16, 8 codes (b bytes) per step; gains to gain_s. Sink positions:
-    // one warp each, scaled by their largest |value| (that scale is their gain).
+    // Decode: centroids in fp16, 8 codes (b bytes) per step; their gains to gain_s. Sink
+    // positions and bf16 parts: one warp per (position, part), scaled by their largest |value|
+    // (that scale is their gain).
     if (tid < 2 * kTile) {
       const int t = tid % kTile, hf = tid / kTile;
       const int64_t slot = slot_s[t];
-      if (slot != -2) {
-        const int b = TQ_BITS(hf);
+      const int b = TQ_BITS(hf);
+      if (slot != -2 && b != 0) {
         const uint8_t* vec = reinterpret_cast<const uint8_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
-        gain_s[hf * kTile + t] = slot >= 0 ? LoadBytesFloat(vec + half * b / 8) : 0.0f;
+        gain_s[hf * kTile + t] = slot >= 0 ? LoadBytesFloat(vec + TQ_DIM(hf) * b / 8) : 0.0f;
       }
     }
-    for (int t = warp; t < kTile; t += kThreads / kWarp) {
-      if (slot_s[t] != -2) continue;
-      __half* dst = xh + t * xs;
-      for (int hf = 0; hf < 2; ++hf) {
-        const float* src = TQ_HALF(hf, sinks) + (static_cast<int64_t>(p.sink_slot[c.row]) * p.sink_tokens + base + t) * half;
-        float big = 0.0f;
-        for (int j = lane; j < half; j += kWarp) big = fmaxf(big, fabsf(src[j]));
-        for (int o = 16; o >= 1; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
-        const float inv = big > 0.0f ? 1.0f / big : 0.0f;
-        for (int j = lane; j < half; j += kWarp) dst[hf * half + j] = __float2half_rn(src[j] * inv);
-        if (lane == 0) gain_s[hf * kTile + t] = big;
+    for (int item = warp; item < 2 * kTile; item += kThreads / kWarp) {
+      const int t = item % kTile, hf = item / kTile;
+      const int64_t slot = slot_s[t];
+      if (slot != -2 && TQ_BITS(hf) != 0) continue;  // warp-uniform
+      const int dim = TQ_DIM(hf);
+      __half* dst = xh + t * xs + TQ_OFF(hf);
+      const float* sink = slot == -2 ? TQ_PART(hf, sinks) +
+                                           (static_cast<int64_t>(p.sink_slot[c.row]) * p.sink_tokens + base + t) * dim
+                                     : nullptr;
+      const uint16_t* bf = reinterpret_cast<const uint16_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
+      float big = 0.0f;
+      if (slot != -1) {
+        for (int j = lane; j < dim; j += kWarp) {
+          big = fmaxf(big, fabsf(sink != nullptr ? sink[j] : __uint_as_float(static_cast<uint32_t>(bf[j]) << 16)));
+        }
       }
+      for (int o = 16; o >= 1; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
+      const float inv = big > 0.0f ? 1.0f / big : 0.0f;  // past the split: zeros, gain 0
+      for (int j = lane; j < dim; j += kWarp) {
+        const float v = slot == -1 ? 0.0f : sink != nullptr ? sink[j] : __uint_as_float(static_cast<uint32_t>(bf[j]) << 16);
+        dst[j] = __float2half_rn(v * inv);
+      }
+      if (lane == 0) gain_s[hf * kTile + t] = big;
     }
     {
-      const int groups = half / 8, per_pos = 2 * groups;
+      const int lo_groups = c.lo_dim / 8, per_pos = latent / 8;
       for (int k = tid; k < kTile * per_pos; k += kThreads) {
         const int t = k / per_pos, rem = k - t * per_pos;
-        const int hf = rem >= groups, g = rem - hf * groups;
+        const int hf = rem >= lo_groups, g = rem - (hf ? lo_groups : 0);
+        const int b = TQ_BITS(hf);
         const int64_t slot = slot_s[t];
-        if (slot == -2) continue;
+        if (slot == -2 || b == 0) continue;
         uint4 out = make_uint4(0u, 0u, 0u, 0u);  // past the split: zeros
         if (slot >= 0) {
-          const int b = TQ_BITS(hf);
           const uint8_t* vec = reinterpret_cast<const uint8_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
           const float* cb = hf ? c.cb_hi : c.cb_lo;
           const uint64_t w = LoadCodeGroup(vec, g, b);
@@ -620,19 +644,20 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
           for (int i = 0; i < 8; ++i) v[i] = cb[static_cast<uint32_t>(w >> (b * i)) & mask];
           out = make_uint4(PackHalf2(v[0], v[1]), PackHalf2(v[2], v[3]), PackHalf2(v[4], v[5]), PackHalf2(v[6], v[7]));
         }
-        *reinterpret_cast<uint4*>(xh + t * xs + hf * half + 8 * g) = out;
+        *reinterpret_cast<uint4*>(xh + t * xs + TQ_OFF(hf) + 8 * g) = out;
       }
     }
     __syncthreads();  // this stage is free, the slots two tiles ahead are planned; the tile is decoded
     StageTile(p, c, (k + 2) % 3, stage);
-    // Scores: this warp's positions snt·8.. over k-steps kq, kq + 4, ..; lo and hi apart (gains).
+    // Scores: this warp's positions snt·8.. over k-steps kq, kq + 4, ..; lo and hi apart (gains;
+    // both widths are multiples of 16, so no k-step straddles them).
     {
       float s_lo[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_hi[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       for (int ks = kq; ks < k16; ks += 4) {
         uint32_t a[4], b[2];
         LdMatrixX4(a, qh + (lane % 16) * xs + 16 * ks + (lane / 16) * 8);
         LdMatrixX2(b, xh + (snt * 8 + lane % 8) * xs + 16 * ks + ((lane / 8) & 1) * 8);
-        if (16 * ks < half) {
+        if (16 * ks < c.lo_dim) {
           Mma16816(s_lo, a, b);
         } else {
           Mma16816(s_hi, a, b);
@@ -699,7 +724,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
       for (int jj = 0; jj < kNt; ++jj) {
         const int j = warp + 8 * jj;
         if (j < nt8) {
-          const bool upper = 8 * j >= half;
+          const bool upper = 8 * j >= c.lo_dim;
           const float rh = upper ? r_hi : r_lo;
           acc[jj][0] *= a0 * rh;
           acc[jj][1] *= a0 * rh;
@@ -724,22 +749,24 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
   for (int jj = 0; jj < kNt; ++jj) {
     const int j = warp + 8 * jj;
     if (j < nt8) {
-      const float g = 8 * j >= half ? gm_hi : gm_lo;
+      const float g = 8 * j >= c.lo_dim ? gm_hi : gm_lo;
       const int col = 8 * j + q2;
       if (r < hg) {
-        *reinterpret_cast<float2*>(c.ws.acc + (c.ws_row + static_cast<int64_t>(r) * p.splits) * latent + col) =
+        *reinterpret_cast<float2*>(c.ws.acc + (c.ws_row + static_cast<int64_t>(r) * p.splits) * c.sum_dim + col) =
             make_float2(acc[jj][0] * g, acc[jj][1] * g);
       }
       if (r + 8 < hg) {
-        *reinterpret_cast<float2*>(c.ws.acc + (c.ws_row + static_cast<int64_t>(r + 8) * p.splits) * latent + col) =
+        *reinterpret_cast<float2*>(c.ws.acc + (c.ws_row + static_cast<int64_t>(r + 8) * p.splits) * c.sum_dim + col) =
             make_float2(acc[jj][2] * g, acc[jj][3] * g);
       }
     }
   }
 }
 
-#undef TQ_HALF
+#undef TQ_PART
 #undef TQ_BITS
+#undef TQ_DIM
+#undef TQ_OFF
 
 // Sum (or max) over the CTA's threads; every thread gets the result.
 template <bool kMax>
@@ -759,8 +786,8 @@ __device__ float BlockReduce(float v, float* red) {
 
 // The merge, grid (rows · heads, latent / kMergeDims), kThreads threads: kMergeDims latent values
 // × kThreads / kMergeDims groups of splits (splits <= kThreads: the weights one per thread), many
-// loads in flight; the result, divided by the softmax sum, goes to out (bf16 latents) or back to
-// split 0's sums for MlaFinishKernel (packed halves: Rᵀ needs the whole half).
+// loads in flight; the result, divided by the softmax sum, goes to out (no packed part summed) or
+// back to split 0's sums for MlaFinishKernel (a packed part: Rᵀ needs the whole part).
 constexpr int kMergeDims = 32;
 constexpr int kMergeGroups = kThreads / kMergeDims;
 
@@ -768,12 +795,18 @@ __host__ __device__ inline bool AnyPacked(const MlaAttentionParams& p) {
   return p.lo.format.kind == KvVectorKind::kPolar || p.hi.format.kind == KvVectorKind::kPolar;
 }
 
+// Whether the merged sums need Rᵀ (MlaFinishKernel): a packed part among the summed values.
+__host__ __device__ inline bool SumsPacked(const MlaAttentionParams& p) {
+  return p.lo.format.kind == KvVectorKind::kPolar ||
+         (SumDim(p) > p.lo_dim && p.hi.format.kind == KvVectorKind::kPolar);
+}
+
 __global__ void __launch_bounds__(kThreads) MlaMergeKernel(const MlaAttentionParams p) {
   PdlEnter();
   __shared__ float w_s[kMaxAttentionSplits];
   __shared__ float red_s[kThreads / kWarp];
   __shared__ float part_s[kMergeGroups][kMergeDims];
-  const int latent = 2 * p.half_dim;
+  const int latent = SumDim(p);  // the workspace's sums per head and split
   const int64_t row = blockIdx.x / p.num_heads;
   const int h = static_cast<int>(blockIdx.x % p.num_heads);
   const Workspace ws = SplitWorkspace(p.workspace, p.rows, p.num_heads, p.splits);
@@ -803,7 +836,7 @@ __global__ void __launch_bounds__(kThreads) MlaMergeKernel(const MlaAttentionPar
     float sum = 0.0f;
     for (int k = 0; k < kMergeGroups; ++k) sum += part_s[k][threadIdx.x];
     const float o = sum / total;
-    if (AnyPacked(p)) {
+    if (SumsPacked(p)) {
       ws.acc[entry * latent + d] = o;  // split 0's sums of this value were read above (this CTA)
     } else if (d < p.out_dim) {
       p.out[row * p.ldo + static_cast<int64_t>(h) * p.out_dim + d] = o;
@@ -811,27 +844,29 @@ __global__ void __launch_bounds__(kThreads) MlaMergeKernel(const MlaAttentionPar
   }
 }
 
-// Packed halves: grid rows · heads, kThreads threads: Rᵀ = D1·H·D2 / divisor per packed half
+// Packed parts: grid rows · heads, kThreads threads: Rᵀ = D1·H·D2 / divisor per packed part
 // (quant::KvRotation::Inverse) of the merged values, then the first out_dim values.
 __global__ void __launch_bounds__(kThreads) MlaFinishKernel(const MlaAttentionParams p) {
   PdlEnter();
-  __shared__ float o_s[2 * kMaxMlaHalfDim];
-  const int half = p.half_dim, latent = 2 * half;
+  __shared__ float o_s[kMaxLatent];
+  const int sums = SumDim(p);
   const int64_t row = blockIdx.x / p.num_heads;
   const int h = static_cast<int>(blockIdx.x % p.num_heads);
   const Workspace ws = SplitWorkspace(p.workspace, p.rows, p.num_heads, p.splits);
-  const float* merged = ws.acc + (row * p.num_heads + h) * p.splits * latent;
-  for (int i = threadIdx.x; i < latent; i += blockDim.x) o_s[i] = merged[i];
+  const float* merged = ws.acc + (row * p.num_heads + h) * p.splits * sums;
+  for (int i = threadIdx.x; i < sums; i += blockDim.x) o_s[i] = merged[i];
   __syncthreads();
-  for (int hf = 0; hf < 2; ++hf) {
-    const KvVectorFormat& f = hf ? p.hi.format : p.lo.format;
-    if (f.kind != KvVectorKind::kBf16) RotateShared(o_s + hf * half, 1, half, half, f.signs, f.divisor, true);
+  if (p.lo.format.kind != KvVectorKind::kBf16) {
+    RotateShared(o_s, 1, p.lo_dim, p.lo_dim, p.lo.format.signs, p.lo.format.divisor, true);
+  }
+  if (sums > p.lo_dim && p.hi.format.kind != KvVectorKind::kBf16) {
+    RotateShared(o_s + p.lo_dim, 1, p.hi_dim, p.hi_dim, p.hi.format.signs, p.hi.format.divisor, true);
   }
   float* out = p.out + row * p.ldo + static_cast<int64_t>(h) * p.out_dim;
   for (int i = threadIdx.x; i < p.out_dim; i += blockDim.x) out[i] = o_s[i];
 }
 
-// One CTA (kWriterThreads) per row: the half in shared memory, R·(x/n) by the butterflies of
+// One CTA (kWriterThreads) per row: the part in shared memory, R·(x/n) by the butterflies of
 // quant::FwhtInPlace per block, buckets, the corrected gain, the packed bytes.
 constexpr int kWriterThreads = 128;
 
@@ -846,26 +881,26 @@ __device__ double BlockSumDouble(double v, double* red) {
 }
 
 __global__ void __launch_bounds__(kWriterThreads)
-    WriteLatentHalfPolarKernel(const float* __restrict__ x, int64_t ld, int half, const int64_t* __restrict__ slots,
-                               const KvPolarEncoder enc, uint8_t* __restrict__ cache, int64_t stride) {
+    WriteLatentPolarKernel(const float* __restrict__ x, int64_t ld, int dim, const int64_t* __restrict__ slots,
+                           const KvPolarEncoder enc, uint8_t* __restrict__ cache, int64_t stride) {
   PdlEnter();
-  __shared__ float y[kMaxMlaHalfDim];
-  __shared__ uint8_t idx[kMaxMlaHalfDim];
+  __shared__ float y[kMaxMlaPartDim];
+  __shared__ uint8_t idx[kMaxMlaPartDim];
   __shared__ double red[kWriterThreads / kWarp];
   const int64_t row = blockIdx.x;
   const float* v = x + row * ld;
   double ss = 0.0;
-  for (int i = threadIdx.x; i < half; i += kWriterThreads) {
+  for (int i = threadIdx.x; i < dim; i += kWriterThreads) {
     const float a = v[i];
     y[i] = a;
     ss += static_cast<double>(a) * a;
   }
   const float n = static_cast<float>(sqrt(BlockSumDouble(ss, red)));
   const float div = n > 0.0f ? n : 1.0f;
-  for (int i = threadIdx.x; i < half; i += kWriterThreads) y[i] = y[i] / div;
-  RotateShared(y, 1, half, half, enc.signs, enc.divisor, false);
+  for (int i = threadIdx.x; i < dim; i += kWriterThreads) y[i] = y[i] / div;
+  RotateShared(y, 1, dim, dim, enc.signs, enc.divisor, false);
   double cs = 0.0;
-  for (int i = threadIdx.x; i < half; i += kWriterThreads) {
+  for (int i = threadIdx.x; i < dim; i += kWriterThreads) {
     const float r = y[i];
     // idx = the number of boundaries below r (sorted: a binary search; NaN compares false -> 0).
     int lo = 0, top = (1 << enc.bits) - 1;
@@ -885,7 +920,7 @@ __global__ void __launch_bounds__(kWriterThreads)
   const float cn = static_cast<float>(sqrt(BlockSumDouble(cs, red)));  // its barriers publish idx
   const float g = cn > 0.0f ? n / cn : n;
   uint8_t* dst = cache + slots[row] * stride;
-  const int bits = enc.bits, code_bytes = half * bits / 8;
+  const int bits = enc.bits, code_bytes = dim * bits / 8;
   for (int k = threadIdx.x; k < code_bytes; k += kWriterThreads) {
     uint32_t byte = 0;
     for (int b = 0; b < 8; ++b) {
@@ -898,28 +933,28 @@ __global__ void __launch_bounds__(kWriterThreads)
 }
 
 __global__ void __launch_bounds__(kWriterThreads)
-    WriteLatentHalfSinksKernel(const float* __restrict__ x, int64_t ld, int half, const int32_t* __restrict__ positions,
-                               const int32_t* __restrict__ sink_slot, int sink_tokens, const float* __restrict__ signs,
-                               float divisor, float* __restrict__ store) {
+    WriteLatentSinksKernel(const float* __restrict__ x, int64_t ld, int dim, const int32_t* __restrict__ positions,
+                           const int32_t* __restrict__ sink_slot, int sink_tokens, const float* __restrict__ signs,
+                           float divisor, float* __restrict__ store) {
   PdlEnter();
-  __shared__ float y[kMaxMlaHalfDim];
+  __shared__ float y[kMaxMlaPartDim];
   const int64_t row = blockIdx.x;
   const int pos = positions[row];
   if (pos < 0 || pos >= sink_tokens) return;  // CTA-uniform
   const float* v = x + row * ld;
-  for (int i = threadIdx.x; i < half; i += kWriterThreads) {
+  for (int i = threadIdx.x; i < dim; i += kWriterThreads) {
     y[i] = __bfloat162float(__float2bfloat16_rn(v[i]));  // the CPU's bf16 sink store
   }
   if (divisor > 0.0f) {
-    RotateShared(y, 1, half, half, signs, divisor, false);  // the attention space: R·x
+    RotateShared(y, 1, dim, dim, signs, divisor, false);  // the attention space: R·x
   } else {
     __syncthreads();
   }
-  float* dst = store + (static_cast<int64_t>(sink_slot[row]) * sink_tokens + pos) * half;
-  for (int i = threadIdx.x; i < half; i += kWriterThreads) dst[i] = y[i];
+  float* dst = store + (static_cast<int64_t>(sink_slot[row]) * sink_tokens + pos) * dim;
+  for (int i = threadIdx.x; i < dim; i += kWriterThreads) dst[i] = y[i];
 }
 
-bool ValidHalf(const MlaLatentHalf& h, int half_dim, int sink_tokens) {
+bool ValidPart(const MlaLatentPart& h, int dim, int sink_tokens) {
   const KvVectorFormat& f = h.format;
   if (f.kind == KvVectorKind::kPolar) {
     if (!PackedBitsSupported(f.bits) || f.codebook == nullptr || !(f.divisor > 0.0f)) {
@@ -928,7 +963,7 @@ bool ValidHalf(const MlaLatentHalf& h, int half_dim, int sink_tokens) {
   } else if (f.kind != KvVectorKind::kBf16) {
     return false;
   }
-  if (h.cache == nullptr || h.stride < HalfBytes(f, half_dim) || h.stride % 4 != 0 ||
+  if (h.cache == nullptr || h.stride < PartBytes(f, dim) || h.stride % 4 != 0 ||
       reinterpret_cast<uintptr_t>(h.cache) % 4 != 0) {
     return false;
   }
@@ -937,9 +972,7 @@ bool ValidHalf(const MlaLatentHalf& h, int half_dim, int sink_tokens) {
 
 }  // namespace
 
-bool MlaUsesTensorCores(const MlaAttentionParams& p) {
-  return p.tensor_cores && p.lo.format.kind == KvVectorKind::kPolar && p.hi.format.kind == KvVectorKind::kPolar;
-}
+bool MlaUsesTensorCores(const MlaAttentionParams& p) { return p.tensor_cores && AnyPacked(p); }
 
 int PlanMlaAttentionSplits(int64_t rows, int num_heads, int64_t max_context, int multiprocessors) {
   const int64_t groups = (std::max(1, num_heads) + kHg - 1) / kHg;
@@ -954,17 +987,19 @@ size_t MlaAttentionWorkspaceBytes(int64_t rows, int num_heads, int latent_dim, i
 }
 
 const char* MlaAttentionUnsupportedReason(const MlaAttentionParams& p) {
-  if (!MlaHalfDimSupported(p.half_dim)) return "half_dim must be a multiple of 16 in [16, 512]";
+  if (!MlaPartDimSupported(p.lo_dim) || !MlaPartDimSupported(p.hi_dim)) {
+    return "lo_dim and hi_dim must be multiples of 16 in [16, 512]";
+  }
   if (p.rows < 0 || p.rows > 65535 || p.num_heads <= 0) return "rows must be in [0, 65535] and num_heads positive";
   if (p.splits < 1 || p.splits > kMaxAttentionSplits) return "splits must be in [1, kMaxAttentionSplits]";
   if (p.block_size <= 0) return "block_size must be positive";
-  if (p.out_dim < 1 || p.out_dim > 2 * p.half_dim) return "out_dim must be in [1, latent_dim]";
+  if (p.out_dim < 1 || p.out_dim > p.lo_dim + p.hi_dim) return "out_dim must be in [1, latent_dim]";
   if (p.sink_tokens < 0 || (p.sink_tokens > 0 && p.sink_slot == nullptr)) return "sinks need sink_slot";
-  if (!ValidHalf(p.lo, p.half_dim, p.sink_tokens) || !ValidHalf(p.hi, p.half_dim, p.sink_tokens)) {
-    return "each half needs a 4-byte aligned cache, a stride of at least its vector bytes and a multiple of 4, bf16 or 2/3/4/8-bit PolarQuant with a "
+  if (!ValidPart(p.lo, p.lo_dim, p.sink_tokens) || !ValidPart(p.hi, p.hi_dim, p.sink_tokens)) {
+    return "each part needs a 4-byte aligned cache, a stride of at least its vector bytes and a multiple of 4, bf16 or 2/3/4/8-bit PolarQuant with a "
            "codebook and a positive divisor, and sink stores when sink_tokens > 0";
   }
-  const int latent = 2 * p.half_dim;
+  const int latent = p.lo_dim + p.hi_dim;
   if (p.ldq < static_cast<int64_t>(p.num_heads) * latent || p.ldo < static_cast<int64_t>(p.num_heads) * p.out_dim) {
     return "ldq / ldo too small for num_heads heads";
   }
@@ -986,18 +1021,28 @@ cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
   if (MlaAttentionUnsupportedReason(p) != nullptr) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   const int stages = MlaUsesTensorCores(p) ? 2 : 1;
+  const int latent = p.lo_dim + p.hi_dim, sums = SumDim(p);
   const size_t smem =
-      MakeLayout(p.half_dim, HalfBytes(p.lo.format, p.half_dim), HalfBytes(p.hi.format, p.half_dim), stages).bytes;
-  // The largest shared memory each kernel may need: bf16 halves of kMaxMlaHalfDim (fp32 kernel,
-  // one stage), 8-bit halves (tensor cores, two stages).
-  const int max_fp32 = static_cast<int>(MakeLayout(kMaxMlaHalfDim, 2 * kMaxMlaHalfDim, 2 * kMaxMlaHalfDim, 1).bytes);
-  const int max_tc = static_cast<int>(MakeLayout(kMaxMlaHalfDim, kMaxMlaHalfDim + 4, kMaxMlaHalfDim + 4, 2).bytes);
+      MakeLayout(latent, PartBytes(p.lo.format, p.lo_dim), PartBytes(p.hi.format, p.hi_dim), stages).bytes;
+  // The largest shared memory the kernels may need (bf16 parts of kMaxMlaPartDim; one stage for
+  // the fp32 kernel, two for tensor cores), within what the device lets a CTA have.
+  static const int optin = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+      return 48 << 10;
+    }
+    return v;
+  }();
+  const int widest = 2 * kMaxMlaPartDim;
+  const int max_fp32 = std::min(optin, static_cast<int>(MakeLayout(widest, widest, widest, 1).bytes));
+  const int max_tc = std::min(optin, static_cast<int>(MakeLayout(widest, widest, widest, 2).bytes));
+  if (smem > static_cast<size_t>(stages == 2 ? max_tc : max_fp32)) return cudaErrorInvalidValue;
   static const cudaError_t attr = cudaFuncSetAttribute(MlaSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_fp32);
-  // Tensor cores: the instantiation with the fewest sum n-tiles per warp that covers the latent.
-  const int latent = 2 * p.half_dim;
+  // Tensor cores: the instantiation with the fewest sum n-tiles per warp that covers the sums.
   void (*kernel)(MlaAttentionParams) = MlaSplitKernel;
   if (MlaUsesTensorCores(p)) {
-    kernel = latent <= 64 * 3 ? MlaTcSplitKernel<3> : latent <= 64 * 9 ? MlaTcSplitKernel<9> : MlaTcSplitKernel<kMaxNt>;
+    kernel = sums <= 64 * 3 ? MlaTcSplitKernel<3> : sums <= 64 * 9 ? MlaTcSplitKernel<9> : MlaTcSplitKernel<kMaxNt>;
   }
   static const cudaError_t attr_tc3 =
       cudaFuncSetAttribute(MlaTcSplitKernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, max_tc);
@@ -1012,42 +1057,42 @@ cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
   cudaError_t e = LaunchKernel(kernel, grid, dim3(kThreads), smem, stream, p);
   if (e != cudaSuccess) return e;
   const unsigned heads_total = static_cast<unsigned>(p.rows * p.num_heads);
-  e = LaunchKernel(MlaMergeKernel, dim3(heads_total, (latent + kMergeDims - 1) / kMergeDims), dim3(kThreads), 0,
+  e = LaunchKernel(MlaMergeKernel, dim3(heads_total, (sums + kMergeDims - 1) / kMergeDims), dim3(kThreads), 0,
                    stream, p);
-  if (e != cudaSuccess || !AnyPacked(p)) return e != cudaSuccess ? e : cudaGetLastError();
+  if (e != cudaSuccess || !SumsPacked(p)) return e != cudaSuccess ? e : cudaGetLastError();
   e = LaunchKernel(MlaFinishKernel, dim3(heads_total), dim3(kThreads), 0,
                    stream, p);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
-cudaError_t WriteLatentHalfPolar(const float* x, int64_t ld, int64_t rows, int half_dim, const int64_t* slots,
-                                 const KvPolarEncoder& enc, uint8_t* cache, int64_t stride, cudaStream_t stream) {
-  if (rows < 0 || !MlaHalfDimSupported(half_dim) || !PackedBitsSupported(enc.bits) || ld < half_dim ||
-      !(enc.divisor > 0.0f) || stride < static_cast<int64_t>(half_dim) * enc.bits / 8 + 4) {
+cudaError_t WriteLatentPolar(const float* x, int64_t ld, int64_t rows, int dim, const int64_t* slots,
+                             const KvPolarEncoder& enc, uint8_t* cache, int64_t stride, cudaStream_t stream) {
+  if (rows < 0 || !MlaPartDimSupported(dim) || !PackedBitsSupported(enc.bits) || ld < dim || !(enc.divisor > 0.0f) ||
+      stride < static_cast<int64_t>(dim) * enc.bits / 8 + 4) {
     return cudaErrorInvalidValue;
   }
   if (rows == 0) return cudaSuccess;
   if (x == nullptr || slots == nullptr || cache == nullptr || enc.centroids == nullptr || enc.boundaries == nullptr) {
     return cudaErrorInvalidValue;
   }
-  const cudaError_t e = LaunchKernel(WriteLatentHalfPolarKernel, dim3(static_cast<unsigned>(rows)),
-                                     dim3(kWriterThreads), 0, stream, x, ld, half_dim, slots, enc, cache, stride);
+  const cudaError_t e = LaunchKernel(WriteLatentPolarKernel, dim3(static_cast<unsigned>(rows)), dim3(kWriterThreads), 0,
+                                     stream, x, ld, dim, slots, enc, cache, stride);
   return e != cudaSuccess ? e : cudaGetLastError();
 }
 
-cudaError_t WriteLatentHalfSinks(const float* x, int64_t ld, int64_t rows, int half_dim, const int32_t* positions,
-                                 const int32_t* sink_slot, int sink_tokens, const float* signs, float divisor,
-                                 float* store, cudaStream_t stream) {
-  if (rows < 0 || !MlaHalfDimSupported(half_dim) || sink_tokens < 0 ||
-      ld < half_dim || divisor < 0.0f || (signs != nullptr && divisor == 0.0f)) {
+cudaError_t WriteLatentSinks(const float* x, int64_t ld, int64_t rows, int dim, const int32_t* positions,
+                             const int32_t* sink_slot, int sink_tokens, const float* signs, float divisor, float* store,
+                             cudaStream_t stream) {
+  if (rows < 0 || !MlaPartDimSupported(dim) || sink_tokens < 0 || ld < dim || divisor < 0.0f ||
+      (signs != nullptr && divisor == 0.0f)) {
     return cudaErrorInvalidValue;
   }
   if (rows == 0 || sink_tokens == 0) return cudaSuccess;
   if (x == nullptr || positions == nullptr || sink_slot == nullptr || store == nullptr) return cudaErrorInvalidValue;
   const cudaError_t e =
-      LaunchKernel(WriteLatentHalfSinksKernel, dim3(static_cast<unsigned>(rows)), dim3(kWriterThreads), 0, stream, x,
-                   ld, half_dim, positions, sink_slot, sink_tokens, signs, divisor, store);
+      LaunchKernel(WriteLatentSinksKernel, dim3(static_cast<unsigned>(rows)), dim3(kWriterThreads), 0, stream, x, ld,
+                   dim, positions, sink_slot, sink_tokens, signs, divisor, store);
   return e != cudaSuccess ? e : cudaGetLastError();
 }
 

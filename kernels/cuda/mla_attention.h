@@ -6,39 +6,42 @@
 // The engine's absorbed MLA (kernels/cuda/mla_ops.h) turns each head's query into the latent
 // space, q_lat[h] = [W_ukᵀ q_nope | q_pe] (latent_dim values), and attends over the cached latents
 // x_j = [c_j | k_pe_j] with one shared KV head: s[h, j] = scale · q_lat[h]·x_j and
-// o[h] = Σ_j softmax(s[h])_j · x_j (latent_dim values; MlaOutput then maps o[h][0, r) through W_uv).
-// The latent is cached as two halves of half_dim = latent_dim / 2 values (the CPU engine's layout,
-// engine/model/mla_transformer.h: the paged cache's K slot holds the first half, V the second),
-// each stored in a KvVectorFormat (kernels/cuda/kv_attention.h): bf16, or PolarQuant codes + fp32
-// gain with the half's rotation R = D2·H·D1 / divisor (H block-diagonal with blocks of the largest
-// power of two dividing half_dim, as quant::KvRotation), 2, 3, 4 or 8 bits. For a packed half the
-// query half is rotated once (R q), scores are taken against g·c[idx] in the rotated space and the
-// weighted sum is rotated back once per head (Rᵀ) in the merge: no decoded copy of the cache.
+// o[h] = Σ_j softmax(s[h])_j · x_j (MlaOutput then maps o[h][0, r) through W_uv).
+// The latent is cached as two parts: lo = c (lo_dim = kv_lora_rank values; the paged cache's V
+// slot, engine/kv_cache/kv_codec.h MakeMlaKvCacheFormat) and hi = k_pe (hi_dim = rope values; the
+// K slot), each stored in a KvVectorFormat (kernels/cuda/kv_attention.h): bf16, or PolarQuant codes
+// + fp32 gain with the part's rotation R = D2·H·D1 / divisor (H block-diagonal with blocks of the
+// largest power of two dividing its width, as quant::KvRotation), 2, 3, 4 or 8 bits — in the
+// engine c packed and k_pe bf16 (the plugin's layout), or both bf16 in one pool. For a packed part
+// the query part is rotated once (R q), scores are taken against g·c[idx] in the rotated space
+// and the weighted sum is rotated back once per head (Rᵀ) after the merge: no decoded copy of the
+// cache. Only the weighted sums the output needs are formed: those of lo when out_dim <= lo_dim
+// (the engine's case: o[h][0, r)), else of the whole latent.
 //
 // Flash-decoding: positions split across `splits` CTAs per (row, group of ≤ 16 heads). A CTA (8
 // warps) takes 16 positions at a time: their stored bytes arrive in shared memory by cp.async while
 // the previous 16 are computed, are decoded to fp32 in the attention space (the cache is read once
 // per CTA, not once per head), scored for all its heads (online softmax per head) and summed. A second kernel merges the splits
-// (log-sum-exp), divides, applies Rᵀ per packed half and writes the first out_dim values of each
+// (log-sum-exp), divides, applies Rᵀ per packed part and writes the first out_dim values of each
 // head.
 //
-// Tensor cores (both halves packed, the default): the 16 heads × 16 positions of a tile are one
-// mma.sync m16n8k16 problem per 16 latent values for the scores (Q·Xᵀ, the tile's centroids
-// without their gains, which multiply the fp32 scores) and per 8 latent values for the sums
-// (P·X, P = softmax weight × gain / the largest gain so far); the stored bytes are staged two
-// tiles ahead. The merge runs over 32-value slices of every head; packed halves get Rᵀ in a
-// last pass (MlaFinishKernel).
+// Tensor cores (a packed part, the default): the 16 heads × 16 positions of a tile are one
+// mma.sync m16n8k16 problem per 16 latent values for the scores (Q·Xᵀ; per part the tile's
+// centroids without their gains, or a bf16 part's values divided by their largest |value|; the
+// gains multiply the fp32 scores) and per 8 latent values for the sums (P·X, P = softmax weight ×
+// gain / the largest gain so far); the stored bytes are staged two tiles ahead. The merge runs
+// over 32-value slices of every head; packed parts get Rᵀ in a last pass (MlaFinishKernel).
 //
-// Precision: the fp32 kernel (bf16 latents; packed ones with tensor_cores = false) is fp32
+// Precision: the fp32 kernel (all-bf16 latents; packed ones with tensor_cores = false) is fp32
 // throughout: results equal attention over the CPU quantizers' decoded vectors up to float
 // summation order (~1e-6). The tensor-core kernel multiplies fp16 operands with fp32
 // accumulation — the queries scaled per head by a power of two into [0.5, 1), the centroids,
-// the weights in [0, 1] (sink rows scaled by their largest value) — ~2^-11 relative per product.
+// bf16 and sink rows scaled by their largest value, the weights in [0, 1] — ~2^-11 relative per
+// product.
 //
 // Sinks (engine/kv_cache/kv_codec.h sink=N): positions [0, sink_tokens) of every sequence come
-// from side stores of fp32 half vectors already in the attention space (kernels/cuda/kv_attention.h
-// WriteKvSinks with head_dim = half_dim), [slot, position, half_dim] per half; row t uses slot
-// sink_slot[t].
+// from side stores of fp32 part vectors already in the attention space (WriteLatentSinks),
+// [slot, position, part width] per part; row t uses slot sink_slot[t].
 //
 // Usage:
 //   tq::cuda::MlaAttentionParams p;  // q, the two halves, tables, shapes, out
@@ -53,13 +56,11 @@
 
 namespace tq::cuda {
 
-inline constexpr int kMaxMlaHalfDim = 512;
+inline constexpr int kMaxMlaPartDim = 512;
 
-// Whether the kernels take latent halves of half_dim values: a multiple of 16 (the Hadamard
-// blocks, 8-code groups and mma k-steps) up to kMaxMlaHalfDim. Visible in builds without CUDA.
-constexpr bool MlaHalfDimSupported(int half_dim) {
-  return half_dim >= 16 && half_dim <= kMaxMlaHalfDim && half_dim % 16 == 0;
-}
+// Whether the kernels take a latent part of `dim` values: a multiple of 16 (the Hadamard blocks,
+// 8-code groups and mma k-steps) up to kMaxMlaPartDim. Visible in builds without CUDA.
+constexpr bool MlaPartDimSupported(int dim) { return dim >= 16 && dim <= kMaxMlaPartDim && dim % 16 == 0; }
 
 }  // namespace tq::cuda
 
@@ -70,20 +71,20 @@ constexpr bool MlaHalfDimSupported(int half_dim) {
 
 namespace tq::cuda {
 
-// One half of the cached latent.
-struct MlaLatentHalf {
+// One part of the cached latent.
+struct MlaLatentPart {
   const uint8_t* cache = nullptr;  // the vector of slot s (block · block_size + offset) at cache + s · stride;
                                    // 4-byte aligned
-  int64_t stride = 0;              // bytes between slots: ≥ KvVectorBytes(format, half_dim), a multiple of 4
+  int64_t stride = 0;              // bytes between slots: ≥ KvVectorBytes(format, dim), a multiple of 4
   KvVectorFormat format;           // kBf16, or kPolar with bits 2, 3, 4 or 8
-  const float* sinks = nullptr;    // [sink slots, sink_tokens, half_dim] (attention space) when sink_tokens > 0
+  const float* sinks = nullptr;    // [sink slots, sink_tokens, dim] (attention space) when sink_tokens > 0
 };
 
 struct MlaAttentionParams {
   const float* q = nullptr;  // [rows, num_heads · latent_dim], row stride ldq: per head [q_lat | q_pe]
   int64_t ldq = 0;
-  MlaLatentHalf lo, hi;      // latent values [0, half_dim) and [half_dim, latent_dim)
-  int half_dim = 0;          // a multiple of 16, at most kMaxMlaHalfDim
+  MlaLatentPart lo, hi;      // latent values [0, lo_dim) (c) and [lo_dim, lo_dim + hi_dim) (k_pe)
+  int lo_dim = 0, hi_dim = 0;  // each a multiple of 16, at most kMaxMlaPartDim; latent_dim = lo_dim + hi_dim
   const int32_t* block_table = nullptr;   // flat block ids of all sequences
   const int32_t* table_offset = nullptr;  // [rows]: where the row's sequence table starts
   const int32_t* positions = nullptr;     // [rows]: the row attends to [0, positions[row]]
@@ -96,8 +97,8 @@ struct MlaAttentionParams {
   int out_dim = 0;           // 1..latent_dim: the leading values of each head's output written
   int sink_tokens = 0;
   const int32_t* sink_slot = nullptr;  // [rows] when sink_tokens > 0
-  // Both halves packed: tensor cores (fp16 operands, fp32 accumulation; see Precision) unless
-  // this is false; bf16 latents always run the fp32 kernel.
+  // A packed part: tensor cores (fp16 operands, fp32 accumulation; see Precision) unless this
+  // is false; all-bf16 latents always run the fp32 kernel.
   bool tensor_cores = true;
   int splits = 1;            // position splits per (row, head group), 1..kMaxAttentionSplits
   float* workspace = nullptr;  // MlaAttentionWorkspaceBytes
@@ -110,7 +111,7 @@ inline constexpr int kMlaHeadsPerCta = 16;
 // head groups, at least 64 positions per split.
 int PlanMlaAttentionSplits(int64_t rows, int num_heads, int64_t max_context, int multiprocessors);
 
-// Bytes of fp32 partial results (m, l and latent_dim sums per row, head and split).
+// Bytes of fp32 partial results (m, l and up to latent_dim sums per row, head and split).
 size_t MlaAttentionWorkspaceBytes(int64_t rows, int num_heads, int latent_dim, int splits);
 
 // nullptr when the kernel supports these shapes and formats; else a static string saying why not.
@@ -121,24 +122,24 @@ cudaError_t MlaAttention(const MlaAttentionParams& p, cudaStream_t stream);
 // Whether MlaAttention runs these parameters on the tensor-core kernel (above).
 bool MlaUsesTensorCores(const MlaAttentionParams& p);
 
-// The writers of a packed latent half (any half_dim multiple of 16 up to kMaxMlaHalfDim; one
-// vector per row, x + r · ld holding the half's half_dim values).
+// The writers of a latent part (any dim multiple of 16 up to kMaxMlaPartDim; one vector per row,
+// x + r · ld holding the part's dim values).
 //
-// WriteLatentHalfPolar: as quant::KvMseQuantizer::Encode at d = half_dim (fp32 corrected gain;
+// WriteLatentPolar: as quant::KvMseQuantizer::Encode at d = dim (fp32 corrected gain;
 // KvPolarEncoder in kernels/cuda/kv_attention.h): n = ‖x‖ (double sum), y = R·(x/n) with the block
 // Hadamard rotation, idx_i = bucket(y_i), g = n / ‖c[idx]‖, codes packed as kernels/quant/packing.h
 // then g (4 bytes, unaligned allowed) at cache + slots[r] · stride. The same float operations in
 // the same order as the CPU: the codes are bitwise the CPU's.
-cudaError_t WriteLatentHalfPolar(const float* x, int64_t ld, int64_t rows, int half_dim, const int64_t* slots,
-                                 const KvPolarEncoder& enc, uint8_t* cache, int64_t stride, cudaStream_t stream);
+cudaError_t WriteLatentPolar(const float* x, int64_t ld, int64_t rows, int dim, const int64_t* slots,
+                             const KvPolarEncoder& enc, uint8_t* cache, int64_t stride, cudaStream_t stream);
 
-// WriteLatentHalfSinks: rows whose positions[r] < sink_tokens store bf16(x) (round to nearest
-// even) mapped to the attention space — R·x with R = D2·H·D1 / divisor per Hadamard block (signs
-// null: plain Hadamard), unchanged when divisor == 0 — as fp32 at
-// store[(sink_slot[r] · sink_tokens + positions[r]) · half_dim]; other rows are skipped.
-cudaError_t WriteLatentHalfSinks(const float* x, int64_t ld, int64_t rows, int half_dim, const int32_t* positions,
-                                 const int32_t* sink_slot, int sink_tokens, const float* signs, float divisor,
-                                 float* store, cudaStream_t stream);
+// WriteLatentSinks: rows whose positions[r] < sink_tokens store bf16(x) (round to nearest even)
+// mapped to the attention space — R·x with R = D2·H·D1 / divisor per Hadamard block (signs null:
+// plain Hadamard), unchanged when divisor == 0 — as fp32 at
+// store[(sink_slot[r] · sink_tokens + positions[r]) · dim]; other rows are skipped.
+cudaError_t WriteLatentSinks(const float* x, int64_t ld, int64_t rows, int dim, const int32_t* positions,
+                             const int32_t* sink_slot, int sink_tokens, const float* signs, float divisor,
+                             float* store, cudaStream_t stream);
 
 }  // namespace tq::cuda
 

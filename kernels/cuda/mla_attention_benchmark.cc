@@ -1,14 +1,13 @@
-// Times MLA decode attention (kernels/cuda/mla_attention.h) for DeepSeek-V3's latent (kv_lora_rank
-// 512 + rope 64 = 576 values, halves of 288) at 4K and 32K positions, batch 1 and 8, with 16 query
-// heads (one GPU of tensor parallelism 8) and 128 (the whole model on one GPU) (docs/BENCHMARKS.md
-// §11).
+// Times MLA decode attention (kernels/cuda/mla_attention.h) for DeepSeek-V3's latent (c of
+// kv_lora_rank 512 + k_pe of rope 64 = 576 values) at 4K and 32K positions, batch 1 and 8, with 16
+// query heads (one GPU of tensor parallelism 8) and 128 (the whole model on one GPU)
+// (docs/BENCHMARKS.md §11).
 //
 // Paths, all in the same run: the engine's previous path, PagedAttention (kernels/cuda/nn_ops.h:
 // one CTA per row and head, so each head reads every bf16 latent); MlaAttention over the same bf16
-// latent (each latent read once per group of 16 heads); MlaAttention over packed halves as the
-// turbo3 preset stores them (3-bit PolarQuant + fp32 gain per half: 2 × 112 bytes against 1,152)
-// and with 8-bit first halves (the plugin presets' boundary layers), on tensor cores (the default)
-// and on the fp32 kernel. Every launch of a timed
+// latent (each latent read once per group of 16 heads); MlaAttention over the latent as the
+// turbo3 and turbo4 presets store it (c in 3- or 4-bit PolarQuant + fp32 gain, k_pe bf16: 196 +
+// 128 and 260 + 128 bytes against 1,152), on tensor cores (the default) and on the fp32 kernel. Every launch of a timed
 // sequence reads a different copy of the cache (≥ 256 MB in all, beyond the L2), replayed as a
 // CUDA graph; median of `reps`. MB is the latent bytes one launch must read.
 //
@@ -37,7 +36,7 @@
 namespace tq::cuda {
 namespace {
 
-constexpr int kHalf = 288, kLatent = 2 * kHalf, kBlock = 16;
+constexpr int kLora = 512, kRope = 64, kLatent = kLora + kRope, kBlock = 16;
 constexpr size_t kRotationBytes = 256u << 20;
 // DeepSeek-V3: qk_head_dim 192 (nope 128 + rope 64).
 const float kScale = 1.0f / std::sqrt(192.0f);
@@ -47,12 +46,12 @@ const float kScale = 1.0f / std::sqrt(192.0f);
 int g_reps = 20;
 cudaStream_t g_stream = nullptr;
 
-// One latent half of kHalf values (bits 0: bf16), its codebook and signs on the device.
-struct PolarHalf {
+// One latent part of `dim` values (bits 0: bf16), its codebook and signs on the device.
+struct PolarPart {
   KvSide side;
   DeviceKvFormat dev;
   KvVectorFormat f;
-  PolarHalf(int bits, uint32_t seed) : side(MakeKvSide(kHalf, bits, seed)), dev(side), f(dev.f) {}
+  PolarPart(int dim, int bits, uint32_t seed) : side(MakeKvSide(dim, bits, seed)), dev(side), f(dev.f) {}
   int64_t bytes() const { return side.bytes(); }
 };
 
@@ -126,7 +125,7 @@ double TimePaged(const Problem& pr) {
 // MlaAttention; lo_bits == hi_bits == 0: the engine's contiguous bf16 latent.
 double TimeMla(const Problem& pr, int lo_bits, int hi_bits, int sms, int* splits_out, double* bytes_out,
                bool tensor_cores = true) {
-  const PolarHalf lo(lo_bits, quant::kKvKeySeed), hi(hi_bits, quant::kKvValueSeed);
+  const PolarPart lo(kLora, lo_bits, quant::kKvValueSeed), hi(kRope, hi_bits, quant::kKvKeySeed);
   const bool contiguous = lo_bits == 0 && hi_bits == 0;
   const int64_t slot_bytes = lo.bytes() + hi.bytes();
   const Pools pools(pr.blocks, slot_bytes);  // lo's pool then hi's, in one allocation
@@ -138,7 +137,8 @@ double TimeMla(const Problem& pr, int lo_bits, int hi_bits, int sms, int* splits
   p.hi.format = hi.f;
   p.lo.stride = contiguous ? 2 * kLatent : lo.bytes();
   p.hi.stride = contiguous ? 2 * kLatent : hi.bytes();
-  p.half_dim = kHalf;
+  p.lo_dim = kLora;
+  p.hi_dim = kRope;
   p.block_table = pr.table;
   p.table_offset = pr.offset;
   p.positions = pr.positions;
@@ -147,7 +147,7 @@ double TimeMla(const Problem& pr, int lo_bits, int hi_bits, int sms, int* splits
   p.block_size = kBlock;
   p.scale = kScale;
   p.out = pr.out;
-  p.out_dim = 512;  // kv_lora_rank: what MlaOutput reads
+  p.out_dim = kLora;  // what MlaOutput reads
   p.ldo = static_cast<int64_t>(pr.heads) * p.out_dim;
   p.splits = PlanMlaAttentionSplits(pr.rows, pr.heads, pr.context, sms);
   p.workspace = pr.ws;
@@ -156,7 +156,7 @@ double TimeMla(const Problem& pr, int lo_bits, int hi_bits, int sms, int* splits
   *splits_out = p.splits;
   const int64_t slots = pr.blocks * kBlock;
   p.lo.cache = pools.p[0];
-  p.hi.cache = contiguous ? pools.p[0] + 2 * kHalf : pools.p[0] + slots * lo.bytes();
+  p.hi.cache = contiguous ? pools.p[0] + 2 * kLora : pools.p[0] + slots * lo.bytes();
   if (const char* why = MlaAttentionUnsupportedReason(p)) {
     std::fprintf(stderr, "unsupported: %s\n", why);
     std::exit(1);
@@ -164,7 +164,7 @@ double TimeMla(const Problem& pr, int lo_bits, int hi_bits, int sms, int* splits
   return TimeGraphMedianUs(g_stream, static_cast<int>(pools.p.size()), g_reps, [&](int i) {
     MlaAttentionParams pi = p;
     pi.lo.cache = pools.p[i];
-    pi.hi.cache = contiguous ? pools.p[i] + 2 * kHalf : pools.p[i] + slots * lo.bytes();
+    pi.hi.cache = contiguous ? pools.p[i] + 2 * kLora : pools.p[i] + slots * lo.bytes();
     CHECK_CUDA(MlaAttention(pi, g_stream));
   });
 }
@@ -196,7 +196,7 @@ int Main(int argc, char** argv) {
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   CHECK_CUDA(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
-  std::printf("device: %s, %d SMs; DeepSeek-V3 latent 576 (halves of 288), block %d, median of %d graph replays\n",
+  std::printf("device: %s, %d SMs; DeepSeek-V3 latent 512 + 64, block %d, median of %d graph replays\n",
               prop.name, prop.multiProcessorCount, kBlock, g_reps);
   std::printf("%5s %6s %7s | %10s | %10s %9s | %-14s %8s %9s %8s %9s %8s %6s\n", "heads", "batch", "context",
               "paged us", "bf16 us", "vs paged", "packed", "MB", "TC us", "vs bf16", "fp32 us", "vs bf16", "splits");
@@ -204,7 +204,7 @@ int Main(int argc, char** argv) {
     const char* name;
     int lo, hi;
   };
-  const Packed packed[] = {{"turbo3 3/3", 3, 3}, {"boundary 8/3", 8, 3}};
+  const Packed packed[] = {{"turbo3 c3+pe", 3, 0}, {"turbo4 c4+pe", 4, 0}};
   for (const int heads : {16, 128}) {
     for (const int rows : {1, 8}) {
       for (const int64_t context : {int64_t{4096}, int64_t{32768}}) {

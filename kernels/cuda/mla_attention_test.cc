@@ -1,8 +1,9 @@
 // Parity of the CUDA MLA decode attention (kernels/cuda/mla_attention.h) with a CPU reference:
-// latents [c | k_pe] are split in halves, each half encoded with the CPU KV quantizers
-// (kernels/quant/kv_quant.h: the turbo presets' PolarQuant at 2/3/4/8 bits, Hadamard blocks of 16
-// and 32 for the tiny model's 80 and DeepSeek-V3's 288 values) or rounded to bf16, decoded on the
-// CPU, and absorbed attention is computed in double. Paged caches with shuffled block tables,
+// latents [c | k_pe] in two parts of their own widths (the engine's 128 + 32 and 512 + 64, equal
+// parts, a wider second part), each encoded with the CPU KV quantizers (kernels/quant/kv_quant.h:
+// the turbo presets' PolarQuant at 2/3/4/8 bits, block Hadamard) or rounded to bf16 — the engine's
+// c packed with k_pe bf16 among them — decoded on the CPU, and absorbed attention is computed in
+// double. Paged caches with shuffled block tables,
 // sequences of awkward lengths, 1 to 20 heads (a partial second group of 16), sinks, the engine's
 // contiguous bf16 latent, several split counts; outputs poisoned with NaN first. Skips with the
 // reason when the binary has no CUDA or the machine has no GPU.
@@ -38,9 +39,9 @@ constexpr double kMlaAttentionTol = 2e-4;
 constexpr double kMlaTensorCoreTol = 4e-3;
 
 #if TQ_HAVE_CUDA
-// One half of the latent: how the CPU encodes it, and a sink: bf16(x) as the reference sees it
+// One part of the latent: how the CPU encodes it, and a sink: bf16(x) as the reference sees it
 // and its attention-space form for the side store.
-struct Half : KvSide {
+struct Part : KvSide {
   void Sink(const float* x, float* decoded, float* store) const {
     for (int i = 0; i < d; ++i) decoded[i] = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
     if (bits == 0) {
@@ -51,30 +52,30 @@ struct Half : KvSide {
   }
 };
 
-Half MakeHalf(int d, int bits, uint32_t seed) {
-  Half h;
+Part MakePart(int d, int bits, uint32_t seed) {
+  Part h;
   static_cast<KvSide&>(h) = MakeKvSide(d, bits, seed);
   return h;
 }
 
 struct Case {
   int heads;
-  int half_dim;
+  int lo_dim, hi_dim;
   std::vector<int32_t> positions;  // one row per sequence
   int block_size;
   int sink = 0;
-  bool contiguous_bf16 = false;  // both halves bf16 in one latent_dim vector per slot (the engine's)
+  bool contiguous_bf16 = false;  // both parts bf16 in one latent_dim vector per slot (the engine's)
   int out_dim = 0;               // 0: latent_dim
 };
 
-// Runs one case for the halves' bit widths (0 = bf16) over the split counts, on the tensor-core
+// Runs one case for the parts' bit widths (0 = bf16) over the split counts, on the tensor-core
 // kernel where it applies when `tensor_cores` (*used says whether it did); returns the worst
 // absolute error.
 double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& split_list, uint32_t seed,
                bool tensor_cores, bool* used) {
-  const int d = c.half_dim, latent = 2 * d, nh = c.heads;
+  const int d = c.lo_dim, dh = c.hi_dim, latent = d + dh, nh = c.heads;
   const int out_dim = c.out_dim > 0 ? c.out_dim : latent;
-  const Half lo = MakeHalf(d, lo_bits, quant::kKvKeySeed), hi = MakeHalf(d, hi_bits, quant::kKvValueSeed);
+  const Part lo = MakePart(d, lo_bits, quant::kKvValueSeed), hi = MakePart(dh, hi_bits, quant::kKvKeySeed);
   const int rows = static_cast<int>(c.positions.size());
   const int bs = c.block_size;
   std::mt19937 rng(seed);
@@ -82,7 +83,7 @@ double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& 
   std::vector<int32_t> table, offset;
   const int total_blocks = ShuffledBlockTables(c.positions, bs, rng, &table, &offset);
   const int64_t slots = static_cast<int64_t>(total_blocks) * bs;
-  // Storage: two pools (slot stride = the half's bytes rounded up to 4, as the kernel needs), or
+  // Storage: two pools (slot stride = the part's bytes rounded up to 4, as the kernel needs), or
   // one contiguous bf16 latent.
   auto round4 = [](int64_t b) { return (b + 3) / 4 * 4; };
   const int64_t lo_stride = c.contiguous_bf16 ? 2 * latent : round4(lo.bytes());
@@ -91,7 +92,7 @@ double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& 
   std::vector<std::vector<float>> dec(rows);  // decoded latents [pos][latent]
   const int sink_rows = std::max(c.sink, 1);
   std::vector<float> lo_sinks(static_cast<size_t>(rows) * sink_rows * d, std::nanf("")),
-      hi_sinks(static_cast<size_t>(rows) * sink_rows * d, std::nanf(""));
+      hi_sinks(static_cast<size_t>(rows) * sink_rows * dh, std::nanf(""));
   std::vector<int32_t> sink_slot(rows);
   std::vector<float> x(latent);
   for (int r = 0; r < rows; ++r) {
@@ -103,9 +104,9 @@ double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& 
       for (float& v : x) v = nd(rng);
       float* dj = &dec[r][static_cast<size_t>(j) * latent];
       if (j < c.sink) {
-        const size_t at = (static_cast<size_t>(sink_slot[r]) * c.sink + j) * d;
-        lo.Sink(x.data(), dj, &lo_sinks[at]);
-        hi.Sink(x.data() + d, dj + d, &hi_sinks[at]);
+        const size_t at = static_cast<size_t>(sink_slot[r]) * c.sink + j;
+        lo.Sink(x.data(), dj, &lo_sinks[at * d]);
+        hi.Sink(x.data() + d, dj + d, &hi_sinks[at * dh]);
       } else if (c.contiguous_bf16) {
         lo.Encode(x.data(), lo_pool.data() + slot * lo_stride, dj);
         hi.Encode(x.data() + d, lo_pool.data() + slot * lo_stride + 2 * d, dj + d);
@@ -117,7 +118,7 @@ double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& 
   }
   std::vector<float> q(static_cast<size_t>(rows) * nh * latent);
   for (float& v : q) v = nd(rng);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float scale = 1.0f / std::sqrt(0.5f * static_cast<float>(latent));
   std::vector<double> ref(static_cast<size_t>(rows) * nh * out_dim);
   for (int r = 0; r < rows; ++r) {
     const int n = c.positions[r] + 1;
@@ -161,7 +162,8 @@ double RunCase(const Case& c, int lo_bits, int hi_bits, const std::vector<int>& 
     p.hi.cache = c.contiguous_bf16 ? dlo.get() + 2 * d : dhi.get();
     p.hi.stride = hi_stride;
     p.hi.format = hf.f;
-    p.half_dim = d;
+    p.lo_dim = d;
+    p.hi_dim = dh;
     p.block_table = dtab.get();
     p.table_offset = doff.get();
     p.positions = dpos.get();
@@ -202,15 +204,18 @@ TEST(MlaAttentionTest, MatchesCpuReference) {
   SKIP_WITHOUT_GPU();
 #if TQ_HAVE_CUDA
   const Case cases[] = {
-      {4, 80, {0, 16, 130}, 16},                     // the tiny model: 1 position, a block boundary
-      {4, 80, {300, 47}, 16, 4},                     // sinks (the plugin presets keep 4)
-      {4, 80, {2, 200}, 16, 4, false, 128},          // fewer positions than sinks; c only (r = 128)
-      {16, 288, {700, 3}, 16},                       // DeepSeek-V3's latent, a full group of 16
-      {20, 64, {500, 129}, 8, 0},                    // a partial second group, small blocks
-      {1, 512, {260}, 64, 37},                       // the widest latent, one head, many sinks
-      {7, 32, {1000, 0, 65}, 5},                     // blocks of 5 (no power of two)
+      {4, 128, 32, {0, 16, 130}, 16, 0, false, 128},  // the tiny model (c only out): 1 position, a block boundary
+      {4, 128, 32, {300, 47}, 16, 4},                  // sinks (the plugin presets keep 4); the whole latent out
+      {4, 128, 32, {2, 200}, 16, 4, false, 100},       // fewer positions than sinks; part of c out
+      {16, 512, 64, {700, 3}, 16, 0, false, 512},      // DeepSeek-V3's latent, a full group of 16
+      {16, 288, 288, {700, 3}, 16},                    // equal parts
+      {20, 64, 64, {500, 129}, 8, 0},                  // a partial second group, small blocks
+      {1, 512, 512, {260}, 64, 37},                    // the widest latent, one head, many sinks
+      {7, 32, 16, {1000, 0, 65}, 5},                   // blocks of 5 (no power of two)
+      {5, 16, 48, {90, 33}, 16, 2, false, 40},         // a wider second part, partly out
   };
-  const std::pair<int, int> formats[] = {{0, 0}, {3, 3}, {4, 4}, {8, 3}, {2, 2}, {0, 3}};
+  // (c, k_pe) bits; {3, 0} and {4, 0} are the engine's packed latents (k_pe bf16).
+  const std::pair<int, int> formats[] = {{0, 0}, {3, 0}, {4, 0}, {3, 3}, {4, 4}, {3, 8}, {2, 2}, {0, 3}};
   uint32_t seed = 11;
   double worst_fp32 = 0.0, worst_tc = 0.0;
   int tc_runs = 0;
@@ -218,20 +223,21 @@ TEST(MlaAttentionTest, MatchesCpuReference) {
     for (const auto& [lo_bits, hi_bits] : formats) {
       for (const Case& c : cases) {
         SCOPED_TRACE("bits " + std::to_string(lo_bits) + "/" + std::to_string(hi_bits) + " heads " +
-                     std::to_string(c.heads) + " half " + std::to_string(c.half_dim) + " block " +
+                     std::to_string(c.heads) + " parts " + std::to_string(c.lo_dim) + "+" + std::to_string(c.hi_dim) +
+                     " out " + std::to_string(c.out_dim) + " block " +
                      std::to_string(c.block_size) + " sinks " + std::to_string(c.sink) +
                      (tensor_cores ? " tensor cores allowed" : " fp32 kernel"));
         bool used = false;
         const double worst = RunCase(c, lo_bits, hi_bits, {1, 3, 16, 200}, seed++, tensor_cores, &used);
-        EXPECT_EQ(used, tensor_cores && lo_bits != 0 && hi_bits != 0);
+        EXPECT_EQ(used, tensor_cores && (lo_bits != 0 || hi_bits != 0));
         EXPECT_LE(worst, used ? kMlaTensorCoreTol : kMlaAttentionTol);
         (used ? worst_tc : worst_fp32) = std::max(used ? worst_tc : worst_fp32, worst);
         tc_runs += used ? 1 : 0;
       }
     }
   }
-  // The engine's bf16 latent: both halves in one slot of latent_dim bf16 values.
-  for (const Case& c : {Case{4, 80, {300, 1}, 16, 0, true, 128}, Case{16, 288, {900}, 16, 4, true}}) {
+  // The engine's bf16 latent: both parts in one slot of latent_dim bf16 values.
+  for (const Case& c : {Case{4, 128, 32, {300, 1}, 16, 0, true, 128}, Case{16, 512, 64, {900}, 16, 4, true, 512}}) {
     bool used = true;
     const double worst = RunCase(c, 0, 0, {1, 7}, seed++, true, &used);
     EXPECT_FALSE(used);
@@ -245,7 +251,7 @@ TEST(MlaAttentionTest, MatchesCpuReference) {
 #endif
 }
 
-// The latent-half writers against the CPU: codes bitwise equal to quant::KvMseQuantizer::Encode
+// The latent writers against the CPU: codes bitwise equal to quant::KvMseQuantizer::Encode
 // (the gain within an ulp: the double norms are summed in another order), sinks equal to the CPU
 // rotation of the bf16-rounded vector.
 TEST(MlaAttentionTest, WritersMatchCpu) {
@@ -255,8 +261,8 @@ TEST(MlaAttentionTest, WritersMatchCpu) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (const int d : {16, 80, 96, 288, 512}) {
     for (const int bits : {2, 3, 4, 8}) {
-      SCOPED_TRACE("half " + std::to_string(d) + " bits " + std::to_string(bits));
-      const Half h = MakeHalf(d, bits, quant::kKvValueSeed);
+      SCOPED_TRACE("dim " + std::to_string(d) + " bits " + std::to_string(bits));
+      const Part h = MakePart(d, bits, quant::kKvValueSeed);
       const int rows = 37;
       const int64_t ld = 2 * d + 8, stride = (h.bytes() + 3) / 4 * 4 + 4;
       std::vector<float> x(static_cast<size_t>(rows) * ld);
@@ -275,7 +281,7 @@ TEST(MlaAttentionTest, WritersMatchCpu) {
       enc.boundaries = dbd.get();
       enc.signs = dsg.get();
       enc.divisor = h.q->rotation().divisor();
-      ASSERT_EQ(WriteLatentHalfPolar(dx.get(), ld, rows, d, dslots.get(), enc, dcache.get(), stride, nullptr),
+      ASSERT_EQ(WriteLatentPolar(dx.get(), ld, rows, d, dslots.get(), enc, dcache.get(), stride, nullptr),
                 cudaSuccess);
       const std::vector<uint8_t> got = dcache.Download();
       std::vector<uint8_t> want(h.bytes());
@@ -300,7 +306,7 @@ TEST(MlaAttentionTest, WritersMatchCpu) {
       DeviceVector<int32_t> dpos(pos), dsslot(sslot);
       const size_t store_n = 2 * sinks * d;
       DeviceVector<float> dstore(std::vector<float>(store_n, std::nanf("")));
-      ASSERT_EQ(WriteLatentHalfSinks(dx.get(), ld, rows, d, dpos.get(), dsslot.get(), sinks, dsg.get(),
+      ASSERT_EQ(WriteLatentSinks(dx.get(), ld, rows, d, dpos.get(), dsslot.get(), sinks, dsg.get(),
                                      h.q->rotation().divisor(), dstore.get(), nullptr),
                 cudaSuccess);
       const std::vector<float> store = dstore.Download();
@@ -313,11 +319,11 @@ TEST(MlaAttentionTest, WritersMatchCpu) {
       }
     }
   }
-  // Refusals: a half_dim the block rotation does not take, too small a stride.
+  // Refusals: a width the block rotation does not take, too small a stride.
   KvPolarEncoder enc;
   enc.divisor = 1.0f;
-  EXPECT_EQ(WriteLatentHalfPolar(nullptr, 100, 1, 72, nullptr, enc, nullptr, 64, nullptr), cudaErrorInvalidValue);
-  EXPECT_EQ(WriteLatentHalfPolar(nullptr, 100, 1, 80, nullptr, enc, nullptr, 20, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(WriteLatentPolar(nullptr, 100, 1, 72, nullptr, enc, nullptr, 64, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(WriteLatentPolar(nullptr, 100, 1, 80, nullptr, enc, nullptr, 20, nullptr), cudaErrorInvalidValue);
 #endif
 }
 
@@ -330,11 +336,12 @@ TEST(MlaAttentionTest, RefusesUnsupportedParameters) {
   MlaAttentionParams p;
   p.q = buf;
   p.ldq = 4 * 160;
-  p.lo.cache = cache;
-  p.lo.stride = 160;
-  p.hi.cache = cache;
-  p.hi.stride = 160;
-  p.half_dim = 80;
+  p.lo.cache = cache;  // the engine's bf16 latent: c (128) then k_pe (32) in one slot
+  p.lo.stride = 320;
+  p.hi.cache = cache + 256;
+  p.hi.stride = 320;
+  p.lo_dim = 128;
+  p.hi_dim = 32;
   p.block_table = ints;
   p.table_offset = ints;
   p.positions = ints;
@@ -353,11 +360,12 @@ TEST(MlaAttentionTest, RefusesUnsupportedParameters) {
     mutate(b);
     return MlaAttentionUnsupportedReason(b) != nullptr && MlaAttention(b, nullptr) == cudaErrorInvalidValue;
   };
-  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.half_dim = 72; }));
-  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.half_dim = 528; }));
-  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.lo.stride = 100; }));
-  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.lo.stride = 162; }));  // not a multiple of 4
-  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.hi.cache = cache + 2; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.lo_dim = 72; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.hi_dim = 8; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.hi_dim = 528; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.lo.stride = 252; }));
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.lo.stride = 322; }));  // not a multiple of 4
+  EXPECT_TRUE(refused([](MlaAttentionParams& b) { b.hi.cache = cache + 258; }));
   EXPECT_TRUE(refused([](MlaAttentionParams& b) {
     b.hi.format.kind = KvVectorKind::kPolar;
     b.hi.format.bits = 5;

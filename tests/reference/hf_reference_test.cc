@@ -57,7 +57,7 @@ Loaded Load(const std::string& dir) {
   } else {
     l.model = std::make_unique<Transformer>(l.cfg, *l.weights, std::move(*rope), l.pool.get());
   }
-  KvCacheOptions kv{l.cfg.num_layers, l.cfg.kv_cache_heads(), l.cfg.kv_cache_head_dim(), 16, 64};
+  KvCacheOptions kv{l.cfg.num_layers, l.cfg.kv_cache_heads(), l.cfg.kv_cache_key_dim(), 16, 64, true, l.cfg.kv_cache_value_dim()};
   auto cache = PagedKvCache::Create(kv, std::move(*MakeKvCodec("fp32")));
   EXPECT_TRUE(cache.ok());
   l.cache = std::move(*cache);
