@@ -10,7 +10,7 @@
 # piece, independent windows of 256 from token 0) over NUM_TOKENS tokens (default 16384 = the 64
 # windows of reference.json) for each codec: the presets with the spec's defaults (boundary
 # layers, sinks), the compressed presets bare (boundary=0, sink=0: the codec alone on every
-# layer), and the plugin presets with QJL keys. Prints a markdown table: codec (canonical name),
+# layer), and the plugin presets with QJL keys (not for MLA models). Prints a markdown table: codec (canonical name),
 # KV bytes per token of this model (6 layers × 2 KV heads × head_dim 64, K + V), compression vs
 # bf16, capacity in tokens per GB (10^9 bytes; sinks add a fixed 12 KiB per sequence), and PPL
 # per weight format with its change vs the bf16 cache under the same weights.
@@ -29,7 +29,10 @@ trap 'rm -rf "$work"' EXIT
 weights=("BF16:$src" "TQ4:$work/tq4" "TQ3:$work/tq3")
 codecs=(bf16 fp8 k8v4 4bit_nc k3v4_nc 3bit_nc turbo4 turbo3 k4v3)
 for c in k8v4 4bit_nc k3v4_nc 3bit_nc turbo4 turbo3 k4v3; do codecs+=("$c:boundary=0,sink=0"); done
-for c in turbo4 turbo3 k4v3; do codecs+=("$c:qjl=1,boundary=0,sink=0"); done
+# QJL compresses keys; an MLA cache has none to compress (k_pe passes through) and refuses it.
+if ! grep -q '"kv_lora_rank"' "$src/config.json"; then
+  for c in turbo4 turbo3 k4v3; do codecs+=("$c:qjl=1,boundary=0,sink=0"); done
+fi
 results=$work/results.tsv
 for w in "${weights[@]}"; do
   wname=${w%%:*}

@@ -494,8 +494,8 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
 // Tensor cores (a packed part): a 16-head × 16-position tile is one m16n8k16 problem per 16
 // latent values for the scores and per 8 latent values for the sums. fp16 operands: the queries
 // scaled per head by a power of two into [0.5, 1), the centroids (gains kept out, applied to the
-// fp32 scores) or a bf16 part's values over their largest |value| (that is their gain), and
-// softmax weight × gain / the largest gain so far (in [0, 1]).
+// fp32 scores) or a bf16 part's values as fp16 (gain 1; exact within fp16's normal range, clamped
+// to ±65504 beyond), and softmax weight × gain / the largest gain so far (in [0, 1]).
 
 constexpr int kMaxNt = kMaxLatent / 8 / (kThreads / kWarp);  // sum n-tiles per warp at the widest sums
 constexpr int kPhStride = 24;                                 // halves per row of the weights
@@ -516,6 +516,14 @@ __device__ __forceinline__ void LdMatrixX2Trans(uint32_t (&r)[2], const __half* 
 __device__ __forceinline__ uint32_t PackHalf2(float a, float b) {
   const __half2 h = __floats2half2_rn(a, b);
   return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Two bf16 values (low half first) as fp16, clamped to fp16's largest finite value.
+__device__ __forceinline__ uint32_t Bf16PairToHalf2(uint32_t u) {
+  constexpr float kMax = 65504.0f;
+  const float a = fminf(fmaxf(__uint_as_float(u << 16), -kMax), kMax);
+  const float b = fminf(fmaxf(__uint_as_float(u & 0xffff0000u), -kMax), kMax);
+  return PackHalf2(a, b);
 }
 
 // c += A·B, m16n8k16, fp16 operands, fp32 accumulators (fragments as the PTX ISA's figures).
@@ -589,41 +597,31 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
     const int64_t* slot_s = c.slots_s + sb * kTile;
     const uint32_t* raw = c.raw_s + stage * kTile * c.pw;
     PlanTile(p, c, base + 2 * kTile, (k + 2) % 3);  // its loads overlap the decode
-    // Decode: centroids in fp16, 8 codes (b bytes) per step; their gains to gain_s. Sink
-    // positions and bf16 parts: one warp per (position, part), scaled by their largest |value|
-    // (that scale is their gain).
+    // Decode: centroids in fp16, 8 codes (b bytes) per step, their gains to gain_s; bf16 parts
+    // as fp16, 8 values per step, gain 1. Sink positions: one warp each per part, scaled by their
+    // largest |value| (that scale is their gain).
     if (tid < 2 * kTile) {
       const int t = tid % kTile, hf = tid / kTile;
       const int64_t slot = slot_s[t];
       const int b = TQ_BITS(hf);
-      if (slot != -2 && b != 0) {
+      if (slot != -2) {
         const uint8_t* vec = reinterpret_cast<const uint8_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
-        gain_s[hf * kTile + t] = slot >= 0 ? LoadBytesFloat(vec + TQ_DIM(hf) * b / 8) : 0.0f;
+        gain_s[hf * kTile + t] = slot < 0 ? 0.0f : b == 0 ? 1.0f : LoadBytesFloat(vec + TQ_DIM(hf) * b / 8);
       }
     }
-    for (int item = warp; item < 2 * kTile; item += kThreads / kWarp) {
-      const int t = item % kTile, hf = item / kTile;
-      const int64_t slot = slot_s[t];
-      if (slot != -2 && TQ_BITS(hf) != 0) continue;  // warp-uniform
-      const int dim = TQ_DIM(hf);
-      __half* dst = xh + t * xs + TQ_OFF(hf);
-      const float* sink = slot == -2 ? TQ_PART(hf, sinks) +
-                                           (static_cast<int64_t>(p.sink_slot[c.row]) * p.sink_tokens + base + t) * dim
-                                     : nullptr;
-      const uint16_t* bf = reinterpret_cast<const uint16_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
-      float big = 0.0f;
-      if (slot != -1) {
-        for (int j = lane; j < dim; j += kWarp) {
-          big = fmaxf(big, fabsf(sink != nullptr ? sink[j] : __uint_as_float(static_cast<uint32_t>(bf[j]) << 16)));
-        }
+    for (int t = warp; t < kTile; t += kThreads / kWarp) {
+      if (slot_s[t] != -2) continue;
+      for (int hf = 0; hf < 2; ++hf) {
+        const int dim = TQ_DIM(hf);
+        const float* row_sinks = TQ_PART(hf, sinks) + (static_cast<int64_t>(p.sink_slot[c.row]) * p.sink_tokens + base + t) * dim;
+        __half* dst = xh + t * xs + TQ_OFF(hf);
+        float big = 0.0f;
+        for (int j = lane; j < dim; j += kWarp) big = fmaxf(big, fabsf(row_sinks[j]));
+        for (int o = 16; o >= 1; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
+        const float inv = big > 0.0f ? 1.0f / big : 0.0f;
+        for (int j = lane; j < dim; j += kWarp) dst[j] = __float2half_rn(row_sinks[j] * inv);
+        if (lane == 0) gain_s[hf * kTile + t] = big;
       }
-      for (int o = 16; o >= 1; o >>= 1) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
-      const float inv = big > 0.0f ? 1.0f / big : 0.0f;  // past the split: zeros, gain 0
-      for (int j = lane; j < dim; j += kWarp) {
-        const float v = slot == -1 ? 0.0f : sink != nullptr ? sink[j] : __uint_as_float(static_cast<uint32_t>(bf[j]) << 16);
-        dst[j] = __float2half_rn(v * inv);
-      }
-      if (lane == 0) gain_s[hf * kTile + t] = big;
     }
     {
       const int lo_groups = c.lo_dim / 8, per_pos = latent / 8;
@@ -632,9 +630,12 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
         const int hf = rem >= lo_groups, g = rem - (hf ? lo_groups : 0);
         const int b = TQ_BITS(hf);
         const int64_t slot = slot_s[t];
-        if (slot == -2 || b == 0) continue;
+        if (slot == -2) continue;
         uint4 out = make_uint4(0u, 0u, 0u, 0u);  // past the split: zeros
-        if (slot >= 0) {
+        if (slot >= 0 && b == 0) {
+          const uint32_t* u = raw + t * c.pw + (hf ? c.lo_words : 0) + 4 * g;  // 4-byte aligned only
+          out = make_uint4(Bf16PairToHalf2(u[0]), Bf16PairToHalf2(u[1]), Bf16PairToHalf2(u[2]), Bf16PairToHalf2(u[3]));
+        } else if (slot >= 0) {
           const uint8_t* vec = reinterpret_cast<const uint8_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
           const float* cb = hf ? c.cb_hi : c.cb_lo;
           const uint64_t w = LoadCodeGroup(vec, g, b);

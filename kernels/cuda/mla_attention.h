@@ -27,8 +27,7 @@
 //
 // Tensor cores (a packed part, the default): the 16 heads × 16 positions of a tile are one
 // mma.sync m16n8k16 problem per 16 latent values for the scores (Q·Xᵀ; per part the tile's
-// centroids without their gains, or a bf16 part's values divided by their largest |value|; the
-// gains multiply the fp32 scores) and per 8 latent values for the sums (P·X, P = softmax weight ×
+// centroids without their gains, which multiply the fp32 scores, or a bf16 part's values as fp16) and per 8 latent values for the sums (P·X, P = softmax weight ×
 // gain / the largest gain so far); the stored bytes are staged two tiles ahead. The merge runs
 // over 32-value slices of every head; packed parts get Rᵀ in a last pass (MlaFinishKernel).
 //
@@ -36,8 +35,9 @@
 // throughout: results equal attention over the CPU quantizers' decoded vectors up to float
 // summation order (~1e-6). The tensor-core kernel multiplies fp16 operands with fp32
 // accumulation — the queries scaled per head by a power of two into [0.5, 1), the centroids,
-// bf16 and sink rows scaled by their largest value, the weights in [0, 1] — ~2^-11 relative per
-// product.
+// bf16 parts as fp16 (exact in fp16's normal range; beyond ±65504 clamped, a range the engine's
+// fp16 activations assume anyway), sink rows scaled by their largest value, the weights in
+// [0, 1] — ~2^-11 relative per product.
 //
 // Sinks (engine/kv_cache/kv_codec.h sink=N): positions [0, sink_tokens) of every sequence come
 // from side stores of fp32 part vectors already in the attention space (WriteLatentSinks),
