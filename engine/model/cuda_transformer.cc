@@ -249,6 +249,24 @@ bool TqCodesFit(const std::vector<const Linear*>& parts, const cuda::TqLinearRun
   return runner.CheckFormat(f.tq().bits, f.tq().group_size, f.tq().rotation_block).ok();
 }
 
+// A residual add and RMSNorm not launched yet: x += a (a may be null), h = RmsNorm(x) · w. The
+// linear that reads h launches it: fused with its int8 rotation at m = 1 on the int8 GEMV
+// (TqLinearRunner::RunAddRmsNormInt8), else as AddRmsNormRows / RmsNormRows first (Launch).
+struct PendingNorm {
+  float* x = nullptr;
+  const float* a = nullptr;
+  const float* w = nullptr;
+  int64_t width = 0;
+  float eps = 0.0f;
+  float* h = nullptr;
+  bool fuse = true;  // may fuse into an int8 GEMV's rotation (TQ_CUDA_NORM_ROTATE=0: never)
+
+  cudaError_t Launch(int64_t m, cudaStream_t stream) const {
+    return a != nullptr ? cuda::AddRmsNormRows(x, width, a, width, w, m, width, eps, h, width, stream)
+                        : cuda::RmsNormRows(x, width, w, m, width, eps, h, width, stream);
+  }
+};
+
 struct DeviceLinear {
   int64_t n = 0, k = 0;
   bool tq = false;
@@ -386,6 +404,22 @@ struct DeviceLinear {
     return absl::OkStatus();
   }
 
+  // y = h · Wᵀ + bias for h = the pending norm's output (written to norm.h either way): fused
+  // with the int8 rotation when this layer runs m rows on the int8 GEMV, else the norm, then Run.
+  absl::Status RunNormed(const PendingNorm& norm, int64_t m, float* y, cudaStream_t stream, const TqRunners& runners,
+                         bool graph_mode) const {
+    if (tq && norm.fuse && norm.width == k && k % cuda::kTqCudaGroupSize == 0 && n > 0) {
+      cuda::TqLinearRunner& r = graph_mode ? *runners.graph : *runners.eager;
+      if (r.KernelFor(tqw, m) == cuda::TqKernel::kInt8Gemv) {
+        TQ_RETURN_IF_ERROR(r.RunAddRmsNormInt8(tqw, norm.x, norm.width, norm.a, norm.width, norm.w, norm.eps, m,
+                                               norm.h, norm.width, y, n, stream));
+        return AddBias(y, m, stream);
+      }
+    }
+    TQ_CUDA_RETURN_IF_ERROR(norm.Launch(m, stream));
+    return Run(norm.h, m, y, stream, runners, graph_mode);
+  }
+
   // y = (silu(g) · u) · Wᵀ + bias for SwiGLU rows [g | u] (gate_up, row stride 2k) when this layer
   // runs m rows on the int8 GEMV, SiLU·mul fused into its rotation; *ran = false (nothing done)
   // otherwise.
@@ -470,8 +504,20 @@ struct DeviceMlp {
   // scratch, width = down.k.
   absl::Status Run(const float* x, int64_t m, float* gu, float* act, float* out, cudaStream_t stream,
                    const TqRunners& runners, bool graph_mode) const {
-    const int64_t w = down.k;
     TQ_RETURN_IF_ERROR(gate_up.Run(x, m, gu, stream, runners, graph_mode));
+    return RunDown(m, gu, act, out, stream, runners, graph_mode);
+  }
+  // The same for x = the pending norm's output (DeviceLinear::RunNormed).
+  absl::Status RunNormed(const PendingNorm& norm, int64_t m, float* gu, float* act, float* out, cudaStream_t stream,
+                         const TqRunners& runners, bool graph_mode) const {
+    TQ_RETURN_IF_ERROR(gate_up.RunNormed(norm, m, gu, stream, runners, graph_mode));
+    return RunDown(m, gu, act, out, stream, runners, graph_mode);
+  }
+
+ private:
+  absl::Status RunDown(int64_t m, float* gu, float* act, float* out, cudaStream_t stream, const TqRunners& runners,
+                       bool graph_mode) const {
+    const int64_t w = down.k;
     bool fused = false;
     TQ_RETURN_IF_ERROR(down.RunSiluMulInt8(gu, m, out, stream, runners, graph_mode, &fused));
     if (fused) return absl::OkStatus();
@@ -597,6 +643,8 @@ struct CudaTransformer::State {
   bool split_attention = false;
   bool split_always = false;  // also short decode steps: TQ_CUDA_ATTENTION=split, a packed cache, sinks
   bool attention_tensor_cores = true;  // packed layers the tensor-core kernel takes (TQ_CUDA_ATTENTION_TC=0: off)
+  // Norms fused into the next linear's int8 rotation at m = 1 (PendingNorm; TQ_CUDA_NORM_ROTATE=0: off).
+  bool fuse_norm_rotation = true;
   bool split_now = false;     // this step's choice (see Forward)
   bool packed_kv = false;     // some layer stores PolarQuant codes (the split-K kernel reads them)
   bool mla_kernel = false;    // MLA attention by cuda::MlaAttention (else PagedAttention, bf16 latent only)
@@ -789,16 +837,19 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
   const int32_t* pos = positions.as<int32_t>();
   const float eps = static_cast<float>(cfg.rms_norm_eps);
   TQ_CUDA_RETURN_IF_ERROR(cuda::EmbedRows(embed.as<void>(), embed_dtype, ids.as<int32_t>(), T, H, xs, st));
-  // Each layer's input norm comes from the previous layer's last residual add (AddRmsNormRows).
-  if (cfg.num_layers > 0) {
-    TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormRows(xs, H, layers[0].input_norm.as<float>(), T, H, eps, hs, H, st));
-  }
+  // Each layer's input norm comes from the previous layer's last residual add; the linear that
+  // reads a norm's output launches it (PendingNorm: fused with the int8 rotation at m = 1).
+  auto norm_of = [&](const float* a, const DeviceBuffer& w) {
+    return PendingNorm{xs, a, w.as<float>(), H, eps, hs, fuse_norm_rotation};
+  };
   for (int l = 0; l < cfg.num_layers; ++l) {
     const DeviceLayer& L = layers[l];
+    const PendingNorm input_norm = norm_of(l == 0 ? nullptr : tm, L.input_norm);
     if (cfg.is_mla()) {
+      TQ_CUDA_RETURN_IF_ERROR(input_norm.Launch(T, st));
       TQ_RETURN_IF_ERROR(MlaAttention(L, hs, T, at, runners, graph_mode));
     } else {
-      TQ_RETURN_IF_ERROR(L.qkv.Run(hs, T, qv, st, runners, graph_mode));
+      TQ_RETURN_IF_ERROR(L.qkv.RunNormed(input_norm, T, qv, st, runners, graph_mode));
       if (cfg.qk_norm) {
         TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(qv, ld, T, cfg.num_heads, d, L.q_norm.as<float>(), eps, st));
         TQ_CUDA_RETURN_IF_ERROR(cuda::RmsNormHeads(kv_k, ld, T, cfg.num_kv_heads, d, L.k_norm.as<float>(), eps, st));
@@ -863,18 +914,14 @@ absl::Status CudaTransformer::State::Compute(int64_t T, int64_t R, bool graph_mo
       }
     }
     TQ_RETURN_IF_ERROR(L.o.Run(at, T, tm, st, runners, graph_mode));
-    TQ_CUDA_RETURN_IF_ERROR(cuda::AddRmsNormRows(xs, H, tm, H, L.post_norm.as<float>(), T, H, eps, hs, H, st));
+    const PendingNorm post_norm = norm_of(tm, L.post_norm);
     if (L.moe) {
+      TQ_CUDA_RETURN_IF_ERROR(post_norm.Launch(T, st));
       TQ_RETURN_IF_ERROR(RunMoe(L, hs, T, tm, graph_mode));
     } else {
-      TQ_RETURN_IF_ERROR(L.mlp.Run(hs, T, gu, gt, tm, st, runners, graph_mode));
+      TQ_RETURN_IF_ERROR(L.mlp.RunNormed(post_norm, T, gu, gt, tm, st, runners, graph_mode));
     }
-    if (l + 1 < cfg.num_layers) {
-      TQ_CUDA_RETURN_IF_ERROR(
-          cuda::AddRmsNormRows(xs, H, tm, H, layers[l + 1].input_norm.as<float>(), T, H, eps, hs, H, st));
-    } else {
-      TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
-    }
+    if (l + 1 == cfg.num_layers) TQ_CUDA_RETURN_IF_ERROR(cuda::AddInPlace(xs, tm, T * H, st));
   }
   if (R > 0) {
     TQ_CUDA_RETURN_IF_ERROR(cuda::GatherRows(xs, logit_rows.as<int32_t>(), R, H, sel.as<float>(), st));
@@ -1198,6 +1245,9 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Create(const M
     // tensor-core kernel's fp16 operands, kernels/cuda/kv_attention.h).
     const char* tc = std::getenv("TQ_CUDA_ATTENTION_TC");
     s.attention_tensor_cores = !(tc != nullptr && std::strcmp(tc, "0") == 0);
+    // TQ_CUDA_NORM_ROTATE=0 launches each RMSNorm apart from the int8 rotation after it (A/B).
+    const char* nr = std::getenv("TQ_CUDA_NORM_ROTATE");
+    s.fuse_norm_rotation = !(nr != nullptr && std::strcmp(nr, "0") == 0);
     absl::StrAppend(&r->description_, s.split_attention ? ", split-K attention"
                                       : s.mla_kernel    ? ", MLA attention (latent read once per 16 heads)"
                                                         : ", paged attention");

@@ -660,6 +660,18 @@ TEST_F(EngineCudaTest, Int8GemvDecode) {
     total += 24;
   }
   std::printf("int8 GEMV greedy: %d of %d tokens agree with the CPU before the first difference\n", same, total);
+  // Each layer's norms fused into the next linear's int8 rotation (the default) give the bits of
+  // separate launches (TQ_CUDA_NORM_ROTATE=0): scores and greedy tokens, graphs and rows.
+  const ScopedEnv apart("TQ_CUDA_NORM_ROTATE", "0");
+  auto rows_apart = Make(out, "cuda", true, "bf16", false, true, /*int8_gemv=*/2);
+  auto graphs_apart = Make(out, "cuda", true, "bf16", false, true, /*int8_gemv=*/1);
+  ASSERT_NE(rows_apart, nullptr);
+  ASSERT_NE(graphs_apart, nullptr);
+  auto c = rows_apart->Score(prompts);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->size(), b->size());
+  for (size_t s = 0; s < b->size(); ++s) EXPECT_EQ((*b)[s], (*c)[s]) << "prompt " << s;
+  for (const auto& p : prompts) EXPECT_EQ(Greedy(*graphs_apart, p, 24), Greedy(*graphs, p, 24));
 }
 
 TEST_F(EngineCudaTest, GraphReplayEqualsEagerLaunches) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/nn_ops.h"
+#include "kernels/cuda/block_sum.cuh"
 #include "kernels/cuda/pdl.cuh"
 
 namespace tq::cuda {
@@ -32,25 +33,6 @@ __device__ __forceinline__ float Load(const void* p, DType t, int64_t i) {
     default:
       return static_cast<const float*>(p)[i];
   }
-}
-
-__device__ __forceinline__ float WarpSum(float v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
-__device__ float BlockSum(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  v = WarpSum(v);
-  __syncthreads();  // partial may still be read by a previous call
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  const int warps = blockDim.x / kWarp;
-  float s = lane < warps ? partial[lane] : 0.0f;
-  return WarpSum(s);
 }
 
 __global__ void EmbedKernel(const void* table, DType dtype, const int32_t* ids, int64_t hidden, float* x) {

@@ -2,6 +2,7 @@
 // kernel and dequantization. Contract and math: kernels/cuda/tq_linear.h.
 #include "kernels/cuda/tq_linear.h"
 
+#include "kernels/cuda/block_sum.cuh"
 #include "kernels/cuda/pdl.cuh"
 
 #include <cuda_bf16.h>
@@ -239,6 +240,50 @@ __global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restr
     float qscale;
     *reinterpret_cast<uint32_t*>(x_q + at) = QuantizeInt8x4(v, &qscale);
     if (lane == 0) x_qscale[task] = qscale;
+  }
+}
+
+// (g) The residual add, RMSNorm and int8 rotation in one CTA per row, with the float operations
+// of nn_ops' RmsNormKernel (same block size, same BlockSum order) and of RotateInputKernel: a
+// thread per float4 of the row, so each warp holds whole groups of 128 (k % 128 == 0), 4 values
+// per lane as the rotation wants them.
+template <bool kAdd>
+__global__ void AddRmsNormRotateInt8Kernel(float* __restrict__ x, int64_t ldx, const float* __restrict__ a,
+                                           int64_t lda, const float* __restrict__ w, int k, float eps,
+                                           float* __restrict__ y, int64_t ldy, int block, float inv_div,
+                                           int8_t* __restrict__ x_q, float* __restrict__ x_qscale) {
+  PdlEnter();
+  const int64_t row = blockIdx.x;
+  const int lane = threadIdx.x & 31;
+  float4* x4 = reinterpret_cast<float4*>(x + row * ldx);
+  const int n4 = k / 4;
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < n4; c += blockDim.x) {
+    float4 v = x4[c];
+    if (kAdd) {
+      const float4 d = reinterpret_cast<const float4*>(a + row * lda)[c];
+      v = make_float4(v.x + d.x, v.y + d.y, v.z + d.z, v.w + d.w);
+      x4[c] = v;
+    }
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  ss = BlockSum(ss);
+  const float inv = rsqrtf(ss / static_cast<float>(k) + eps);
+  const int groups = k / kG;
+  for (int c = threadIdx.x; c < n4; c += blockDim.x) {  // warp-uniform: n4 is a multiple of 32
+    const float4 v = x4[c];
+    float4 o = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
+    if (w != nullptr) {
+      const float4 g = reinterpret_cast<const float4*>(w)[c];
+      o = make_float4(o.x * g.x, o.y * g.y, o.z * g.z, o.w * g.w);
+    }
+    reinterpret_cast<float4*>(y + row * ldy)[c] = o;
+    float r[4] = {o.x, o.y, o.z, o.w};
+    RotateForwardWarp(r, lane, block, inv_div);
+    const int g = c / 32;  // this warp's group
+    float qscale;
+    *reinterpret_cast<uint32_t*>(x_q + row * k + 4 * c) = QuantizeInt8x4(r, &qscale);
+    if (lane == 0) x_qscale[row * groups + g] = qscale;
   }
 }
 
@@ -1338,6 +1383,37 @@ cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, 
                                     int64_t ldx, int rotation_block, int8_t* x_q,
                                     float* x_qscale, cudaStream_t stream, bool programmatic) {
   return LaunchRotateInt8(x, x_type, false, m, k, ldx, rotation_block, x_q, x_qscale, stream, programmatic);
+}
+
+static int TqNormRotateThreads(int64_t k) {
+  // nn_ops' RmsNormRows block size (ThreadPerItem(k / 4)): the same partial sums, the same bits.
+  return static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(64, (k / 4 + 31) / 32 * 32)));
+}
+
+cudaError_t LaunchTqAddRmsNormRotateInt8(float* x, int64_t ldx, const float* a, int64_t lda, const float* w,
+                                         int64_t m, int64_t k, float eps, float* y, int64_t ldy, int rotation_block,
+                                         int8_t* x_q, float* x_qscale, cudaStream_t stream, bool programmatic) {
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y) |
+                         reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(a);
+  if (m < 0 || m > 65535 || k <= 0 || k % kG != 0 || k >= (int64_t{1} << 31) || ldx < k || ldy < k ||
+      ldx % 4 != 0 || ldy % 4 != 0 || (a != nullptr && (lda < k || lda % 4 != 0)) || bits % 16 != 0 ||
+      !ValidRotationBlock(rotation_block) || x_q == nullptr || x_qscale == nullptr ||
+      (m > 0 && (x == nullptr || y == nullptr))) {
+    return cudaErrorInvalidValue;
+  }
+  if (m == 0) return cudaSuccess;
+  if (!Aligned(x_q, 4)) return cudaErrorMisalignedAddress;
+  const int block = rotation_block == 0 ? kG : rotation_block;
+  const float inv_div = 1.0f / RotationDivisorHost(block);
+  const int threads = TqNormRotateThreads(k);
+  const cudaError_t e =
+      a != nullptr ? LaunchKernelWith(programmatic, AddRmsNormRotateInt8Kernel<true>, static_cast<unsigned>(m), threads,
+                                      0, stream, x, ldx, a, lda, w, static_cast<int>(k), eps, y, ldy, block, inv_div,
+                                      x_q, x_qscale)
+                   : LaunchKernelWith(programmatic, AddRmsNormRotateInt8Kernel<false>, static_cast<unsigned>(m),
+                                      threads, 0, stream, x, ldx, a, lda, w, static_cast<int>(k), eps, y, ldy, block,
+                                      inv_div, x_q, x_qscale);
+  return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 cudaError_t LaunchTqSiluMulRotateInt8(const float* gate_up, int64_t ld, int64_t m, int64_t k,

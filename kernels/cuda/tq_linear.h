@@ -253,6 +253,17 @@ cudaError_t LaunchTqSiluMulRotateInt8(const float* gate_up, int64_t ld, int64_t 
                                       int rotation_block, int8_t* x_q, float* x_qscale,
                                       cudaStream_t stream, bool programmatic = false);
 
+// The same for the RMSNorm output y = RmsNorm(x [+= a]) · w of rows of x (k a multiple of 128;
+// rows, a, w and y 16-byte aligned, row strides multiples of 4): x += a first when a is non-null
+// (written back), y written, and x_q / x_qscale its int8 rotation — bitwise nn_ops'
+// AddRmsNormRows (RmsNormRows when a is null) followed by LaunchTqRotateInputInt8 of y, in one
+// launch of one CTA per row (an engine layer's norm and the next linear's rotation at m = 1).
+// x_q rows are k bytes apart (k = its padded width).
+cudaError_t LaunchTqAddRmsNormRotateInt8(float* x, int64_t ldx, const float* a, int64_t lda, const float* w,
+                                         int64_t m, int64_t k, float eps, float* y, int64_t ldy, int rotation_block,
+                                         int8_t* x_q, float* x_qscale, cudaStream_t stream,
+                                         bool programmatic = false);
+
 // Tiling: each CTA runs `slices` warps over the K slices of 32 groups (a lane per group; more
 // slices than warps loop) for `chunks` row chunks of rows_per_chunk rows, and sums the slices'
 // partial rows in shared memory in slice order (deterministic, no workspace).

@@ -244,9 +244,8 @@ absl::Status TqLinearRunner::RunGemm(const TqCudaWeights& w, const void* x, TqAc
   return absl::OkStatus();
 }
 
-absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, TqActType x_type,
-                                         int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
-                                         int64_t ldy, cudaStream_t stream, const float* gate_up) {
+absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const Int8Input& in, int64_t m, float* y_f32,
+                                         uint16_t* y_bf16, int64_t ldy, cudaStream_t stream) {
   if (m > 1 && !int8_all_rows_) {
     return absl::InvalidArgumentError(absl::StrCat(
         "int8 GEMV: m = ", m, " rows; it serves one-token steps (set_int8_gemv(true, /*all_rows=*/true) to run "
@@ -261,12 +260,16 @@ absl::Status TqLinearRunner::RunInt8Gemv(const TqCudaWeights& w, const void* x, 
   float* x_qscale = reinterpret_cast<float*>(x_q + m * TqCudaPaddedK(w.k));  // Kp: a multiple of 128
   // Programmatic launches on Hopper: the rotation and the GEMV start while their predecessor ends.
   const bool pdl = sm_major_ >= 9 && programmatic_launch_;
-  if (gate_up != nullptr) {
-    TQ_CUDA_RETURN_IF_ERROR(
-        LaunchTqSiluMulRotateInt8(gate_up, ldx, m, w.k, w.rotation_block, x_q, x_qscale, stream, pdl));
+  if (in.normed) {
+    TQ_CUDA_RETURN_IF_ERROR(LaunchTqAddRmsNormRotateInt8(const_cast<float*>(static_cast<const float*>(in.x)), in.ldx,
+                                                         in.a, in.lda, in.norm_w, m, w.k, in.eps, in.h, in.ldh,
+                                                         w.rotation_block, x_q, x_qscale, stream, pdl));
+  } else if (in.gated) {
+    TQ_CUDA_RETURN_IF_ERROR(LaunchTqSiluMulRotateInt8(static_cast<const float*>(in.x), in.ldx, m, w.k,
+                                                      w.rotation_block, x_q, x_qscale, stream, pdl));
   } else {
     TQ_CUDA_RETURN_IF_ERROR(
-        LaunchTqRotateInputInt8(x, x_type, m, w.k, ldx, w.rotation_block, x_q, x_qscale, stream, pdl));
+        LaunchTqRotateInputInt8(in.x, in.x_type, m, w.k, in.ldx, w.rotation_block, x_q, x_qscale, stream, pdl));
   }
   TqGemvInt8Args a;
   a.w = w;
@@ -290,7 +293,35 @@ absl::Status TqLinearRunner::RunSiluMulInt8(const TqCudaWeights& w, const float*
                                                    ", bits ", w.bits, ") or bad strides ld=", ld, " ldy=", ldy));
   }
   if (m == 0 || w.n == 0) return absl::OkStatus();
-  return RunInt8Gemv(w, nullptr, TqActType::kF32, m, ld, y_f32, nullptr, ldy, stream, gate_up);
+  Int8Input in;
+  in.x = gate_up;
+  in.ldx = ld;
+  in.gated = true;
+  return RunInt8Gemv(w, in, m, y_f32, nullptr, ldy, stream);
+}
+
+absl::Status TqLinearRunner::RunAddRmsNormInt8(const TqCudaWeights& w, float* x, int64_t ldx, const float* a,
+                                               int64_t lda, const float* norm_w, float eps, int64_t m, float* h,
+                                               int64_t ldh, float* y_f32, int64_t ldy, cudaStream_t stream) {
+  TQ_RETURN_IF_ERROR(CheckSupported(w));
+  if (KernelFor(w, m) != TqKernel::kInt8Gemv || w.k % kTqCudaGroupSize != 0 || ldx < w.k || ldh < w.k ||
+      ldy < w.n || x == nullptr || h == nullptr || y_f32 == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("TqLinearRunner::RunAddRmsNormInt8: not an int8 GEMV problem (m=",
+                                                   m, ", bits ", w.bits, ", k ", w.k, ") or bad strides / buffers"));
+  }
+  if (m == 0) return absl::OkStatus();
+  if (w.n == 0) return absl::InvalidArgumentError("TqLinearRunner::RunAddRmsNormInt8: n = 0 (the norm would not run)");
+  Int8Input in;
+  in.x = x;
+  in.ldx = ldx;
+  in.normed = true;
+  in.a = a;
+  in.lda = lda;
+  in.norm_w = norm_w;
+  in.eps = eps;
+  in.h = h;
+  in.ldh = ldh;
+  return RunInt8Gemv(w, in, m, y_f32, nullptr, ldy, stream);
 }
 
 absl::Status TqLinearRunner::RunDequantCublas(const TqCudaWeights& w, const void* x,
@@ -348,7 +379,7 @@ absl::Status TqLinearRunner::Run(const TqCudaWeights& w, const void* x, TqActTyp
     case TqKernel::kGemm:
       return RunGemm(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, gemm_config);
     case TqKernel::kInt8Gemv:
-      return RunInt8Gemv(w, x, x_type, m, ldx, y_f32, y_bf16, ldy, stream, nullptr);
+      return RunInt8Gemv(w, Int8Input{x, x_type, ldx}, m, y_f32, y_bf16, ldy, stream);
     default:
       return absl::UnimplementedError("TqLinearRunner::Run: no kernel for this configuration");
   }

@@ -85,6 +85,14 @@ class TqLinearRunner {
   absl::Status RunSiluMulInt8(const TqCudaWeights& w, const float* gate_up, int64_t ld, int64_t m,
                               float* y_f32, int64_t ldy, cudaStream_t stream);
 
+  // y = (RmsNorm(x [+= a]) · norm_w) · Ŵᵀ: a layer's residual add and norm before a linear that
+  // KernelFor(w, m) runs on the int8 GEMV (else INVALID_ARGUMENT), fused with its int8 rotation
+  // (LaunchTqAddRmsNormRotateInt8: x += a when a is non-null, the norm's output also to h for
+  // other readers; one launch fewer, the same bits as AddRmsNormRows + Run). w.k % 128 == 0.
+  absl::Status RunAddRmsNormInt8(const TqCudaWeights& w, float* x, int64_t ldx, const float* a, int64_t lda,
+                                 const float* norm_w, float eps, int64_t m, float* h, int64_t ldh, float* y_f32,
+                                 int64_t ldy, cudaStream_t stream);
+
   // Allocates the scratch Run needs for (w, m, path) now.
   // expert_slots: grouped expert launches (RunExpert's slots) of the mma paths.
   absl::Status Reserve(const TqCudaWeights& w, int64_t m, TqKernel kernel,
@@ -122,11 +130,23 @@ class TqLinearRunner {
   absl::Status RunGemm(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
                        int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy,
                        cudaStream_t stream, const TqGemmConfig* gemm_config);
-  // gate_up non-null: x is silu(g) · u of those [g | u] rows (row stride ldx), fused into the
-  // int8 rotation.
-  absl::Status RunInt8Gemv(const TqCudaWeights& w, const void* x, TqActType x_type, int64_t m,
-                           int64_t ldx, float* y_f32, uint16_t* y_bf16, int64_t ldy, cudaStream_t stream,
-                           const float* gate_up);
+  // What the int8 GEMV's rotation launch reads: x (plain), silu(g) · u of [g | u] rows (gated), or
+  // RmsNorm(x [+= a]) · norm_w (normed; its output also to h).
+  struct Int8Input {
+    const void* x = nullptr;
+    TqActType x_type = TqActType::kF32;
+    int64_t ldx = 0;
+    bool gated = false;
+    bool normed = false;
+    const float* a = nullptr;
+    int64_t lda = 0;
+    const float* norm_w = nullptr;
+    float eps = 0.0f;
+    float* h = nullptr;
+    int64_t ldh = 0;
+  };
+  absl::Status RunInt8Gemv(const TqCudaWeights& w, const Int8Input& in, int64_t m, float* y_f32, uint16_t* y_bf16,
+                           int64_t ldy, cudaStream_t stream);
   absl::Status RunDequantCublas(const TqCudaWeights& w, const void* x, TqActType x_type,
                                 int64_t m, int64_t ldx, float* y_f32, uint16_t* y_bf16,
                                 int64_t ldy, cudaStream_t stream);

@@ -1175,6 +1175,96 @@ TEST(TqCudaInt8GemvTest, SiluMulFusedIntoTheRotation) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The residual add and RMSNorm fused into the int8 rotation (an engine layer's norm before its
+// qkv or gate|up linear at m = 1): bitwise nn_ops' AddRmsNormRows (RmsNormRows without a) then the
+// plain int8 rotation — x, the norm's output, x_q and scales — and the same y through the runner.
+// Widths: one float4 per thread (4096), a loop of them (5120 > 1024 float4s), a single group (128,
+// with a block-diagonal rotation); with and without the add and the weight.
+TEST(TqCudaInt8GemvTest, RmsNormFusedIntoTheRotation) {
+  SKIP_WITHOUT_GPU();
+  auto runner = TqLinearRunner::Create(0);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  (*runner)->set_int8_gemv(true, /*all_rows=*/true);
+  int major = 0;
+  CUDA_ASSERT_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  uint32_t seed = 9700;
+  struct Shape {
+    int64_t m, k;
+    bool add, weight;
+    int block;
+  };
+  for (const Shape& c : {Shape{1, 4096, true, true, 0}, Shape{2, 5120, true, true, 0}, Shape{3, 128, false, true, 32},
+                         Shape{1, 4096, false, false, 0}}) {
+    SCOPED_TRACE("m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) + (c.add ? " add" : "") +
+                 (c.weight ? " weight" : ""));
+    const int64_t ld = c.k + 4, groups = c.k / 128, n = 200;
+    const float eps = 1e-6f;
+    const std::vector<float> x0 = RandomActivations(c.m, ld, false, seed++);
+    const std::vector<float> a0 = RandomActivations(c.m, ld, false, seed++);
+    const std::vector<float> nw = RandomActivations(1, c.k, false, seed++);
+    const HostWeights hw = RandomWeights(3, n, c.k, c.block, seed++);
+    DeviceWeights dw(hw);
+    DeviceVector<float> x1(x0), x2(x0), x3(x0), da(a0), dnw(nw), h1(c.m * ld), h2(c.m * ld), h3(c.m * ld);
+    DeviceVector<int8_t> q1(c.m * c.k), q2(c.m * c.k);
+    DeviceVector<float> s1(c.m * groups), s2(c.m * groups);
+    h2.Poison();
+    q2.Poison();
+    s2.Poison();
+    const float* a = c.add ? da.get() : nullptr;
+    const float* w = c.weight ? dnw.get() : nullptr;
+    if (c.add) {
+      CUDA_ASSERT_OK(AddRmsNormRows(x1.get(), ld, a, ld, w, c.m, c.k, eps, h1.get(), ld, nullptr));
+    } else {
+      CUDA_ASSERT_OK(RmsNormRows(x1.get(), ld, w, c.m, c.k, eps, h1.get(), ld, nullptr));
+    }
+    CUDA_ASSERT_OK(LaunchTqRotateInputInt8(h1.get(), TqActType::kF32, c.m, c.k, ld, c.block, q1.get(), s1.get(), nullptr));
+    CUDA_ASSERT_OK(LaunchTqAddRmsNormRotateInt8(x2.get(), ld, a, ld, w, c.m, c.k, eps, h2.get(), ld, c.block, q2.get(),
+                                                s2.get(), nullptr, major >= 9));
+    CUDA_ASSERT_OK(cudaDeviceSynchronize());
+    auto same_bits = [](const std::vector<float>& u, const std::vector<float>& v, int64_t rows, int64_t stride,
+                        int64_t width) {
+      int64_t diff = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < width; ++i) diff += cpu::FloatBits(u[r * stride + i]) != cpu::FloatBits(v[r * stride + i]);
+      }
+      return diff;
+    };
+    EXPECT_EQ(same_bits(x1.Download(), x2.Download(), c.m, ld, c.k), 0) << "x after the add";
+    EXPECT_EQ(same_bits(h1.Download(), h2.Download(), c.m, ld, c.k), 0) << "the norm's output";
+    EXPECT_EQ(q1.Download(), q2.Download());
+    EXPECT_EQ(same_bits(s1.Download(), s2.Download(), 1, 0, c.m * groups), 0) << "scales";
+    // Through the runner: AddRmsNormRows + Run against RunAddRmsNormInt8.
+    DeviceVector<float> y1(c.m * n), y3(c.m * n);
+    y3.Poison();
+    const TqCudaWeights tw = dw.View(hw);
+    absl::Status st = (*runner)->Run(tw, h1.get(), TqActType::kF32, c.m, ld, y1.get(), nullptr, n, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    st = (*runner)->RunAddRmsNormInt8(tw, x3.get(), ld, a, ld, w, eps, c.m, h3.get(), ld, y3.get(), n, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    CUDA_ASSERT_OK(cudaDeviceSynchronize());
+    const std::vector<float> b3 = y3.Download();
+    ASSERT_EQ(CountNonFinite(b3), 0);
+    EXPECT_EQ(same_bits(y1.Download(), b3, 1, 0, c.m * n), 0) << "RunAddRmsNormInt8 differs from the norm + Run";
+  }
+  // Refused: k not a multiple of 128, a misaligned row, not an int8 problem (TQ4).
+  DeviceVector<float> buf(std::vector<float>(4096, 1.0f));
+  DeviceVector<int8_t> q(4096);
+  DeviceVector<float> sc(64);
+  EXPECT_EQ(LaunchTqAddRmsNormRotateInt8(buf.get(), 200, nullptr, 0, nullptr, 1, 200, 1e-6f, buf.get() + 2048, 200, 0,
+                                         q.get(), sc.get(), nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchTqAddRmsNormRotateInt8(buf.get() + 1, 256, nullptr, 0, nullptr, 1, 256, 1e-6f, buf.get() + 2048, 256,
+                                         0, q.get(), sc.get(), nullptr),
+            cudaErrorInvalidValue);
+  const HostWeights h4 = RandomWeights(4, 64, 256, 0, 9800);
+  DeviceWeights d4(h4);
+  DeviceVector<float> y4(64);
+  EXPECT_EQ((*runner)->RunAddRmsNormInt8(d4.View(h4), buf.get(), 256, nullptr, 0, nullptr, 1e-6f, 1, buf.get() + 2048,
+                                         256, y4.get(), 64, nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // ---------------------------------------------------------------------------------------------
 TEST(TqCudaSupportTest, Reasons) {
   // Pure host logic: runs without a GPU too.
