@@ -1125,15 +1125,24 @@ TEST(TqCudaInt8GemvTest, RunnerDispatchAndNaN) {
   EXPECT_EQ(CountNonFinite(got), h3.n);
 }
 
+// A runner with every row on the int8 GEMV, and the device's compute capability major.
+absl::StatusOr<std::unique_ptr<TqLinearRunner>> Int8RowsRunner(int* major) {
+  auto runner = TqLinearRunner::Create(0);
+  if (!runner.ok()) return runner.status();
+  (*runner)->set_int8_gemv(true, /*all_rows=*/true);
+  if (cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) {
+    return absl::InternalError("cudaDeviceGetAttribute failed");
+  }
+  return runner;
+}
+
 // SiLU·mul fused into the int8 rotation (the MLP's down projection): bitwise nn_ops' SiluMul
 // followed by the plain int8 rotation, and the same y through the runner.
 TEST(TqCudaInt8GemvTest, SiluMulFusedIntoTheRotation) {
   SKIP_WITHOUT_GPU();
-  auto runner = TqLinearRunner::Create(0);
-  ASSERT_TRUE(runner.ok()) << runner.status();
-  (*runner)->set_int8_gemv(true, /*all_rows=*/true);
   int major = 0;
-  CUDA_ASSERT_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  auto runner = Int8RowsRunner(&major);
+  ASSERT_TRUE(runner.ok()) << runner.status();
   uint32_t seed = 9500;
   for (const auto& [m, k] : {std::pair<int64_t, int64_t>{1, 14336}, {3, 1000}, {2, 64}}) {
     SCOPED_TRACE("m=" + std::to_string(m) + " k=" + std::to_string(k));
@@ -1182,11 +1191,9 @@ TEST(TqCudaInt8GemvTest, SiluMulFusedIntoTheRotation) {
 // with a block-diagonal rotation); with and without the add and the weight.
 TEST(TqCudaInt8GemvTest, RmsNormFusedIntoTheRotation) {
   SKIP_WITHOUT_GPU();
-  auto runner = TqLinearRunner::Create(0);
-  ASSERT_TRUE(runner.ok()) << runner.status();
-  (*runner)->set_int8_gemv(true, /*all_rows=*/true);
   int major = 0;
-  CUDA_ASSERT_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  auto runner = Int8RowsRunner(&major);
+  ASSERT_TRUE(runner.ok()) << runner.status();
   uint32_t seed = 9700;
   struct Shape {
     int64_t m, k;
