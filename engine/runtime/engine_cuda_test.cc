@@ -385,13 +385,14 @@ std::string WriteRandomHeadDim128Llama() {
 
 // The packed cache's tensor-core attention in the engine (prefill and decode steps, CUDA graphs)
 // against the CPU's fp32 attention over the same codes: 3-bit, 4-bit and 4/3-bit layers, with and
-// without sinks. The tensor-core kernel multiplies fp16 operands (kv_attention.h, Precision);
-// the NLL stays within kMaxNllDiffPackedKv.
+// without sinks, and 8-bit boundary-layer keys. The tensor-core kernel multiplies fp16 operands
+// (kv_attention.h, Precision); the NLL stays within kMaxNllDiffPackedKv.
 TEST_F(EngineCudaTest, PackedKvTensorCoresEqualCpu) {
   const std::string dir = WriteRandomHeadDim128Llama();
   ASSERT_FALSE(dir.empty());
   CompareBackends(dir);
-  for (const char* kv : {"turbo3:boundary=0", "turbo4:sink=0,boundary=0", "k4v3:sink=2,boundary=0"}) {
+  for (const char* kv : {"turbo3:boundary=0", "turbo4:sink=0,boundary=0", "k4v3:sink=2,boundary=0",
+                         "turbo3:sink=0,boundary=1"}) {
     CompareBackends(dir, kv);
   }
 }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace tq::cuda {
 namespace {
@@ -593,13 +594,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) TcSplitKernel(const Kern
   const int group = a.group;
   constexpr int kKB = kD * kKBits / 8 + 4, kVB = kD * kVBits / 8 + 4;
   constexpr int kStageBytes = kTile * (kKB + kVB);  // a multiple of 16
+  // 8-bit (boundary-layer) keys: 3 tiles in flight, so the rings fit the 48 KB of static shared memory.
+  constexpr int kSt = kKBits == kBoundaryKeyBits ? 3 : kStages;
   __shared__ __align__(16) float q_rot[kMaxG][kD];
   __shared__ float m_s[kWarps][kMaxG], l_s[kWarps][kMaxG];
-  // Each warp's ring of kStages tiles in flight; after the loop, the warps' sums for the merge.
-  constexpr int kRingBytes = kWarps * kStages * kStageBytes;
+  // Each warp's ring of kSt tiles in flight; after the loop, the warps' sums for the merge.
+  constexpr int kRingBytes = kWarps * kSt * kStageBytes;
   constexpr int kMergeBytes = kWarps * kMaxG * kD * 4;
   __shared__ __align__(16) uint8_t ring[kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes];
-  uint8_t* const my_ring = ring + warp * kStages * kStageBytes;
+  uint8_t* const my_ring = ring + warp * kSt * kStageBytes;
   float (*const acc_s)[kMaxG][kD] = reinterpret_cast<float (*)[kMaxG][kD]>(ring);
   __shared__ float qmul_s[kMaxG];                        // 2^e of each head's query scaling
   __shared__ __align__(16) __half pt_s[kWarps][kMaxG][kTile];  // each warp's Pᵀ fragment exchange
@@ -640,7 +643,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) TcSplitKernel(const Kern
       qb[s] = PackF16(qr[4 * s + 2] * down, qr[4 * s + 3] * down);
     }
   }
-  const ByteTable<kKBits> ktab = MakeTable<kKBits>(p.k_format.codebook);
+  // Key centroids: byte-permute tables in registers (2-4 bits), or 256 fp16 entries in shared
+  // memory (8 bits).
+  using KeyTable = std::conditional_t<(kKBits <= kMaxBits), ByteTable<(kKBits <= kMaxBits ? kKBits : 2)>, int>;
+  KeyTable ktab{};
+  __shared__ __half ktab8[kKBits == kBoundaryKeyBits ? 256 : 1];
+  if constexpr (kKBits <= kMaxBits) {
+    ktab = MakeTable<kKBits>(p.k_format.codebook);
+  } else {
+    for (int i = tid; i < 256; i += kThreads) ktab8[i] = __float2half_rn(p.k_format.codebook[i]);
+  }
   const ByteTable<kVBits> vtab = MakeTable<kVBits>(p.v_format.codebook);
   __syncthreads();
   const float qm0 = qmul_s[2 * t], qm1 = qmul_s[2 * t + 1];
@@ -677,21 +689,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) TcSplitKernel(const Kern
   const int64_t tile0 = (start & ~static_cast<int64_t>(kTile - 1)) + static_cast<int64_t>(warp) * kTile;
   constexpr int64_t kStep = static_cast<int64_t>(kWarps) * kTile;
   {
-    int64_t blk[kStages];
+    int64_t blk[kSt];
 #pragma unroll
-    for (int st = 0; st < kStages; ++st) blk[st] = block_of(tile0 + st * kStep);
+    for (int st = 0; st < kSt; ++st) blk[st] = block_of(tile0 + st * kStep);
 #pragma unroll
-    for (int st = 0; st < kStages; ++st) {
+    for (int st = 0; st < kSt; ++st) {
       if (tile0 + st * kStep < hi) issue(st, tile0 + st * kStep, blk[st]);
       asm volatile("cp.async.commit_group;\n" ::);
     }
   }
-  int64_t t_ahead = tile0 + kStages * kStep;  // the next tile to issue, and its block (loaded early)
+  int64_t t_ahead = tile0 + kSt * kStep;  // the next tile to issue, and its block (loaded early)
   int64_t blk_ahead = block_of(t_ahead);
   int stage = 0;
   __half* const pt = &pt_s[warp][0][0];
   for (int64_t t0 = tile0; t0 < hi; t0 += kStep) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 1));
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kSt - 1));
     __syncwarp();
     const int64_t fv = start - t0, lv = hi - 1 - t0;
     TileData<kKBits, kVBits> cur;
@@ -702,31 +714,46 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) TcSplitKernel(const Kern
     asm volatile("cp.async.commit_group;\n" ::);
     t_ahead += kStep;
     blk_ahead = block_of(t_ahead);
-    stage = stage + 1 == kStages ? 0 : stage + 1;
+    stage = stage + 1 == kSt ? 0 : stage + 1;
     // Sᵀ = K·Qᵀ: rows = the tile's keys (A: keys g and g + 8, decoded here), columns = heads.
     float sacc[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)
 #pragma unroll
     for (int u = 0; u < 4; ++u) {  // 8 dims (two k-steps) at a time
-      uint32_t nib[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        uint32_t bits;
-        const uint32_t* w = cur.k[h];
-        if constexpr (kKBits == 3) {
-          bits = u == 0 ? w[0] : u == 1 ? __funnelshift_r(w[0], w[1], 24)
-                               : u == 2 ? __funnelshift_r(w[1], w[2], 16) : w[2] >> 8;
-        } else if constexpr (kKBits == 4) {
-          bits = w[u];
-        } else {
-          bits = w[u / 2] >> (16 * (u & 1));
-        }
-        nib[h] = CodesToNibbles<kKBits>(bits);
-      }
       uint32_t a0, a1, a2, a3, c0, c1, c2, c3;
-      Lookup4<kKBits>(nib[0], ktab, a0, a2);        // key g: dims 8u + {0, 1}, {2, 3}
-      Lookup4<kKBits>(nib[1], ktab, a1, a3);        // key g + 8
-      Lookup4<kKBits>(nib[0] >> 16, ktab, c0, c2);  // dims 8u + {4, 5}, {6, 7}
-      Lookup4<kKBits>(nib[1] >> 16, ktab, c1, c3);
+      if constexpr (kKBits == kBoundaryKeyBits) {  // byte codes: dims 8u.. are words 2u and 2u + 1
+        auto pair = [&](uint32_t w, int shift) {  // the entries of bytes shift/8 and shift/8 + 1
+          return static_cast<uint32_t>(__half_as_ushort(ktab8[(w >> shift) & 0xffu])) |
+                 (static_cast<uint32_t>(__half_as_ushort(ktab8[(w >> (shift + 8)) & 0xffu])) << 16);
+        };
+        a0 = pair(cur.k[0][2 * u], 0);  // key g: dims 8u + {0, 1}, {2, 3}, {4, 5}, {6, 7}
+        a2 = pair(cur.k[0][2 * u], 16);
+        c0 = pair(cur.k[0][2 * u + 1], 0);
+        c2 = pair(cur.k[0][2 * u + 1], 16);
+        a1 = pair(cur.k[1][2 * u], 0);  // key g + 8
+        a3 = pair(cur.k[1][2 * u], 16);
+        c1 = pair(cur.k[1][2 * u + 1], 0);
+        c3 = pair(cur.k[1][2 * u + 1], 16);
+      } else {
+        uint32_t nib[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          uint32_t bits;
+          const uint32_t* w = cur.k[h];
+          if constexpr (kKBits == 3) {
+            bits = u == 0 ? w[0] : u == 1 ? __funnelshift_r(w[0], w[1], 24)
+                                 : u == 2 ? __funnelshift_r(w[1], w[2], 16) : w[2] >> 8;
+          } else if constexpr (kKBits == 4) {
+            bits = w[u];
+          } else {
+            bits = w[u / 2] >> (16 * (u & 1));
+          }
+          nib[h] = CodesToNibbles<kKBits>(bits);
+        }
+        Lookup4<kKBits>(nib[0], ktab, a0, a2);        // key g: dims 8u + {0, 1}, {2, 3}
+        Lookup4<kKBits>(nib[1], ktab, a1, a3);        // key g + 8
+        Lookup4<kKBits>(nib[0] >> 16, ktab, c0, c2);  // dims 8u + {4, 5}, {6, 7}
+        Lookup4<kKBits>(nib[1] >> 16, ktab, c1, c3);
+      }
       Mma(sacc, a0, a1, a2, a3, qa[2 * u], qb[2 * u]);
       Mma(sacc, c0, c1, c2, c3, qa[2 * u + 1], qb[2 * u + 1]);
     }
@@ -1111,7 +1138,8 @@ __global__ void __launch_bounds__(kThreads)
 
 bool UseTensorCores(const PackedAttentionParams& p) {
   const int kf = FormatCode(p.k_format), vf = FormatCode(p.v_format);
-  const bool formats = (kf == vf && kf >= 2 && kf <= 4) || (kf == 4 && vf == 3);
+  const bool formats = (kf == vf && kf >= 2 && kf <= 4) || (kf == 4 && vf == 3) ||
+                       (kf == kBoundaryKeyBits && (vf == 3 || vf == 4));
   return p.tensor_cores && formats && p.head_dim == tc::kD && p.num_kv_heads > 0 &&
          p.num_heads / p.num_kv_heads <= tc::kMaxG && p.block_size > 0 && p.block_size % tc::kTile == 0;
 }
@@ -1221,6 +1249,9 @@ cudaError_t PackedAttention(const PackedAttentionParams& p, cudaStream_t stream)
   if (UseTensorCores(p)) {
     if (kf == 3) return LaunchTc<3, 3>(p, group, stream);
     if (kf == 2) return LaunchTc<2, 2>(p, group, stream);
+    if (kf == kBoundaryKeyBits) {
+      return vf == 4 ? LaunchTc<kBoundaryKeyBits, 4>(p, group, stream) : LaunchTc<kBoundaryKeyBits, 3>(p, group, stream);
+    }
     return vf == 4 ? LaunchTc<4, 4>(p, group, stream) : LaunchTc<4, 3>(p, group, stream);
   }
   if (kf == 0) return LaunchDim<0, 0>(p, group, stream);

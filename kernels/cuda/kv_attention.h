@@ -38,10 +38,11 @@
 // splits beyond the row's length do nothing (so a fixed split count serves any context, as CUDA
 // graphs need).
 //
-// Tensor cores (packed 2-4-bit K and V, head_dim 128, G <= 8, block_size a multiple of 16; see
-// tensor_cores below): a warp takes 16 positions at a time, staged in shared memory by cp.async
-// four tiles ahead; each lane decodes its codes with byte-permute tables in registers straight
-// into mma.sync m16n8k16 fragments: Sᵀ = K·Qᵀ (the tile's keys as rows), then Oᵀ = Vᵀ·Pᵀ with the
+// Tensor cores (packed 2-4-bit K and V, or 8-bit boundary-layer keys with 3- or 4-bit values;
+// head_dim 128, G <= 8, block_size a multiple of 16; see tensor_cores below): a warp takes 16
+// positions at a time, staged in shared memory by cp.async four tiles ahead (three with 8-bit
+// keys); each lane decodes its codes with byte-permute tables in registers (8-bit keys: a 256-entry
+// fp16 table in shared memory) straight into mma.sync m16n8k16 fragments: Sᵀ = K·Qᵀ (the tile's keys as rows), then Oᵀ = Vᵀ·Pᵀ with the
 // weights passed through shared memory; online softmax in fp32. When `splits` asks for more CTAs
 // than fit on the device at once it uses one wave of them (longer splits).
 //
@@ -105,8 +106,8 @@ struct PackedAttentionParams {
   const float* sink_k = nullptr;
   const float* sink_v = nullptr;
   const int32_t* sink_slot = nullptr;  // [rows]
-  // Packed K and V of 2-4 bits (K = V bits, or 4-bit K with 3-bit V) at head_dim 128, G <= 8 and
-  // block_size a multiple of 16 run on tensor cores (fp16 operands, fp32 accumulation; see
+  // Packed K and V of 2-4 bits (K = V bits, or 4-bit K with 3-bit V; 8-bit K with 3- or 4-bit V)
+  // at head_dim 128, G <= 8 and block_size a multiple of 16 run on tensor cores (fp16 operands, fp32 accumulation; see
   // Precision) unless this is false; everything else runs the fp32 kernel.
   bool tensor_cores = true;
   int splits = 1;        // position splits per (row, KV head), 1..kMaxAttentionSplits

@@ -173,7 +173,9 @@ int Main(int argc, char** argv) {
               info->name.c_str(), info->sm_major, info->sm_minor, info->multiprocessors, g_reps, kHeads, kKvHeads,
               kD);
   CHECK_CUDA(cudaStreamCreate(&g_stream));
-  const Format formats[] = {{"bf16", 0, 0}, {"turbo4", 4, 4}, {"k4v3", 4, 3}, {"turbo3", 3, 3}};
+  // "b8v3" / "b8v4": the turbo3 / turbo4 presets' boundary layers (8-bit keys).
+  const Format formats[] = {{"bf16", 0, 0}, {"turbo4", 4, 4}, {"k4v3", 4, 3}, {"turbo3", 3, 3},
+                            {"b8v4", 8, 4}, {"b8v3", 8, 3}};
   std::printf("%6s %8s %6s | %-8s %9s %9s %8s %8s | %9s %8s | %s\n", "batch", "context", "splits", "KV", "MB read",
               "us", "GB/s", "vs bf16", "fp32 us", "vs bf16", "engine PagedAttention (bf16)");
   const std::pair<int, int64_t> shapes[] = {{1, 4096}, {1, 32768}, {1, 131072}, {8, 4096}, {8, 32768}};

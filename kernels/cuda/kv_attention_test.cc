@@ -252,8 +252,10 @@ TEST(PackedAttentionTest, MatchesCpuReference) {
         if (!tensor_cores) {
           EXPECT_FALSE(used);
         }
-        // Eligible: packed K and V (2/2, 3/3, 4/4, 4/3), d 128, <= 8 heads per KV head, blocks of 16k.
-        const bool packed = (kbits == vbits && kbits >= 2 && kbits <= 4) || (kbits == 4 && vbits == 3);
+        // Eligible: packed K and V (2/2, 3/3, 4/4, 4/3, and 8-bit boundary keys with 3- or 4-bit
+        // values), d 128, <= 8 heads per KV head, blocks of 16k.
+        const bool packed = (kbits == vbits && kbits >= 2 && kbits <= 4) || (kbits == 4 && vbits == 3) ||
+                            (kbits == 8 && (vbits == 3 || vbits == 4));
         const bool eligible = tensor_cores && packed && c.head_dim == 128 &&
                               c.num_heads / c.num_kv_heads <= 8 && c.block_size % 16 == 0;
         EXPECT_EQ(used, eligible);
@@ -415,7 +417,8 @@ TEST(PackedAttentionTest, RejectsWhatItCannotRun) {
   p.block_size = 16;
   p.window = -1;  // everything else valid (rows = 0 would be a no-op)
   EXPECT_EQ(PackedAttention(p, nullptr), cudaErrorInvalidValue);
-  // The tensor-core kernel: packed 2-4-bit K and V (K = V, or 4/3), d 128, G <= 8, blocks of 16k.
+  // The tensor-core kernel: packed 2-4-bit K and V (K = V, or 4/3; 8-bit keys with 3/4-bit
+  // values), d 128, G <= 8, blocks of 16k.
   {
     PackedAttentionParams t;
     t.num_heads = 32;
@@ -431,7 +434,10 @@ TEST(PackedAttentionTest, RejectsWhatItCannotRun) {
     t.k_format.bits = 2;
     EXPECT_FALSE(UseTensorCores(t));  // 2/3
     t.k_format.bits = 8;
-    EXPECT_FALSE(UseTensorCores(t));  // boundary-layer keys
+    EXPECT_TRUE(UseTensorCores(t));  // boundary-layer keys, 3-bit values
+    t.v_format.bits = 2;
+    EXPECT_FALSE(UseTensorCores(t));  // 8/2: no preset stores it
+    t.v_format.bits = 3;
     t.k_format.bits = 3;
     t.tensor_cores = false;
     EXPECT_FALSE(UseTensorCores(t));
