@@ -14,7 +14,8 @@
 // tables every step.
 //
 // KV cache formats (engine/kv_cache/kv_codec.h) on the GPU: bf16, and the plugin presets turbo3,
-// turbo4 and k4v3 without QJL (for MLA models on the latent's two halves, as the CPU stores them) — PolarQuant codes + fp32 corrected gain, the CPU codec's bytes
+// turbo4 and k4v3 without QJL (for MLA models the latent c in the value codec, k_pe in bf16, as
+// the CPU stores them) — PolarQuant codes + fp32 corrected gain, the CPU codec's bytes
 // (kernels/cuda/kv_attention.h writes them and attends over them without a dequantized copy),
 // including their boundary layers (8-bit keys) and sink positions (bf16 vectors kept per
 // sequence, on the device in the attention space, max_num_seqs sequences at once).

@@ -182,9 +182,6 @@ absl::Status ParseDeepseekV3(const json& j, ModelConfig* cfg) {
   if (auto s = GetInt(j, "qk_rope_head_dim", &m.qk_rope_head_dim, true, 2, kMaxHeadDim); !s.ok()) return s;
   if (auto s = GetInt(j, "v_head_dim", &m.v_head_dim, true, 1, kMaxHeadDim); !s.ok()) return s;
   if (m.qk_rope_head_dim % 2 != 0) return Bad("qk_rope_head_dim", "must be even (RoPE rotates pairs)");
-  if (m.latent_dim() % 2 != 0) {
-    return Bad("kv_lora_rank", "kv_lora_rank + qk_rope_head_dim must be even (the latent cache splits it in halves)");
-  }
   if (auto it = j.find("qk_head_dim"); it != j.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<int64_t>() != m.qk_head_dim()) {
       return Bad("qk_head_dim", "must equal qk_nope_head_dim + qk_rope_head_dim");

@@ -154,7 +154,7 @@ TEST(ModelConfigTest, DeepseekV3RefusesUnsupported) {
       {R"("head_dim": 32)", R"("head_dim": 64)", "head_dim"},
       {R"("qk_head_dim": 96)", R"("qk_head_dim": 95)", "qk_head_dim"},
       {R"("routed_scaling_factor": 1.0)", R"("routed_scaling_factor": 0)", "routed_scaling_factor"},
-      {R"("kv_lora_rank": 128)", R"("kv_lora_rank": 127)", "kv_lora_rank"},
+      {R"("kv_lora_rank": 128)", R"("kv_lora_rank": 0)", "kv_lora_rank"},
       {R"("v_head_dim": 64)", R"("v_head_dim": 64, "scoring_func": "softmax")", "scoring_func"},
   };
   for (const Case& c : cases) {
@@ -163,6 +163,8 @@ TEST(ModelConfigTest, DeepseekV3RefusesUnsupported) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(r.status().message().find(c.field), std::string::npos) << r.status();
   }
+  // An odd kv_lora_rank is fine: the cache stores c and k_pe apart (no halves to split).
+  EXPECT_TRUE(ParseModelConfig(with(R"("kv_lora_rank": 128)", R"("kv_lora_rank": 127)")).ok());
   // DeepSeek-V3's yarn: the RoPE's attention factor and the softmax's mscale(factor, mscale_all_dim)^2.
   auto y = ParseModelConfig(with(R"("rope_type": "default")", R"("rope_type": "yarn", "factor": 40.0,
       "original_max_position_embeddings": 4096, "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
