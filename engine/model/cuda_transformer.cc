@@ -55,19 +55,24 @@ absl::StatusOr<int> DeviceKvBits(const KvCodec& codec, bool key, const std::stri
 
 namespace {
 
-// Every layer's K and V codec as the kernels store them, keys and values of one family per layer;
-// *packed: some layer stores PolarQuant codes.
-absl::Status CheckLayerCodecs(const KvCacheFormat& f, bool* packed) {
+// Every layer's K and V codec as the kernels store them: keys and values of one family per layer,
+// or (mla) bf16 keys — k_pe passed through — with any value codec the kernels store for the
+// latent c. *packed: some layer stores PolarQuant codes.
+absl::Status CheckLayerCodecs(const KvCacheFormat& f, bool mla, bool* packed) {
   *packed = false;
   if (f.qjl) return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; got \"", f.name, "\" (QJL keys)"));
   for (int l = 0; l < f.num_layers(); ++l) {
     TQ_ASSIGN_OR_RETURN(const int kb, DeviceKvBits(*f.keys[l], true, f.name));
     TQ_ASSIGN_OR_RETURN(const int vb, DeviceKvBits(*f.values[l], false, f.name));
-    if ((kb == 0) != (vb == 0)) {
+    if (mla && kb != 0) {
+      return absl::UnimplementedError(absl::StrCat("KV cache \"", f.name, "\" on CUDA for an MLA model: k_pe (the keys) ",
+                                                   "must be bf16 (MakeMlaKvCacheFormat)"));
+    }
+    if (!mla && (kb == 0) != (vb == 0)) {
       return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; \"", f.name, "\" stores layer ", l,
                                                    "'s keys and values in different families"));
     }
-    *packed = *packed || kb != 0;
+    *packed = *packed || vb != 0;
   }
   return absl::OkStatus();
 }
@@ -77,7 +82,7 @@ absl::Status CheckLayerCodecs(const KvCacheFormat& f, bool* packed) {
 absl::Status CudaTransformer::CheckKvFormat(const KvCacheFormat& f, int num_heads, int num_kv_heads, int head_dim) {
   if (f.keys.empty() && f.sink_tokens == 0) return absl::OkStatus();  // bf16
   bool packed = false;
-  TQ_RETURN_IF_ERROR(CheckLayerCodecs(f, &packed));
+  TQ_RETURN_IF_ERROR(CheckLayerCodecs(f, /*mla=*/false, &packed));
   const bool needs_split_kernel = packed || f.sink_tokens > 0;
 #if TQ_HAVE_CUDA
   if (needs_split_kernel) {
@@ -99,18 +104,8 @@ absl::Status CudaTransformer::CheckKvFormat(const KvCacheFormat& f, int num_head
 
 absl::Status CudaTransformer::CheckMlaKvFormat(const KvCacheFormat& f) {
   if (f.keys.empty() && f.sink_tokens == 0) return absl::OkStatus();  // bf16
-  if (f.qjl) return absl::UnimplementedError(absl::StrCat(kCudaKvFormats, "; got \"", f.name, "\" (QJL keys)"));
   bool packed = false;
-  for (int l = 0; l < f.num_layers(); ++l) {
-    // k_pe passes through (bf16); the latent c takes any value codec the kernels store.
-    TQ_ASSIGN_OR_RETURN(const int kb, DeviceKvBits(*f.keys[l], true, f.name));
-    TQ_ASSIGN_OR_RETURN(const int vb, DeviceKvBits(*f.values[l], false, f.name));
-    if (kb != 0) {
-      return absl::UnimplementedError(absl::StrCat("KV cache \"", f.name, "\" on CUDA for an MLA model: k_pe (the keys) ",
-                                                   "must be bf16 (MakeMlaKvCacheFormat)"));
-    }
-    packed = packed || vb != 0;
-  }
+  TQ_RETURN_IF_ERROR(CheckLayerCodecs(f, /*mla=*/true, &packed));
   if ((packed || f.sink_tokens > 0) && !MlaKernelSupports(f.value_dim(), f.head_dim)) {
     return absl::UnimplementedError(absl::StrCat(
         "KV cache \"", f.name, "\" on CUDA for an MLA model: the latent (", f.value_dim(), " values) and k_pe (",
