@@ -68,19 +68,14 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
       // o = W_uv (Σ_j p_j c_j), so no per-head key or value is ever rebuilt. Both are read in
       // their codecs' attention space (kv_codec.h: codes × gain for a rotated latent codec, no
       // inverse rotation per position): the query parts are mapped once (PrepareQuery) and the
-      // weighted latent sum mapped back once per head (FinishValue). A key codec scoring in
-      // another width (QJL, only through a hand-made format) reads decoded vectors instead.
+      // weighted latent sum mapped back once per head (FinishValue). Forward checked that both
+      // codecs score in their own widths.
       const KvCodec& kc = cache.key_codec(layer);
       const KvCodec& vc = cache.value_codec(layer);
-      const bool att_space = kc.AttentionDim(rope) == rope && vc.AttentionDim(r) == r;
       const int64_t n = seq.start_pos + 1;
       lat_pe_.resize(static_cast<size_t>(n) * rope);
       lat_c_.resize(static_cast<size_t>(n) * r);
-      if (att_space) {
-        cache.GatherAttention(seq.kv, layer, 0, 0, n, lat_pe_.data(), lat_c_.data());
-      } else {
-        cache.Gather(seq.kv, layer, 0, 0, n, lat_pe_.data(), lat_c_.data());
-      }
+      cache.GatherAttention(seq.kv, layer, 0, 0, n, lat_pe_.data(), lat_c_.data());
       const std::vector<float>& W = kvb_f32_[layer];
       pool_->ParallelFor(nh, 1, [&](int64_t begin, int64_t end) {
         std::vector<float> qc(static_cast<size_t>(r)), qpe(static_cast<size_t>(rope));
@@ -92,13 +87,8 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
           // The latent query W_ukᵀ q_nope (r) and q_pe (rope), each in its codec's space.
           std::fill(acc.begin(), acc.end(), 0.0f);
           for (int i = 0; i < nope; ++i) nn::Axpy(q[i], wk + static_cast<int64_t>(i) * r, acc.data(), r);
-          if (att_space) {
-            vc.PrepareQuery(acc.data(), r, qc.data());
-            kc.PrepareQuery(q + nope, rope, qpe.data());
-          } else {
-            std::copy(acc.begin(), acc.end(), qc.begin());
-            std::copy(q + nope, q + nope + rope, qpe.begin());
-          }
+          vc.PrepareQuery(acc.data(), r, qc.data());
+          kc.PrepareQuery(q + nope, rope, qpe.data());
           for (int64_t j = 0; j < n; ++j) {
             scores[j] = (nn::Dot(qc.data(), lat_c_.data() + j * r, r) +
                          nn::Dot(qpe.data(), lat_pe_.data() + j * rope, rope)) *
@@ -107,7 +97,7 @@ void MlaTransformer::Attention(int layer, const ForwardBatch& batch, PagedKvCach
           nn::SoftmaxInPlace(scores.data(), n);
           std::fill(acc.begin(), acc.end(), 0.0f);
           for (int64_t j = 0; j < n; ++j) nn::Axpy(scores[j], lat_c_.data() + j * r, acc.data(), r);
-          if (att_space) vc.FinishValue(acc.data(), r, acc.data());
+          vc.FinishValue(acc.data(), r, acc.data());
           float* out = attn_.data() + row0 * nh * dv + head * dv;
           for (int d = 0; d < dv; ++d) out[d] = nn::Dot(wv + static_cast<int64_t>(d) * r, acc.data(), r);
         }
@@ -157,11 +147,20 @@ absl::Status MlaTransformer::Forward(const ForwardBatch& batch, PagedKvCache& ca
   const int nh = cfg_.num_heads;
   const int qkd = m.qk_head_dim(), nope = m.qk_nope_head_dim, rope = m.qk_rope_head_dim;
   const int64_t lat = m.latent_dim();
-  if (cache.options().num_kv_heads != cfg_.kv_cache_heads() || cache.options().head_dim != cfg_.kv_cache_key_dim() ||
-      cache.options().value_dim() != cfg_.kv_cache_value_dim()) {
+  if (cache.options().num_layers != cfg_.num_layers || cache.options().num_kv_heads != cfg_.kv_cache_heads() ||
+      cache.options().head_dim != cfg_.kv_cache_key_dim() || cache.options().value_dim() != cfg_.kv_cache_value_dim()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "forward: the KV cache must have ", cfg_.kv_cache_heads(), " head of ", cfg_.kv_cache_key_dim(),
-        " key floats (k_pe) and ", cfg_.kv_cache_value_dim(), " value floats (the latent) for this MLA model"));
+        "forward: the KV cache must have ", cfg_.num_layers, " layers of ", cfg_.kv_cache_heads(), " head of ",
+        cfg_.kv_cache_key_dim(), " key floats (k_pe) and ", cfg_.kv_cache_value_dim(),
+        " value floats (the latent) for this MLA model"));
+  }
+  for (int l = 0; l < cfg_.num_layers; ++l) {  // the absorbed decode scores in the codecs' own widths
+    if (cache.key_codec(l).AttentionDim(rope) != rope ||
+        cache.value_codec(l).AttentionDim(cfg_.kv_cache_value_dim()) != cfg_.kv_cache_value_dim()) {
+      return absl::InvalidArgumentError(absl::StrCat("forward: layer ", l, "'s KV codecs (", cache.key_codec(l).name(),
+                                                     ", ", cache.value_codec(l).name(),
+                                                     ") score in another width; an MLA cache takes MakeMlaKvCacheFormat's"));
+    }
   }
   TQ_RETURN_IF_ERROR(ValidateForwardBatch(batch, cache, rope_.max_positions(), cfg_.vocab_size));
   x_.resize(T * H);

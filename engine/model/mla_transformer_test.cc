@@ -162,6 +162,21 @@ TEST(MlaTransformerTest, RefusesADenseShapedCache) {
   fb.seqs.push_back({h, 0, 2, LogitsMode::kLast});
   std::vector<float> lg;
   EXPECT_EQ(t.model->Forward(fb, **cache, &lg).code(), absl::StatusCode::kInvalidArgument);
+  // The right shape, but one layer's keys score in another width (QJL): refused, not misread.
+  auto mla = MakeMlaKvCacheFormat("turbo3", t.cfg.num_layers, t.cfg.kv_cache_value_dim(), t.cfg.kv_cache_key_dim());
+  ASSERT_TRUE(mla.ok()) << mla.status();
+  auto qjl = MakeKvCodec("turbo3:qjl=1", KvRole::kKey, t.cfg.kv_cache_key_dim());
+  ASSERT_TRUE(qjl.ok()) << qjl.status();
+  mla->keys[1] = *qjl;
+  KvCacheOptions lat{t.cfg.num_layers, 1, t.cfg.kv_cache_key_dim(), 4, 8, true, t.cfg.kv_cache_value_dim()};
+  auto bad = PagedKvCache::Create(lat, *mla);
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  SeqHandle hb = (*bad)->AddSequence();
+  ASSERT_TRUE((*bad)->Reserve(hb, 2));
+  fb.seqs[0].kv = hb;
+  const absl::Status st = t.model->Forward(fb, **bad, &lg);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("layer 1"), std::string::npos) << st;
 }
 
 }  // namespace
