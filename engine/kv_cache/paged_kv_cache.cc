@@ -11,7 +11,7 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvCache
   if (codec == nullptr) return absl::InvalidArgumentError("KV cache needs a codec");
   KvCacheFormat format = SingleCodecFormat(std::shared_ptr<const KvCodec>(std::move(codec)),
                                            std::max(options.num_layers, 0), options.head_dim);
-  if (options.value_dim() != options.head_dim) format.value_head_dim = options.value_dim();
+  format.value_head_dim = options.value_head_dim;
   return Create(options, std::move(format));
 }
 
