@@ -8,6 +8,7 @@
 #include "kernels/cuda/nn_ops.h"
 #include "kernels/cuda/block_sum.cuh"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rms_norm.cuh"
 
 namespace tq::cuda {
 namespace {
@@ -58,44 +59,24 @@ __global__ void RmsNormKernel(float* x, int64_t ldx, const float* a, int64_t lda
   const uintptr_t addr_bits = reinterpret_cast<uintptr_t>(xr) | reinterpret_cast<uintptr_t>(yr) |
                               reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(ar);
   const bool vec = n % 4 == 0 && addr_bits % 16 == 0;  // decided per row (ldx, ldy may differ)
-  float ss = 0.0f;
-  if (vec) {
+  if (vec) {  // rms_norm.cuh (the fused norm + int8 rotation of tq_linear computes the same)
     float4* x4 = reinterpret_cast<float4*>(xr);
-    for (int64_t c = threadIdx.x; c < n / 4; c += blockDim.x) {
-      float4 v = x4[c];
-      if (kAdd) {
-        const float4 d = reinterpret_cast<const float4*>(ar)[c];
-        v = make_float4(v.x + d.x, v.y + d.y, v.z + d.z, v.w + d.w);
-        x4[c] = v;
-      }
-      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-    }
-  } else {
-    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
-      if (kAdd) xr[c] += ar[c];
-      ss += xr[c] * xr[c];
-    }
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    const float inv = RowInvRms<kAdd>(x4, reinterpret_cast<const float4*>(ar), n, eps);
+    float4* y4 = reinterpret_cast<float4*>(yr);
+    for (int64_t c = threadIdx.x; c < n / 4; c += blockDim.x) y4[c] = RmsNormed(x4, inv, w4, c);
+    return;
+  }
+  float ss = 0.0f;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+    if (kAdd) xr[c] += ar[c];
+    ss += xr[c] * xr[c];
   }
   ss = BlockSum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(n) + eps);
-  if (vec) {
-    const float4* x4 = reinterpret_cast<const float4*>(xr);
-    const float4* w4 = reinterpret_cast<const float4*>(w);
-    float4* y4 = reinterpret_cast<float4*>(yr);
-    for (int64_t c = threadIdx.x; c < n / 4; c += blockDim.x) {
-      const float4 v = x4[c];
-      float4 o = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
-      if (w != nullptr) {
-        const float4 g = w4[c];
-        o = make_float4(o.x * g.x, o.y * g.y, o.z * g.z, o.w * g.w);
-      }
-      y4[c] = o;
-    }
-  } else {
-    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
-      const float v = xr[c] * inv;
-      yr[c] = w != nullptr ? v * w[c] : v;
-    }
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+    const float v = xr[c] * inv;
+    yr[c] = w != nullptr ? v * w[c] : v;
   }
 }
 
@@ -404,7 +385,7 @@ cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t row
   if (rows == 0) return cudaSuccess;
   // A thread per float4 of the row.
   // (x is only read without kAdd.)
-  (void)LaunchKernel(RmsNormKernel<false>, static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream,
+  (void)LaunchKernel(RmsNormKernel<false>, static_cast<unsigned>(rows), RmsNormThreads(n), 0, stream,
                      const_cast<float*>(x), ldx, nullptr, 0, w, n, eps, y, ldy);
   return cudaGetLastError();
 }
@@ -412,7 +393,7 @@ cudaError_t RmsNormRows(const float* x, int64_t ldx, const float* w, int64_t row
 cudaError_t AddRmsNormRows(float* x, int64_t ldx, const float* a, int64_t lda, const float* w, int64_t rows,
                            int64_t n, float eps, float* y, int64_t ldy, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  (void)LaunchKernel(RmsNormKernel<true>, static_cast<unsigned>(rows), ThreadPerItem(n / 4), 0, stream,
+  (void)LaunchKernel(RmsNormKernel<true>, static_cast<unsigned>(rows), RmsNormThreads(n), 0, stream,
                      x, ldx, a, lda, w, n, eps, y, ldy);
   return cudaGetLastError();
 }

@@ -2,8 +2,8 @@
 // kernel and dequantization. Contract and math: kernels/cuda/tq_linear.h.
 #include "kernels/cuda/tq_linear.h"
 
-#include "kernels/cuda/block_sum.cuh"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rms_norm.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -243,10 +243,10 @@ __global__ void __launch_bounds__(kThreads) RotateInputKernel(const InT* __restr
   }
 }
 
-// (g) The residual add, RMSNorm and int8 rotation in one CTA per row, with the float operations
-// of nn_ops' RmsNormKernel (same block size, same BlockSum order) and of RotateInputKernel: a
-// thread per float4 of the row, so each warp holds whole groups of 128 (k % 128 == 0), 4 values
-// per lane as the rotation wants them.
+// (g) The residual add, RMSNorm and int8 rotation in one CTA per row: the norm of nn_ops'
+// RmsNormRows (rms_norm.cuh: same block size, same sums) and the float operations of
+// RotateInputKernel: a thread per float4 of the row, so each warp holds whole groups of 128
+// (k % 128 == 0), 4 values per lane as the rotation wants them.
 template <bool kAdd>
 __global__ void AddRmsNormRotateInt8Kernel(float* __restrict__ x, int64_t ldx, const float* __restrict__ a,
                                            int64_t lda, const float* __restrict__ w, int k, float eps,
@@ -256,27 +256,11 @@ __global__ void AddRmsNormRotateInt8Kernel(float* __restrict__ x, int64_t ldx, c
   const int64_t row = blockIdx.x;
   const int lane = threadIdx.x & 31;
   float4* x4 = reinterpret_cast<float4*>(x + row * ldx);
-  const int n4 = k / 4;
-  float ss = 0.0f;
-  for (int c = threadIdx.x; c < n4; c += blockDim.x) {
-    float4 v = x4[c];
-    if (kAdd) {
-      const float4 d = reinterpret_cast<const float4*>(a + row * lda)[c];
-      v = make_float4(v.x + d.x, v.y + d.y, v.z + d.z, v.w + d.w);
-      x4[c] = v;
-    }
-    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-  }
-  ss = BlockSum(ss);
-  const float inv = rsqrtf(ss / static_cast<float>(k) + eps);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  const float inv = RowInvRms<kAdd>(x4, kAdd ? reinterpret_cast<const float4*>(a + row * lda) : nullptr, k, eps);
   const int groups = k / kG;
-  for (int c = threadIdx.x; c < n4; c += blockDim.x) {  // warp-uniform: n4 is a multiple of 32
-    const float4 v = x4[c];
-    float4 o = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
-    if (w != nullptr) {
-      const float4 g = reinterpret_cast<const float4*>(w)[c];
-      o = make_float4(o.x * g.x, o.y * g.y, o.z * g.z, o.w * g.w);
-    }
+  for (int c = threadIdx.x; c < k / 4; c += blockDim.x) {  // warp-uniform: k / 4 is a multiple of 32
+    const float4 o = RmsNormed(x4, inv, w4, c);
     reinterpret_cast<float4*>(y + row * ldy)[c] = o;
     float r[4] = {o.x, o.y, o.z, o.w};
     RotateForwardWarp(r, lane, block, inv_div);
@@ -1385,11 +1369,6 @@ cudaError_t LaunchTqRotateInputInt8(const void* x, TqActType x_type, int64_t m, 
   return LaunchRotateInt8(x, x_type, false, m, k, ldx, rotation_block, x_q, x_qscale, stream, programmatic);
 }
 
-static int TqNormRotateThreads(int64_t k) {
-  // nn_ops' RmsNormRows block size (ThreadPerItem(k / 4)): the same partial sums, the same bits.
-  return static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(64, (k / 4 + 31) / 32 * 32)));
-}
-
 cudaError_t LaunchTqAddRmsNormRotateInt8(float* x, int64_t ldx, const float* a, int64_t lda, const float* w,
                                          int64_t m, int64_t k, float eps, float* y, int64_t ldy, int rotation_block,
                                          int8_t* x_q, float* x_qscale, cudaStream_t stream, bool programmatic) {
@@ -1405,7 +1384,7 @@ cudaError_t LaunchTqAddRmsNormRotateInt8(float* x, int64_t ldx, const float* a, 
   if (!Aligned(x_q, 4)) return cudaErrorMisalignedAddress;
   const int block = rotation_block == 0 ? kG : rotation_block;
   const float inv_div = 1.0f / RotationDivisorHost(block);
-  const int threads = TqNormRotateThreads(k);
+  const int threads = RmsNormThreads(k);  // nn_ops' RmsNormRows block: the same partial sums
   const cudaError_t e =
       a != nullptr ? LaunchKernelWith(programmatic, AddRmsNormRotateInt8Kernel<true>, static_cast<unsigned>(m), threads,
                                       0, stream, x, ldx, a, lda, w, static_cast<int>(k), eps, y, ldy, block, inv_div,
