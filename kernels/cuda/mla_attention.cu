@@ -212,6 +212,37 @@ __device__ __forceinline__ SplitCta MakeSplitCta(const MlaAttentionParams& p, fl
   return c;
 }
 
+// Step k of a tile's decode loop (k < kTile · latent / 8): 8 values, group g of part hf of
+// position t.
+struct TileGroup {
+  int t, hf, g;
+};
+__device__ __forceinline__ TileGroup TileGroupAt(const SplitCta& c, int k) {
+  const int lo_groups = c.lo_dim / 8, per_pos = c.latent / 8;
+  TileGroup x;
+  x.t = k / per_pos;
+  const int rem = k - x.t * per_pos;
+  x.hf = rem >= lo_groups;
+  x.g = rem - (x.hf ? lo_groups : 0);
+  return x;
+}
+
+// The stored bytes of part hf of position t in a staged tile (stage: raw_s of that stage).
+__device__ __forceinline__ const uint32_t* StagedPart(const SplitCta& c, const uint32_t* stage, int t, int hf) {
+  return stage + t * c.pw + (hf ? c.lo_words : 0);
+}
+
+// The centroids of the 8 codes of group g of a stored b-bit vector; its gain.
+__device__ __forceinline__ void Centroids8(const uint32_t* vec, int g, int b, const float* cb, float (&v)[8]) {
+  const uint64_t w = LoadCodeGroup(reinterpret_cast<const uint8_t*>(vec), g, b);
+  const uint32_t mask = (1u << b) - 1u;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = cb[static_cast<uint32_t>(w >> (b * i)) & mask];
+}
+__device__ __forceinline__ float StoredGain(const uint32_t* vec, int dim, int b) {
+  return LoadBytesFloat(reinterpret_cast<const uint8_t*>(vec) + dim * b / 8);
+}
+
 // The split's softmax state (m, l per head of the group) to the workspace.
 __device__ __forceinline__ void WriteSoftmaxState(const MlaAttentionParams& p, const SplitCta& c) {
   if (threadIdx.x < c.hg) {
@@ -309,7 +340,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
     WriteEmptySplit(p, c);
     return;
   }
-  const int latent = c.latent, lp = c.lp, pw = c.pw, hg = c.hg, tid = threadIdx.x;
+  const int latent = c.latent, lp = c.lp, hg = c.hg, tid = threadIdx.x;
   const int64_t row = c.row, lo = c.lo, hi = c.hi, ws_row = c.ws_row;
   float *q_s = c.q_s, *x_s = c.x_s, *s_s = c.s_s, *alpha_s = c.alpha_s, *m_s = c.m_s, *l_s = c.l_s;
   const float *cb_lo = c.cb_lo, *cb_hi = c.cb_hi;
@@ -344,10 +375,8 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
     // Decode the tile into the attention space, 8 values per step: bf16 from 4 words, or
     // gain × centroid of 8 codes (b bytes).
     {
-      const int lo_groups = c.lo_dim / 8, per_pos = latent / 8;
-      for (int k = tid; k < kTile * per_pos; k += kThreads) {
-        const int t = k / per_pos, rem = k - t * per_pos;
-        const int hf = rem >= lo_groups, g = rem - (hf ? lo_groups : 0);
+      for (int k = tid; k < kTile * latent / 8; k += kThreads) {
+        const auto [t, hf, g] = TileGroupAt(c, k);
         const int dim = TQ_DIM(hf);
         const int64_t slot = slot_s[t];
         float v[8];
@@ -360,7 +389,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
 #pragma unroll
           for (int i = 0; i < 8; ++i) v[i] = src[i];
         } else {
-          const uint32_t* words = raw_s + t * pw + (hf ? c.lo_words : 0);
+          const uint32_t* words = StagedPart(c, raw_s, t, hf);
           const int b = TQ_BITS(hf);
           if (b == 0) {
 #pragma unroll
@@ -370,13 +399,10 @@ __global__ void __launch_bounds__(kThreads, 2) MlaSplitKernel(const MlaAttention
               v[2 * i + 1] = __uint_as_float(u & 0xffff0000u);
             }
           } else {
-            const uint8_t* vec = reinterpret_cast<const uint8_t*>(words);
-            const float gain = LoadBytesFloat(vec + dim * b / 8);
-            const float* cb = hf ? cb_hi : cb_lo;
-            const uint64_t w = LoadCodeGroup(vec, g, b);
-            const uint32_t mask = (1u << b) - 1u;
+            const float gain = StoredGain(words, dim, b);
+            Centroids8(words, g, b, hf ? cb_hi : cb_lo, v);
 #pragma unroll
-            for (int i = 0; i < 8; ++i) v[i] = gain * cb[static_cast<uint32_t>(w >> (b * i)) & mask];
+            for (int i = 0; i < 8; ++i) v[i] = gain * v[i];
           }
         }
         float4* dst = reinterpret_cast<float4*>(x_s + t * lp + TQ_OFF(hf) + 8 * g);
@@ -605,8 +631,7 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
       const int64_t slot = slot_s[t];
       const int b = TQ_BITS(hf);
       if (slot != -2) {
-        const uint8_t* vec = reinterpret_cast<const uint8_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
-        gain_s[hf * kTile + t] = slot < 0 ? 0.0f : b == 0 ? 1.0f : LoadBytesFloat(vec + TQ_DIM(hf) * b / 8);
+        gain_s[hf * kTile + t] = slot < 0 ? 0.0f : b == 0 ? 1.0f : StoredGain(StagedPart(c, raw, t, hf), TQ_DIM(hf), b);
       }
     }
     for (int t = warp; t < kTile; t += kThreads / kWarp) {
@@ -624,25 +649,18 @@ __global__ void __launch_bounds__(kThreads, 2) MlaTcSplitKernel(const MlaAttenti
       }
     }
     {
-      const int lo_groups = c.lo_dim / 8, per_pos = latent / 8;
-      for (int k = tid; k < kTile * per_pos; k += kThreads) {
-        const int t = k / per_pos, rem = k - t * per_pos;
-        const int hf = rem >= lo_groups, g = rem - (hf ? lo_groups : 0);
+      for (int k = tid; k < kTile * latent / 8; k += kThreads) {
+        const auto [t, hf, g] = TileGroupAt(c, k);
         const int b = TQ_BITS(hf);
         const int64_t slot = slot_s[t];
         if (slot == -2) continue;
         uint4 out = make_uint4(0u, 0u, 0u, 0u);  // past the split: zeros
         if (slot >= 0 && b == 0) {
-          const uint32_t* u = raw + t * c.pw + (hf ? c.lo_words : 0) + 4 * g;  // 4-byte aligned only
+          const uint32_t* u = StagedPart(c, raw, t, hf) + 4 * g;  // 4-byte aligned only
           out = make_uint4(Bf16PairToHalf2(u[0]), Bf16PairToHalf2(u[1]), Bf16PairToHalf2(u[2]), Bf16PairToHalf2(u[3]));
         } else if (slot >= 0) {
-          const uint8_t* vec = reinterpret_cast<const uint8_t*>(raw + t * c.pw + (hf ? c.lo_words : 0));
-          const float* cb = hf ? c.cb_hi : c.cb_lo;
-          const uint64_t w = LoadCodeGroup(vec, g, b);
-          const uint32_t mask = (1u << b) - 1u;
           float v[8];
-#pragma unroll
-          for (int i = 0; i < 8; ++i) v[i] = cb[static_cast<uint32_t>(w >> (b * i)) & mask];
+          Centroids8(StagedPart(c, raw, t, hf), g, b, hf ? c.cb_hi : c.cb_lo, v);
           out = make_uint4(PackHalf2(v[0], v[1]), PackHalf2(v[2], v[3]), PackHalf2(v[4], v[5]), PackHalf2(v[6], v[7]));
         }
         *reinterpret_cast<uint4*>(xh + t * xs + TQ_OFF(hf) + 8 * g) = out;
