@@ -2,6 +2,7 @@
 #include "kernels/cuda/kv_attention.h"
 #include "kernels/cuda/code_spread.cuh"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/polar_bucket.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -1041,17 +1042,7 @@ __global__ void __launch_bounds__(kThreads) WritePolarKernel(const float* __rest
   for (int e = 0; e < kDpl; ++e) {
     float r = y[e] / enc.divisor;
     if (enc.signs != nullptr) r = r * enc.signs[kD + kDpl * lane + e];
-    // idx = the number of boundaries below r (sorted: a binary search; NaN compares false -> 0).
-    int idx = 0, top = (1 << kBits) - 1;
-    while (idx < top) {
-      const int mid = (idx + top) / 2;
-      const float bd = enc.boundaries[mid];
-      if (enc.ties_up ? bd <= r : bd < r) {
-        idx = mid + 1;
-      } else {
-        top = mid;
-      }
-    }
+    const int idx = PolarBucket(enc, kBits, r);
     code |= static_cast<uint32_t>(idx) << (e * kBits);
     const float c = enc.centroids[idx];
     cs += static_cast<double>(c) * c;

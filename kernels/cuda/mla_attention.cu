@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/polar_bucket.cuh"
 
 namespace tq::cuda {
 namespace {
@@ -920,18 +921,7 @@ __global__ void __launch_bounds__(kWriterThreads)
   RotateShared(y, 1, dim, dim, enc.signs, enc.divisor, false);
   double cs = 0.0;
   for (int i = threadIdx.x; i < dim; i += kWriterThreads) {
-    const float r = y[i];
-    // idx = the number of boundaries below r (sorted: a binary search; NaN compares false -> 0).
-    int lo = 0, top = (1 << enc.bits) - 1;
-    while (lo < top) {
-      const int mid = (lo + top) / 2;
-      const float bd = enc.boundaries[mid];
-      if (enc.ties_up ? bd <= r : bd < r) {
-        lo = mid + 1;
-      } else {
-        top = mid;
-      }
-    }
+    const int lo = PolarBucket(enc, enc.bits, y[i]);
     idx[i] = static_cast<uint8_t>(lo);
     const float c = enc.centroids[lo];
     cs += static_cast<double>(c) * c;
